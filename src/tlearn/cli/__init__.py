@@ -1,0 +1,51 @@
+"""The `tlearn` command line: each command parses, calls one library function, renders with Rich.
+
+`main()` is the one place that turns errors into what a user reads: a TlearnError becomes one red
+line (and a hint) with exit code 1; anything unexpected becomes one line that says it is a bug.
+`TLEARN_DEBUG=1` shows the full traceback instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+from tlearn.cli import data as _data  # noqa: F401  (registers its commands)
+from tlearn.cli.app import app
+from tlearn.cli.render import err_console
+from tlearn.errors import TlearnError
+
+__all__ = ["app", "main"]
+
+
+def main() -> None:
+    debug = os.environ.get("TLEARN_DEBUG", "") not in ("", "0")
+    _setup_logging(debug)
+    try:
+        app()  # standalone: Typer reports usage errors and Ctrl-C itself, and exits
+    except TlearnError as err:
+        if debug:
+            raise
+        err_console.print(f"[bold red]Error:[/] {err.message}", highlight=False, soft_wrap=True)
+        if err.hint:
+            err_console.print(f"[yellow]Hint:[/] {err.hint}", highlight=False, soft_wrap=True)
+        sys.exit(1)
+    except Exception as err:
+        if debug:
+            raise
+        err_console.print(
+            f"[bold red]Unexpected error:[/] {type(err).__name__}: {err}. This is a bug in tlearn: "
+            "rerun with TLEARN_DEBUG=1 to see the traceback, and report it.",
+            highlight=False,
+            soft_wrap=True,
+        )
+        sys.exit(2)
+
+
+def _setup_logging(debug: bool) -> None:
+    from rich.logging import RichHandler
+
+    handler = RichHandler(console=err_console, show_time=False, show_path=False, markup=False)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", handlers=[handler])
+    logging.getLogger("tlearn").setLevel(logging.DEBUG if debug else logging.INFO)

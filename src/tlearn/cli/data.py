@@ -1,0 +1,120 @@
+"""Commands about datasets: `tlearn sample-data` and `tlearn check`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from tlearn.cli.app import app
+from tlearn.cli.render import console, err_console, progress_bar, short_path
+
+
+@app.command("sample-data")
+def sample_data(
+    out: Annotated[Path, typer.Argument(help="Folder to write the dataset into (one subfolder per class).")],
+    classes: Annotated[int, typer.Option(help="Number of classes (2 to 6).", min=2, max=6)] = 4,
+    per_class: Annotated[int, typer.Option(help="Images per class.", min=1)] = 30,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+) -> None:
+    """Write a small synthetic dataset (coloured shapes) to try tlearn without data of your own."""
+    from tlearn.data.synthetic import make_sample_dataset
+
+    make_sample_dataset(out, classes=classes, per_class=per_class, seed=seed)
+    console.print(f"Wrote {classes * per_class} images in {classes} classes to [bold]{out}[/].")
+    console.print(f"Next: [bold]tlearn check {out}[/]")
+
+
+@app.command("check")
+def check(
+    data: Annotated[
+        Path, typer.Argument(help="A folder with one subfolder per class, split folders, or a CSV.")
+    ],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    plot: Annotated[Path | None, typer.Option(help="Write a bar chart of images per class (PNG).")] = None,
+    min_per_class: Annotated[int, typer.Option(help="Warn about classes with fewer images.", min=1)] = 10,
+    show: Annotated[int, typer.Option(help="How many broken files and duplicates to list.", min=0)] = 20,
+) -> None:
+    """Check a dataset: counts per class, balance, sizes, broken files, duplicates and leakage."""
+    from tlearn.data.checks import check_path
+
+    with progress_bar() as progress:
+        report = check_path(data, min_per_class=min_per_class, progress=progress)
+    if plot is not None and report.counts:
+        from tlearn.plots import plot_class_counts
+
+        plot_class_counts(report.counts, plot, split_counts=report.split_counts or None)
+    if as_json:
+        print(json.dumps(report.to_dict(), indent=1, ensure_ascii=False))
+    else:
+        _render_report(report, show=show)
+        if plot is not None and report.counts:
+            console.print(f"Class balance chart: [bold]{plot}[/]")
+    raise typer.Exit(0 if report.usable else 1)
+
+
+def _render_report(report, *, show: int) -> None:  # type: ignore[no-untyped-def]
+    root = report.root
+    kinds = {"folders": "one folder per class", "splits": "split folders", "csv": "CSV file"}
+    console.print(f"[bold]{root}[/] ({kinds.get(report.kind, report.kind)})")
+    table = Table()
+    table.add_column("class")
+    splits = [s for s in ("train", "val", "test") if s in report.split_counts]
+    for s in splits:
+        table.add_column(s, justify="right")
+    table.add_column("images", justify="right")
+    for c in report.classes:
+        style = "yellow" if c in report.small_classes else None
+        row = [c] + [str(report.split_counts[s].get(c, 0)) for s in splits] + [str(report.counts[c])]
+        table.add_row(*row, style=style)
+    for c in report.empty_classes:
+        table.add_row(c, *["0"] * len(splits), "0", style="red")
+    table.add_section()
+    totals = [str(sum(report.split_counts[s].values())) for s in splits]
+    table.add_row("total", *totals, str(report.total), style="bold")
+    console.print(table)
+
+    if report.total:
+        (w0, w1), (h0, h1) = report.width_range, report.height_range
+        modes = ", ".join(f"{m} {n}" for m, n in report.modes.items())
+        console.print(f"Image sizes: width {w0} to {w1} px, height {h0} to {h1} px. Modes: {modes}.")
+        console.print(f"Imbalance: {report.imbalance:.2f} to 1 (largest class / smallest).")
+
+    if report.unreadable:
+        bad = Table(title=f"Unreadable files ({len(report.unreadable)}), skipped", title_justify="left")
+        bad.add_column("file")
+        bad.add_column("reason")
+        for u in report.unreadable[:show]:
+            bad.add_row(short_path(u.path, root), u.reason)
+        console.print(bad)
+        _more(len(report.unreadable), show)
+    if report.ignored:
+        console.print(f"Ignored {len(report.ignored)} files that are not images:")
+        for i in report.ignored[:show]:
+            console.print(f"  {short_path(i.path, root)}: {i.reason}")
+        _more(len(report.ignored), show)
+    if report.duplicates:
+        dup = Table(title=f"Duplicate groups ({len(report.duplicates)})", title_justify="left")
+        dup.add_column("kind")
+        dup.add_column("where")
+        dup.add_column("files")
+        for g in report.duplicates[:show]:
+            style = "red" if g.label_conflict or g.leaks else None
+            dup.add_row(g.kind, g.scope, ", ".join(short_path(p, root) for p in g.paths), style=style)
+        console.print(dup)
+        _more(len(report.duplicates), show)
+    for w in report.warnings:
+        console.print(f"[yellow]Warning:[/] {w}")
+    if report.usable:
+        console.print(f"[green]Usable:[/] {report.total:,} images in {len(report.classes)} classes.")
+    else:
+        for p in report.problems:
+            err_console.print(f"[bold red]Not usable:[/] {p}")
+
+
+def _more(n: int, show: int) -> None:
+    if n > show:
+        console.print(f"  ... and {n - show} more (--show {n} lists all, --json gives everything).")

@@ -1,0 +1,219 @@
+"""Find the labelled images of a dataset: a folder per class, split folders, or a CSV.
+
+`load_dataset(path)` only lists files; it reads no pixels. Files it cannot use (a text file in a
+class folder, a CSV row without a label) are recorded in `Dataset.ignored` with the reason.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from tlearn.data.images import is_image_path
+from tlearn.errors import DataError
+
+SplitName = Literal["train", "val", "test"]
+SPLIT_FOLDERS: dict[str, SplitName] = {
+    "train": "train",
+    "training": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "test": "test",
+    "testing": "test",
+}
+_PATH_COLUMNS = ("path", "file", "filename", "image", "filepath")
+_LABEL_COLUMNS = ("label", "class", "category", "target")
+_JUNK = {"__MACOSX", "Thumbs.db", "desktop.ini"}
+
+
+@dataclass(frozen=True)
+class Sample:
+    path: Path
+    label: str
+    split: SplitName | None = None  # set when the source itself says which split a file is in
+
+
+@dataclass(frozen=True)
+class Ignored:
+    path: Path
+    reason: str
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """The files of a dataset and their labels. `classes` holds only classes with at least one file."""
+
+    root: Path
+    kind: Literal["folders", "splits", "csv"]
+    classes: tuple[str, ...]
+    samples: tuple[Sample, ...]
+    empty_classes: tuple[str, ...] = ()
+    ignored: tuple[Ignored, ...] = ()
+
+    @property
+    def has_splits(self) -> bool:
+        return any(s.split is not None for s in self.samples)
+
+
+def load_dataset(path: str | Path) -> Dataset:
+    """List the images and labels found at `path` (a folder or a CSV file). Raises DataError."""
+    root = Path(path).expanduser()
+    if not root.exists():
+        raise DataError(
+            f"No such file or folder: {root}.",
+            hint="Check the path: pass a folder with one subfolder per class, or a CSV of path,label.",
+        )
+    if root.is_file():
+        if root.suffix.lower() != ".csv":
+            raise DataError(
+                f"{root} is a file, not a dataset.",
+                hint="Pass a folder with one subfolder per class, or a CSV file with path,label columns.",
+            )
+        return _from_csv(root)
+    subdirs = [d for d in _visible_children(root) if d.is_dir()]
+    split_dirs = {d: SPLIT_FOLDERS[d.name.lower()] for d in subdirs if d.name.lower() in SPLIT_FOLDERS}
+    if split_dirs and len(split_dirs) == len(subdirs):
+        return _from_split_folders(root, split_dirs)
+    if not subdirs:
+        n_images = sum(1 for f in _visible_children(root) if f.is_file() and is_image_path(f))
+        if n_images:
+            raise DataError(
+                f"No class folders in {root}: it holds {n_images} images directly.",
+                hint=f"Put each class's images in its own subfolder ({root / 'cat'}/, {root / 'dog'}/ ...), "
+                "or pass a CSV file with path,label columns.",
+            )
+        raise DataError(
+            f"No images found in {root}: it is empty.",
+            hint="Pass a folder with one subfolder of images per class.",
+        )
+    if split_dirs:
+        names = ", ".join(sorted(d.name + "/" for d in split_dirs))
+        raise DataError(
+            f"{root} mixes split folders ({names}) with class folders.",
+            hint="Use either train/ val/ test/ folders that each hold class folders, or class folders only.",
+        )
+    samples, empty, ignored = _from_class_folders(subdirs, split=None)
+    return _build(root, "folders", samples, empty, ignored)
+
+
+def _from_class_folders(
+    class_dirs: list[Path], split: SplitName | None
+) -> tuple[list[Sample], list[str], list[Ignored]]:
+    samples: list[Sample] = []
+    empty: list[str] = []
+    ignored: list[Ignored] = []
+    for class_dir in sorted(class_dirs, key=lambda d: d.name):
+        found = 0
+        for f in _walk_files(class_dir):
+            if is_image_path(f):
+                samples.append(Sample(f, class_dir.name, split))
+                found += 1
+            else:
+                ignored.append(Ignored(f, "not an image file extension"))
+        if not found:
+            empty.append(class_dir.name)
+    return samples, empty, ignored
+
+
+def _from_split_folders(root: Path, split_dirs: dict[Path, SplitName]) -> Dataset:
+    if "train" not in split_dirs.values():
+        names = ", ".join(sorted(d.name + "/" for d in split_dirs))
+        raise DataError(
+            f"{root} holds {names} but no train/ folder.",
+            hint="Add a train/ folder with one subfolder per class, or pass a folder of class folders.",
+        )
+    samples: list[Sample] = []
+    empty: set[str] = set()
+    ignored: list[Ignored] = []
+    for split_dir, split in sorted(split_dirs.items(), key=lambda kv: kv[0].name):
+        class_dirs = [d for d in _visible_children(split_dir) if d.is_dir()]
+        loose = [f for f in _visible_children(split_dir) if f.is_file()]
+        ignored += [Ignored(f, f"not in a class folder of {split_dir.name}/") for f in loose]
+        s, e, i = _from_class_folders(class_dirs, split)
+        samples += s
+        empty |= set(e)
+        ignored += i
+    with_images = {s.label for s in samples}
+    return _build(root, "splits", samples, sorted(empty - with_images), ignored)
+
+
+def _from_csv(csv_path: Path) -> Dataset:
+    base = csv_path.parent
+    try:
+        with csv_path.open(newline="", encoding="utf-8-sig") as fh:
+            rows = list(csv.reader(fh))
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataError(f"Cannot read the CSV file {csv_path}: {err}.") from None
+    if not rows:
+        raise DataError(f"The CSV file {csv_path} is empty.", hint="It needs a header row: path,label.")
+    header = [h.strip().lower() for h in rows[0]]
+    path_col = next((header.index(c) for c in _PATH_COLUMNS if c in header), None)
+    label_col = next((header.index(c) for c in _LABEL_COLUMNS if c in header), None)
+    if path_col is None or label_col is None:
+        raise DataError(
+            f"The CSV file {csv_path} needs 'path' and 'label' columns. Got header: {','.join(rows[0])}.",
+            hint="Make the first row: path,label (paths relative to the CSV file).",
+        )
+    split_col = header.index("split") if "split" in header else None
+    samples: list[Sample] = []
+    ignored: list[Ignored] = []
+    for line_no, row in enumerate(rows[1:], start=2):
+        if not any(cell.strip() for cell in row):
+            continue
+        cells = [c.strip() for c in row] + [""] * len(header)
+        rel, label = cells[path_col], cells[label_col]
+        where = csv_path.with_name(f"{csv_path.name}:{line_no}")
+        if not rel or not label:
+            ignored.append(Ignored(where, "row without a path or a label"))
+            continue
+        split: SplitName | None = None
+        if split_col is not None and cells[split_col]:
+            if cells[split_col].lower() not in SPLIT_FOLDERS:
+                ignored.append(Ignored(where, f"unknown split '{cells[split_col]}' (use train, val or test)"))
+                continue
+            split = SPLIT_FOLDERS[cells[split_col].lower()]
+        samples.append(Sample(base / rel, label, split))
+    if samples and any(s.split for s in samples) and not all(s.split for s in samples):
+        raise DataError(
+            f"The CSV file {csv_path} gives a split for some rows but not for others.",
+            hint="Fill the split column (train, val or test) on every row, or drop the column.",
+        )
+    if samples and any(s.split for s in samples) and not any(s.split == "train" for s in samples):
+        raise DataError(f"The CSV file {csv_path} has a split column but no 'train' rows.")
+    return _build(csv_path, "csv", samples, [], ignored)
+
+
+def _build(
+    root: Path,
+    kind: Literal["folders", "splits", "csv"],
+    samples: list[Sample],
+    empty: list[str],
+    ignored: list[Ignored],
+) -> Dataset:
+    if not samples:
+        raise DataError(
+            f"No images found in {root}.",
+            hint="Supported formats: JPEG, PNG, BMP, GIF, WebP, TIFF, one subfolder per class.",
+        )
+    classes = tuple(sorted({s.label for s in samples}))
+    return Dataset(root, kind, classes, tuple(samples), tuple(sorted(empty)), tuple(ignored))
+
+
+def _visible_children(folder: Path) -> list[Path]:
+    try:
+        children = sorted(folder.iterdir())
+    except PermissionError:
+        raise DataError(f"Permission denied reading {folder}.") from None
+    return [c for c in children if not c.name.startswith(".") and c.name not in _JUNK]
+
+
+def _walk_files(folder: Path) -> Iterator[Path]:
+    for child in _visible_children(folder):
+        if child.is_dir():
+            yield from _walk_files(child)
+        elif child.is_file():
+            yield child

@@ -1,0 +1,109 @@
+"""Finding a dataset's images and labels in the layouts users have."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conftest import jpeg_bytes, solid
+from tlearn.data.sources import load_dataset
+from tlearn.errors import DataError
+
+
+def put(path: Path, rgb: tuple[int, int, int] = (200, 30, 30)) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(jpeg_bytes(solid(rgb)))
+    return path
+
+
+def test_class_folders_give_sorted_classes_and_skip_hidden_and_junk(tmp_path: Path) -> None:
+    put(tmp_path / "dogs" / "a.jpg")
+    put(tmp_path / "cats" / "b.jpg")
+    put(tmp_path / "cats" / "nested" / "c.png")
+    put(tmp_path / "cats" / ".hidden.jpg")
+    put(tmp_path / ".ipynb_checkpoints" / "x.jpg")
+    put(tmp_path / "__MACOSX" / "cats" / "._b.jpg")
+    (tmp_path / "cats" / ".DS_Store").write_bytes(b"\0")
+    (tmp_path / "cats" / "readme.txt").write_text("hi")
+    ds = load_dataset(tmp_path)
+    assert ds.kind == "folders"
+    assert ds.classes == ("cats", "dogs")
+    assert sorted(s.path.name for s in ds.samples) == ["a.jpg", "b.jpg", "c.png"]
+    assert [i.path.name for i in ds.ignored] == ["readme.txt"]
+
+
+def test_train_and_val_folders_are_splits_not_two_classes(tmp_path: Path) -> None:
+    for split in ("train", "val"):
+        put(tmp_path / split / "cat" / f"{split}1.jpg")
+        put(tmp_path / split / "dog" / f"{split}2.jpg")
+    ds = load_dataset(tmp_path)
+    assert ds.kind == "splits"
+    assert ds.classes == ("cat", "dog")
+    assert {s.split for s in ds.samples} == {"train", "val"}
+
+
+def test_validation_folder_names_are_recognised(tmp_path: Path) -> None:
+    put(tmp_path / "train" / "a" / "1.jpg")
+    put(tmp_path / "Validation" / "a" / "2.jpg")
+    put(tmp_path / "test" / "a" / "3.jpg")
+    ds = load_dataset(tmp_path)
+    assert sorted(s.split or "" for s in ds.samples) == ["test", "train", "val"]
+
+
+def test_csv_paths_are_relative_to_the_csv(tmp_path: Path) -> None:
+    put(tmp_path / "img" / "x.jpg")
+    put(tmp_path / "img" / "y.jpg")
+    csv = tmp_path / "labels.csv"
+    csv.write_text("path,label\nimg/x.jpg,cat\nimg/y.jpg,dog\n,dog\n")
+    ds = load_dataset(csv)
+    assert ds.kind == "csv"
+    assert [(s.path, s.label) for s in ds.samples] == [
+        (tmp_path / "img/x.jpg", "cat"),
+        (tmp_path / "img/y.jpg", "dog"),
+    ]
+    assert "without a path or a label" in ds.ignored[0].reason
+
+
+def test_csv_without_label_column_names_the_header(tmp_path: Path) -> None:
+    csv = tmp_path / "bad.csv"
+    csv.write_text("file,species_name\na.jpg,cat\n")
+    with pytest.raises(DataError, match=r"needs 'path' and 'label' columns. Got header: file,species_name"):
+        load_dataset(csv)
+
+
+def test_unicode_and_spaces_in_names(tmp_path: Path) -> None:
+    put(tmp_path / "crème brûlée" / "photo 1.jpg")
+    put(tmp_path / "日本" / "写真.jpg")
+    ds = load_dataset(tmp_path)
+    assert ds.classes == ("crème brûlée", "日本")
+    assert len(ds.samples) == 2
+
+
+def test_empty_class_folder_is_recorded_not_a_class(tmp_path: Path) -> None:
+    put(tmp_path / "a" / "1.jpg")
+    put(tmp_path / "b" / "1.jpg")
+    (tmp_path / "empty").mkdir()
+    ds = load_dataset(tmp_path)
+    assert ds.classes == ("a", "b")
+    assert ds.empty_classes == ("empty",)
+
+
+def test_missing_path_says_what_to_pass(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="No such file or folder") as info:
+        load_dataset(tmp_path / "photos")
+    assert info.value.hint and "subfolder per class" in info.value.hint
+
+
+def test_images_without_class_folders_explain_the_layout(tmp_path: Path) -> None:
+    put(tmp_path / "a.jpg")
+    put(tmp_path / "b.jpg")
+    with pytest.raises(DataError, match=r"No class folders .* holds 2 images directly"):
+        load_dataset(tmp_path)
+
+
+def test_val_without_train_is_refused(tmp_path: Path) -> None:
+    put(tmp_path / "val" / "a" / "1.jpg")
+    put(tmp_path / "test" / "a" / "1.jpg")
+    with pytest.raises(DataError, match="no train/ folder"):
+        load_dataset(tmp_path)
