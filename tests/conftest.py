@@ -21,8 +21,8 @@ MOBILENET = SHARED / "weights" / "mobilenetv2_100.tf_in1k.safetensors"
 
 @pytest.fixture(autouse=True)
 def _isolated_caches(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Caches go to a temporary folder, never to the user's home; the hub is never asked."""
-    monkeypatch.setenv("TLEARN_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "tlearn-cache"))
+    """Each test has its own empty cache, never the user's; the hub is never asked."""
+    monkeypatch.setenv("TLEARN_CACHE_DIR", str(tmp_path_factory.mktemp("tlearn-cache")))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 

@@ -14,6 +14,7 @@ import sys
 from tlearn.cli import augment as _augment  # noqa: F401  (each module registers its commands)
 from tlearn.cli import backbones as _backbones  # noqa: F401
 from tlearn.cli import data as _data  # noqa: F401
+from tlearn.cli import train as _train  # noqa: F401
 from tlearn.cli.app import app
 from tlearn.cli.render import err_console
 from tlearn.errors import TlearnError

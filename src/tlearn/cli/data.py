@@ -30,9 +30,7 @@ def sample_data(
 
 @app.command("check")
 def check(
-    data: Annotated[
-        Path, typer.Argument(help="A folder with one subfolder per class, split folders, or a CSV.")
-    ],
+    data: Annotated[Path, typer.Argument(help="A folder with one subfolder per class, split folders, or a CSV.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     plot: Annotated[Path | None, typer.Option(help="Write a bar chart of images per class (PNG).")] = None,
     min_per_class: Annotated[int, typer.Option(help="Warn about classes with fewer images.", min=1)] = 10,

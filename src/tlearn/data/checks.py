@@ -100,9 +100,7 @@ class DatasetReport:
             "width_range": list(self.width_range),
             "height_range": list(self.height_range),
             "modes": self.modes,
-            "unreadable": [
-                {"path": str(u.path), "label": u.label, "reason": u.reason} for u in self.unreadable
-            ],
+            "unreadable": [{"path": str(u.path), "label": u.label, "reason": u.reason} for u in self.unreadable],
             "ignored": [{"path": str(i.path), "reason": i.reason} for i in self.ignored],
             "empty_classes": list(self.empty_classes),
             "duplicates": [
@@ -118,9 +116,7 @@ class DatasetReport:
         }
 
 
-def check_dataset(
-    dataset: Dataset, scanned: ScannedImages, *, min_per_class: int = MIN_PER_CLASS
-) -> DatasetReport:
+def check_dataset(dataset: Dataset, scanned: ScannedImages, *, min_per_class: int = MIN_PER_CLASS) -> DatasetReport:
     """Summarise and judge a scanned dataset. Never raises for bad files: they are listed."""
     counts = Counter(s.label for s in scanned.samples)
     classes = tuple(c for c in dataset.classes if counts[c])
@@ -147,9 +143,7 @@ def check_dataset(
     if scanned.unreadable:
         warnings.append(f"{len(scanned.unreadable)} files cannot be read and will be skipped.")
     if empty:
-        warnings.append(
-            f"{len(empty)} class folders have no readable images and are left out: {', '.join(empty)}."
-        )
+        warnings.append(f"{len(empty)} class folders have no readable images and are left out: {', '.join(empty)}.")
     if small:
         warnings.append(
             f"{len(small)} classes have fewer than {min_per_class} images ({', '.join(small[:5])}"

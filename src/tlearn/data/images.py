@@ -63,7 +63,7 @@ def decode_image(
     img, (size, mode) = _open(source, max_pixels=max_pixels, short_side=short_side)
     if short_side is not None:
         img = shrink_to_short_side(img, short_side, resample=resample)
-    return DecodedImage(pixels=np.asarray(img, dtype=np.uint8), size=size, mode=mode)
+    return DecodedImage(pixels=np.array(img, dtype=np.uint8), size=size, mode=mode)
 
 
 def shrink_to_short_side(
@@ -102,7 +102,7 @@ def _open(
                 # Decode at the smallest DCT scale that still leaves both sides >= short_side.
                 img.draft("RGB", (short_side, short_side))
             img.load()
-            rgb = _to_rgb(ImageOps.exif_transpose(img) or img)
+            rgb = upright_rgb(img)
     except ImageError:
         raise
     except UnidentifiedImageError:
@@ -127,6 +127,11 @@ def _read_bytes(source: Path | bytes | BinaryIO) -> bytes:
         except OSError as err:
             raise ImageError(f"cannot be read ({err.strerror})") from None
     return source.read()
+
+
+def upright_rgb(img: Image.Image) -> Image.Image:
+    """A decoded image turned as its EXIF orientation says, in 8-bit RGB."""
+    return _to_rgb(ImageOps.exif_transpose(img) or img)
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:

@@ -121,9 +121,7 @@ def split_from_dataset(
         notes.append(f"The dataset has no validation part: {len(val)} training images were held out for it.")
     if len(given["test"]) == 0:
         notes.append("The dataset has no test part: results are reported on the validation part.")
-    return Split(
-        train, val, given["test"], origin="dataset", seed=seed, val_frac=val_frac, notes=tuple(notes)
-    )
+    return Split(train, val, given["test"], origin="dataset", seed=seed, val_frac=val_frac, notes=tuple(notes))
 
 
 def save_split(split: Split, samples: Sequence[Sample], root: Path, path: Path) -> None:
@@ -191,8 +189,6 @@ def _check_fracs(val_frac: float, test_frac: float) -> None:
         if not 0 <= value < 1:
             problems.append(f"{flag} must be at least 0 and below 1. Got {value}.")
     if not problems and val_frac + test_frac >= 1:
-        problems.append(
-            f"--val-frac plus --test-frac must leave images for training. Got {val_frac} + {test_frac}."
-        )
+        problems.append(f"--val-frac plus --test-frac must leave images for training. Got {val_frac} + {test_frac}.")
     if problems:
         raise ConfigError(" ".join(problems))

@@ -58,7 +58,7 @@ def draw_sample(cls: ShapeClass, size: tuple[int, int], rng: np.random.Generator
     w, h = size
     img = _background(size, rng)
     draw = ImageDraw.Draw(img)
-    r = float(rng.uniform(0.22, 0.36)) * min(w, h)
+    r = float(rng.uniform(0.28, 0.42)) * min(w, h)
     cx = float(rng.uniform(r, w - r))
     cy = float(rng.uniform(r, h - r))
     colour = tuple(int(np.clip(c + rng.normal(0, 12), 0, 255)) for c in cls.rgb)

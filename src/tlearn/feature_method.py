@@ -1,0 +1,165 @@
+"""The feature-extraction method: the frozen network runs once per image, a linear head learns on top.
+
+For small datasets close to ImageNet this is the method to beat, and it is cheap: features are
+cached, so a rerun with another head, C or class weighting costs seconds. `views` adds K augmented
+views of each training image (extracted once, cached too), the cheap augmentation of this method.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+
+import numpy as np
+import torch
+from torch import nn
+
+from tlearn.backbones import Backbone
+from tlearn.config import TrainConfig
+from tlearn.data.augment import augmented_view, build_eval_transform, build_train_transform, view_seed
+from tlearn.evaluate import softmax
+from tlearn.features import FeatureCache, extract_features
+from tlearn.linear import fit_linear
+from tlearn.model import Classifier, FeatureTrunk, HeadSpec, parse_levels
+from tlearn.progress import Progress, no_progress
+from tlearn.training_data import Fitted, LabelledImages
+
+
+class _Embed(nn.Module):
+    """The feature part of a classifier as a module of its own (what extraction runs)."""
+
+    def __init__(self, classifier: Classifier) -> None:
+        super().__init__()
+        self.classifier = classifier
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier.features(x)
+
+
+@dataclass(frozen=True)
+class FeatureSet:
+    """Features of every image (and of its mirror image), and augmented views of the training images."""
+
+    clean: np.ndarray  # (N, D), row i is image i
+    mirror: np.ndarray | None  # (N, D) features of the mirrored images, when flips are on
+    views: np.ndarray  # (len(train) * K, D)
+    view_owner: np.ndarray  # (len(train) * K,) image index of each view row
+
+
+def feature_trunk(backbone: Backbone, feature_layer: str | None) -> Classifier:
+    """A classifier shell (no head yet) around the backbone's feature trunk."""
+    levels = parse_levels(feature_layer, len(backbone.levels))
+    trunk = FeatureTrunk(backbone.model, levels)
+    prep = backbone.preprocessing
+    return Classifier(trunk, nn.Sequential(nn.Identity()), mean=prep.mean, std=prep.std).eval()
+
+
+def compute_features(
+    shell: Classifier,
+    backbone: Backbone,
+    data: LabelledImages,
+    *,
+    views: int,
+    mirror: bool,
+    cfg: TrainConfig,
+    progress: Progress = no_progress,
+) -> FeatureSet:
+    """Features of all images (and their mirror images) and `views` augmented views per training image."""
+    prep = backbone.preprocessing
+    embed = _Embed(shell).to(memory_format=torch.channels_last)
+    namespace = {
+        "architecture": backbone.architecture,
+        "create_kwargs": backbone.create_kwargs,
+        "weights": backbone.weights_id,
+        "levels": list(shell.trunk.levels),
+        "preprocessing": prep.to_dict(),
+        "precision": "fp32",
+    }
+    eval_tf = build_eval_transform(prep)
+    pixels = data.pixels
+    cache = FeatureCache(namespace)
+    n = len(pixels)
+    items = [partial(_view, eval_tf, pixels[i], None, False) for i in range(n)]
+    keys = list(data.sha256)
+    if mirror:  # the mirror image is a second deterministic view: same cache, its own key
+        items += [partial(_view, eval_tf, pixels[i], None, True) for i in range(n)]
+        keys += [f"{h}:mirror" for h in data.sha256]
+    both = extract_features(embed, items, keys=keys, cache=cache, batch_size=cfg.batch_size, progress=progress)
+    clean, flipped = both[:n], (both[n:] if mirror else None)
+    owner = np.repeat(data.split.train, views) if views else np.zeros(0, dtype=np.int64)
+    if not views:
+        return FeatureSet(clean, flipped, np.zeros((0, clean.shape[1]), np.float32), owner)
+    train_tf = build_train_transform(cfg.augment, prep)
+    view_ns = {**namespace, "augment": cfg.augment.to_dict(), "seed": cfg.seed}
+    items, keys = [], []
+    for i in data.split.train:
+        content = int(data.sha256[i][:15], 16)  # seeds follow the image, not its position: cache hits across splits
+        for k in range(views):
+            s = view_seed(cfg.seed, content, k)
+            items.append(partial(_view, train_tf, pixels[i], s, False))
+            keys.append(f"{data.sha256[i]}:v{k}")
+    aug = extract_features(
+        embed,
+        items,
+        keys=keys,
+        cache=FeatureCache(view_ns),
+        batch_size=cfg.batch_size,
+        progress=progress,
+        stage="views",
+    )
+    return FeatureSet(clean, flipped, aug, owner)
+
+
+def _view(
+    transform: Callable[[np.ndarray], torch.Tensor], pixels: np.ndarray, seed: int | None, flip: bool
+) -> torch.Tensor:
+    """One model input: the transform of the pixels (seeded when random), mirrored if asked."""
+    x = transform(pixels) if seed is None else augmented_view(pixels, transform, seed=seed)
+    return x.flip(-1) if flip else x
+
+
+def fit_feature_method(
+    backbone: Backbone, data: LabelledImages, cfg: TrainConfig, *, progress: Progress = no_progress
+) -> Fitted:
+    """Features -> cross-validated linear head -> one Classifier (trunk + nn.Linear head)."""
+    shell = feature_trunk(backbone, cfg.feature_layer)
+    mirror = bool(cfg.augment.hflip) and cfg.tta
+    feats = compute_features(shell, backbone, data, views=cfg.views, mirror=mirror, cfg=cfg, progress=progress)
+    train = data.split.train
+    rows = [feats.clean[train]] + ([feats.mirror[train]] if feats.mirror is not None else []) + [feats.views]
+    owners = np.concatenate([train] * (2 if feats.mirror is not None else 1) + [feats.view_owner])
+    x = np.concatenate(rows)
+    y = data.labels[owners]
+    fit = fit_linear(
+        x,
+        y,
+        num_classes=len(data.classes),
+        kind="svm" if cfg.head == "svm" else "logistic",
+        C=cfg.C,
+        class_weight="balanced" if cfg.class_weight == "balanced" else None,
+        groups=owners,
+        seed=cfg.seed,
+    )
+    spec = HeadSpec(num_classes=len(data.classes), in_features=x.shape[1])
+    head = nn.Sequential(nn.Dropout(0.0), fit.to_linear())
+    prep = backbone.preprocessing
+    classifier = Classifier(shell.trunk, head, mean=prep.mean, std=prep.std, flip_tta=mirror)
+
+    def logits(idx: np.ndarray) -> np.ndarray:  # what the classifier computes, from cached features
+        z = fit.logits(feats.clean[idx])
+        return (z + fit.logits(feats.mirror[idx])) / 2 if feats.mirror is not None else z
+
+    proba = {part: softmax(logits(idx) / fit.temperature) for part, idx in data.split.parts().items()}
+    details = {
+        "head": fit.kind,
+        "C": fit.C,
+        "cv_folds": fit.folds,
+        "cv_scores": [[c, s] for c, s in fit.cv_scores],
+        "views": cfg.views,
+        "mirror": mirror,
+        "feature_layer": cfg.feature_layer,
+        "feature_dim": int(x.shape[1]),
+        "train_rows": len(x),
+    }
+    return Fitted(classifier=classifier.eval(), head=spec, details=details, proba=proba)

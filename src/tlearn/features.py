@@ -1,0 +1,147 @@
+"""Pooled features of a frozen network, computed once per image and kept on disk.
+
+The frozen part of the network gives the same output for the same pixels every time, so running it
+once per image (and once per augmented view) and caching the result is what makes the feature
+method, the warm-up phase and `auto` cheap. Entries are keyed by the image's content hash and the
+view, inside a namespace that names the network, its weights, its preprocessing and the precision:
+a second run with another head costs seconds, and a different network never reads stale features.
+Progress is written every few hundred images, so Ctrl-C loses at most one chunk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from tlearn.files import atomic_path
+from tlearn.progress import Progress, no_progress
+
+log = logging.getLogger(__name__)
+
+FEATURE_FORMAT = 1
+FLUSH_EVERY = 256  # images between writes to the cache
+COMPACT_ABOVE = 16  # chunk files before they are merged into one
+
+
+def cache_root() -> Path:
+    """TLEARN_CACHE_DIR, else $XDG_CACHE_HOME/tlearn, else ~/.cache/tlearn."""
+    env = os.environ.get("TLEARN_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "tlearn"
+
+
+def digest(doc: Any) -> str:
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+class FeatureCache:
+    """Feature vectors by key, in chunk files under `root/features/<namespace digest>/`."""
+
+    def __init__(self, namespace: dict[str, Any], root: Path | None = None) -> None:
+        self.namespace = {"format": FEATURE_FORMAT, **namespace}
+        self.dir = (root or cache_root()) / "features" / digest(self.namespace)
+        self._rows: dict[str, np.ndarray] | None = None
+
+    def lookup(self, keys: Sequence[str]) -> dict[str, np.ndarray]:
+        rows = self._load()
+        return {k: rows[k] for k in keys if k in rows}
+
+    def add(self, keys: Sequence[str], feats: np.ndarray) -> None:
+        """Write one chunk (atomically) and remember its rows."""
+        if not len(keys):
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        meta = self.dir / "namespace.json"
+        if not meta.exists():
+            with atomic_path(meta) as tmp:
+                tmp.write_text(json.dumps(self.namespace, indent=1, default=str))
+        with atomic_path(self.dir / f"chunk-{uuid.uuid4().hex[:12]}.npz") as tmp, tmp.open("wb") as fh:
+            np.savez(fh, keys=np.array(keys), feats=feats.astype(np.float32))
+        rows = self._load()
+        rows.update(zip(keys, feats.astype(np.float32), strict=True))
+
+    def _load(self) -> dict[str, np.ndarray]:
+        if self._rows is None:
+            self._rows = {}
+            chunks = sorted(self.dir.glob("chunk-*.npz")) if self.dir.is_dir() else []
+            for chunk in chunks:
+                try:
+                    with np.load(chunk) as data:
+                        self._rows.update(zip(data["keys"].tolist(), data["feats"], strict=True))
+                except (OSError, ValueError, KeyError):
+                    log.warning("Skipping an unreadable feature cache file: %s", chunk)
+            if len(chunks) > COMPACT_ABOVE:
+                self._compact(chunks)
+        return self._rows
+
+    def _compact(self, chunks: list[Path]) -> None:
+        assert self._rows is not None
+        keys = list(self._rows)
+        with atomic_path(self.dir / f"chunk-{uuid.uuid4().hex[:12]}.npz") as tmp, tmp.open("wb") as fh:
+            np.savez(fh, keys=np.array(keys), feats=np.stack([self._rows[k] for k in keys]))
+        for c in chunks:
+            c.unlink(missing_ok=True)
+
+
+def extract_features(
+    embed: nn.Module,
+    inputs: Sequence[Callable[[], torch.Tensor]],
+    *,
+    keys: Sequence[str] | None = None,
+    cache: FeatureCache | None = None,
+    batch_size: int = 32,
+    progress: Progress = no_progress,
+    stage: str = "features",
+) -> np.ndarray:
+    """Run `embed` (float [0, 1] NCHW -> (N, D)) on every input, reusing cached rows.
+
+    `inputs[i]()` returns image i as a (3, H, W) float tensor (clean or an augmented view); only the
+    inputs whose key is not cached are computed. Returns (len(inputs), D) float32 in input order.
+    """
+    n = len(inputs)
+    found = cache.lookup(keys) if cache is not None and keys is not None else {}
+    todo = [i for i in range(n) if keys is None or keys[i] not in found]
+    out: dict[int, np.ndarray] = {i: found[keys[i]] for i in range(n) if keys is not None and keys[i] in found}
+    done = n - len(todo)
+    progress(stage, done, n)
+    pending: list[int] = []
+    embed.eval()
+    for batch in _batches(todo, batch_size):
+        x = torch.stack([inputs[i]() for i in batch])
+        feats = run_embed(embed, x)
+        for i, f in zip(batch, feats, strict=True):
+            out[i] = f
+        pending += batch
+        done += len(batch)
+        progress(stage, done, n)
+        if cache is not None and keys is not None and len(pending) >= FLUSH_EVERY:
+            cache.add([keys[i] for i in pending], np.stack([out[i] for i in pending]))
+            pending = []
+    if cache is not None and keys is not None and pending:
+        cache.add([keys[i] for i in pending], np.stack([out[i] for i in pending]))
+    if not n:
+        return np.zeros((0, 0), dtype=np.float32)
+    return np.stack([out[i] for i in range(n)]).astype(np.float32)
+
+
+def run_embed(embed: nn.Module, x: torch.Tensor) -> np.ndarray:
+    """One batch through the network in inference mode, channels-last (faster convolutions on CPU)."""
+    with torch.inference_mode():
+        return embed(x.contiguous(memory_format=torch.channels_last)).float().numpy()
+
+
+def _batches(items: Sequence[int], size: int) -> Iterable[list[int]]:
+    for start in range(0, len(items), size):
+        yield list(items[start : start + size])

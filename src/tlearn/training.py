@@ -1,0 +1,232 @@
+"""`tlearn train`: dataset -> checks -> split -> backbone -> method -> evaluation -> bundle.
+
+`run(cfg)` reads top to bottom as the list above; each step takes the previous step's value. The run
+folder is the bundle: weights and config, plus the split, the dataset check, the predictions on
+val/test and (for methods that train in epochs) the history.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tlearn.backbones import Backbone, create_backbone
+from tlearn.bundle import SPLIT_FILE, BundleConfig, save_bundle
+from tlearn.config import TrainConfig
+from tlearn.data.checks import DatasetReport, check_dataset, group_ids
+from tlearn.data.scan import ScannedImages, scan_images
+from tlearn.data.sources import Dataset, load_dataset
+from tlearn.data.split import Split, load_split, save_split, split_from_dataset, stratified_split
+from tlearn.errors import DataError, TlearnError
+from tlearn.evaluate import Metrics, compute_metrics
+from tlearn.files import atomic_path, write_json_atomic
+from tlearn.progress import Progress, no_progress
+from tlearn.timing import Timer
+from tlearn.training_data import Fitted, LabelledImages
+
+log = logging.getLogger(__name__)
+
+CHECK_FILE = "check.json"
+PREDICTIONS_FILE = "predictions.csv"
+EpochCallback = Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    out: Path  # the run folder, which is the bundle
+    method: str
+    classes: tuple[str, ...]
+    metrics: dict[str, Metrics]  # "val" / "test"
+    timings: dict[str, float]  # seconds per stage
+    dataset: DatasetReport
+    split_counts: dict[str, int]
+    details: dict[str, Any] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+
+    @property
+    def headline(self) -> tuple[str, Metrics] | None:
+        """The part to quote: test if there is one, else validation."""
+        for part in ("test", "val"):
+            if part in self.metrics:
+                return part, self.metrics[part]
+        return None
+
+
+def train(data: str | Path, **options: Any) -> TrainResult:
+    """Python entry point: `tlearn.train("photos/", method="features", backbone="resnet50")`."""
+    return run(TrainConfig(data=Path(data), **options))
+
+
+def run(
+    cfg: TrainConfig, *, progress: Progress = no_progress, on_epoch_end: EpochCallback | None = None
+) -> TrainResult:
+    timer = Timer()
+    with timer.stage("load"):
+        dataset = load_dataset(cfg.data)
+        backbone = _backbone(cfg)
+    prep = backbone.preprocessing
+    with timer.stage("decode"):
+        scanned = scan_images(
+            dataset.samples, short_side=prep.working_short_side, resample=prep.resample, progress=progress
+        )
+    report = check_dataset(dataset, scanned, min_per_class=cfg.min_per_class)
+    if not report.usable:
+        raise DataError(f"{cfg.data} cannot be used: {report.problems[0]}", hint=f"Run: tlearn check {cfg.data}")
+    split = _split(cfg, dataset, scanned, report)
+    data = _labelled(scanned, report, split)
+    out = _out_dir(cfg)
+    save_split(split, scanned.samples, dataset.root, out / SPLIT_FILE)
+    write_json_atomic(out / CHECK_FILE, report.to_dict())
+
+    with timer.stage("fit"):
+        fitted = _fit(cfg, backbone, data, progress=progress, on_epoch_end=on_epoch_end, out=out)
+    with timer.stage("evaluate"):
+        metrics = {
+            part: compute_metrics(data.labels[idx], fitted.proba[part], data.classes)
+            for part, idx in split.parts().items()
+            if part != "train" and len(idx) and part in fitted.proba
+        }
+    _write_predictions(out / PREDICTIONS_FILE, scanned, data, fitted, dataset.root)
+    with timer.stage("save"):
+        save_bundle(fitted.classifier, _bundle_config(cfg, backbone, data, fitted, metrics, timer), out)
+    return TrainResult(
+        out=out,
+        method=str(fitted.details.get("method", cfg.method)),
+        classes=data.classes,
+        metrics=metrics,
+        timings=dict(timer.seconds),
+        dataset=report,
+        split_counts={p: len(ix) for p, ix in split.parts().items()},
+        details=fitted.details,
+        notes=split.notes,
+    )
+
+
+def _backbone(cfg: TrainConfig) -> Backbone:
+    if cfg.method == "scratch":
+        from tlearn.baseline import SCRATCH_ARCH
+
+        return create_backbone(SCRATCH_ARCH, weights="none", input_size=cfg.input_size, seed=cfg.seed)
+    return create_backbone(cfg.backbone, weights=cfg.weights, input_size=cfg.input_size, seed=cfg.seed)
+
+
+def _split(cfg: TrainConfig, dataset: Dataset, scanned: ScannedImages, report: DatasetReport) -> Split:
+    groups = group_ids(len(scanned), report.duplicates)
+    if cfg.split_file is not None:
+        split = load_split(cfg.split_file, scanned.samples, dataset.root)
+    elif dataset.has_splits:
+        split = split_from_dataset(scanned.samples, val_frac=cfg.val_frac, seed=cfg.seed, groups=groups)
+    else:
+        labels = [s.label for s in scanned.samples]
+        split = stratified_split(labels, val_frac=cfg.val_frac, test_frac=cfg.test_frac, seed=cfg.seed, groups=groups)
+    if not len(split.train):
+        raise DataError("The split leaves no images to train on.", hint="Lower --val-frac / --test-frac.")
+    return split
+
+
+def _labelled(scanned: ScannedImages, report: DatasetReport, split: Split) -> LabelledImages:
+    index = {c: i for i, c in enumerate(report.classes)}
+    return LabelledImages(
+        pixels=scanned.pixels,
+        labels=np.array([index[s.label] for s in scanned.samples], dtype=np.int64),
+        sha256=scanned.sha256,
+        classes=report.classes,
+        split=split,
+    )
+
+
+def _fit(
+    cfg: TrainConfig,
+    backbone: Backbone,
+    data: LabelledImages,
+    *,
+    progress: Progress,
+    on_epoch_end: EpochCallback | None,
+    out: Path,
+) -> Fitted:
+    from tlearn.feature_method import fit_feature_method
+
+    method = cfg.method
+    try:
+        if method in ("features", "auto"):
+            fitted = fit_feature_method(backbone, data, cfg, progress=progress)
+        else:
+            raise TlearnError(f"--method {method} is not available yet.")
+    except KeyboardInterrupt:
+        raise TlearnError(
+            "Interrupted. Features computed so far are cached: run the same command again to resume.",
+        ) from None
+    return replace(fitted, details={"method": "features", **fitted.details})
+
+
+def _bundle_config(
+    cfg: TrainConfig,
+    backbone: Backbone,
+    data: LabelledImages,
+    fitted: Fitted,
+    metrics: dict[str, Metrics],
+    timer: Timer,
+) -> BundleConfig:
+    return BundleConfig(
+        classes=data.classes,
+        architecture=backbone.architecture,
+        backbone=backbone.name,
+        create_kwargs=backbone.create_kwargs,
+        weights=backbone.weights,
+        levels=tuple(fitted.classifier.trunk.levels),
+        head=fitted.head,
+        preprocessing=backbone.preprocessing,
+        method=str(fitted.details.get("method", cfg.method)),
+        flip_tta=fitted.classifier.flip_tta,
+        details={**fitted.details, "timings": dict(timer.seconds), "config": cfg.to_dict()},
+        metrics={part: m.to_dict() for part, m in metrics.items()},
+        seed=cfg.seed,
+        data=str(cfg.data),
+        command=cfg.command,
+    )
+
+
+def _out_dir(cfg: TrainConfig) -> Path:
+    if cfg.out is not None:
+        out = Path(cfg.out)
+    else:
+        base = Path("runs") / (Path(cfg.data).stem or "run")
+        out, n = base, 2
+        while out.exists():
+            out, n = base.with_name(f"{base.name}-{n}"), n + 1
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _write_predictions(path: Path, scanned: ScannedImages, data: LabelledImages, fitted: Fitted, root: Path) -> None:
+    """One row per val/test image: the file, its class, the prediction and its confidence."""
+    base = root if root.is_dir() else root.parent
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["split", "path", "true", "predicted", "confidence", "true_probability"])
+    for part, idx in data.split.parts().items():
+        if part == "train" or part not in fitted.proba:
+            continue
+        for i, p in zip(idx, fitted.proba[part], strict=True):
+            sample = scanned.samples[i]
+            rel = sample.path.relative_to(base).as_posix() if sample.path.is_relative_to(base) else str(sample.path)
+            pred = int(p.argmax())
+            writer.writerow(
+                [
+                    part,
+                    rel,
+                    data.classes[data.labels[i]],
+                    data.classes[pred],
+                    f"{p[pred]:.4f}",
+                    f"{p[data.labels[i]]:.4f}",
+                ]
+            )
+    with atomic_path(path) as tmp:
+        tmp.write_text(buf.getvalue(), encoding="utf-8")

@@ -1,0 +1,103 @@
+"""`tlearn train --method features` end to end: the files, the numbers, the reloaded bundle."""
+
+from __future__ import annotations
+
+import csv
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import tlearn
+from conftest import FLOWERS, MOBILENET, add_broken_files
+from tlearn import features
+
+TINY = ["--backbone", "test_efficientnet", "--weights", "none", "--input-size", "64"]
+
+
+def accuracy_in(out: str, part: str) -> float:
+    match = re.search(rf"│ {part}\s+│\s+\d+ │\s+([\d.]+)%", out)
+    assert match, out
+    return float(match.group(1)) / 100
+
+
+def test_cli_trains_saves_and_the_bundle_predicts_the_same(run_cli, shapes: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "run"
+    res = run_cli("train", shapes, "--method", "features", *TINY, "--out", out)
+    assert res.code == 0, res.err
+    for name in ("model.safetensors", "tlearn.json", "split.json", "check.json", "predictions.csv"):
+        assert (out / name).is_file(), name
+    assert accuracy_in(res.out, "test") >= 0.8
+    assert "Bundle:" in res.out and "Recall per class" in res.out
+
+    rows = list(csv.DictReader((out / "predictions.csv").open()))
+    clf = tlearn.load(out)
+    proba = clf.predict_proba([shapes / r["path"] for r in rows])
+    saved = np.array([float(r["confidence"]) for r in rows])
+    np.testing.assert_allclose(proba.max(axis=1), saved, atol=1e-3)
+    assert [clf.classes[i] for i in proba.argmax(1)] == [r["predicted"] for r in rows]
+
+
+def test_broken_files_are_listed_and_training_goes_on(run_cli, shapes: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    expected = add_broken_files(shapes, "yellow_star")
+    res = run_cli("train", shapes, "--method", "features", *TINY, "--out", tmp_path / "run")
+    assert res.code == 0, res.err
+    assert "(3 unreadable, skipped)" in res.out
+    for name in expected:
+        assert f"yellow_star/{name}" in res.out
+
+
+def test_second_run_reuses_cached_features(
+    run_cli, shapes: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    calls = []
+    real = features.run_embed
+    monkeypatch.setattr(features, "run_embed", lambda m, x: calls.append(len(x)) or real(m, x))
+    first = run_cli("train", shapes, "--method", "features", *TINY, "--out", tmp_path / "a")
+    computed = sum(calls)
+    assert first.code == 0 and computed == 2 * 96  # every image and its mirror image
+    calls.clear()
+    second = run_cli("train", shapes, "--method", "features", *TINY, "--head", "svm", "--out", tmp_path / "b")
+    assert second.code == 0 and sum(calls) == 0
+    assert "svm head" in second.out
+
+
+def test_python_api_returns_a_result_and_a_loadable_bundle(shapes: Path, tmp_path: Path) -> None:
+    result = tlearn.train(
+        shapes, method="features", backbone="test_efficientnet", weights="none", input_size=64,
+        out=tmp_path / "run", views=1,
+    )  # fmt: skip
+    assert result.method == "features" and result.details["views"] == 1
+    assert result.split_counts["train"] + result.split_counts["val"] + result.split_counts["test"] == 96
+    assert result.metrics["test"].accuracy >= 0.7
+    clf = tlearn.load(result.out)
+    assert clf.classes == ("blue_triangle", "green_square", "red_circle", "yellow_star")
+    assert clf.predict(shapes / "red_circle" / "red_circle_000.jpg") == ["red_circle"]
+
+
+def test_wrong_backbone_is_one_line_before_any_work(run_cli, shapes: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    res = run_cli("train", shapes, "--backbone", "resnet5", "--weights", "none", "--out", tmp_path / "x")
+    assert res.code == 1
+    assert "Unknown backbone 'resnet5'" in res.err and "Traceback" not in res.err
+    assert not (tmp_path / "x").exists()
+
+
+def test_bad_options_are_reported_together(run_cli, shapes: Path) -> None:  # type: ignore[no-untyped-def]
+    res = run_cli("train", shapes, "--val-frac", "1.5", "--views", "-1", "--head", "tree")
+    assert res.code == 1
+    assert "--val-frac" in res.err and "--views" in res.err and "--head" in res.err
+
+
+@pytest.mark.real_data
+@pytest.mark.skipif(not (MOBILENET.exists() and FLOWERS.exists()), reason="needs ../shared")
+def test_flowers_subset_with_the_shared_weights(tmp_path: Path) -> None:
+    subset = tmp_path / "flowers5"
+    for cls in ("Daffodil", "Iris", "Pansy", "Sunflower", "Tulip"):
+        (subset / cls).mkdir(parents=True)
+        for f in sorted((FLOWERS / cls).iterdir())[:20]:
+            (subset / cls / f.name).symlink_to(f)
+    result = tlearn.train(
+        subset, method="features", weights=str(MOBILENET), val_frac=0.0, test_frac=0.3, out=tmp_path / "run"
+    )
+    assert result.metrics["test"].accuracy >= 0.9
