@@ -188,7 +188,7 @@ def _bundle_config(
         details={**fitted.details, "timings": dict(timer.seconds), "config": cfg.to_dict()},
         metrics={part: m.to_dict() for part, m in metrics.items()},
         seed=cfg.seed,
-        data=str(cfg.data),
+        data=str(Path(cfg.data).resolve()),
         command=cfg.command,
     )
 
