@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator, PercentFormatter
 
 from tlearn.files import atomic_path
 
+if TYPE_CHECKING:
+    from tlearn.diagnosis import HistoryRow
+    from tlearn.evaluate import PredictionRow
+
 SPLIT_COLOURS = {"train": "#4C72B0", "val": "#DD8452", "test": "#55A868", "?": "#8C8C8C"}
+PHASE_LABELS = {"head": "phase 1: head", "finetune": "phase 2: fine-tuning", "scratch": "from scratch"}
+ANNOTATE_MAX = 25  # confusion matrices up to this many classes show the number in each cell
 
 
 def save_figure(fig: Figure, path: Path, *, dpi: int = 110) -> Path:
@@ -45,17 +56,192 @@ def plot_class_counts(
             values = [split_counts[split].get(c, 0) for c in classes]
             ax.barh(y, values, left=left, color=SPLIT_COLOURS[split], label=split)
             left = [a + b for a, b in zip(left, values, strict=True)]
-        ax.legend(loc="lower right", frameon=False)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.08, 1.0), frameon=False)  # beside the bars, clear of the counts
     else:
         ax.barh(y, [counts[c] for c in classes], color=SPLIT_COLOURS["train"])
     top = max(counts.values()) if counts else 1
     for yi, c in zip(y, classes, strict=True):
         ax.text(counts[c] + top * 0.01, yi, str(counts[c]), va="center", fontsize=8)
     ax.set_yticks(y, classes, fontsize=9 if len(classes) < 40 else 7)
-    ax.invert_yaxis()
+    ax.set_ylim(len(classes) - 0.5, -0.5)  # first class on top, no empty margin however many classes
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("images")
     ax.set_xlim(0, top * 1.12)
     total = sum(counts.values())
     ax.set_title(f"{title}: {total} images, {len(classes)} classes")
     ax.spines[["top", "right"]].set_visible(False)
     return save_figure(fig, path)
+
+
+def plot_history(rows: Sequence[HistoryRow], path: Path) -> Path:
+    """Accuracy and loss per epoch, train and validation, with phase changes and kept epochs marked.
+
+    Two panels side by side; a dashed vertical line where a phase starts (phase 1 -> phase 2), a ring
+    on the validation curve at the epoch whose weights each phase kept.
+    """
+    from tlearn.diagnosis import kept_epochs
+
+    fig, (acc_ax, loss_ax) = plt.subplots(1, 2, figsize=(11, 3.8))
+    epochs = [r.epoch for r in rows]
+    has_val = any(r.val_acc is not None for r in rows)
+    kept = kept_epochs(rows)
+    for ax, metric, label in ((acc_ax, "acc", "accuracy"), (loss_ax, "loss", "loss")):
+        train = [getattr(r, f"train_{metric}") for r in rows]
+        ax.plot(epochs, train, color=SPLIT_COLOURS["train"], marker="o", ms=3, label=f"train {label}")
+        if has_val:
+            val = [np.nan if (v := getattr(r, f"val_{metric}")) is None else v for r in rows]
+            ax.plot(epochs, val, color=SPLIT_COLOURS["val"], marker="o", ms=3, label=f"validation {label}")
+            for epoch in kept.values():
+                i = epochs.index(epoch)
+                ax.plot([epoch], [val[i]], "o", ms=10, mfc="none", mec="black", mew=1.2)
+        _mark_phases(ax, rows)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.spines[["top", "right"]].set_visible(False)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    acc_ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+    handles, labels = acc_ax.get_legend_handles_labels()
+    if has_val and kept:
+        handles.append(Line2D([], [], ls="none", marker="o", ms=10, mfc="none", mec="black"))
+        labels.append("kept weights")
+    fig.legend(handles, labels, loc="upper center", ncol=len(labels), frameon=False, bbox_to_anchor=(0.5, 1.06))
+    acc_ax.set_title("Accuracy per epoch" + ("" if has_val else " (no validation split)"), loc="left")
+    loss_ax.set_title("Loss per epoch", loc="left")
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def _mark_phases(ax: Axes, rows: Sequence[HistoryRow]) -> None:
+    """A dashed line between phases and each phase's name at the top of its stretch."""
+    starts: dict[str, int] = {}
+    for r in rows:
+        starts.setdefault(r.phase, r.epoch)
+    if len(starts) < 2:
+        return
+    for i, (phase, start) in enumerate(starts.items()):
+        if i:
+            ax.axvline(start - 0.5, color="#555555", ls="--", lw=1)
+        ax.text(
+            start - 0.5 + 0.2,
+            1.0,
+            PHASE_LABELS.get(phase, phase),
+            transform=ax.get_xaxis_transform(),
+            va="top",
+            fontsize=8,
+            color="#555555",
+        )
+
+
+def plot_confusion(
+    confusion: np.ndarray,
+    classes: Sequence[str],
+    path: Path,
+    *,
+    normalise: bool = False,
+    title: str | None = None,
+) -> Path:
+    """The (K, K) confusion matrix, rows the true class; `normalise` shows each row as fractions (recall).
+
+    Cells hold their numbers while they fit (up to ANNOTATE_MAX classes); the figure grows with the
+    classes and labels shrink and turn so that 100 class names stay legible.
+    """
+    k = len(classes)
+    counts = np.asarray(confusion, dtype=np.float64)
+    rows = counts.sum(axis=1, keepdims=True)
+    values = np.divide(counts, rows, out=np.zeros_like(counts), where=rows > 0) if normalise else counts
+    side = max(4.5, (0.34 if k <= 50 else 0.2) * k + 2.2)  # inches: about 37 px per class, 22 past 50
+    fig, ax = plt.subplots(figsize=(side + 1.0, side))
+    vmax = 1.0 if normalise else max(float(values.max()), 1.0)
+    image = ax.imshow(values, cmap="Blues", vmin=0.0, vmax=vmax, interpolation="nearest")
+    cbar = fig.colorbar(image, ax=ax, fraction=0.046, pad=0.03, shrink=min(1.0, 8.0 / side))
+    if normalise:
+        cbar.ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+    else:
+        cbar.ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    font = 9 if k <= 20 else 7 if k <= 50 else 5
+    ax.set_xticks(range(k), classes, rotation=45 if k <= 20 else 90, ha="right" if k <= 20 else "center")
+    ax.set_yticks(range(k), classes)
+    ax.tick_params(labelsize=font, length=0)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    if k <= ANNOTATE_MAX:
+        for i in range(k):
+            for j in range(k):
+                if counts[i, j] == 0:
+                    continue
+                text = f"{values[i, j]:.0%}" if normalise else f"{int(counts[i, j])}"
+                dark = values[i, j] > 0.55 * vmax
+                ax.text(j, i, text, ha="center", va="center", fontsize=font - 1, color="white" if dark else "black")
+    ax.set_xticks(np.arange(-0.5, k, 1), minor=True)
+    ax.set_yticks(np.arange(-0.5, k, 1), minor=True)
+    ax.grid(which="minor", color="white", lw=0.5 if k <= 50 else 0.2)
+    ax.tick_params(which="minor", length=0)
+    default = "Confusion matrix, share of each true class" if normalise else "Confusion matrix, image counts"
+    ax.set_title(title or default, loc="left")
+    return save_figure(fig, path)
+
+
+def plot_mistakes(
+    mistakes: Sequence[PredictionRow],
+    path: Path,
+    *,
+    root: Path | None,
+    cols: int = 4,
+    title: str = "Most confident mistakes",
+) -> Path:
+    """A grid of images the model got wrong, each titled "true → predicted" with the confidence.
+
+    `mistakes` come in the order to show (worst first, see `worst_mistakes`); their paths are relative
+    to `root` (the dataset). A missing or unreadable image becomes a grey tile that says so.
+    """
+    n = max(len(mistakes), 1)
+    cols = max(1, min(cols, n))
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.95 * rows + 0.4), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, m in zip(axes.flat, mistakes, strict=False):
+        pixels = _thumbnail(Path(m.path) if root is None else _base(root) / m.path)
+        if pixels is None:
+            ax.imshow(np.full((3, 4, 3), 225, dtype=np.uint8))
+            ax.text(1.5, 1.0, "image not found", ha="center", va="center", fontsize=9, color="#555555")
+        else:
+            ax.imshow(pixels)
+        ax.set_title(
+            f"{_clip(m.true)} → {_clip(m.predicted)}\n{m.confidence:.1%} · {_clip_left(m.path, 30)}",
+            fontsize=8.5,
+            color="#222222",
+        )
+    if not mistakes:
+        axes.flat[0].text(0.5, 0.5, "No mistakes", ha="center", va="center", fontsize=12)
+    fig.suptitle(f"{title}: true class → predicted class (confidence)", x=0.01, ha="left", fontsize=11)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def _thumbnail(path: Path, short_side: int = 224) -> np.ndarray | None:
+    from tlearn.data.images import decode_image
+    from tlearn.errors import ImageError
+
+    try:
+        pixels = decode_image(path, short_side=short_side).pixels
+    except ImageError:
+        return None
+    h, w = pixels.shape[:2]
+    side = min(h, w)  # centre square, so tiles line up
+    top, left = (h - side) // 2, (w - side) // 2
+    return pixels[top : top + side, left : left + side]
+
+
+def _base(root: Path) -> Path:
+    return root if root.is_dir() else root.parent
+
+
+def _clip(text: str, limit: int = 18) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _clip_left(text: str, limit: int) -> str:
+    """Keep the end of a path, where the file name is."""
+    return text if len(text) <= limit else "…" + text[-(limit - 1) :]

@@ -11,9 +11,12 @@ import logging
 import os
 import sys
 
+from rich.markup import escape
+
 from tlearn.cli import augment as _augment  # noqa: F401  (each module registers its commands)
 from tlearn.cli import backbones as _backbones  # noqa: F401
 from tlearn.cli import data as _data  # noqa: F401
+from tlearn.cli import evaluate as _evaluate  # noqa: F401
 from tlearn.cli import train as _train  # noqa: F401
 from tlearn.cli.app import app
 from tlearn.cli.render import err_console
@@ -30,9 +33,9 @@ def main() -> None:
     except TlearnError as err:
         if debug:
             raise
-        err_console.print(f"[bold red]Error:[/] {err.message}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]Error:[/] {escape(err.message)}", highlight=False, soft_wrap=True)
         if err.hint:
-            err_console.print(f"[yellow]Hint:[/] {err.hint}", highlight=False, soft_wrap=True)
+            err_console.print(f"[yellow]Hint:[/] {escape(err.hint)}", highlight=False, soft_wrap=True)
         sys.exit(1)
     except Exception as err:
         if debug:
