@@ -31,6 +31,22 @@ def shapes_master(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_sample_dataset(tmp_path_factory.mktemp("shapes") / "shapes", classes=4, per_class=24, seed=0)
 
 
+@pytest.fixture(scope="session")
+def tiny_bundle(shapes_master: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A bundle trained once per session on `shapes_master` (tiny backbone, 64 px, fixed C). Do not change it."""
+    import tlearn
+
+    out = tmp_path_factory.mktemp("tiny-bundle") / "bundle"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TLEARN_CACHE_DIR", str(tmp_path_factory.mktemp("tiny-bundle-cache")))
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        tlearn.train(
+            shapes_master, method="features", backbone="test_efficientnet", weights="none", input_size=64, out=out,
+            C=1.0,
+        )  # fmt: skip
+    return out
+
+
 @pytest.fixture
 def shapes(shapes_master: Path, tmp_path: Path) -> Path:
     """A private copy of a 4-class synthetic dataset (24 images per class) that a test may change."""

@@ -17,6 +17,8 @@ from tlearn.cli import augment as _augment  # noqa: F401  (each module registers
 from tlearn.cli import backbones as _backbones  # noqa: F401
 from tlearn.cli import data as _data  # noqa: F401
 from tlearn.cli import evaluate as _evaluate  # noqa: F401
+from tlearn.cli import predict as _predict  # noqa: F401
+from tlearn.cli import serve as _serve  # noqa: F401
 from tlearn.cli import train as _train  # noqa: F401
 from tlearn.cli.app import app
 from tlearn.cli.render import err_console

@@ -1,0 +1,178 @@
+"""Using a trained bundle from the shell: `tlearn predict` and `tlearn export`."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from contextlib import nullcontext
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from tlearn.cli.app import app
+from tlearn.cli.render import console, err_console, progress_bar
+from tlearn.errors import ConfigError
+from tlearn.progress import no_progress
+
+if TYPE_CHECKING:
+    from tlearn.export import ExportResult
+    from tlearn.predict import Failure, Predictions
+
+OUTPUT_FORMATS = ("table", "json", "csv")
+SHOW_BAR_FROM = 64  # images; below that a run takes about a second and a bar would only flicker
+
+
+@app.command("predict")
+def predict(
+    bundle: Annotated[
+        Path, typer.Argument(help="A bundle folder from tlearn train, or a .onnx file from tlearn export.")
+    ],
+    paths: Annotated[
+        list[Path], typer.Argument(help="Images, folders (searched recursively), or .txt files listing image paths.")
+    ],
+    top_k: Annotated[int, typer.Option("--top-k", "-k", help="Classes to show per image.", min=1)] = 3,
+    output: Annotated[str, typer.Option("--format", "-f", help="table, json or csv.")] = "table",
+    batch_size: Annotated[int, typer.Option(help="Images per batch.", min=1)] = 32,
+    tta: Annotated[bool, typer.Option("--tta", help="Average with the mirror image's (2x compute).")] = False,
+    engine: Annotated[
+        str | None, typer.Option(help="torch, or onnx for ONNX Runtime (default: torch; onnx for a .onnx file).")
+    ] = None,
+) -> None:
+    """Predict the class of images: top-k classes with probabilities. Exit code 1 if none could be read."""
+    from tlearn.predict import find_images, load
+
+    if output not in OUTPUT_FORMATS:
+        raise ConfigError(f"--format must be one of {', '.join(OUTPUT_FORMATS)}. Got {output!r}.")
+    files, missing = find_images(paths)
+    predictor = load(bundle, engine=engine or "auto")
+    bar = progress_bar() if len(files) >= SHOW_BAR_FROM else nullcontext(no_progress)
+    with bar as progress:
+        result = predictor.predict_many(files, top_k=top_k, batch_size=batch_size, tta=tta, progress=progress)
+    failures = [*missing, *result.failures]
+    if output == "json":
+        doc = {"predictions": [p.to_dict() for p in result.items], "errors": [f.to_dict() for f in failures]}
+        print(json.dumps(doc, indent=1, ensure_ascii=False))
+    elif output == "csv":
+        _write_csv(result, failures)
+    else:
+        _render_table(result, failures)
+    # Machine-readable output keeps stdout clean: the summary goes to stderr.
+    summary = console if output == "table" else err_console
+    summary.print(_summary(result, failures, engine=predictor.engine, tta=tta and not predictor.config.flip_tta))
+    raise typer.Exit(0 if result.items else 1)
+
+
+def _render_table(result: Predictions, failures: list[Failure]) -> None:
+    if result.items:
+        table = Table()
+        table.add_column("file", overflow="fold")
+        table.add_column("class")
+        table.add_column("probability", justify="right")
+        if any(len(p.top) > 1 for p in result.items):
+            table.add_column("next")
+        for p in result.items:
+            best, rest = p.top[0], p.top[1:]
+            row = [escape(p.source), escape(best.label), f"{best.probability:.1%}"]
+            if rest:
+                row.append(escape(" · ".join(f"{s.label} {s.probability:.1%}" for s in rest)))
+            table.add_row(*row)
+        console.print(table)
+    if failures:
+        bad = Table(title=f"Could not predict {len(failures)} file(s)", title_justify="left")
+        bad.add_column("file", overflow="fold")
+        bad.add_column("reason")
+        for f in failures:
+            bad.add_row(escape(f.source), escape(f.reason), style="yellow")
+        console.print(bad)
+
+
+def _write_csv(result: Predictions, failures: list[Failure]) -> None:
+    """One row per (image, rank); an unreadable file is one row with its reason in `error`."""
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    writer.writerow(["path", "rank", "class", "probability", "error"])
+    for p in result.items:
+        for rank, s in enumerate(p.top, start=1):
+            writer.writerow([p.source, rank, s.label, f"{s.probability:.6f}", ""])
+    for f in failures:
+        writer.writerow([f.source, "", "", "", f.reason])
+    sys.stdout.flush()
+
+
+def _summary(result: Predictions, failures: list[Failure], *, engine: str, tta: bool) -> str:
+    n = len(result.items)
+    speed = f" ({result.images_per_second:.0f} images/s)" if n and result.seconds > 0.05 else ""
+    text = f"Predicted {n} image{'s' if n != 1 else ''} in {result.seconds:.1f} s{speed} with the {engine} engine"
+    text += " and the mirror-image TTA." if tta else "."
+    if failures:
+        colour = "red" if not n else "yellow"
+        text += f" [{colour}]{len(failures)} could not be read[/] (listed above)."
+    return text
+
+
+@app.command("export")
+def export(
+    bundle: Annotated[Path, typer.Argument(help="A bundle folder from tlearn train.")],
+    to: Annotated[str, typer.Option("--format", "-f", help="onnx or torchscript.")] = "onnx",
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Model file (default: model.onnx or model.pt in the bundle).")
+    ] = None,
+    int8: Annotated[
+        bool, typer.Option("--int8", help="Quantize to int8 with ONNX Runtime and report the accuracy change.")
+    ] = False,
+    input_type: Annotated[
+        str, typer.Option("--input", help="Input the model takes: float (RGB in [0, 1]) or uint8 (RGB 0-255).")
+    ] = "float",
+    opset: Annotated[int, typer.Option(help="ONNX opset (17 to 20).")] = 17,
+) -> None:
+    """Export a bundle to ONNX or TorchScript (probabilities out, normalisation inside), checked against PyTorch."""
+    from tlearn.export import export_bundle
+
+    if to == "onnx":
+        from tlearn.onnx_engine import import_onnxruntime
+
+        import_onnxruntime()  # fail before any work when the extra is missing
+    with progress_bar() as progress:
+        result = export_bundle(
+            bundle, format=to, out=out, input_type=input_type, int8=int8, opset=opset, progress=progress
+        )
+    _render_export(result)
+
+
+def _render_export(r: ExportResult) -> None:
+    c, h, w = r.input_shape
+    dtype, value_range = ("uint8", "0-255") if r.input_type == "uint8" else ("float32", "[0, 1]")
+    console.print(f"Exported [bold]{escape(str(r.path))}[/] ({r.size_bytes / 1e6:.2f} MB, {r.format}).")
+    console.print(
+        escape(f"  input  'image'          {dtype} [batch, {c}, {h}, {w}], RGB in {value_range}, normalisation inside")
+    )
+    console.print(
+        escape(f"  output 'probabilities'  float32 [batch, {len(r.classes)}], classes in the order of the JSON")
+    )
+    console.print(f"Classes and preprocessing: [bold]{escape(str(r.sidecar))}[/]")
+    runtime = "ONNX Runtime" if r.format == "onnx" else "the reloaded TorchScript module"
+    ck = r.check
+    console.print(
+        f"Checked with {runtime}: max |exported - PyTorch| probability {ck.random_diff:.1e} on {ck.random_n} "
+        f"random inputs, {ck.real_diff:.1e} on {ck.real_n} {ck.real_source}.",
+        markup=False,
+    )
+    q = r.int8
+    if q is None:
+        return
+    calibrated = f", calibrated on {q.calibration_images} training images" if q.method == "static" else ""
+    console.print(
+        f"int8 ({q.method} quantization{calibrated}): {q.float_bytes / 1e6:.2f} MB -> {q.int8_bytes / 1e6:.2f} MB."
+    )
+    change = q.accuracy_change
+    if change is None or q.accuracy_float is None or q.accuracy_int8 is None or q.agreement is None:
+        console.print(f"  [yellow]Accuracy not checked:[/] {escape(q.skipped or '')}.")
+        return
+    colour = "green" if change >= -0.01 else "yellow" if change >= -0.03 else "red"
+    console.print(
+        f"  Accuracy on the {q.part} split ({q.n} images): {q.accuracy_float:.1%} float -> {q.accuracy_int8:.1%} "
+        f"int8 ([{colour}]{change * 100:+.1f} points[/]); same top-1 class for {q.agreement:.1%} of the images."
+    )

@@ -1,0 +1,81 @@
+"""`tlearn serve`: a prediction server with a web page, on this machine unless told otherwise."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tlearn.cli.app import app
+from tlearn.cli.render import console
+from tlearn.errors import ConfigError, ExtraMissingError
+
+
+@app.command("serve")
+def serve(
+    bundle: Annotated[
+        Path, typer.Argument(help="A bundle folder from tlearn train, or a .onnx file from tlearn export.")
+    ],
+    host: Annotated[
+        str, typer.Option(help="Address to listen on. 0.0.0.0 opens the server to your whole network.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.", min=1, max=65535)] = 8000,
+    engine: Annotated[
+        str | None, typer.Option(help="torch, or onnx for ONNX Runtime (default: torch; onnx for a .onnx file).")
+    ] = None,
+    max_mb: Annotated[float, typer.Option("--max-mb", help="Largest image file accepted, in MB.", min=0.01)] = 10,
+    max_batch: Annotated[int, typer.Option(help="Most images in one /predict/batch request.", min=1)] = 16,
+    top_k: Annotated[int, typer.Option("--top-k", "-k", help="Classes returned per image by default.", min=1)] = 5,
+) -> None:
+    """Serve a model over HTTP: a web page at /, a JSON API (/predict, /predict/batch, /model), docs at /docs."""
+    try:
+        import uvicorn
+
+        from tlearn.serve import create_app
+    except ImportError as err:
+        raise ExtraMissingError(err.name or "fastapi", "serve") from None
+    from tlearn.predict import load
+
+    check_port_free(host, port)
+    predictor = load(bundle, engine=engine or "auto")
+    web_app = create_app(predictor, max_mb=max_mb, max_batch=max_batch, top_k=top_k)
+    shown = f"[{host}]" if ":" in host else host
+    if not is_loopback(host):
+        console.print(
+            f"[yellow]Listening on {host}: any machine that can reach this one can use the model "
+            "(there is no authentication).[/] That is what --host asked for; the default, 127.0.0.1, is this "
+            "machine only."
+        )
+        if host in ("0.0.0.0", "::"):
+            shown = "localhost"
+    console.print(
+        f"Serving [bold]{predictor.config.backbone}[/] ({len(predictor.classes)} classes, {predictor.engine} engine) "
+        f"at [bold]http://{shown}:{port}/[/]  API docs: http://{shown}:{port}/docs  (Ctrl-C stops it)"
+    )
+    uvicorn.run(web_app, host=host, port=port, log_level="warning")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Fail with a message, before loading the model, when the address cannot be listened on."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+        try:
+            sock.bind((host, port))
+        except OSError as err:
+            raise ConfigError(
+                f"Cannot listen on {host}:{port}: {err.strerror or err}.",
+                hint=f"Another program may be using the port: pick another with --port (e.g. --port {port + 1}).",
+            ) from None

@@ -1,0 +1,196 @@
+"""`tlearn export`: the exported model computes what the bundle computes, and says how it is to be called."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import tlearn
+from tlearn.errors import BundleError, ConfigError
+from tlearn.export import Probabilities, export_bundle, to_onnx
+from tlearn.predict import Predictor
+
+ort = pytest.importorskip("onnxruntime")
+
+
+@pytest.fixture(scope="module")
+def torch_clf(tiny_bundle: Path) -> Predictor:
+    clf = tlearn.load(tiny_bundle)
+    assert isinstance(clf, Predictor)
+    return clf
+
+
+@pytest.fixture(scope="module")
+def real_inputs(torch_clf: Predictor, shapes_master: Path) -> np.ndarray:
+    """Eval-transformed photos of every class: (12, 3, 64, 64) float32 in [0, 1]."""
+    files = [p for cls in torch_clf.classes for p in sorted((shapes_master / cls).glob("*.jpg"))[-3:]]
+    return np.stack([torch_clf.model_input(torch_clf.pixels(f)) for f in files])
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    return export_bundle(tiny_bundle, out=tmp_path_factory.mktemp("export") / "model.onnx")
+
+
+def reference(clf: Predictor, x: np.ndarray) -> np.ndarray:
+    with torch.inference_mode():
+        return Probabilities(clf.classifier)(torch.from_numpy(x)).numpy()
+
+
+def test_onnx_matches_pytorch_on_random_and_real_inputs(
+    exported, torch_clf: Predictor, real_inputs: np.ndarray
+) -> None:  # type: ignore[no-untyped-def]
+    assert exported.check.random_diff < 1e-4 and exported.check.real_diff < 1e-4
+    assert exported.check.real_source == "validation images of the dataset" and exported.check.real_n == 8
+    session = ort.InferenceSession(str(exported.path))
+    rng = np.random.default_rng(1)
+    for x in (rng.random((5, 3, 64, 64), dtype=np.float32), real_inputs, real_inputs[:1]):  # any batch size
+        (proba,) = session.run(None, {"image": x})
+        assert proba.shape == (len(x), 4)
+        np.testing.assert_allclose(proba, reference(torch_clf, x), atol=1e-4, rtol=0)
+        np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-5)
+    (proba,) = session.run(None, {"image": real_inputs})
+    assert (proba.argmax(1) == np.repeat(np.arange(4), 3)).mean() >= 0.75  # it is the trained model
+
+
+def test_the_json_beside_the_model_describes_how_to_call_it(exported, tiny_bundle: Path) -> None:  # type: ignore[no-untyped-def]
+    assert exported.sidecar == exported.path.with_name("model.onnx.json")
+    doc = json.loads(exported.sidecar.read_text())
+    assert doc["classes"] == ["blue_triangle", "green_square", "red_circle", "yellow_star"]
+    assert doc["input"] == {
+        "name": "image",
+        "dtype": "float32",
+        "shape": ["batch", 3, 64, 64],
+        "layout": "NCHW, RGB",
+        "range": [0.0, 1.0],
+    }
+    assert doc["output"]["name"] == "probabilities" and doc["output"]["shape"] == ["batch", 4]
+    prep = json.loads((tiny_bundle / "tlearn.json").read_text())["preprocessing"]
+    assert doc["preprocessing"]["mean"] == prep["mean"] and doc["preprocessing"]["resize_short_side"] == 67
+    assert doc["flip_tta"] is True and doc["verification"]["real_n"] == 8
+
+
+def test_an_exported_file_runs_on_its_own(exported, torch_clf: Predictor, shapes_master: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    moved = tmp_path / "elsewhere" / "shapes.onnx"
+    moved.parent.mkdir()
+    shutil.copy(exported.path, moved)
+    with pytest.raises(BundleError, match=r"has no shapes\.onnx\.json beside it"):
+        tlearn.load(moved)
+    shutil.copy(exported.sidecar, moved.with_name("shapes.onnx.json"))
+    clf = tlearn.load(moved)
+    assert clf.engine == "onnx" and clf.classes == torch_clf.classes
+    files = sorted((shapes_master / "blue_triangle").glob("*.jpg"))[:5]
+    np.testing.assert_allclose(clf.predict_proba(files), torch_clf.predict_proba(files), atol=1e-4)
+
+
+def test_uint8_input_variant(tiny_bundle: Path, tmp_path: Path, torch_clf: Predictor, real_inputs: np.ndarray) -> None:
+    result = export_bundle(tiny_bundle, out=tmp_path / "u8.onnx", input_type="uint8")
+    assert json.loads(result.sidecar.read_text())["input"]["dtype"] == "uint8"
+    pixels = np.rint(real_inputs * 255).astype(np.uint8)
+    (proba,) = ort.InferenceSession(str(result.path)).run(None, {"image": pixels})
+    np.testing.assert_allclose(proba, reference(torch_clf, pixels.astype(np.float32) / 255), atol=1e-4, rtol=0)
+
+
+def test_int8_keeps_the_accuracy_on_a_synthetic_task(tiny_bundle: Path, tmp_path: Path) -> None:
+    result = export_bundle(tiny_bundle, out=tmp_path / "int8.onnx", int8=True)
+    q = result.int8
+    assert q is not None and q.method == "static" and q.calibration_images == 64
+    assert q.part == "val" and q.n == 16
+    assert q.accuracy_float is not None and q.accuracy_float >= 0.8
+    assert q.accuracy_change is not None and q.accuracy_change >= -1 / 16  # at most one image of 16 changes
+    assert q.agreement is not None and q.agreement >= 0.9
+    assert q.int8_bytes < q.float_bytes
+    assert "QuantizeLinear" in result.path.read_bytes().decode("latin-1")  # really quantized
+
+
+def test_int8_without_the_dataset_says_why_accuracy_is_not_checked(run_cli, tiny_bundle: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    bundle = Path(shutil.copytree(tiny_bundle, tmp_path / "moved"))
+    doc = json.loads((bundle / "tlearn.json").read_text())
+    doc["data"] = str(tmp_path / "gone")
+    (bundle / "tlearn.json").write_text(json.dumps(doc))
+    res = run_cli("export", bundle, "--int8")
+    assert res.code == 0, res.err
+    assert "int8 (dynamic quantization)" in res.out
+    assert f"Accuracy not checked: its dataset {tmp_path / 'gone'} is not there." in res.out
+    assert "on 8 synthetic photos (the dataset is not there)" in res.out
+    assert (bundle / "model.int8.onnx").is_file() and (bundle / "model.int8.onnx.json").is_file()
+
+
+def test_cli_export_prints_the_contract_and_the_difference(run_cli, tiny_bundle: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    res = run_cli("export", tiny_bundle, "--out", tmp_path / "m.onnx")
+    assert res.code == 0, res.err
+    assert "input  'image'          float32 [batch, 3, 64, 64], RGB in [0, 1]" in res.out
+    assert "output 'probabilities'  float32 [batch, 4]" in res.out
+    line = next(line for line in res.out.splitlines() if line.startswith("Checked with ONNX Runtime"))
+    diffs = [float(w.rstrip(",")) for w in line.split() if "e-" in w]
+    assert len(diffs) == 2 and max(diffs) < 1e-4
+    assert (tmp_path / "m.onnx.json").is_file()
+
+
+def test_torchscript_export(tiny_bundle: Path, tmp_path: Path, torch_clf: Predictor, real_inputs: np.ndarray) -> None:
+    result = export_bundle(tiny_bundle, format="torchscript", out=tmp_path / "model.pt")
+    assert result.check.max_diff < 1e-5
+    with pytest.warns(FutureWarning):  # TorchScript is deprecated, but still loads
+        module = torch.jit.load(str(result.path))
+    with torch.inference_mode():
+        proba = module(torch.from_numpy(real_inputs)).numpy()
+    np.testing.assert_allclose(proba, reference(torch_clf, real_inputs), atol=1e-5)
+
+
+def test_onnx_engine_reuses_the_bundles_export_only_while_it_is_current(
+    tiny_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from safetensors.torch import load_file, save_file
+
+    import tlearn.export
+
+    bundle = Path(shutil.copytree(tiny_bundle, tmp_path / "b"))
+    export_bundle(bundle)  # writes b/model.onnx and b/model.onnx.json
+    calls: list[int] = []
+    real = tlearn.export.bundle_to_onnx
+    monkeypatch.setattr(tlearn.export, "bundle_to_onnx", lambda *a, **k: calls.append(1) or real(*a, **k))
+    assert tlearn.load(bundle, engine="onnx").engine == "onnx" and calls == []  # the file was used
+
+    state = load_file(str(bundle / "model.safetensors"))
+    bias = next(k for k in state if k.startswith("head.") and k.endswith("bias"))
+    state[bias] = state[bias] + torch.tensor([5.0, 0.0, 0.0, 0.0])  # retrained: favours class 0
+    save_file(state, str(bundle / "model.safetensors"))
+    fresh = tlearn.load(bundle, engine="onnx")
+    assert calls == [1]  # model.onnx no longer matches the weights: exported again, in memory
+    x = np.random.default_rng(0).random((3, 3, 64, 64), dtype=np.float32)
+    np.testing.assert_allclose(fresh.proba_of_batch(x), tlearn.load(bundle).proba_of_batch(x), atol=1e-4)
+
+
+def test_to_onnx_gives_bytes_with_a_dynamic_batch() -> None:
+    module = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Softmax(dim=1))
+    model = to_onnx(module, torch.rand(2, 3), None, output_names=("p",))
+    assert isinstance(model, bytes)
+    session = ort.InferenceSession(model)
+    assert [o.name for o in session.get_outputs()] == ["p"]
+    x = np.random.default_rng(0).random((7, 3), dtype=np.float32)
+    with torch.inference_mode():
+        np.testing.assert_allclose(session.run(None, {"input": x})[0], module(torch.from_numpy(x)).numpy(), atol=1e-6)
+
+
+def test_bad_options_are_reported_together(tiny_bundle: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        export_bundle(tiny_bundle, format="tflite", input_type="int4", opset=9)
+    assert "--format must be one of onnx, torchscript. Got 'tflite'." in str(err.value)
+    assert "--input must be one of float, uint8. Got 'int4'." in str(err.value)
+    assert "--opset must be between 17 and 20. Got 9." in str(err.value)
+    with pytest.raises(ConfigError, match=r"--int8 works with --format onnx only.*--out must end in \.pt"):
+        export_bundle(tiny_bundle, format="torchscript", int8=True, out="model.onnx")
+
+
+def test_missing_onnxruntime_names_the_extra(run_cli, tiny_bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    res = run_cli("export", tiny_bundle, "--out", "never.onnx")
+    assert res.code == 1
+    assert "needs the Python package 'onnxruntime'" in res.err and "pip install 'tlearn[export]'" in res.err
+    assert not Path("never.onnx").exists()

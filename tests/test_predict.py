@@ -1,0 +1,201 @@
+"""`tlearn.load` and `tlearn predict`: same answers from Python and the shell, broken files listed, not fatal."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import tlearn
+from conftest import add_broken_files
+from tlearn.errors import BundleError, ImageError
+from tlearn.predict import BasePredictor
+
+CLASSES = ("blue_triangle", "green_square", "red_circle", "yellow_star")
+
+
+@pytest.fixture(scope="module")
+def clf(tiny_bundle: Path) -> BasePredictor:
+    return tlearn.load(tiny_bundle)
+
+
+def some_images(root: Path, n: int = 2) -> list[Path]:
+    return [p for cls in CLASSES for p in sorted((root / cls).glob("*.jpg"))[:n]]
+
+
+def copy_bundle(bundle: Path, dest: Path, **changes: object) -> Path:
+    """A copy of the bundle with some fields of tlearn.json changed."""
+    out = Path(shutil.copytree(bundle, dest))
+    doc = json.loads((out / "tlearn.json").read_text())
+    doc.update(changes)
+    (out / "tlearn.json").write_text(json.dumps(doc))
+    return out
+
+
+def test_python_api_takes_paths_bytes_pil_images_and_arrays(clf: BasePredictor, shapes_master: Path) -> None:
+    files = some_images(shapes_master, 1)
+    by_path = clf.predict_proba(files)
+    assert clf.classes == CLASSES
+    assert by_path.shape == (4, 4)
+    np.testing.assert_allclose(by_path.sum(axis=1), 1.0, atol=1e-5)
+    assert clf.predict(files) == list(CLASSES)  # one image of each class, in class order
+    for other in (
+        [f.read_bytes() for f in files],
+        [Image.open(f) for f in files],
+        [np.asarray(Image.open(f).convert("RGB")) for f in files],
+    ):
+        np.testing.assert_allclose(clf.predict_proba(other), by_path, atol=1e-5)
+    assert clf.predict(files[2]) == ["red_circle"]  # a single image needs no list
+
+
+def test_unreadable_image_in_python_raises_and_names_it(clf: BasePredictor, shapes: Path) -> None:
+    add_broken_files(shapes, "red_circle")
+    with pytest.raises(ImageError, match=r"Cannot read .*notes\.jpg: not an image"):
+        clf.predict_proba([shapes / "red_circle" / "red_circle_000.jpg", shapes / "red_circle" / "notes.jpg"])
+
+
+def test_bundle_of_another_format_is_a_clear_one_line_error(run_cli, tiny_bundle: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    old = copy_bundle(tiny_bundle, tmp_path / "old", format=0, versions={"tlearn": "0.0.1"})
+    with pytest.raises(BundleError, match=r"format 0 \(made by tlearn 0\.0\.1\); this tlearn reads format 1"):
+        tlearn.load(old)
+    res = run_cli("predict", old, tmp_path)
+    assert res.code == 1
+    assert res.err.startswith("Error: ") and "format 0" in res.err and "Traceback" not in res.err
+
+
+def test_cli_json_equals_the_python_api(run_cli, clf: BasePredictor, tiny_bundle: Path, shapes_master: Path) -> None:  # type: ignore[no-untyped-def]
+    res = run_cli("predict", tiny_bundle, shapes_master, "--format", "json", "--top-k", "4", "--batch-size", "7")
+    assert res.code == 0, res.err
+    doc = json.loads(res.out)
+    assert doc["errors"] == []
+    assert len(doc["predictions"]) == 96
+    paths = [Path(p["path"]) for p in doc["predictions"]]
+    assert paths == sorted(shapes_master.rglob("*.jpg"))  # folders are searched, in a stable order
+    expected = clf.predict_proba(paths)
+    for row, p in zip(doc["predictions"], expected, strict=True):
+        got = {s["class"]: s["probability"] for s in row["predictions"]}
+        assert [s["class"] for s in row["predictions"]] == [CLASSES[i] for i in np.argsort(-p, kind="stable")]
+        np.testing.assert_allclose([got[c] for c in CLASSES], p, atol=1e-6)
+    assert "Predicted 96 images" in res.err  # the summary keeps out of stdout
+
+
+def test_a_folder_with_broken_files_predicts_the_rest_and_lists_them(run_cli, tiny_bundle: Path, shapes: Path) -> None:  # type: ignore[no-untyped-def]
+    broken = add_broken_files(shapes, "yellow_star")
+    res = run_cli("predict", tiny_bundle, shapes / "yellow_star", shapes / "nowhere.jpg")
+    assert res.code == 0, res.err
+    assert "Could not predict 4 file(s)" in res.out
+    for name, reason in broken.items():
+        line = next(line for line in res.out.splitlines() if name in line)
+        assert reason in line
+    assert "nowhere.jpg" in res.out and "no such file or folder" in res.out
+    assert "Predicted 24 images" in res.out
+    assert res.out.count("yellow_star_0") == 24 and "yellow_star " in res.out
+
+    as_json = json.loads(run_cli("predict", tiny_bundle, shapes / "yellow_star", "-f", "json").out)
+    assert {Path(e["path"]).name: e["error"].split(" (")[0] for e in as_json["errors"]} == {
+        "truncated.jpg": "truncated or corrupt",
+        "empty.jpg": "file is empty",
+        "notes.jpg": "not an image",
+    }
+
+
+def test_nothing_readable_exits_1(run_cli, tiny_bundle: Path, shapes: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    add_broken_files(shapes, "red_circle")
+    only_broken = [shapes / "red_circle" / n for n in ("truncated.jpg", "empty.jpg", "notes.jpg")]
+    res = run_cli("predict", tiny_bundle, *only_broken)
+    assert res.code == 1
+    assert "Could not predict 3 file(s)" in res.out and "Predicted 0 images" in res.out
+    (tmp_path / "empty").mkdir()
+    res = run_cli("predict", tiny_bundle, tmp_path / "empty", "-f", "json")
+    assert res.code == 1
+    assert json.loads(res.out)["errors"] == [{"path": str(tmp_path / "empty"), "error": "folder holds no image files"}]
+
+
+def test_csv_has_a_row_per_rank_and_one_per_error(run_cli, tiny_bundle: Path, shapes: Path) -> None:  # type: ignore[no-untyped-def]
+    add_broken_files(shapes, "green_square")
+    res = run_cli("predict", tiny_bundle, shapes / "green_square", "--format", "csv", "-k", "2")
+    assert res.code == 0, res.err
+    rows = list(csv.DictReader(io.StringIO(res.out)))
+    assert list(rows[0]) == ["path", "rank", "class", "probability", "error"]
+    ok = [r for r in rows if not r["error"]]
+    assert len(ok) == 2 * 24 and {r["rank"] for r in ok} == {"1", "2"}
+    top = [r for r in ok if r["rank"] == "1"]
+    assert sum(r["class"] == "green_square" for r in top) >= 20
+    for first, second in zip(top, [r for r in ok if r["rank"] == "2"], strict=True):
+        assert first["path"] == second["path"] and float(first["probability"]) >= float(second["probability"])
+    errors = [r for r in rows if r["error"]]
+    assert sorted(Path(r["path"]).name for r in errors) == ["empty.jpg", "notes.jpg", "truncated.jpg"]
+    assert all(r["rank"] == r["class"] == r["probability"] == "" for r in errors)
+
+
+def test_a_text_file_lists_images(run_cli, tiny_bundle: Path, shapes_master: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    images = some_images(shapes_master, 1)
+    listing = tmp_path / "todo.txt"
+    listing.write_text("# images to check\n" + "\n".join(str(p) for p in images) + "\n\n")
+    res = run_cli("predict", tiny_bundle, listing, "-f", "json")
+    assert res.code == 0, res.err
+    assert [p["path"] for p in json.loads(res.out)["predictions"]] == [str(p) for p in images]
+
+
+def test_table_shows_top_class_probability_and_the_next_ones(run_cli, tiny_bundle: Path, shapes_master: Path) -> None:  # type: ignore[no-untyped-def]
+    image = shapes_master / "red_circle" / "red_circle_000.jpg"
+    res = run_cli("predict", tiny_bundle, image, "--top-k", "3")
+    assert res.code == 0, res.err
+    row = next(line for line in res.out.splitlines() if "red_circle_000.jpg" in line)
+    cells = [c.strip() for c in row.split("│") if c.strip()]
+    assert cells[1] == "red_circle" and cells[2].endswith("%")
+    assert cells[3].count("%") == 2  # the two runners-up
+
+
+def test_tta_averages_the_image_and_its_mirror_image(tiny_bundle: Path, shapes_master: Path, tmp_path: Path) -> None:
+    plain = tlearn.load(copy_bundle(tiny_bundle, tmp_path / "plain", flip_tta=False))
+    x = np.stack([plain.model_input(plain.pixels(p)) for p in some_images(shapes_master, 1)])
+    mirrored = np.ascontiguousarray(x[..., ::-1])
+    expected = (plain.proba_of_batch(x) + plain.proba_of_batch(mirrored)) / 2
+    np.testing.assert_allclose(plain.proba_of_inputs(x, tta=True), expected, atol=1e-6)
+    assert np.abs(plain.proba_of_inputs(x, tta=True) - plain.proba_of_batch(x)).max() > 1e-4
+    built_in = tlearn.load(tiny_bundle)  # trained with the mirror TTA: --tta has nothing to add
+    assert built_in.config.flip_tta
+    np.testing.assert_array_equal(built_in.proba_of_inputs(x, tta=True), built_in.proba_of_inputs(x))
+
+
+def test_cli_tta_matches_python(run_cli, tiny_bundle: Path, shapes_master: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    plain_dir = copy_bundle(tiny_bundle, tmp_path / "plain", flip_tta=False)
+    images = some_images(shapes_master, 1)
+    res = run_cli("predict", plain_dir, *images, "--tta", "-f", "json", "-k", "4")
+    assert res.code == 0, res.err
+    assert "mirror-image TTA" in res.err
+    expected = tlearn.load(plain_dir).predict_proba(images, tta=True)
+    for row, p in zip(json.loads(res.out)["predictions"], expected, strict=True):
+        got = {s["class"]: s["probability"] for s in row["predictions"]}
+        np.testing.assert_allclose([got[c] for c in CLASSES], p, atol=1e-6)
+
+
+def test_onnx_engine_predicts_what_torch_predicts(run_cli, tiny_bundle: Path, shapes_master: Path) -> None:  # type: ignore[no-untyped-def]
+    pytest.importorskip("onnxruntime")
+    images = some_images(shapes_master, 3)
+    torch_run = run_cli("predict", tiny_bundle, *images, "-f", "json", "-k", "4")
+    onnx_run = run_cli("predict", tiny_bundle, *images, "-f", "json", "-k", "4", "--engine", "onnx")
+    assert onnx_run.code == 0, onnx_run.err
+    assert "onnx engine" in onnx_run.err
+    for a, b in zip(json.loads(torch_run.out)["predictions"], json.loads(onnx_run.out)["predictions"], strict=True):
+        assert a["path"] == b["path"]
+        assert a["predictions"][0]["class"] == b["predictions"][0]["class"]
+        pa = {s["class"]: s["probability"] for s in a["predictions"]}
+        pb = {s["class"]: s["probability"] for s in b["predictions"]}
+        np.testing.assert_allclose([pa[c] for c in CLASSES], [pb[c] for c in CLASSES], atol=1e-4)
+
+
+def test_bad_options_are_one_line(run_cli, tiny_bundle: Path, shapes_master: Path) -> None:  # type: ignore[no-untyped-def]
+    res = run_cli("predict", tiny_bundle, shapes_master, "--format", "xml")
+    assert res.code == 1 and "--format must be one of table, json, csv. Got 'xml'." in res.err
+    res = run_cli("predict", tiny_bundle, shapes_master, "--engine", "tpu")
+    assert res.code == 1 and "--engine must be one of torch, onnx. Got 'tpu'." in res.err
+    res = run_cli("predict", tiny_bundle.parent / "nope", shapes_master)
+    assert res.code == 1 and "No such bundle" in res.err

@@ -1,0 +1,87 @@
+"""The prediction page in a real browser: headless Chromium uploads a photo and sees the predicted class."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+import tlearn
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Chromium at /usr/bin/chromium"),
+]
+sync_api = pytest.importorskip("playwright.sync_api")
+pytest.importorskip("fastapi")
+
+from test_serve import running_server  # noqa: E402
+from tlearn.serve import create_app  # noqa: E402
+
+
+def screenshot_dir(tmp_path: Path) -> Path:
+    """Where screenshots go: $TLEARN_SCREENSHOTS if set (to look at them), else the test's temporary folder."""
+    folder = Path(os.environ.get("TLEARN_SCREENSHOTS", tmp_path))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def test_page_uploads_a_photo_and_shows_the_prediction(tiny_bundle: Path, shapes_master: Path, tmp_path: Path) -> None:
+    predictor = tlearn.load(tiny_bundle)
+    photo = shapes_master / "yellow_star" / "yellow_star_003.jpg"
+    (top,) = predictor.predict_many([photo], top_k=3).items
+    shots = screenshot_dir(tmp_path)
+    with running_server(create_app(predictor, top_k=3)) as url, sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 760})
+            errors: list[str] = []
+            page.on("pageerror", lambda err: errors.append(str(err)))
+            outside: list[str] = []
+            page.on(
+                "request",
+                lambda r: outside.append(r.url) if r.url.startswith("http") and not r.url.startswith(url) else None,
+            )
+            page.goto(url)
+            expect = sync_api.expect
+            expect(page.locator("#title")).to_have_text("bundle")
+            expect(page.locator("#subtitle")).to_contain_text("test_efficientnet · 4 classes")
+            expect(page.locator("#classes .chip")).to_have_count(4)
+            page.screenshot(path=str(shots / "serve-empty.png"))
+
+            page.set_input_files("#file", str(photo))
+            best = page.locator("#results li.top")
+            expect(best.locator(".name")).to_have_text(top.top[0].label)
+            expect(best.locator(".pct")).to_have_text(f"{top.top[0].probability * 100:.1f}%")
+            expect(page.locator("#results li")).to_have_count(3)
+            expect(page.locator("#status")).to_contain_text("yellow_star_003.jpg")
+            assert page.locator("#preview").evaluate("img => img.complete && img.naturalWidth > 0")
+            page.wait_for_timeout(400)  # let the bars finish growing
+            page.screenshot(path=str(shots / "serve-desktop.png"), full_page=True)
+
+            page.set_input_files("#file", files=[{"name": "notes.jpg", "mimeType": "image/jpeg", "buffer": b"hi"}])
+            expect(page.locator("#error")).to_contain_text("notes.jpg: not an image")
+            expect(page.locator("#results li")).to_have_count(0)
+            page.screenshot(path=str(shots / "serve-error.png"))
+
+            phone = browser.new_page(viewport={"width": 390, "height": 844}, has_touch=True, is_mobile=True)
+            phone.goto(url)
+            expect(phone.locator("#camera")).to_be_visible()  # a touch screen gets the camera button
+            phone.set_input_files("#shoot", str(photo))
+            expect(phone.locator("#results li.top .name")).to_have_text(top.top[0].label)
+            phone.wait_for_timeout(400)
+            phone.screenshot(path=str(shots / "serve-phone.png"), full_page=True)
+            assert errors == [] and outside == []
+        finally:
+            browser.close()
