@@ -56,15 +56,16 @@ def test_another_network_does_not_read_these_features(tmp_path: Path) -> None:
 
 def test_interrupted_extraction_keeps_what_it_computed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(features, "FLUSH_EVERY", 4)
-    items = inputs(12)
 
-    def boom() -> torch.Tensor:
-        raise KeyboardInterrupt
+    class CtrlC(Counting):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if self.seen >= 8:
+                raise KeyboardInterrupt  # the user presses Ctrl-C during the third batch
+            return super().forward(x)
 
-    items[9] = boom
     keys = [f"k{i}" for i in range(12)]
     with pytest.raises(KeyboardInterrupt):
-        extract_features(Counting(), items, keys=keys, cache=FeatureCache({"m": 1}, tmp_path), batch_size=4)
+        extract_features(CtrlC(), inputs(12), keys=keys, cache=FeatureCache({"m": 1}, tmp_path), batch_size=4)
     model = Counting()
     extract_features(model, inputs(12), keys=keys, cache=FeatureCache({"m": 1}, tmp_path), batch_size=4)
     assert model.seen == 4  # the first two batches were saved; only the third is computed again

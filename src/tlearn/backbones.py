@@ -83,6 +83,7 @@ def create_backbone(
     weights: str | Path | None = None,
     input_size: int | None = None,
     seed: int = 0,
+    warn_random: bool = True,
     **kwargs: Any,
 ) -> Backbone:
     """Build a timm model without its classifier and load its weights.
@@ -125,7 +126,8 @@ def create_backbone(
                 cfg.get("std"),
             )
     elif weights is not None:  # "none"
-        log.warning("Random initial weights (--weights none): this is training from scratch, not transfer.")
+        if warn_random:
+            log.warning("Random initial weights (--weights none): this is training from scratch, not transfer.")
         with torch.random.fork_rng():
             torch.manual_seed(seed)
             model = _create(name, create_kwargs, pretrained=False)

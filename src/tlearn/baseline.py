@@ -7,11 +7,21 @@ model so that it is built, saved and reloaded exactly like a pretrained backbone
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 from timm.models import register_model
 from torch import nn
+
+from tlearn.model import Classifier, FeatureTrunk, HeadSpec
+from tlearn.progress import Progress, no_progress
+
+if TYPE_CHECKING:
+    from tlearn.backbones import Backbone
+    from tlearn.config import TrainConfig
+    from tlearn.training_data import Fitted, LabelledImages
 
 SCRATCH_ARCH = "tlearn_small_cnn"
 SCRATCH_INPUT = 150
@@ -59,3 +69,43 @@ def tlearn_small_cnn(pretrained: bool = False, **kwargs: Any) -> SmallCNN:
     if pretrained:
         raise ValueError("tlearn_small_cnn has no pretrained weights: it is the from-scratch baseline.")
     return SmallCNN(**kwargs)
+
+
+def fit_scratch(
+    backbone: Backbone,
+    data: LabelledImages,
+    cfg: TrainConfig,
+    *,
+    out: Path,
+    progress: Progress = no_progress,
+    on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
+) -> Fitted:
+    """Train the small CNN and its head from random weights, on the fine-tuning loop (every stage trains)."""
+    from tlearn.finetune import class_weights, finish_fitted, seeded_head, train_network
+    from tlearn.loop import CHECKPOINT_FILE, load_checkpoint
+
+    ft = cfg.finetune
+    prep = backbone.preprocessing
+    spec = HeadSpec(len(data.classes), backbone.num_features, hidden=SCRATCH_HIDDEN, dropout=SCRATCH_DROPOUT)
+    head = seeded_head(spec, cfg.seed)
+    mirror = bool(cfg.augment.hflip) and cfg.tta
+    classifier = Classifier(FeatureTrunk(backbone.model), head, mean=prep.mean, std=prep.std, flip_tta=mirror)
+    checkpoint = out / CHECKPOINT_FILE
+    epochs, lr = ft.epochs_for("scratch"), ft.lr_for("scratch")
+    result = train_network(
+        classifier, data, backbone.stages, ft, cfg=cfg, prep=prep, phase="scratch", epochs=epochs, lr=lr,
+        class_weight=class_weights(data, cfg.class_weight), checkpoint=checkpoint,
+        resume=load_checkpoint(checkpoint) if cfg.resume else None, on_epoch_end=on_epoch_end,
+    )  # fmt: skip
+    details: dict[str, Any] = {
+        "method": "scratch",
+        "summary": f"a {len(backbone.stages)}-block CNN trained from random weights at lr {lr:g}, "
+        f"{prep.input_size[0]} px input",
+        "epochs_run": len(result.rows),
+        "best_epoch": result.best_epoch,
+        "stopped_early": result.stopped_early,
+        "trained_parameters": sum(p.numel() for p in classifier.parameters()),
+    }
+    if result.interrupted:
+        details["interrupted"] = "scratch"
+    return finish_fitted(classifier, spec, data, prep, result.rows, details, checkpoint)

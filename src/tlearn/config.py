@@ -29,8 +29,8 @@ class FinetuneConfig:
 
     head_epochs: int = 30
     head_lr: float = 1e-3
-    epochs: int = 12
-    lr: float = 1e-4
+    epochs: int | None = None  # None: 12 when fine-tuning, 40 from scratch
+    lr: float | None = None  # None: 1e-4 when fine-tuning (a pretrained start), 1e-3 from scratch
     lr_decay: float = 0.7  # each earlier stage trains at this fraction of the next one's rate
     unfreeze: int | Literal["all"] = 2
     weight_decay: float = 1e-4
@@ -41,17 +41,22 @@ class FinetuneConfig:
     warmup_epochs: int = 1
     decay_after: int = 3  # "exponential": constant for this many epochs, then decays
     patience: int = 5
-    head_views: int = 4  # augmented views per training image for phase 1 (cached features)
     mixup: float = 0.0
     cutmix: float = 0.0
 
+    def epochs_for(self, method: str) -> int:
+        return self.epochs if self.epochs is not None else (40 if method == "scratch" else 12)
+
+    def lr_for(self, method: str) -> float:
+        return self.lr if self.lr is not None else (1e-3 if method == "scratch" else 1e-4)
+
     def problems(self) -> list[str]:
         p = []
-        for name in ("head_epochs", "epochs", "warmup_epochs", "patience", "head_views", "hidden", "decay_after"):
-            if getattr(self, name) < 0:
+        for name in ("head_epochs", "epochs", "warmup_epochs", "patience", "hidden", "decay_after"):
+            if getattr(self, name) is not None and getattr(self, name) < 0:
                 p.append(f"--{_flag(name)} must be 0 or more. Got {getattr(self, name)}.")
         for name in ("head_lr", "lr"):
-            if not 0 < getattr(self, name) < 1:
+            if getattr(self, name) is not None and not 0 < getattr(self, name) < 1:
                 p.append(f"--{_flag(name)} must be above 0 and below 1. Got {getattr(self, name)}.")
         if not 0 < self.lr_decay <= 1:
             p.append(f"--lr-decay must be above 0 and at most 1. Got {self.lr_decay}.")
@@ -84,7 +89,7 @@ class TrainConfig:
     batch_size: int = 32
     # the feature method
     feature_layer: str = "last"
-    views: int = 0
+    views: int | None = None  # augmented views per training image; None: 0 for features, 6 for finetune
     tta: bool = True  # mirror-image test-time augmentation, when the augmentation flips (--hflip)
     head: str = "logistic"
     C: float | None = None
@@ -110,7 +115,7 @@ class TrainConfig:
             p.append(
                 f"--val-frac plus --test-frac must leave images to train on. Got {self.val_frac} + {self.test_frac}."
             )
-        if self.views < 0:
+        if self.views is not None and self.views < 0:
             p.append(f"--views must be 0 or more. Got {self.views}.")
         if self.C is not None and self.C <= 0:
             p.append(f"--C must be above 0. Got {self.C}.")
@@ -123,6 +128,13 @@ class TrainConfig:
         p += self.finetune.problems()
         if p:
             raise ConfigError(" ".join(p) if len(p) == 1 else "Invalid options: " + " ".join(p))
+
+    def views_for(self, method: str) -> int:
+        """Augmented views per training image: computed once and cached, so they cost one forward
+        pass each. The feature method gains little from them; fine-tuning needs them for variety."""
+        if self.views is not None:
+            return self.views
+        return 6 if method in ("finetune", "scratch") else 0
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {}

@@ -22,6 +22,7 @@ from tlearn.evaluate import softmax
 from tlearn.features import FeatureCache, extract_features
 from tlearn.linear import fit_linear
 from tlearn.model import Classifier, FeatureTrunk, HeadSpec, parse_levels
+from tlearn.preprocessing import Preprocessing
 from tlearn.progress import Progress, no_progress
 from tlearn.training_data import Fitted, LabelledImages
 
@@ -55,6 +56,51 @@ def feature_trunk(backbone: Backbone, feature_layer: str | None) -> Classifier:
     return Classifier(trunk, nn.Sequential(nn.Identity()), mean=prep.mean, std=prep.std).eval()
 
 
+@dataclass(frozen=True)
+class ViewPlan:
+    """Model inputs in a fixed layout: every image, every mirror image (when on), K views per training image.
+
+    `inputs[r]()` makes row r's (3, H, W) float tensor; `keys[r]` names it in caches. Augmented views
+    are seeded by the image's content and the view number, so a view is the same in every run.
+    """
+
+    inputs: list[Callable[[], torch.Tensor]]
+    keys: list[str]
+    n: int
+    mirror: bool
+    view_owner: np.ndarray  # image index of each view row
+
+    @property
+    def fixed(self) -> int:
+        """Rows that do not depend on augmentation settings (clean and mirror)."""
+        return self.n * (2 if self.mirror else 1)
+
+    def rows(self, values: np.ndarray) -> FeatureSet:
+        """Split per-row values (features, activations) back into clean / mirror / views."""
+        n, fixed = self.n, self.fixed
+        return FeatureSet(values[:n], values[n:fixed] if self.mirror else None, values[fixed:], self.view_owner)
+
+
+def plan_views(data: LabelledImages, prep: Preprocessing, cfg: TrainConfig, *, mirror: bool, views: int) -> ViewPlan:
+    eval_tf = build_eval_transform(prep)
+    pixels = data.pixels
+    n = len(pixels)
+    inputs: list[Callable[[], torch.Tensor]] = [partial(_view, eval_tf, pixels[i], None, False) for i in range(n)]
+    keys = list(data.sha256)
+    if mirror:  # the mirror image is a second deterministic view, with its own key
+        inputs += [partial(_view, eval_tf, pixels[i], None, True) for i in range(n)]
+        keys += [f"{h}:mirror" for h in data.sha256]
+    if views:
+        train_tf = build_train_transform(cfg.augment, prep)
+        for i in data.split.train:
+            content = int(data.sha256[i][:15], 16)  # seeds follow the image, not its position in a split
+            for k in range(views):
+                inputs.append(partial(_view, train_tf, pixels[i], view_seed(cfg.seed, content, k), False))
+                keys.append(f"{data.sha256[i]}:v{k}")
+    owner = np.repeat(data.split.train, views) if views else np.zeros(0, dtype=np.int64)
+    return ViewPlan(inputs, keys, n, mirror, owner)
+
+
 def compute_features(
     shell: Classifier,
     backbone: Backbone,
@@ -76,39 +122,20 @@ def compute_features(
         "preprocessing": prep.to_dict(),
         "precision": "fp32",
     }
-    eval_tf = build_eval_transform(prep)
-    pixels = data.pixels
-    cache = FeatureCache(namespace)
-    n = len(pixels)
-    items = [partial(_view, eval_tf, pixels[i], None, False) for i in range(n)]
-    keys = list(data.sha256)
-    if mirror:  # the mirror image is a second deterministic view: same cache, its own key
-        items += [partial(_view, eval_tf, pixels[i], None, True) for i in range(n)]
-        keys += [f"{h}:mirror" for h in data.sha256]
-    both = extract_features(embed, items, keys=keys, cache=cache, batch_size=cfg.batch_size, progress=progress)
-    clean, flipped = both[:n], (both[n:] if mirror else None)
-    owner = np.repeat(data.split.train, views) if views else np.zeros(0, dtype=np.int64)
-    if not views:
-        return FeatureSet(clean, flipped, np.zeros((0, clean.shape[1]), np.float32), owner)
-    train_tf = build_train_transform(cfg.augment, prep)
-    view_ns = {**namespace, "augment": cfg.augment.to_dict(), "seed": cfg.seed}
-    items, keys = [], []
-    for i in data.split.train:
-        content = int(data.sha256[i][:15], 16)  # seeds follow the image, not its position: cache hits across splits
-        for k in range(views):
-            s = view_seed(cfg.seed, content, k)
-            items.append(partial(_view, train_tf, pixels[i], s, False))
-            keys.append(f"{data.sha256[i]}:v{k}")
-    aug = extract_features(
-        embed,
-        items,
-        keys=keys,
-        cache=FeatureCache(view_ns),
-        batch_size=cfg.batch_size,
+    plan = plan_views(data, prep, cfg, mirror=mirror, views=views)
+    fixed = plan.fixed
+    clean = extract_features(
+        embed, plan.inputs[:fixed], keys=plan.keys[:fixed], cache=FeatureCache(namespace), batch_size=cfg.batch_size,
         progress=progress,
-        stage="views",
-    )
-    return FeatureSet(clean, flipped, aug, owner)
+    )  # fmt: skip
+    aug = extract_features(
+        embed, plan.inputs[fixed:], keys=plan.keys[fixed:],
+        cache=FeatureCache({**namespace, "augment": cfg.augment.to_dict(), "seed": cfg.seed}),
+        batch_size=cfg.batch_size, progress=progress, stage="views",
+    )  # fmt: skip
+    if not len(aug):
+        aug = np.zeros((0, clean.shape[1]), np.float32)
+    return plan.rows(np.concatenate([clean, aug]))
 
 
 def _view(
@@ -125,7 +152,9 @@ def fit_feature_method(
     """Features -> cross-validated linear head -> one Classifier (trunk + nn.Linear head)."""
     shell = feature_trunk(backbone, cfg.feature_layer)
     mirror = bool(cfg.augment.hflip) and cfg.tta
-    feats = compute_features(shell, backbone, data, views=cfg.views, mirror=mirror, cfg=cfg, progress=progress)
+    feats = compute_features(
+        shell, backbone, data, views=cfg.views_for("features"), mirror=mirror, cfg=cfg, progress=progress
+    )
     train = data.split.train
     rows = [feats.clean[train]] + ([feats.mirror[train]] if feats.mirror is not None else []) + [feats.views]
     owners = np.concatenate([train] * (2 if feats.mirror is not None else 1) + [feats.view_owner])
@@ -152,11 +181,12 @@ def fit_feature_method(
 
     proba = {part: softmax(logits(idx) / fit.temperature) for part, idx in data.split.parts().items()}
     details = {
+        "method": "features",
         "head": fit.kind,
         "C": fit.C,
         "cv_folds": fit.folds,
         "cv_scores": [[c, s] for c, s in fit.cv_scores],
-        "views": cfg.views,
+        "views": cfg.views_for("features"),
         "mirror": mirror,
         "feature_layer": cfg.feature_layer,
         "feature_dim": int(x.shape[1]),

@@ -15,7 +15,7 @@ import json
 import logging
 import os
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -118,8 +118,7 @@ def extract_features(
     progress(stage, done, n)
     pending: list[int] = []
     embed.eval()
-    for batch in _batches(todo, batch_size):
-        x = torch.stack([inputs[i]() for i in batch])
+    for batch, x in zip(_batches(todo, batch_size), input_batches([inputs[i] for i in todo], batch_size), strict=True):
         feats = run_embed(embed, x)
         for i, f in zip(batch, feats, strict=True):
             out[i] = f
@@ -140,6 +139,45 @@ def run_embed(embed: nn.Module, x: torch.Tensor) -> np.ndarray:
     """One batch through the network in inference mode, channels-last (faster convolutions on CPU)."""
     with torch.inference_mode():
         return embed(x.contiguous(memory_format=torch.channels_last)).float().numpy()
+
+
+class _Made(torch.utils.data.Dataset[torch.Tensor]):
+    def __init__(self, inputs: Sequence[Callable[[], torch.Tensor]]) -> None:
+        self.inputs = inputs
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.inputs[i]()
+
+
+def input_batches(
+    inputs: Sequence[Callable[[], torch.Tensor]], batch_size: int, *, workers: int | None = None
+) -> Iterator[torch.Tensor]:
+    """Stacked batches of `inputs[i]()`, made in worker processes while the model runs.
+
+    Transforms are many small tensor operations: on the main process they fight the model for the
+    same threads (and are several times slower for it); a worker process with one thread each makes
+    them at full speed and overlaps them with the model's work.
+    """
+    workers = input_workers() if workers is None else workers
+    if workers == 0 or len(inputs) <= batch_size:
+        for start in range(0, len(inputs), batch_size):
+            yield torch.stack([make() for make in inputs[start : start + batch_size]])
+        return
+    loader = torch.utils.data.DataLoader(
+        _Made(inputs), batch_size=batch_size, num_workers=workers, collate_fn=torch.stack, prefetch_factor=4
+    )
+    yield from loader
+
+
+def input_workers() -> int:
+    """Worker processes for making inputs: TLEARN_WORKERS, else the cores available (at most 4)."""
+    env = os.environ.get("TLEARN_WORKERS")
+    if env is not None:
+        return max(0, int(env))
+    return min(4, len(os.sched_getaffinity(0)))
 
 
 def _batches(items: Sequence[int], size: int) -> Iterable[list[int]]:

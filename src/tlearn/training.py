@@ -11,7 +11,7 @@ import csv
 import io
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from tlearn.errors import DataError, TlearnError
 from tlearn.evaluate import Metrics, compute_metrics
 from tlearn.files import atomic_path, write_json_atomic
 from tlearn.progress import Progress, no_progress
+from tlearn.report import write_report
 from tlearn.timing import Timer
 from tlearn.training_data import Fitted, LabelledImages
 
@@ -96,6 +97,8 @@ def run(
     _write_predictions(out / PREDICTIONS_FILE, scanned, data, fitted, dataset.root)
     with timer.stage("save"):
         save_bundle(fitted.classifier, _bundle_config(cfg, backbone, data, fitted, metrics, timer), out)
+    with timer.stage("report"):
+        write_report(out)
     return TrainResult(
         out=out,
         method=str(fitted.details.get("method", cfg.method)),
@@ -113,7 +116,9 @@ def _backbone(cfg: TrainConfig) -> Backbone:
     if cfg.method == "scratch":
         from tlearn.baseline import SCRATCH_ARCH
 
-        return create_backbone(SCRATCH_ARCH, weights="none", input_size=cfg.input_size, seed=cfg.seed)
+        return create_backbone(
+            SCRATCH_ARCH, weights="none", input_size=cfg.input_size, seed=cfg.seed, warn_random=False
+        )
     return create_backbone(cfg.backbone, weights=cfg.weights, input_size=cfg.input_size, seed=cfg.seed)
 
 
@@ -151,19 +156,23 @@ def _fit(
     on_epoch_end: EpochCallback | None,
     out: Path,
 ) -> Fitted:
+    from tlearn.baseline import fit_scratch
     from tlearn.feature_method import fit_feature_method
+    from tlearn.finetune import fit_finetune
 
     method = cfg.method
     try:
         if method in ("features", "auto"):
-            fitted = fit_feature_method(backbone, data, cfg, progress=progress)
-        else:
-            raise TlearnError(f"--method {method} is not available yet.")
+            return fit_feature_method(backbone, data, cfg, progress=progress)
+        if method == "finetune":
+            return fit_finetune(backbone, data, cfg, out=out, progress=progress, on_epoch_end=on_epoch_end)
+        if method == "scratch":
+            return fit_scratch(backbone, data, cfg, out=out, progress=progress, on_epoch_end=on_epoch_end)
+        raise TlearnError(f"--method {method} is not available yet.")
     except KeyboardInterrupt:
         raise TlearnError(
             "Interrupted. Features computed so far are cached: run the same command again to resume.",
         ) from None
-    return replace(fitted, details={"method": "features", **fitted.details})
 
 
 def _bundle_config(

@@ -26,6 +26,7 @@ STAGE_LABELS = {
     "decode": "Reading images",
     "features": "Extracting features",
     "views": "Augmented views",
+    "boundary": "Frozen layers, once",
     "predict": "Predicting",
 }
 

@@ -48,13 +48,18 @@ def train(
     batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 32,
     time_budget: Annotated[str | None, typer.Option(help="Cap for auto's fine-tuning time, e.g. 10m or 90s.")] = None,
     feature_layer: Annotated[str, _feat("--feature-layer", help="last, or level numbers like 3 or 2,3.")] = "last",
-    views: Annotated[int, _feat("--views", help="Augmented views per training image.")] = 0,
+    views: Annotated[
+        int | None,
+        typer.Option(help="Augmented views per training image, computed once (default: 0 features, 6 finetune)."),
+    ] = None,
     head: Annotated[str, _feat("--head", help="logistic, svm or softmax.")] = "logistic",
     c: Annotated[float | None, _feat("--C", help="Inverse regularisation (default: chosen by CV).")] = None,
     head_epochs: Annotated[int, _ft("--head-epochs", help="Phase 1 (frozen base) epochs.")] = 30,
     head_lr: Annotated[float, _ft("--head-lr", help="Phase 1 learning rate.")] = 1e-3,
-    epochs: Annotated[int, _ft("--epochs", help="Phase 2 (fine-tuning) epochs.")] = 12,
-    lr: Annotated[float, _ft("--lr", help="Phase 2 learning rate of the last stage.")] = 1e-4,
+    epochs: Annotated[int | None, _ft("--epochs", help="Phase 2 epochs (default 12; 40 from scratch).")] = None,
+    lr: Annotated[
+        float | None, _ft("--lr", help="Phase 2 rate of the last stage (default 1e-4; 1e-3 from scratch).")
+    ] = None,
     lr_decay: Annotated[float, _ft("--lr-decay", help="Each earlier stage's rate times this.")] = 0.7,
     unfreeze: Annotated[str, _ft("--unfreeze", help="Stages to unfreeze in phase 2: a number or all.")] = "2",
     weight_decay: Annotated[float, _ft("--weight-decay", help="AdamW weight decay (L2).")] = 1e-4,
@@ -64,7 +69,6 @@ def train(
     schedule: Annotated[str, _ft("--schedule", help="cosine, onecycle, step, constant or exponential.")] = "cosine",
     warmup_epochs: Annotated[int, _ft("--warmup-epochs", help="Linear warm-up epochs (cosine).")] = 1,
     patience: Annotated[int, _ft("--patience", help="Early stopping patience (epochs).")] = 5,
-    head_views: Annotated[int, _ft("--head-views", help="Augmented views per image for phase 1.")] = 4,
     resume: Annotated[Path | None, _ft("--resume", help="Continue the interrupted run in this folder.")] = None,
     preset: opt.Preset = "standard",
     hflip: opt.HFlip = None,
@@ -103,7 +107,7 @@ def train(
         head_epochs=head_epochs, head_lr=head_lr, epochs=epochs, lr=lr, lr_decay=lr_decay,
         unfreeze=_unfreeze(unfreeze), weight_decay=weight_decay, label_smoothing=label_smoothing,
         dropout=dropout, hidden=hidden, schedule=schedule, warmup_epochs=warmup_epochs, patience=patience,
-        head_views=head_views, mixup=augment.mixup, cutmix=augment.cutmix,
+        mixup=augment.mixup, cutmix=augment.cutmix,
     )  # fmt: skip
     cfg = TrainConfig(
         data=data, out=resume or out, method=method, backbone=backbone, weights=weights, input_size=input_size,
@@ -118,12 +122,14 @@ def train(
 
 
 def print_epoch(row: dict[str, Any]) -> None:
-    """One line per epoch: phase, epoch, train/val loss and accuracy, learning rate."""
-    val = f"val loss {row['val_loss']:.3f} acc {row['val_acc']:.1%}" if row.get("val_loss") is not None else "no val"
+    """One line per epoch: phase, epoch, train and val loss / accuracy, learning rate, time; * = kept."""
+    if row["epoch"] == 1:
+        console.print("  phase     epoch  train loss   acc   val loss   acc      lr     time", style="dim")
+    val = f"{row['val_loss']:8.3f} {row['val_acc']:6.1%}" if row.get("val_loss") is not None else "       -      -"
     best = " *" if row.get("best") else ""
     console.print(
-        f"  {row['phase']:<8} epoch {row['epoch']:>3}  train loss {row['train_loss']:.3f} "
-        f"acc {row['train_acc']:.1%}  {val}  lr {row['lr']:.2e}  {row['seconds']:.1f}s{best}",
+        f"  {row['phase']:<9}{row['epoch']:>5}  {row['train_loss']:9.3f} {row['train_acc']:6.1%}"
+        f" {val}  {row['lr']:.1e} {row['seconds']:6.1f}s{best}",
         highlight=False,
     )
 
@@ -165,6 +171,12 @@ def render_result(result: TrainResult) -> None:
     times = " · ".join(f"{k} {v:.1f}s" for k, v in result.timings.items())
     console.print(f"Time: {times}")
     console.print(f"Bundle: [bold]{result.out}[/]  (load it with tlearn.load('{result.out}'))")
+    console.print(f"Report: [bold]{result.out / 'report.html'}[/]")
+    if result.details.get("interrupted"):
+        console.print(
+            f"[yellow]Interrupted:[/] the bundle holds the best epoch so far. To continue the run, repeat the "
+            f"command with --resume {result.out}"
+        )
 
 
 def describe_method(details: dict[str, Any]) -> str:

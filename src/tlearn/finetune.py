@@ -1,0 +1,522 @@
+"""Two-phase fine-tuning, the textbook recipe with its traps closed by construction.
+
+Phase 1 (warm-up): the base is frozen, so its output never changes: a new head (dropout, linear, an
+optional hidden layer) trains on cached features of the clean images, their mirror images and K
+augmented views, in seconds, until the validation loss stops improving.
+
+Phase 2: the last N stages of the base are unfrozen and train together with the best phase-1 head, at
+a low learning rate that shrinks further for earlier stages (discriminative rates). The optimizer is
+built anew because what trains has changed. BatchNorm stays in inference mode in both phases: its
+running statistics never move (see `set_train_mode_frozen_bn`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from tlearn.backbones import Backbone, Stage, set_train_mode_frozen_bn
+from tlearn.config import FinetuneConfig, TrainConfig
+from tlearn.cut import Cut, cut_trunk
+from tlearn.data.augment import augmented_view, build_eval_transform, build_train_transform, mix_batch, view_seed
+from tlearn.feature_method import FeatureSet, compute_features, feature_trunk, plan_views
+from tlearn.features import input_batches
+from tlearn.loop import CHECKPOINT_FILE, PhaseResult, load_checkpoint, read_history, run_epochs, write_history
+from tlearn.model import Classifier, HeadSpec, build_head
+from tlearn.preprocessing import Preprocessing
+from tlearn.progress import Progress, no_progress
+from tlearn.schedules import make_scheduler
+from tlearn.training_data import Fitted, LabelledImages
+
+log = logging.getLogger(__name__)
+
+HEAD_BATCH = 64
+EpochCallback = Callable[[dict[str, Any]], None]
+
+
+def fit_finetune(
+    backbone: Backbone,
+    data: LabelledImages,
+    cfg: TrainConfig,
+    *,
+    out: Path,
+    progress: Progress = no_progress,
+    on_epoch_end: EpochCallback | None = None,
+) -> Fitted:
+    ft = cfg.finetune
+    shell = feature_trunk(backbone, cfg.feature_layer)
+    mirror = bool(cfg.augment.hflip) and cfg.tta
+    prep = backbone.preprocessing
+    checkpoint = out / CHECKPOINT_FILE
+    resume = load_checkpoint(checkpoint) if cfg.resume else None
+    earlier = [r for r in read_history(out / "history.csv") if r["phase"] == "head"] if resume else []
+
+    spec = HeadSpec(len(data.classes), _feature_width(shell, prep.input_size), ft.hidden, ft.dropout)
+    classifier = Classifier(shell.trunk, seeded_head(spec, cfg.seed), mean=prep.mean, std=prep.std, flip_tta=mirror)
+    weights = class_weights(data, cfg.class_weight)
+    epochs, lr = ft.epochs_for("finetune"), ft.lr_for("finetune")
+    stages = _stages_to_unfreeze(backbone.stages, ft.unfreeze, classifier) if epochs else []
+    mixing = ft.mixup > 0 or ft.cutmix > 0
+    cut = None if mixing else cut_trunk(classifier.trunk, stages, input_size=prep.input_size)
+    # With a cut, the frozen bottom runs once per image and view; its output serves both phases.
+    acts = boundary_activations(cut, classifier, data, prep, cfg, mirror=mirror, progress=progress) if cut else None
+
+    if resume is None or resume["phase"] == "head":
+        if cut is not None and acts is not None:
+            feats = top_features(cut, acts, batch_size=cfg.batch_size)
+        else:
+            feats = compute_features(
+                shell, backbone, data, views=cfg.views_for("finetune"), mirror=mirror, cfg=cfg, progress=progress
+            )
+        phase1 = train_head(
+            classifier.head, feats, data, ft, seed=cfg.seed, class_weight=weights, mirror=mirror,
+            checkpoint=checkpoint, resume=resume, on_epoch_end=on_epoch_end,
+        )  # fmt: skip
+        earlier = phase1.rows
+        resume = None
+        if phase1.interrupted:
+            return _finish(classifier, spec, data, cfg, prep, earlier, {"interrupted": "head"}, checkpoint)
+
+    details: dict[str, Any] = {"head_epochs_run": len(earlier)}
+    if stages:
+        common = dict(
+            cfg=cfg, phase="finetune", epochs=epochs, lr=lr, class_weight=weights, first_epoch=len(earlier) + 1,
+            history=earlier,
+            checkpoint=checkpoint, resume=resume, on_epoch_end=on_epoch_end,
+        )  # fmt: skip
+        if cut is not None and acts is not None:
+            phase2 = train_top(classifier, cut, acts, data, stages, ft, **common)  # type: ignore[arg-type]
+        else:
+            phase2 = train_network(classifier, data, stages, ft, prep=prep, **common)  # type: ignore[arg-type]
+        details.update(
+            unfrozen=[s.name for s in stages],
+            cached_below=cut.boundary if cut is not None else None,
+            finetune_epochs_run=len(phase2.rows),
+            best_epoch=phase2.best_epoch,
+            stopped_early=phase2.stopped_early,
+        )
+        if phase2.interrupted:
+            details["interrupted"] = "finetune"
+        earlier = earlier + phase2.rows
+    return _finish(classifier, spec, data, cfg, prep, earlier, details, checkpoint)
+
+
+def _finish(
+    classifier: Classifier,
+    spec: HeadSpec,
+    data: LabelledImages,
+    cfg: TrainConfig,
+    prep: Preprocessing,
+    history: list[dict[str, Any]],
+    details: dict[str, Any],
+    checkpoint: Path,
+) -> Fitted:
+    ft = cfg.finetune
+    summary = f"head {spec.hidden or 'linear'} with dropout {spec.dropout}, then "
+    summary += (
+        f"unfroze {', '.join(details['unfrozen'])} at lr {ft.lr_for('finetune'):g} (x{ft.lr_decay:g} per earlier stage)"
+        if details.get("unfrozen")
+        else "no fine-tuning of the base"
+    )
+    return finish_fitted(
+        classifier, spec, data, prep, history, {"method": "finetune", "summary": summary, **details}, checkpoint
+    )
+
+
+def finish_fitted(
+    classifier: Classifier,
+    spec: HeadSpec,
+    data: LabelledImages,
+    prep: Preprocessing,
+    history: list[dict[str, Any]],
+    details: dict[str, Any],
+    checkpoint: Path,
+) -> Fitted:
+    """Write the history, predict val/test with the final network, drop the checkpoint of a finished run."""
+    write_history(checkpoint.parent / "history.csv", history)
+    classifier.eval()
+    proba = {
+        part: predict_pixels(classifier, [data.pixels[i] for i in idx], prep)
+        for part, idx in data.split.parts().items()
+        if part != "train" and len(idx)
+    }
+    if not details.get("interrupted"):
+        checkpoint.unlink(missing_ok=True)  # the run finished: the bundle replaces it
+    return Fitted(classifier=classifier, head=spec, details=details, proba=proba, history=history)
+
+
+# --- phase 1 -------------------------------------------------------------------------------------
+
+
+def train_head(
+    head: nn.Sequential,
+    feats: FeatureSet,
+    data: LabelledImages,
+    ft: FinetuneConfig,
+    *,
+    seed: int,
+    class_weight: torch.Tensor | None,
+    mirror: bool,
+    checkpoint: Path | None = None,
+    resume: dict[str, Any] | None = None,
+    on_epoch_end: EpochCallback | None = None,
+) -> PhaseResult:
+    """Train the head on cached features (clean, mirror and augmented views of the training images)."""
+    train = data.split.train
+    rows = [feats.clean[train], *([feats.mirror[train]] if feats.mirror is not None else []), feats.views]
+    owners = np.concatenate([train] * (2 if feats.mirror is not None else 1) + [feats.view_owner])
+    x = torch.from_numpy(np.concatenate(rows))
+    y = torch.from_numpy(data.labels[owners])
+    val = data.split.val
+    vx = torch.from_numpy(feats.clean[val])
+    vx_mirror = torch.from_numpy(feats.mirror[val]) if (mirror and feats.mirror is not None) else None
+    vy = torch.from_numpy(data.labels[val])
+
+    optimizer = torch.optim.AdamW(head.parameters(), lr=ft.head_lr, weight_decay=ft.weight_decay)
+    steps = max(1, -(-len(x) // HEAD_BATCH))
+    scheduler = make_scheduler(
+        optimizer,
+        ft.schedule,
+        epochs=ft.head_epochs,
+        steps_per_epoch=steps,
+        warmup_epochs=ft.warmup_epochs,
+        decay_after=ft.decay_after,
+    )
+    loss_fn = nn.CrossEntropyLoss(weight=class_weight, label_smoothing=ft.label_smoothing)
+
+    def train_epoch(e: int) -> tuple[float, float]:
+        head.train()
+        order = torch.randperm(len(x))
+        total, correct = 0.0, 0
+        for start in range(0, len(x), HEAD_BATCH):
+            idx = order[start : start + HEAD_BATCH]
+            logits = head(x[idx])
+            loss = loss_fn(logits, y[idx])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            total += float(loss.detach()) * len(idx)
+            correct += int((logits.argmax(1) == y[idx]).sum())
+        return total / len(x), correct / len(x)
+
+    def validate() -> tuple[float, float] | None:
+        if not len(vy):
+            return None
+        head.eval()
+        with torch.no_grad():
+            logits = head(vx)
+            if vx_mirror is not None:
+                logits = (logits + head(vx_mirror)) / 2
+        return float(nn.functional.cross_entropy(logits, vy)), float((logits.argmax(1) == vy).float().mean())
+
+    return run_epochs(
+        phase="head", model=head, optimizer=optimizer, scheduler=scheduler, epochs=ft.head_epochs,
+        patience=ft.patience, train_epoch=train_epoch, validate=validate, seed=seed, checkpoint=checkpoint,
+        resume=resume, on_epoch_end=on_epoch_end,
+    )  # fmt: skip
+
+
+# --- phase 2 -------------------------------------------------------------------------------------
+
+
+def param_groups(
+    classifier: Classifier, stages: Sequence[Stage], *, lr: float, decay: float, weight_decay: float
+) -> list[dict[str, Any]]:
+    """One group per unfrozen stage (the last at `lr`, each earlier one x`decay`), the head at `lr`.
+
+    Biases and normalisation weights get no weight decay (the usual AdamW practice). Everything not
+    in a group is frozen (requires_grad False).
+    """
+    named = dict(classifier.trunk.backbone.named_parameters())
+    for p in classifier.parameters():
+        p.requires_grad_(False)
+    groups: list[dict[str, Any]] = []
+    for depth, stage in enumerate(reversed(stages)):
+        params = [named[n] for n in stage.params if n in named]
+        groups += _split_decay(params, lr=lr * decay**depth, weight_decay=weight_decay, name=stage.name)
+    groups += _split_decay(list(classifier.head.parameters()), lr=lr, weight_decay=weight_decay, name="head")
+    for g in groups:
+        for p in g["params"]:
+            p.requires_grad_(True)
+    return groups
+
+
+def _split_decay(params: list[nn.Parameter], *, lr: float, weight_decay: float, name: str) -> list[dict[str, Any]]:
+    decay = [p for p in params if p.ndim > 1]
+    no_decay = [p for p in params if p.ndim <= 1]
+    groups = []
+    if decay:
+        groups.append({"params": decay, "lr": lr, "weight_decay": weight_decay, "name": name})
+    if no_decay:
+        groups.append({"params": no_decay, "lr": lr, "weight_decay": 0.0, "name": f"{name} (no decay)"})
+    return groups
+
+
+def train_network(
+    classifier: Classifier,
+    data: LabelledImages,
+    stages: Sequence[Stage],
+    ft: FinetuneConfig,
+    *,
+    cfg: TrainConfig,
+    prep: Preprocessing,
+    phase: str,
+    epochs: int,
+    lr: float,
+    class_weight: torch.Tensor | None = None,
+    first_epoch: int = 1,
+    history: list[dict[str, Any]] | None = None,
+    checkpoint: Path | None = None,
+    resume: dict[str, Any] | None = None,
+    on_epoch_end: EpochCallback | None = None,
+) -> PhaseResult:
+    """Train the unfrozen `stages` and the head end to end on augmented images (also the scratch loop)."""
+    groups = param_groups(classifier, stages, lr=lr, decay=ft.lr_decay, weight_decay=ft.weight_decay)
+    optimizer = torch.optim.AdamW(groups)
+    train_idx = data.split.train
+    steps = max(1, -(-len(train_idx) // cfg.batch_size))
+    scheduler = make_scheduler(
+        optimizer,
+        ft.schedule,
+        epochs=epochs,
+        steps_per_epoch=steps,
+        warmup_epochs=ft.warmup_epochs,
+        decay_after=ft.decay_after,
+    )
+    train_tf = build_train_transform(cfg.augment, prep)
+    eval_tf = build_eval_transform(prep)
+    val_idx = data.split.val
+    val_x = torch.stack([eval_tf(data.pixels[i]) for i in val_idx]) if len(val_idx) else None
+    val_y = torch.from_numpy(data.labels[val_idx])
+    num_classes = len(data.classes)
+    mixing = ft.mixup > 0 or ft.cutmix > 0
+    model = classifier.to(memory_format=torch.channels_last)
+
+    def train_epoch(e: int) -> tuple[float, float]:
+        set_train_mode_frozen_bn(model)
+        order = np.random.permutation(train_idx)
+        total, correct = 0.0, 0
+        views = [
+            partial(
+                augmented_view,
+                data.pixels[i],
+                train_tf,
+                seed=view_seed(cfg.seed, int(data.sha256[i][:15], 16), 1000 + e),
+            )
+            for i in order
+        ]
+        for start, x in zip(range(0, len(order), cfg.batch_size), input_batches(views, cfg.batch_size), strict=True):
+            batch = order[start : start + cfg.batch_size]
+            y = torch.from_numpy(data.labels[batch])
+            if mixing:
+                x, target = mix_batch(x, y, num_classes=num_classes, mixup_alpha=ft.mixup, cutmix_alpha=ft.cutmix)
+            else:
+                target = y
+            logits = _train_logits(model, x)
+            loss = nn.functional.cross_entropy(logits, target, weight=class_weight, label_smoothing=ft.label_smoothing)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            total += float(loss.detach()) * len(batch)
+            correct += int((logits.argmax(1) == y).sum())
+        return total / len(order), correct / len(order)
+
+    def validate() -> tuple[float, float] | None:
+        if val_x is None:
+            return None
+        model.eval()
+        logits = torch.cat([_eval_logits(model, val_x[s : s + 64]) for s in range(0, len(val_x), 64)])
+        return float(nn.functional.cross_entropy(logits, val_y)), float((logits.argmax(1) == val_y).float().mean())
+
+    return run_epochs(
+        phase=phase, model=model, optimizer=optimizer, scheduler=scheduler, epochs=epochs, patience=ft.patience,
+        train_epoch=train_epoch, validate=validate, seed=cfg.seed, first_epoch=first_epoch, history=history,
+        checkpoint=checkpoint, resume=resume, on_epoch_end=on_epoch_end,
+    )  # fmt: skip
+
+
+def boundary_activations(
+    cut: Cut,
+    classifier: Classifier,
+    data: LabelledImages,
+    prep: Preprocessing,
+    cfg: TrainConfig,
+    *,
+    mirror: bool,
+    progress: Progress = no_progress,
+) -> FeatureSet:
+    """The frozen bottom's output for every image, mirror image and augmented view (float16, in memory)."""
+    plan = plan_views(data, prep, cfg, mirror=mirror, views=cfg.views_for("finetune"))
+    mean, std = classifier.get_buffer("mean"), classifier.get_buffer("std")
+    bottom = cut.bottom.eval()
+    chunks = []
+    done, total = 0, len(plan.inputs)
+    progress("boundary", 0, total)
+    for x in input_batches(plan.inputs, cfg.batch_size):
+        with torch.inference_mode():
+            a = bottom(((x - mean) / std).contiguous(memory_format=torch.channels_last))
+        chunks.append(a.to(torch.float16).numpy())
+        done += len(x)
+        progress("boundary", done, total)
+    return plan.rows(np.concatenate(chunks))
+
+
+def top_features(cut: Cut, acts: FeatureSet, *, batch_size: int) -> FeatureSet:
+    """Pooled features from cached boundary activations (what the frozen network would output)."""
+
+    def run(a: np.ndarray) -> np.ndarray:
+        out = [_top(cut, a[s : s + batch_size * 2], grad=False).numpy() for s in range(0, len(a), batch_size * 2)]
+        return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+    return FeatureSet(
+        run(acts.clean), run(acts.mirror) if acts.mirror is not None else None, run(acts.views), acts.view_owner
+    )
+
+
+def _top(cut: Cut, a: np.ndarray, *, grad: bool) -> torch.Tensor:
+    x = torch.from_numpy(a).float()
+    if x.ndim == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    if grad:
+        return cut.top(x)
+    with torch.inference_mode():
+        cut.top.eval()
+        return cut.top(x).float()
+
+
+def train_top(
+    classifier: Classifier,
+    cut: Cut,
+    acts: FeatureSet,
+    data: LabelledImages,
+    stages: Sequence[Stage],
+    ft: FinetuneConfig,
+    *,
+    cfg: TrainConfig,
+    phase: str,
+    epochs: int,
+    lr: float,
+    class_weight: torch.Tensor | None = None,
+    first_epoch: int = 1,
+    history: list[dict[str, Any]] | None = None,
+    checkpoint: Path | None = None,
+    resume: dict[str, Any] | None = None,
+    on_epoch_end: EpochCallback | None = None,
+) -> PhaseResult:
+    """Phase 2 on cached boundary activations: each epoch shows every training image once, in one of
+    its cached versions (clean, mirror, or one of the K augmented views), in turn."""
+    groups = param_groups(classifier, stages, lr=lr, decay=ft.lr_decay, weight_decay=ft.weight_decay)
+    optimizer = torch.optim.AdamW(groups)
+    train_idx = data.split.train
+    steps = max(1, -(-len(train_idx) // cfg.batch_size))
+    scheduler = make_scheduler(
+        optimizer,
+        ft.schedule,
+        epochs=epochs,
+        steps_per_epoch=steps,
+        warmup_epochs=ft.warmup_epochs,
+        decay_after=ft.decay_after,
+    )
+    k = cfg.views_for("finetune")
+    versions = [acts.clean[train_idx]] + ([acts.mirror[train_idx]] if acts.mirror is not None else [])
+    versions += [acts.views[j::k] for j in range(k)] if k else []  # views are stored image by image
+    labels = data.labels[train_idx]
+    val_idx = data.split.val
+    head = classifier.head
+
+    def train_epoch(e: int) -> tuple[float, float]:
+        set_train_mode_frozen_bn(cut.top)
+        head.train()
+        order = np.random.permutation(len(train_idx))
+        total, correct = 0.0, 0
+        for start in range(0, len(order), cfg.batch_size):
+            batch = order[start : start + cfg.batch_size]
+            pick = (batch + e) % len(versions)  # each image cycles through its versions over the epochs
+            a = np.stack([versions[v][j] for v, j in zip(pick, batch, strict=True)])
+            y = torch.from_numpy(labels[batch])
+            logits = head(_top(cut, a, grad=True))
+            loss = nn.functional.cross_entropy(logits, y, weight=class_weight, label_smoothing=ft.label_smoothing)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            total += float(loss.detach()) * len(batch)
+            correct += int((logits.argmax(1) == y).sum())
+        return total / len(order), correct / len(order)
+
+    def validate() -> tuple[float, float] | None:
+        if not len(val_idx):
+            return None
+        head.eval()
+        with torch.inference_mode():
+            logits = head(_top(cut, acts.clean[val_idx], grad=False))
+            if acts.mirror is not None:
+                logits = (logits + head(_top(cut, acts.mirror[val_idx], grad=False))) / 2
+        vy = torch.from_numpy(data.labels[val_idx])
+        return float(nn.functional.cross_entropy(logits, vy)), float((logits.argmax(1) == vy).float().mean())
+
+    return run_epochs(
+        phase=phase, model=classifier, optimizer=optimizer, scheduler=scheduler, epochs=epochs,
+        patience=ft.patience, train_epoch=train_epoch, validate=validate, seed=cfg.seed, first_epoch=first_epoch,
+        history=history, checkpoint=checkpoint, resume=resume, on_epoch_end=on_epoch_end,
+    )  # fmt: skip
+
+
+def _train_logits(model: Classifier, x: torch.Tensor) -> torch.Tensor:
+    """Training forward pass without the test-time flip (random flips are part of the augmentation)."""
+    return model.head(model.features(x.contiguous(memory_format=torch.channels_last)))
+
+
+def _eval_logits(model: Classifier, x: torch.Tensor) -> torch.Tensor:
+    with torch.inference_mode():
+        return model(x.contiguous(memory_format=torch.channels_last)).float()
+
+
+def predict_pixels(classifier: Classifier, pixels: Sequence[np.ndarray], prep: Preprocessing) -> np.ndarray:
+    """(N, K) probabilities of decoded images, as the bundle computes them."""
+    eval_tf = build_eval_transform(prep)
+    out = []
+    for s in range(0, len(pixels), 64):
+        x = torch.stack([eval_tf(p) for p in pixels[s : s + 64]])
+        out.append(_eval_logits(classifier.eval(), x).softmax(1).numpy())
+    return np.concatenate(out) if out else np.zeros((0, 0))
+
+
+def seeded_head(spec: HeadSpec, seed: int) -> nn.Sequential:
+    """A new head whose initial weights depend on the seed only (not on what ran before in the process)."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return build_head(spec)
+
+
+def class_weights(data: LabelledImages, mode: str) -> torch.Tensor | None:
+    """Inverse class frequency in the training part ("balanced"), or None."""
+    if mode != "balanced":
+        return None
+    counts = np.bincount(data.labels[data.split.train], minlength=len(data.classes)).astype(np.float64)
+    weights = np.where(counts > 0, counts.sum() / (len(counts) * np.maximum(counts, 1)), 0.0)
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+def _stages_to_unfreeze(stages: Sequence[Stage], unfreeze: int | str, classifier: Classifier) -> list[Stage]:
+    """The last N stages that still exist in the (possibly pruned) trunk; all for "all"."""
+    present = set(dict(classifier.trunk.backbone.named_parameters()))
+    live = [s for s in stages if any(p in present for p in s.params)]
+    if unfreeze == "all":
+        return live
+    n = int(unfreeze)
+    return live[-n:] if n else []
+
+
+def _feature_width(shell: Classifier, input_size: tuple[int, int]) -> int:
+    with torch.inference_mode():
+        return int(shell.features(torch.zeros(1, 3, *input_size)).shape[1])

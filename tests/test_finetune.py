@@ -1,0 +1,180 @@
+"""Two-phase fine-tuning: what trains, what must not move, the rates, early stopping, resume."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import tlearn
+from tlearn.backbones import create_backbone
+from tlearn.bundle import load_bundle
+from tlearn.config import FinetuneConfig, TrainConfig
+from tlearn.finetune import param_groups
+from tlearn.loop import run_epochs
+from tlearn.model import Classifier, FeatureTrunk, HeadSpec, build_head
+from tlearn.training import run
+
+TINY = {"backbone": "test_efficientnet", "weights": "none", "input_size": 64}
+FAST = {"head_lr": 0.05, "lr": 0.01, "head_epochs": 3, "epochs": 2, "patience": 0}
+
+
+def tiny_backbone():  # type: ignore[no-untyped-def]
+    return create_backbone("test_efficientnet", weights="none", input_size=64)
+
+
+def initial_state() -> dict[str, torch.Tensor]:
+    """The backbone a run starts from: random weights are seeded, so every run starts here."""
+    return {k: v.clone() for k, v in tiny_backbone().model.state_dict().items()}
+
+
+def finetuned(shapes: Path, out: Path, **ft: object) -> tuple[dict[str, torch.Tensor], tlearn.TrainResult]:
+    result = run(
+        TrainConfig(data=shapes, out=out, method="finetune", views=1, finetune=FinetuneConfig(**{**FAST, **ft}), **TINY)
+    )  # type: ignore[arg-type]
+    classifier, _ = load_bundle(out)
+    return {
+        k.removeprefix("trunk.backbone."): v
+        for k, v in classifier.state_dict().items()
+        if k.startswith("trunk.backbone.")
+    }, result
+
+
+def test_phase_one_leaves_every_base_parameter_bit_identical(shapes: Path, tmp_path: Path) -> None:
+    after, result = finetuned(shapes, tmp_path / "run", epochs=0)
+    before = initial_state()
+    assert after.keys() == before.keys()
+    assert all(torch.equal(after[k], before[k]) for k in before)
+    assert result.details["head_epochs_run"] == 3 and "unfrozen" not in result.details
+
+
+def test_unfreeze_one_changes_only_the_last_stage_and_batchnorm_statistics_stay(shapes: Path, tmp_path: Path) -> None:
+    after, result = finetuned(shapes, tmp_path / "run", unfreeze=1)
+    before = initial_state()
+    stages = tiny_backbone().stages
+    last = set(stages[-1].params)
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed, "phase 2 trained nothing"
+    assert {k for k in changed if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))} <= last
+    assert not any(k.endswith(("running_mean", "running_var", "num_batches_tracked")) for k in changed)
+    assert result.details["unfrozen"] == [stages[-1].name]
+
+
+def test_history_has_one_row_per_epoch_of_both_phases(shapes: Path, tmp_path: Path) -> None:
+    finetuned(shapes, tmp_path / "run")
+    rows = list(csv.DictReader((tmp_path / "run" / "history.csv").open()))
+    assert [r["phase"] for r in rows] == ["head"] * 3 + ["finetune"] * 2
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4, 5]
+    assert all(r["val_loss"] and r["lr"] for r in rows)
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()  # a finished run keeps only its bundle
+
+
+def test_learning_rates_follow_the_options() -> None:
+    b = tiny_backbone()
+    trunk = FeatureTrunk(b.model)
+    clf = Classifier(trunk, build_head(HeadSpec(3, b.num_features)), mean=(0.5,) * 3, std=(0.5,) * 3)
+    groups = param_groups(clf, b.stages[-3:], lr=1e-3, decay=0.5, weight_decay=0.01)
+    by_name = {g["name"]: g for g in groups}
+    assert by_name[b.stages[-1].name]["lr"] == pytest.approx(1e-3)
+    assert by_name[b.stages[-2].name]["lr"] == pytest.approx(5e-4)
+    assert by_name[b.stages[-3].name]["lr"] == pytest.approx(2.5e-4)
+    assert by_name["head"]["lr"] == pytest.approx(1e-3)
+    assert all(g["weight_decay"] == 0 for g in groups if "no decay" in g["name"])
+    trainable = {id(p) for g in groups for p in g["params"]}
+    frozen = [n for n, p in clf.named_parameters() if id(p) not in trainable]
+    assert frozen and all(not p.requires_grad for n, p in clf.named_parameters() if id(p) not in trainable)
+
+
+def test_early_stopping_stops_and_restores_the_best_epoch() -> None:
+    model = torch.nn.Linear(2, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    val_losses = iter([1.0, 0.5, 0.7, 0.8, 0.9, 0.4])
+    weights_at: dict[int, torch.Tensor] = {}
+
+    def train_epoch(e: int) -> tuple[float, float]:
+        with torch.no_grad():
+            model.weight += 1.0
+        weights_at[e + 1] = model.weight.detach().clone()
+        return 1.0, 0.5
+
+    result = run_epochs(
+        phase="t", model=model, optimizer=opt, scheduler=sched, epochs=6, patience=2,
+        train_epoch=train_epoch, validate=lambda: (next(val_losses), 0.5), seed=0,
+    )  # fmt: skip
+    assert result.stopped_early and len(result.rows) == 4 and result.best_epoch == 2
+    assert torch.equal(model.weight, weights_at[2])
+
+
+class Crash(Exception):
+    """Stands for the process dying (a kill, a power cut): nothing gets to clean up."""
+
+
+def test_resume_ends_where_an_uninterrupted_run_ends(shapes: Path, tmp_path: Path) -> None:
+    ft = FinetuneConfig(**{**FAST, "epochs": 3})  # type: ignore[arg-type]
+    whole = tmp_path / "whole"
+    run(TrainConfig(data=shapes, out=whole, method="finetune", views=1, finetune=ft, **TINY))  # type: ignore[arg-type]
+
+    broken = tmp_path / "broken"
+
+    def die_after_epoch_5(row: dict[str, object]) -> None:
+        if row["epoch"] == 5:
+            raise Crash
+
+    with pytest.raises(Crash):
+        run(
+            TrainConfig(data=shapes, out=broken, method="finetune", views=1, finetune=ft, **TINY),
+            on_epoch_end=die_after_epoch_5,
+        )  # type: ignore[arg-type]
+    assert (broken / "checkpoint.pt").exists()
+    seen: list[int] = []
+    run(
+        TrainConfig(data=shapes, out=broken, method="finetune", views=1, finetune=ft, resume=True, **TINY),  # type: ignore[arg-type]
+        on_epoch_end=lambda row: seen.append(int(row["epoch"])),  # type: ignore[call-overload]
+    )
+    assert seen == [6]  # only the epoch that was missing
+    a, _ = load_bundle(whole)
+    b, _ = load_bundle(broken)
+    for (k, v), w in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        torch.testing.assert_close(v, w, msg=k)
+    assert len(list(csv.DictReader((broken / "history.csv").open()))) == 6
+
+
+def test_ctrl_c_keeps_a_usable_bundle_from_the_best_epoch(
+    shapes: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tlearn import finetune
+
+    calls = {"n": 0}
+    real = finetune._train_logits
+
+    def interrupt_in_phase_two(model: Classifier, x: torch.Tensor) -> torch.Tensor:
+        calls["n"] += 1
+        if calls["n"] > 3:
+            raise KeyboardInterrupt
+        return real(model, x)
+
+    monkeypatch.setattr(finetune, "_train_logits", interrupt_in_phase_two)
+    result = run(
+        TrainConfig(
+            data=shapes,
+            out=tmp_path / "run",
+            method="finetune",
+            views=1,
+            finetune=FinetuneConfig(**{**FAST, "mixup": 0.2}),
+            **TINY,
+        )  # type: ignore[arg-type]
+    )
+    assert result.details["interrupted"] == "finetune"
+    assert (tmp_path / "run" / "checkpoint.pt").exists()  # --resume can continue it
+    clf = tlearn.load(tmp_path / "run")
+    assert clf.predict_proba(shapes / "red_circle" / "red_circle_001.jpg").shape == (1, 4)
+
+
+def test_finetune_learns_the_synthetic_shapes(shapes: Path, tmp_path: Path) -> None:
+    _, result = finetuned(shapes, tmp_path / "run", head_epochs=15, epochs=4)
+    assert result.metrics["test"].accuracy >= 0.75
+    assert np.isfinite(result.metrics["test"].log_loss)
