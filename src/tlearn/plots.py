@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -130,6 +131,126 @@ def _mark_phases(ax: Axes, rows: Sequence[HistoryRow]) -> None:
             va="top",
             fontsize=8,
             color="#555555",
+        )
+
+
+# Methods in the order given get these colours: a method keeps its colour however many are compared.
+METHOD_COLOURS = ("#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3")
+
+
+@dataclass(frozen=True)
+class MethodCurve:
+    """One method on the comparison chart.
+
+    `rows` are its epochs (history.csv); a method that does not train in epochs (the feature method)
+    gives `level` instead, its validation accuracy, drawn as a horizontal line. `score` is its final
+    accuracy (a fraction) quoted in the legend; `note` replaces it when there is none ("failed").
+    """
+
+    label: str
+    rows: Sequence[HistoryRow] = ()
+    level: float | None = None
+    score: float | None = None
+    note: str = ""
+
+
+def plot_comparison(
+    curves: Sequence[MethodCurve],
+    path: Path,
+    *,
+    title: str = "Validation accuracy per epoch",
+    score_part: str = "test",
+    scored_images: int | None = None,
+    chance: float | None = None,
+) -> Path:
+    """Validation accuracy per epoch of several methods on one chart, to see which starts higher,
+    climbs faster and ends higher.
+
+    One line per method; where a method changes phase (fine-tuning unfreezing the base) a dotted
+    vertical line in its colour says so, and a ring marks the epoch whose weights it kept. Methods
+    without epochs are horizontal dashed lines. The legend, beside the chart, gives each method's
+    final accuracy on `score_part` (`scored_images` of them: a reminder of how noisy it is); `chance`
+    (1 / classes) is a grey dotted line.
+    """
+    from tlearn.diagnosis import kept_epochs
+
+    fig, ax = plt.subplots(figsize=(9.5, 4.8))
+    last_epoch = max((r.epoch for c in curves for r in c.rows), default=1)
+    shown: list[float] = [] if chance is None else [chance]
+    handles: list[Line2D] = []
+    labels: list[str] = []
+    rings = False
+    for i, curve in enumerate(curves):
+        colour = METHOD_COLOURS[i % len(METHOD_COLOURS)]
+        score = f"{curve.score:.1%}" if curve.score is not None else curve.note or "no score"
+        val = [np.nan if r.val_acc is None else r.val_acc for r in curve.rows]
+        if curve.rows and not all(np.isnan(val)):
+            epochs = [r.epoch for r in curve.rows]
+            (line,) = ax.plot(epochs, val, color=colour, marker="o", ms=3.5, lw=2)
+            shown += [v for v in val if not np.isnan(v)]
+            kept = list(kept_epochs(curve.rows).values())  # the last phase's kept epoch is in the bundle
+            at = epochs.index(kept[-1]) if kept else None
+            if at is not None and not np.isnan(val[at]):
+                ax.plot([epochs[at]], [val[at]], "o", ms=11, mfc="none", mec=colour, mew=1.5)
+                rings = True
+            _mark_phase_changes(ax, curve.rows, colour, curve.label)
+        elif curve.level is not None:
+            line = ax.axhline(curve.level, color=colour, ls="--", lw=2)
+            shown.append(curve.level)
+            score += " (one fit, no epochs)"
+        else:
+            line = Line2D([], [], ls="none", marker="x", color=colour)
+        handles.append(line)
+        labels.append(f"{curve.label}: {score}")
+    if rings:
+        handles.append(Line2D([], [], ls="none", marker="o", ms=10, mfc="none", mec="#555555"))
+        labels.append("kept weights")
+    if chance is not None:
+        handles.append(ax.axhline(chance, color="#999999", ls=":", lw=1.2))
+        labels.append(f"chance ({chance:.0%})")
+    if len(shown) <= (0 if chance is None else 1):
+        message = "No validation split: nothing to draw per epoch."
+        ax.text(0.5, 0.5, message, transform=ax.transAxes, ha="center", va="center", color="#555555")
+    low = min(shown, default=0.0)
+    ax.set_ylim(max(0.0, np.floor((low - 0.05) * 10) / 10), 1.04)
+    ax.set_xlim(0.5, last_epoch + 0.5)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation accuracy")
+    ax.grid(alpha=0.3)
+    ax.spines[["top", "right"]].set_visible(False)
+    legend_title = f"final {score_part} accuracy" + (f" ({scored_images} images)" if scored_images else "")
+    ax.legend(
+        handles,
+        labels,
+        title=legend_title,
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        frameon=False,
+        alignment="left",
+    )
+    ax.set_title(title, loc="left")
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def _mark_phase_changes(ax: Axes, rows: Sequence[HistoryRow], colour: str, label: str) -> None:
+    """A dotted line in the method's colour where each later phase starts, named at the bottom right of it."""
+    starts: dict[str, int] = {}
+    for r in rows:
+        starts.setdefault(r.phase, r.epoch)
+    for phase, start in list(starts.items())[1:]:
+        ax.axvline(start - 0.5, color=colour, ls=":", lw=1.3)
+        ax.text(
+            start - 0.5 + 0.15,
+            0.02,
+            f"{label} → {PHASE_LABELS.get(phase, phase)}",
+            transform=ax.get_xaxis_transform(),
+            va="bottom",
+            fontsize=8,
+            color=colour,
+            bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 1},
         )
 
 

@@ -15,6 +15,7 @@ from rich.markup import escape
 
 from tlearn.cli import augment as _augment  # noqa: F401  (each module registers its commands)
 from tlearn.cli import backbones as _backbones  # noqa: F401
+from tlearn.cli import compare as _compare  # noqa: F401
 from tlearn.cli import data as _data  # noqa: F401
 from tlearn.cli import evaluate as _evaluate  # noqa: F401
 from tlearn.cli import predict as _predict  # noqa: F401

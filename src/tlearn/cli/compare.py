@@ -1,0 +1,202 @@
+"""`tlearn compare`: the methods side by side on the same images: one table, one chart, one bundle each."""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from tlearn.cli import options as opt
+from tlearn.cli.app import app
+from tlearn.cli.render import console, progress_bar
+from tlearn.cli.train import print_epoch
+
+if TYPE_CHECKING:
+    from tlearn.compare import Comparison, MethodRun
+    from tlearn.progress import Progress
+
+TRAINING = "Training length and rates (all methods that train in epochs)"
+FEAT = "Feature method (features, auto)"
+
+
+def _train_opt(*names: str, help: str) -> Any:
+    return typer.Option(*names, help=help, rich_help_panel=TRAINING)
+
+
+def _feat(*names: str, help: str) -> Any:
+    return typer.Option(*names, help=help, rich_help_panel=FEAT)
+
+
+@app.command("compare")
+def compare(
+    data: Annotated[Path, typer.Argument(help="A folder with one subfolder per class, split folders, or a CSV.")],
+    methods: Annotated[
+        str, typer.Option(help="Comma-separated: features, finetune, scratch, auto.")
+    ] = "features,finetune,scratch",
+    backbone: Annotated[str | None, typer.Option(help="A timm model name (tlearn backbones lists them).")] = None,
+    weights: Annotated[
+        str | None, typer.Option(help="Local weights file (.safetensors, .pth), or 'none' for random init.")
+    ] = None,
+    input_size: Annotated[
+        int | None, typer.Option(help="Model input side in pixels (default: the weights'; 150 from scratch).")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Folder for the comparison (default runs/<data name>-compare).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Random seed (split, augmentation, training).")] = 0,
+    val_frac: Annotated[float, typer.Option(help="Fraction of images for validation.")] = 0.15,
+    test_frac: Annotated[float, typer.Option(help="Fraction of images for the test.")] = 0.15,
+    split_file: Annotated[Path | None, typer.Option(help="Reuse the split.json of an earlier run.")] = None,
+    class_weight: Annotated[str, typer.Option(help="none, or balanced for imbalanced classes.")] = "none",
+    tta: Annotated[bool, typer.Option(help="Average predictions with the mirror image (when --hflip).")] = True,
+    batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 32,
+    views: Annotated[
+        int | None,
+        typer.Option(help="Augmented views per training image, computed once (default: 0 features, 6 finetune)."),
+    ] = None,
+    head: Annotated[str, _feat("--head", help="logistic, svm or softmax.")] = "logistic",
+    c: Annotated[float | None, _feat("--C", help="Inverse regularisation (default: chosen by CV).")] = None,
+    head_epochs: Annotated[int, _train_opt("--head-epochs", help="Fine-tuning phase 1 (frozen base) epochs.")] = 30,
+    head_lr: Annotated[float, _train_opt("--head-lr", help="Fine-tuning phase 1 learning rate.")] = 1e-3,
+    epochs: Annotated[
+        int | None, _train_opt("--epochs", help="Fine-tuning phase 2 and scratch epochs (default 12 and 40).")
+    ] = None,
+    lr: Annotated[
+        float | None, _train_opt("--lr", help="Fine-tuning phase 2 and scratch learning rate (default 1e-4 and 1e-3).")
+    ] = None,
+    patience: Annotated[int, _train_opt("--patience", help="Early stopping patience (epochs).")] = 5,
+    preset: opt.Preset = "standard",
+    hflip: opt.HFlip = None,
+    vflip: opt.VFlip = None,
+    rotation: opt.Rotation = None,
+    zoom: opt.Zoom = None,
+    crop_scale: opt.CropScale = None,
+    crop_ratio: opt.CropRatio = None,
+    no_crop: opt.NoCrop = False,
+    translate: opt.Translate = None,
+    shear: opt.Shear = None,
+    brightness: opt.Brightness = None,
+    contrast: opt.Contrast = None,
+    saturation: opt.Saturation = None,
+    hue: opt.Hue = None,
+    grayscale: opt.Grayscale = None,
+    blur: opt.Blur = None,
+    blur_sigma: opt.BlurSigma = None,
+    erasing: opt.Erasing = None,
+    fill: opt.Fill = None,
+    fill_color: opt.FillColor = None,
+    mixup: opt.Mixup = None,
+    cutmix: opt.Cutmix = None,
+) -> None:
+    """Train several methods on DATA with the same split and seed, and compare them.
+
+    Prints one table: accuracy, balanced accuracy, macro F1, time and parameters trained per method.
+
+    Writes OUT/compare.png (validation accuracy per epoch), OUT/compare.json and a bundle per method.
+
+    A method that fails is reported and the others still run; the exit code is 1 only if all fail.
+    """
+    from tlearn.compare import compare as run_compare
+    from tlearn.config import FinetuneConfig
+
+    augment = opt.augment_config(
+        preset, hflip=hflip, vflip=vflip, rotation=rotation, zoom=zoom, crop_scale=crop_scale,
+        crop_ratio=crop_ratio, no_crop=no_crop, translate=translate, shear=shear, brightness=brightness,
+        contrast=contrast, saturation=saturation, hue=hue, grayscale=grayscale, blur=blur,
+        blur_sigma=blur_sigma, erasing=erasing, fill=fill, fill_color=fill_color, mixup=mixup, cutmix=cutmix,
+    )  # fmt: skip
+    finetune = FinetuneConfig(
+        head_epochs=head_epochs, head_lr=head_lr, epochs=epochs, lr=lr, patience=patience,
+        mixup=augment.mixup, cutmix=augment.cutmix,
+    )  # fmt: skip
+    with ExitStack() as bars:
+        current: list[Progress] = []  # the bars of the method running now
+
+        def start(method: str) -> None:
+            console.rule(f"[bold]{escape(method)}[/]", align="left")
+            current[:] = [bars.enter_context(progress_bar())]
+
+        def end(run: MethodRun) -> None:
+            bars.close()  # each method reads the images again: fresh bars, not finished ones
+            current.clear()
+            print_method_line(run)
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if current:
+                current[0](stage, done, total)
+
+        result = run_compare(
+            data, methods=methods.split(","), out=out, progress=progress,
+            on_epoch_end=print_epoch, on_method_start=start, on_method_end=end,
+            backbone=backbone, weights=weights, input_size=input_size, seed=seed, val_frac=val_frac,
+            test_frac=test_frac, split_file=split_file, class_weight=class_weight, tta=tta, batch_size=batch_size,
+            views=views, head=head, C=c, augment=augment, finetune=finetune,
+        )  # fmt: skip
+    render_comparison(result)
+    raise typer.Exit(0 if result.ok else 1)
+
+
+def print_method_line(run: MethodRun) -> None:
+    """One line when a method ends: its headline accuracy and time, or why it failed."""
+    if run.result is None:
+        console.print(f"[red]{escape(run.method)} failed:[/] {escape(run.error or '?')}", soft_wrap=True)
+        return
+    headline = run.result.headline
+    score = f"{headline[1].accuracy:.1%} {headline[0]} accuracy" if headline else "no score"
+    console.print(f"[bold]{escape(run.method)}[/]: {score} in {run.seconds:.1f}s, bundle {run.out}")
+
+
+def render_comparison(result: Comparison) -> None:
+    """The table, the failures, then where the chart, the JSON and the bundles went."""
+    part = result.part or "test"
+    counts = next((r.result.split_counts for r in result.runs if r.result is not None), None)
+    caption = f"every method scored on the same {counts[part]} {part} images" if counts else None
+    table = Table(
+        title=f"Methods compared on {result.data}", caption=caption, title_justify="left", caption_justify="left"
+    )
+    for col in ("method", f"{part} accuracy", "balanced acc.", "macro F1", "time", "parameters trained"):
+        table.add_column(col, justify="left" if col == "method" else "right")
+    for run in result.runs:
+        m = run.metrics(result.part)
+        if m is None:
+            table.add_row(run.label, "[red]failed[/]" if not run.ok else "-", "-", "-", f"{run.seconds:.1f}s", "-")
+            continue
+        table.add_row(
+            run.label, f"{m.accuracy:.1%}", f"{m.balanced_accuracy:.1%}", f"{m.macro_f1:.3f}", f"{run.seconds:.1f}s",
+            _parameters(run.trained_parameters, run.total_parameters),
+        )  # fmt: skip
+    console.print()
+    console.print(table)
+    for run in result.runs:
+        if run.error:
+            console.print(f"[red]{escape(run.method)} failed:[/] {escape(run.error)}", soft_wrap=True)
+        elif run.interrupted:
+            console.print(f"[yellow]{escape(run.method)} was interrupted:[/] its bundle holds the best epoch so far.")
+    if result.skipped:
+        console.print(f"[yellow]Not run (interrupted):[/] {', '.join(result.skipped)}.")
+    if result.plot is not None:
+        console.print(f"Chart: [bold]{result.plot}[/]")
+    console.print(f"JSON: [bold]{result.json}[/]")
+    for run in result.runs:
+        if run.ok:
+            console.print(f"Bundle ({escape(run.method)}): [bold]{run.out}[/]")
+
+
+def _parameters(trained: int | None, total: int | None) -> str:
+    """'5.1k of 4.2M' (trained of all): how much of the network each method changed."""
+    if trained is None:
+        return "-"
+    return _short(trained) + (f" of {_short(total)}" if total is not None and total != trained else " (all)")
+
+
+def _short(n: int | None) -> str:
+    if n is None:
+        return "?"
+    for unit, size in (("M", 1e6), ("k", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f}{unit}"
+    return str(n)
