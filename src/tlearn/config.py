@@ -87,6 +87,7 @@ class TrainConfig:
     split_file: Path | None = None
     min_per_class: int = 10
     batch_size: int = 32
+    precision: str = "auto"  # "fp32", "bf16", or "auto" (bf16 for frozen layers where the CPU has it)
     # the feature method
     feature_layer: str = "last"
     views: int | None = None  # augmented views per training image; None: 0 for features, 6 for finetune
@@ -119,6 +120,8 @@ class TrainConfig:
             p.append(f"--views must be 0 or more. Got {self.views}.")
         if self.C is not None and self.C <= 0:
             p.append(f"--C must be above 0. Got {self.C}.")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            p.append(f"--precision must be auto, fp32 or bf16. Got {self.precision!r}.")
         if self.batch_size < 1:
             p.append(f"--batch-size must be 1 or more. Got {self.batch_size}.")
         if self.input_size is not None and self.input_size < 16:

@@ -13,7 +13,8 @@ against the uncut network before it is used.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -152,10 +153,19 @@ def _name(anatomy: Anatomy, index: int) -> str:
 
 def _agrees(trunk: FeatureTrunk, cut: Cut, input_size: tuple[int, int]) -> bool:
     x = torch.rand(2, 3, *input_size, generator=torch.Generator().manual_seed(0))
-    was_training = trunk.training
-    trunk.eval()
-    with torch.inference_mode():
+    with eval_mode(trunk), torch.inference_mode():
         whole = trunk(x)
         split = cut.top(cut.bottom(x))
-    trunk.train(was_training)
     return whole.shape == split.shape and torch.allclose(whole, split, rtol=1e-4, atol=1e-4)
+
+
+@contextmanager
+def eval_mode(module: nn.Module) -> Iterator[None]:
+    """Inference mode for a block, then every submodule back in the mode it was in (BatchNorm included)."""
+    modes = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        yield
+    finally:
+        for m, training in modes:
+            m.training = training

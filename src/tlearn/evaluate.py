@@ -285,7 +285,7 @@ def evaluate_bundle(
     scanned = scan_images(kept, short_side=prep.working_short_side, resample=prep.resample, progress=progress)
     if not len(scanned):
         raise DataError(f"None of the {len(kept)} images to evaluate could be read.", hint=f"Run: tlearn check {data}")
-    proba = _predict(predictor.predict_proba, scanned.pixels, tta=tta, batch_size=batch_size, progress=progress)
+    proba = _predict(predictor.predict_proba, scanned.pixels.load(), tta=tta, batch_size=batch_size, progress=progress)
     index = {c: i for i, c in enumerate(predictor.classes)}
     y_true = np.array([index[s.label] for s in scanned.samples], dtype=np.int64)
     return Evaluation(

@@ -7,9 +7,11 @@ views of each training image (extracted once, cached too), the cheap augmentatio
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 import numpy as np
 import torch
@@ -48,10 +50,31 @@ class FeatureSet:
     view_owner: np.ndarray  # (len(train) * K,) image index of each view row
 
 
+def feature_namespace(backbone: Backbone, layer: str | tuple[int, ...]) -> dict[str, Any]:
+    """What identifies a feature: the network, its weights, the layer and the preprocessing."""
+    if isinstance(layer, str) and layer.startswith("probe:"):
+        levels: Any = layer  # the auto method's multi-level pass
+    elif isinstance(layer, tuple):
+        levels = list(layer)
+    else:
+        levels = list(parse_levels(layer, len(backbone.levels)))
+    return {
+        "architecture": backbone.architecture,
+        "create_kwargs": backbone.create_kwargs,
+        "weights": backbone.weights_id,
+        "levels": levels,
+        "preprocessing": backbone.preprocessing.to_dict(),
+    }
+
+
 def feature_trunk(backbone: Backbone, feature_layer: str | None) -> Classifier:
-    """A classifier shell (no head yet) around the backbone's feature trunk."""
+    """A classifier shell (no head yet) around the backbone's feature trunk.
+
+    An earlier layer prunes the layers after it, so that trunk gets its own copy of the network.
+    """
     levels = parse_levels(feature_layer, len(backbone.levels))
-    trunk = FeatureTrunk(backbone.model, levels)
+    model = copy.deepcopy(backbone.model) if levels else backbone.model
+    trunk = FeatureTrunk(model, levels)
     prep = backbone.preprocessing
     return Classifier(trunk, nn.Sequential(nn.Identity()), mean=prep.mean, std=prep.std).eval()
 
@@ -74,6 +97,12 @@ class ViewPlan:
     def fixed(self) -> int:
         """Rows that do not depend on augmentation settings (clean and mirror)."""
         return self.n * (2 if self.mirror else 1)
+
+    def image_of(self, row: int) -> int:
+        """The image a row was made from."""
+        if row < self.fixed:
+            return row % self.n
+        return int(self.view_owner[row - self.fixed])
 
     def rows(self, values: np.ndarray) -> FeatureSet:
         """Split per-row values (features, activations) back into clean / mirror / views."""
@@ -114,24 +143,20 @@ def compute_features(
     """Features of all images (and their mirror images) and `views` augmented views per training image."""
     prep = backbone.preprocessing
     embed = _Embed(shell).to(memory_format=torch.channels_last)
-    namespace = {
-        "architecture": backbone.architecture,
-        "create_kwargs": backbone.create_kwargs,
-        "weights": backbone.weights_id,
-        "levels": list(shell.trunk.levels),
-        "preprocessing": prep.to_dict(),
-        "precision": "fp32",
-    }
+    namespace = {**feature_namespace(backbone, shell.trunk.levels), "precision": "fp32"}
     plan = plan_views(data, prep, cfg, mirror=mirror, views=views)
     fixed = plan.fixed
+    cache = FeatureCache(namespace)
+    view_cache = FeatureCache({**namespace, "augment": cfg.augment.to_dict(), "seed": cfg.seed})
+    todo = [plan.image_of(r) for r in cache.missing(plan.keys[:fixed])]
+    todo += [plan.image_of(fixed + r) for r in view_cache.missing(plan.keys[fixed:])]
+    data.pixels.load(sorted(set(todo)))  # decode what is needed, in parallel, before the workers start
     clean = extract_features(
-        embed, plan.inputs[:fixed], keys=plan.keys[:fixed], cache=FeatureCache(namespace), batch_size=cfg.batch_size,
-        progress=progress,
-    )  # fmt: skip
+        embed, plan.inputs[:fixed], keys=plan.keys[:fixed], cache=cache, batch_size=cfg.batch_size, progress=progress
+    )
     aug = extract_features(
-        embed, plan.inputs[fixed:], keys=plan.keys[fixed:],
-        cache=FeatureCache({**namespace, "augment": cfg.augment.to_dict(), "seed": cfg.seed}),
-        batch_size=cfg.batch_size, progress=progress, stage="views",
+        embed, plan.inputs[fixed:], keys=plan.keys[fixed:], cache=view_cache, batch_size=cfg.batch_size,
+        progress=progress, stage="views",
     )  # fmt: skip
     if not len(aug):
         aug = np.zeros((0, clean.shape[1]), np.float32)

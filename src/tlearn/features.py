@@ -10,6 +10,7 @@ Progress is written every few hundred images, so Ctrl-C loses at most one chunk.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -23,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from tlearn.errors import ExtraMissingError
 from tlearn.files import atomic_path
 from tlearn.progress import Progress, no_progress
 
@@ -30,6 +32,7 @@ log = logging.getLogger(__name__)
 
 FEATURE_FORMAT = 1
 FLUSH_EVERY = 256  # images between writes to the cache
+ONNX_MIN_IMAGES = 256  # fewer images than this do not repay exporting the network (a second or two)
 COMPACT_ABOVE = 16  # chunk files before they are merged into one
 
 
@@ -53,6 +56,11 @@ class FeatureCache:
         self.namespace = {"format": FEATURE_FORMAT, **namespace}
         self.dir = (root or cache_root()) / "features" / digest(self.namespace)
         self._rows: dict[str, np.ndarray] | None = None
+
+    def missing(self, keys: Sequence[str]) -> list[int]:
+        """Positions of the keys that are not cached yet."""
+        rows = self._load()
+        return [i for i, k in enumerate(keys) if k not in rows]
 
     def lookup(self, keys: Sequence[str]) -> dict[str, np.ndarray]:
         rows = self._load()
@@ -104,11 +112,14 @@ def extract_features(
     batch_size: int = 32,
     progress: Progress = no_progress,
     stage: str = "features",
+    engine: str = "auto",
 ) -> np.ndarray:
     """Run `embed` (float [0, 1] NCHW -> (N, D)) on every input, reusing cached rows.
 
     `inputs[i]()` returns image i as a (3, H, W) float tensor (clean or an augmented view); only the
     inputs whose key is not cached are computed. Returns (len(inputs), D) float32 in input order.
+    `engine`: "torch", "onnx", or "auto" (ONNX Runtime when it is installed and there are enough
+    images to repay exporting the network).
     """
     n = len(inputs)
     found = cache.lookup(keys) if cache is not None and keys is not None else {}
@@ -118,8 +129,9 @@ def extract_features(
     progress(stage, done, n)
     pending: list[int] = []
     embed.eval()
+    runner = Runner(embed, engine if len(todo) >= ONNX_MIN_IMAGES else "torch")
     for batch, x in zip(_batches(todo, batch_size), input_batches([inputs[i] for i in todo], batch_size), strict=True):
-        feats = run_embed(embed, x)
+        feats = runner(x)
         for i, f in zip(batch, feats, strict=True):
             out[i] = f
         pending += batch
@@ -133,6 +145,61 @@ def extract_features(
     if not n:
         return np.zeros((0, 0), dtype=np.float32)
     return np.stack([out[i] for i in range(n)]).astype(np.float32)
+
+
+def bf16_supported() -> bool:
+    """Does this CPU run bfloat16 matrix kernels natively (AVX-512 BF16 / AMX)? Emulated bf16 is slower."""
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def autocast(precision: str) -> contextlib.AbstractContextManager[Any]:
+    """bfloat16 autocast for "bf16", and for "auto" where the CPU has native bf16; else nothing."""
+    on = precision == "bf16" or (precision == "auto" and bf16_supported())
+    return torch.autocast("cpu", dtype=torch.bfloat16) if on else contextlib.nullcontext()
+
+
+class Runner:
+    """One batch in, features out: eager PyTorch, or the same network exported to ONNX Runtime.
+
+    ONNX Runtime runs these networks in fp32 three to four times faster than eager PyTorch on a
+    laptop CPU, with the same features (to about 1e-6), so the cache does not care which one ran.
+    Export problems fall back to PyTorch with a note in the log.
+    """
+
+    def __init__(self, embed: nn.Module, engine: str = "auto") -> None:
+        self.embed = embed
+        self.engine = engine
+        self.session: Any = None
+        self.tried = engine == "torch"
+
+    def __call__(self, x: torch.Tensor) -> np.ndarray:
+        if not self.tried:
+            self.tried = True
+            self.session = self._session(x[:1])
+        if self.session is None:
+            return run_embed(self.embed, x)
+        (out,) = self.session.run(None, {"input": x.numpy()})
+        return np.asarray(out, dtype=np.float32)
+
+    def _session(self, example: torch.Tensor) -> Any:
+        try:
+            from tlearn.export import to_onnx
+            from tlearn.onnx_engine import create_session
+
+            model = to_onnx(self.embed, example)
+            assert model is not None
+            return create_session(model)
+        except ExtraMissingError:
+            if self.engine == "onnx":
+                raise
+        except Exception as err:
+            if self.engine == "onnx":
+                raise
+            log.info("Running features in PyTorch: exporting to ONNX failed (%s).", err)
+        return None
 
 
 def run_embed(embed: nn.Module, x: torch.Tensor) -> np.ndarray:

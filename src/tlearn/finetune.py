@@ -27,12 +27,13 @@ from tlearn.config import FinetuneConfig, TrainConfig
 from tlearn.cut import Cut, cut_trunk
 from tlearn.data.augment import augmented_view, build_eval_transform, build_train_transform, mix_batch, view_seed
 from tlearn.feature_method import FeatureSet, compute_features, feature_trunk, plan_views
-from tlearn.features import input_batches
+from tlearn.features import autocast, input_batches
 from tlearn.loop import CHECKPOINT_FILE, PhaseResult, load_checkpoint, read_history, run_epochs, write_history
 from tlearn.model import Classifier, HeadSpec, build_head
 from tlearn.preprocessing import Preprocessing
 from tlearn.progress import Progress, no_progress
 from tlearn.schedules import make_scheduler
+from tlearn.threads import torch_threads
 from tlearn.training_data import Fitted, LabelledImages
 
 log = logging.getLogger(__name__)
@@ -61,22 +62,23 @@ def fit_finetune(
     spec = HeadSpec(len(data.classes), _feature_width(shell, prep.input_size), ft.hidden, ft.dropout)
     classifier = Classifier(shell.trunk, seeded_head(spec, cfg.seed), mean=prep.mean, std=prep.std, flip_tta=mirror)
     weights = class_weights(data, cfg.class_weight)
+    learn = data.without_test()  # the phases never see the test images (nor spend time on them)
     epochs, lr = ft.epochs_for("finetune"), ft.lr_for("finetune")
     stages = _stages_to_unfreeze(backbone.stages, ft.unfreeze, classifier) if epochs else []
     mixing = ft.mixup > 0 or ft.cutmix > 0
     cut = None if mixing else cut_trunk(classifier.trunk, stages, input_size=prep.input_size)
     # With a cut, the frozen bottom runs once per image and view; its output serves both phases.
-    acts = boundary_activations(cut, classifier, data, prep, cfg, mirror=mirror, progress=progress) if cut else None
+    acts = boundary_activations(cut, classifier, learn, prep, cfg, mirror=mirror, progress=progress) if cut else None
 
     if resume is None or resume["phase"] == "head":
         if cut is not None and acts is not None:
             feats = top_features(cut, acts, batch_size=cfg.batch_size)
         else:
             feats = compute_features(
-                shell, backbone, data, views=cfg.views_for("finetune"), mirror=mirror, cfg=cfg, progress=progress
+                shell, backbone, learn, views=cfg.views_for("finetune"), mirror=mirror, cfg=cfg, progress=progress
             )
         phase1 = train_head(
-            classifier.head, feats, data, ft, seed=cfg.seed, class_weight=weights, mirror=mirror,
+            classifier.head, feats, learn, ft, seed=cfg.seed, class_weight=weights, mirror=mirror,
             checkpoint=checkpoint, resume=resume, on_epoch_end=on_epoch_end,
         )  # fmt: skip
         earlier = phase1.rows
@@ -92,9 +94,9 @@ def fit_finetune(
             checkpoint=checkpoint, resume=resume, on_epoch_end=on_epoch_end,
         )  # fmt: skip
         if cut is not None and acts is not None:
-            phase2 = train_top(classifier, cut, acts, data, stages, ft, **common)  # type: ignore[arg-type]
+            phase2 = train_top(classifier, cut, acts, learn, stages, ft, **common)  # type: ignore[arg-type]
         else:
-            phase2 = train_network(classifier, data, stages, ft, prep=prep, **common)  # type: ignore[arg-type]
+            phase2 = train_network(classifier, learn, stages, ft, prep=prep, **common)  # type: ignore[arg-type]
         details.update(
             unfrozen=[s.name for s in stages],
             cached_below=cut.boundary if cut is not None else None,
@@ -143,7 +145,7 @@ def finish_fitted(
     write_history(checkpoint.parent / "history.csv", history)
     classifier.eval()
     proba = {
-        part: predict_pixels(classifier, [data.pixels[i] for i in idx], prep)
+        part: predict_pixels(classifier, data.pixels.subset(idx).load(), prep)
         for part, idx in data.split.parts().items()
         if part != "train" and len(idx)
     }
@@ -217,11 +219,12 @@ def train_head(
                 logits = (logits + head(vx_mirror)) / 2
         return float(nn.functional.cross_entropy(logits, vy)), float((logits.argmax(1) == vy).float().mean())
 
-    return run_epochs(
-        phase="head", model=head, optimizer=optimizer, scheduler=scheduler, epochs=ft.head_epochs,
-        patience=ft.patience, train_epoch=train_epoch, validate=validate, seed=seed, checkpoint=checkpoint,
-        resume=resume, on_epoch_end=on_epoch_end,
-    )  # fmt: skip
+    with torch_threads(1):  # small matrices: one thread is fastest, and immune to busy cores
+        return run_epochs(
+            phase="head", model=head, optimizer=optimizer, scheduler=scheduler, epochs=ft.head_epochs,
+            patience=ft.patience, train_epoch=train_epoch, validate=validate, seed=seed, checkpoint=checkpoint,
+            resume=resume, on_epoch_end=on_epoch_end,
+        )  # fmt: skip
 
 
 # --- phase 2 -------------------------------------------------------------------------------------
@@ -282,6 +285,7 @@ def train_network(
     groups = param_groups(classifier, stages, lr=lr, decay=ft.lr_decay, weight_decay=ft.weight_decay)
     optimizer = torch.optim.AdamW(groups)
     train_idx = data.split.train
+    data.pixels.load()
     steps = max(1, -(-len(train_idx) // cfg.batch_size))
     scheduler = make_scheduler(
         optimizer,
@@ -355,6 +359,7 @@ def boundary_activations(
     progress: Progress = no_progress,
 ) -> FeatureSet:
     """The frozen bottom's output for every image, mirror image and augmented view (float16, in memory)."""
+    data.pixels.load()
     plan = plan_views(data, prep, cfg, mirror=mirror, views=cfg.views_for("finetune"))
     mean, std = classifier.get_buffer("mean"), classifier.get_buffer("std")
     bottom = cut.bottom.eval()
@@ -362,7 +367,7 @@ def boundary_activations(
     done, total = 0, len(plan.inputs)
     progress("boundary", 0, total)
     for x in input_batches(plan.inputs, cfg.batch_size):
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(cfg.precision):
             a = bottom(((x - mean) / std).contiguous(memory_format=torch.channels_last))
         chunks.append(a.to(torch.float16).numpy())
         done += len(x)

@@ -22,6 +22,7 @@ from sklearn.svm import LinearSVC
 from torch import nn
 
 from tlearn.errors import ConfigError
+from tlearn.threads import torch_threads
 
 HeadKind = Literal["logistic", "svm"]
 Scaling = Literal["standard", "global"]
@@ -81,7 +82,8 @@ def fit_linear(
         splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
         fold_list = list(splitter.split(x, labels, groups))
         if kind == "logistic":
-            accuracy, loss = _logistic_cv(x, labels, fold_list, num_classes, class_weight)
+            with torch_threads(1):
+                accuracy, loss = _logistic_cv(x, labels, fold_list, num_classes, class_weight)
             best = int(np.argmin(loss))  # log loss separates Cs that accuracy calls equal
         else:
             accuracy = np.mean([_svm_path(x, labels, tr, va, class_weight, seed) for tr, va in fold_list], axis=0)

@@ -73,6 +73,18 @@ class FeatureTrunk(nn.Module):
         return torch.cat([m.mean(dim=(2, 3)) if m.ndim == 4 else m.mean(dim=1) for m in maps], dim=1)
 
 
+class Normalize(nn.Module):
+    """(x - mean) / std per channel, for float RGB in [0, 1], NCHW."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.get_buffer("mean")) / self.get_buffer("std")
+
+
 class Classifier(nn.Module):
     """Float RGB in [0, 1], NCHW -> class logits (N, K).
 

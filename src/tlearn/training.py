@@ -18,15 +18,16 @@ from typing import Any
 import numpy as np
 
 from tlearn.backbones import Backbone, create_backbone
-from tlearn.bundle import SPLIT_FILE, BundleConfig, save_bundle
+from tlearn.bundle import HISTORY_FILE, SPLIT_FILE, BundleConfig, save_bundle
 from tlearn.config import TrainConfig
 from tlearn.data.checks import DatasetReport, check_dataset, group_ids
 from tlearn.data.scan import ScannedImages, scan_images
 from tlearn.data.sources import Dataset, load_dataset
 from tlearn.data.split import Split, load_split, save_split, split_from_dataset, stratified_split
-from tlearn.errors import DataError, TlearnError
+from tlearn.errors import ConfigError, DataError, TlearnError
 from tlearn.evaluate import Metrics, compute_metrics
 from tlearn.files import atomic_path, write_json_atomic
+from tlearn.loop import CHECKPOINT_FILE
 from tlearn.progress import Progress, no_progress
 from tlearn.report import write_report
 from tlearn.timing import Timer
@@ -68,6 +69,8 @@ def train(data: str | Path, **options: Any) -> TrainResult:
 def run(
     cfg: TrainConfig, *, progress: Progress = no_progress, on_epoch_end: EpochCallback | None = None
 ) -> TrainResult:
+    if cfg.resume:
+        _check_resume(cfg)
     timer = Timer()
     with timer.stage("load"):
         dataset = load_dataset(cfg.data)
@@ -156,13 +159,16 @@ def _fit(
     on_epoch_end: EpochCallback | None,
     out: Path,
 ) -> Fitted:
+    from tlearn.auto import fit_auto
     from tlearn.baseline import fit_scratch
     from tlearn.feature_method import fit_feature_method
     from tlearn.finetune import fit_finetune
 
     method = cfg.method
     try:
-        if method in ("features", "auto"):
+        if method == "auto":
+            return fit_auto(backbone, data, cfg, out=out, progress=progress, on_epoch_end=on_epoch_end)
+        if method == "features":
             return fit_feature_method(backbone, data, cfg, progress=progress)
         if method == "finetune":
             return fit_finetune(backbone, data, cfg, out=out, progress=progress, on_epoch_end=on_epoch_end)
@@ -211,7 +217,19 @@ def _out_dir(cfg: TrainConfig) -> Path:
         while out.exists():
             out, n = base.with_name(f"{base.name}-{n}"), n + 1
     out.mkdir(parents=True, exist_ok=True)
+    if not cfg.resume:  # a reused folder must not show the curves or resume the state of an older run
+        for stale in (HISTORY_FILE, CHECKPOINT_FILE):
+            (out / stale).unlink(missing_ok=True)
     return out
+
+
+def _check_resume(cfg: TrainConfig) -> None:
+    folder = Path(cfg.out) if cfg.out is not None else None
+    if folder is None or not (folder / CHECKPOINT_FILE).exists():
+        raise ConfigError(
+            f"Nothing to resume in {folder}: it has no {CHECKPOINT_FILE} (the run finished, or never started).",
+            hint="Start a new run without --resume.",
+        )
 
 
 def _write_predictions(path: Path, scanned: ScannedImages, data: LabelledImages, fitted: Fitted, root: Path) -> None:

@@ -146,6 +146,9 @@ def render_result(result: TrainResult) -> None:
         console.print(f"  [yellow]skipped[/] {short_path(u.path, report.root)}: {u.reason}")
     for note in result.notes:
         console.print(f"  {note}")
+    auto = result.details.get("auto")
+    if auto:
+        console.print(f"[bold]Auto:[/] {auto['explanation']}")
     console.print(describe_method(result.details))
 
     table = Table()

@@ -1,0 +1,144 @@
+"""`--method auto`: the decision as a pure function of the measurements, and the run end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tlearn.auto import LARGE_PER_CLASS, SIMILAR_MARGIN, Evidence, Probe, decide
+
+STAGES = 8
+
+
+def evidence(
+    *,
+    per_class: float,
+    last: float,
+    earlier: float,
+    budget: float = 600.0,
+    cost: dict[str, float] | None = None,
+) -> Evidence:
+    return Evidence(
+        train_images=int(per_class * 10),
+        classes=10,
+        per_class_median=per_class,
+        per_class_min=int(per_class),
+        probes=(
+            Probe("3", "level 3", 96, earlier),
+            Probe("2", "level 2", 32, earlier - 0.1),
+            Probe("last", "output", 1280, last),
+        ),
+        forward_ips=100.0,
+        finetune_estimates=cost or {"1": 60.0, "2": 120.0, "3": 240.0, "all": 900.0},
+        budget_s=budget,
+    )
+
+
+def test_small_and_similar_fine_tunes_the_top_lightly_when_it_fits() -> None:
+    d = decide(evidence(per_class=40, last=0.9, earlier=0.7), num_stages=STAGES)
+    assert (d.size, d.domain, d.method, d.feature_layer, d.unfreeze) == ("small", "similar", "finetune", "last", 2)
+    assert "40 per class" in d.explanation and "fallback" in d.explanation
+
+
+def test_small_and_similar_without_time_keeps_features() -> None:
+    d = decide(evidence(per_class=40, last=0.9, earlier=0.7, budget=30), num_stages=STAGES)
+    assert (d.method, d.feature_layer, d.unfreeze) == ("features", "last", 0)
+    assert "would not fit the budget" in d.explanation
+
+
+def test_large_and_similar_fine_tunes_more_stages() -> None:
+    d = decide(evidence(per_class=LARGE_PER_CLASS, last=0.9, earlier=0.7), num_stages=STAGES)
+    assert (d.size, d.method, d.unfreeze) == ("large", "finetune", 3)
+
+
+def test_budget_caps_the_number_of_stages() -> None:
+    d = decide(evidence(per_class=500, last=0.9, earlier=0.7, budget=150), num_stages=STAGES)
+    assert d.unfreeze == 2
+
+
+def test_small_and_different_takes_features_from_the_earlier_layer() -> None:
+    d = decide(evidence(per_class=40, last=0.6, earlier=0.8), num_stages=STAGES)
+    assert (d.domain, d.method, d.feature_layer, d.unfreeze) == ("different", "features", "3", 0)
+
+
+def test_large_and_different_fine_tunes_everything_when_it_fits() -> None:
+    d = decide(evidence(per_class=500, last=0.6, earlier=0.8, budget=1000), num_stages=STAGES)
+    assert (d.domain, d.method, d.unfreeze, d.feature_layer) == ("different", "finetune", "all", "last")
+
+
+def test_large_and_different_without_time_for_all_takes_what_fits() -> None:
+    d = decide(evidence(per_class=500, last=0.6, earlier=0.8, budget=300), num_stages=STAGES)
+    assert d.unfreeze == 3
+
+
+def test_a_tie_between_layers_counts_as_similar() -> None:
+    d = decide(evidence(per_class=40, last=0.8, earlier=0.8 + SIMILAR_MARGIN / 2), num_stages=STAGES)
+    assert d.domain == "similar" and d.feature_layer == "last"
+
+
+TINY = ["--backbone", "test_efficientnet", "--weights", "none", "--input-size", "64"]
+
+
+def test_auto_explains_itself_and_records_the_evidence(run_cli, shapes: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    res = run_cli(
+        "train",
+        shapes,
+        *TINY,
+        "--out",
+        tmp_path / "run",
+        "--head-lr",
+        "0.05",
+        "--lr",
+        "0.01",
+        "--head-epochs",
+        "3",
+        "--epochs",
+        "2",
+    )
+    assert res.code == 0, res.err
+    assert "Auto:" in res.out and "Linear probe: last layer" in res.out
+    doc = json.loads((tmp_path / "run" / "tlearn.json").read_text())
+    auto = doc["details"]["auto"]
+    assert {p["layer"] for p in auto["evidence"]["probes"]} >= {"last"}
+    assert auto["decision"]["size"] == "small" and auto["explanation"]
+    assert doc["method"] in ("features", "finetune")
+
+
+@pytest.mark.parametrize("layer", ["last", "3"])
+def test_probe_features_are_the_ones_the_feature_method_would_compute(
+    shapes: Path, layer: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tlearn import features
+    from tlearn.auto import measure
+    from tlearn.config import TrainConfig
+    from tlearn.data.checks import check_dataset
+    from tlearn.data.scan import scan_images
+    from tlearn.data.sources import load_dataset
+    from tlearn.feature_method import compute_features, feature_trunk
+    from tlearn.training import _backbone, _labelled, _split
+
+    cfg = TrainConfig(data=shapes, backbone="test_efficientnet", weights="none", input_size=64)
+    backbone = _backbone(cfg)
+    ds = load_dataset(shapes)
+    scanned = scan_images(ds.samples, short_side=backbone.preprocessing.working_short_side)
+    report = check_dataset(ds, scanned)
+    data = _labelled(scanned, report, _split(cfg, ds, scanned, report))
+    evidence = measure(backbone, data, cfg)
+    assert {p.layer for p in evidence.probes} >= {"last", layer}
+
+    computed: list[int] = []
+    real = features.run_embed
+    monkeypatch.setattr(features, "run_embed", lambda m, x: computed.append(len(x)) or real(m, x))
+    from_probe = compute_features(feature_trunk(backbone, layer), backbone, data, views=0, mirror=True, cfg=cfg)
+    assert not computed  # the probe's single pass already holds these features
+    shell = feature_trunk(backbone, layer)
+    from tlearn.data.augment import build_eval_transform
+
+    x = torch.stack([build_eval_transform(backbone.preprocessing)(p) for p in data.pixels[:8]])
+    with torch.no_grad():
+        direct = shell.features(x).numpy()
+    np.testing.assert_allclose(from_probe.clean[:8], direct, rtol=1e-4, atol=1e-5)
