@@ -125,10 +125,11 @@ def parse(html: str) -> StrictHTML:
     return parser
 
 
-def decode_png(src: str) -> Image.Image:
-    assert src.startswith("data:image/png;base64,")
-    img = Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1])))
-    assert img.format == "PNG"
+def decode_image(src: str) -> Image.Image:
+    """An embedded picture: PNG for charts, JPEG for the photo grid, with a matching MIME type."""
+    mime, _, payload = src.partition(";base64,")
+    img = Image.open(io.BytesIO(base64.b64decode(payload)))
+    assert mime == {"PNG": "data:image/png", "JPEG": "data:image/jpeg"}[img.format]
     return img
 
 
@@ -144,9 +145,9 @@ def test_report_has_every_section_and_embeds_its_pictures(tmp_path: Path) -> Non
         assert f"<h2>{title}</h2>" in html, key
     assert len(doc.images) == 5
     for src in doc.images:
-        assert decode_png(src).width > 200
+        assert decode_image(src).width > 200
     assert sorted(p.name for p in (run / "plots").iterdir()) == [
-        "class_counts.png", "confusion.png", "confusion_normalised.png", "curves.png", "mistakes.png",
+        "class_counts.png", "confusion.png", "confusion_normalised.png", "curves.png", "mistakes.jpg",
     ]  # fmt: skip
     for external in ('src="http', "<link", "<script", "url("):
         assert external not in html

@@ -138,5 +138,5 @@ def _write_plots(result: Evaluation, folder: Path) -> list[Path]:
     ]
     mistakes = result.mistakes(MISTAKES_PLOTTED)
     if mistakes:
-        written.append(plot_mistakes(mistakes, folder / "mistakes.png", root=result.data))
+        written.append(plot_mistakes(mistakes, folder / "mistakes.jpg", root=result.data))
     return written
