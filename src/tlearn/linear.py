@@ -77,14 +77,16 @@ def fit_linear(
     x = (feats - shift) / scale
 
     cv_scores: tuple[tuple[float, float], ...] = ()
+    start: tuple[np.ndarray, np.ndarray] | None = None
     folds = _n_folds(labels, groups)
     if C is None and folds >= 2:
         splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
         fold_list = list(splitter.split(x, labels, groups))
         if kind == "logistic":
             with torch_threads(1):
-                accuracy, loss = _logistic_cv(x, labels, fold_list, num_classes, class_weight)
+                accuracy, loss, starts = _logistic_cv(x, labels, fold_list, num_classes, class_weight)
             best = int(np.argmin(loss))  # log loss separates Cs that accuracy calls equal
+            start = starts[best]
         else:
             accuracy = np.mean([_svm_path(x, labels, tr, va, class_weight, seed) for tr, va in fold_list], axis=0)
             best = int(np.argmax(accuracy))  # the first (strongest regularisation) of equals
@@ -92,7 +94,12 @@ def fit_linear(
         C = C_GRID[best]
     elif C is None:
         C = 1.0
-    model = _estimator(kind, C, class_weight, seed).fit(x, labels)
+    model = _estimator(kind, C, class_weight, seed)
+    if start is not None and isinstance(model, LogisticRegression) and len(np.unique(labels)) == num_classes > 2:
+        # scikit-learn's warm start: begin from the cross-validation's solution for this C
+        model.set_params(warm_start=True)
+        model.coef_, model.intercept_ = start
+    model.fit(x, labels)
     w, b = _full_coef(model, num_classes)
     # Fold the scaling into the layer: w @ ((f - shift) / scale) + b == (w / scale) @ f + (b - w @ (shift / scale)).
     weight = w / scale
@@ -136,12 +143,14 @@ def _logistic_cv(
     folds: list[tuple[np.ndarray, np.ndarray]],
     num_classes: int,
     class_weight: str | None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Mean validation accuracy and log loss over the folds, for each C of the grid.
+) -> tuple[np.ndarray, np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
+    """Mean validation accuracy and log loss over the folds for each C of the grid, and the folds'
+    mean weights (K, D) and biases (K,) for each C (a warm start for the final fit).
 
     Multinomial logistic regression with scikit-learn's objective, solved by L-BFGS in torch for all
     folds at once (one weight matrix per fold) and warm-started from the previous C: about ten times
-    faster than fitting the folds one C at a time with scikit-learn, for the same optimum.
+    faster than fitting the folds one C at a time with scikit-learn. Solved to a tolerance that ranks
+    the Cs reliably; the final fit, warm-started, polishes the chosen one.
     """
     xt = torch.from_numpy(x.astype(np.float32))
     yt = torch.from_numpy(y.astype(np.int64))
@@ -153,14 +162,14 @@ def _logistic_cv(
     n_train = in_train.sum(dim=1)
     weight = torch.zeros(n_folds, dim, num_classes, requires_grad=True)
     bias = torch.zeros(n_folds, 1, num_classes, requires_grad=True)
-    accuracy, loss = [], []
+    accuracy, loss, starts = [], [], []
     for c in C_GRID:
         opt = torch.optim.LBFGS(
             [weight, bias],
-            max_iter=500,
+            max_iter=150,
             history_size=10,
             line_search_fn="strong_wolfe",
-            tolerance_grad=1e-5,
+            tolerance_grad=1e-4,
             tolerance_change=1e-9,
         )
 
@@ -183,7 +192,8 @@ def _logistic_cv(
             losses.append(float(-logp[f, v, yt[v]].mean()))
         accuracy.append(np.mean(accs))
         loss.append(np.mean(losses))
-    return np.array(accuracy), np.array(loss)
+        starts.append((weight.detach().mean(dim=0).T.numpy().copy(), bias.detach().mean(dim=0)[0].numpy().copy()))
+    return np.array(accuracy), np.array(loss), starts
 
 
 def _svm_path(
