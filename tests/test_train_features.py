@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,10 @@ import pytest
 import tlearn
 from conftest import FLOWERS, MOBILENET, add_broken_files
 from tlearn import features
+from tlearn.backbones import create_backbone
+from tlearn.bundle import load_bundle
+from tlearn.config import TrainConfig
+from tlearn.feature_method import for_features
 
 TINY = ["--backbone", "test_efficientnet", "--weights", "none", "--input-size", "64"]
 
@@ -101,3 +106,20 @@ def test_flowers_subset_with_the_shared_weights(tmp_path: Path) -> None:
         subset, method="features", weights=str(MOBILENET), val_frac=0.0, test_frac=0.3, out=tmp_path / "run"
     )
     assert result.metrics["test"].accuracy >= 0.9
+
+
+def test_feature_method_runs_convnets_above_their_input_size_and_the_bundle_remembers(
+    shapes: Path, tmp_path: Path
+) -> None:
+    convnet = create_backbone("test_efficientnet", weights="none", warn_random=False)
+    native = convnet.preprocessing.input_size
+    cfg = TrainConfig(data=shapes)
+    larger = for_features(convnet, cfg).preprocessing.input_size
+    assert larger[0] > native[0] and larger[1] > native[1]
+    assert for_features(convnet, replace(cfg, input_size=64)) is convnet  # the user's size wins
+    vit = create_backbone("test_vit", weights="none", warn_random=False)
+    assert for_features(vit, cfg) is vit  # transformers are built for one size
+
+    result = tlearn.train(shapes, method="features", backbone="test_efficientnet", weights="none", out=tmp_path / "r")
+    _, saved = load_bundle(result.out)
+    assert tuple(saved.preprocessing.input_size) == larger

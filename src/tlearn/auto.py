@@ -33,7 +33,7 @@ from tlearn.backbones import Backbone
 from tlearn.config import TrainConfig
 from tlearn.cut import cut_trunk, eval_mode
 from tlearn.evaluate import compute_metrics
-from tlearn.feature_method import feature_namespace, fit_feature_method, plan_views
+from tlearn.feature_method import feature_namespace, fit_feature_method, for_features, plan_views
 from tlearn.features import FeatureCache, autocast, extract_features
 from tlearn.linear import fit_linear
 from tlearn.model import FeatureTrunk, Normalize
@@ -184,9 +184,14 @@ def measure(
     data: LabelledImages,
     cfg: TrainConfig,
     *,
+    native: Backbone | None = None,
     progress: Progress = no_progress,
 ) -> Evidence:
-    """Probe every level in one pass (features also cached for the feature method), time the network."""
+    """Probe every level in one pass (features also cached for the feature method), time the network.
+
+    `backbone` is the network as the feature method runs it; `native` as fine-tuning runs it (it is
+    what the time estimates are for).
+    """
     levels = probe_levels(backbone)
     prep = backbone.preprocessing
     mirror = bool(cfg.augment.hflip) and cfg.tta
@@ -223,7 +228,7 @@ def measure(
         per_class_min=int(counts.min()),
         probes=tuple(probes),
         forward_ips=float(ips),
-        finetune_estimates=_finetune_estimates(backbone, data, cfg),
+        finetune_estimates=_finetune_estimates(native or backbone, data, cfg),
         budget_s=cfg.time_budget or DEFAULT_BUDGET_S,
     )
 
@@ -322,7 +327,8 @@ def fit_auto(
 ) -> Fitted:
     from tlearn.finetune import fit_finetune
 
-    evidence = measure(backbone, data, cfg, progress=progress)
+    features_backbone = for_features(backbone, cfg)  # the same network, maybe at a larger input
+    evidence = measure(features_backbone, data, cfg, native=backbone, progress=progress)
     decision = decide(evidence, num_stages=len(backbone.stages))
     log.info("%s", decision.explanation)
     auto: dict[str, Any] = {
@@ -330,7 +336,9 @@ def fit_auto(
         "decision": asdict(decision),
         "explanation": decision.explanation,
     }
-    features = fit_feature_method(backbone, data, replace(cfg, feature_layer=decision.feature_layer), progress=progress)
+    features = fit_feature_method(
+        features_backbone, data, replace(cfg, feature_layer=decision.feature_layer), progress=progress
+    )
     if decision.method == "features":
         return replace(features, details={**features.details, "auto": auto})
     ft_cfg = replace(

@@ -75,6 +75,7 @@ class Backbone:
     levels: tuple[FeatureLevel, ...]
     weights: str  # "hub:<tag>", "file:<path>" or "none"
     weights_id: str = field(default="")  # identifies the weights' content, for caches
+    any_input_size: bool = True  # convolutional: takes any input size (transformers are built for one)
 
 
 def create_backbone(
@@ -163,6 +164,7 @@ def create_backbone(
         levels=feature_levels(model),
         weights=source,
         weights_id=weights_id,
+        any_input_size=not (_takes_img_size(arch) or cfg.get("fixed_input_size", False)),
     )
 
 

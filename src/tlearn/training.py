@@ -26,6 +26,7 @@ from tlearn.data.sources import Dataset, load_dataset
 from tlearn.data.split import Split, load_split, save_split, split_from_dataset, stratified_split
 from tlearn.errors import ConfigError, DataError, TlearnError
 from tlearn.evaluate import Metrics, compute_metrics
+from tlearn.feature_method import for_features
 from tlearn.files import atomic_path, write_json_atomic
 from tlearn.loop import CHECKPOINT_FILE
 from tlearn.progress import Progress, no_progress
@@ -75,7 +76,9 @@ def run(
     with timer.stage("load"):
         dataset = load_dataset(cfg.data)
         backbone = _backbone(cfg)
-    prep = backbone.preprocessing
+    # Decode at the largest working size the method will use: the feature method may run the network
+    # above its input size (see for_features); smaller inputs are cut from the same pixels.
+    prep = for_features(backbone, cfg).preprocessing if cfg.method in ("features", "auto") else backbone.preprocessing
     with timer.stage("decode"):
         scanned = scan_images(
             dataset.samples, short_side=prep.working_short_side, resample=prep.resample, progress=progress
@@ -169,7 +172,7 @@ def _fit(
         if method == "auto":
             return fit_auto(backbone, data, cfg, out=out, progress=progress, on_epoch_end=on_epoch_end)
         if method == "features":
-            return fit_feature_method(backbone, data, cfg, progress=progress)
+            return fit_feature_method(for_features(backbone, cfg), data, cfg, progress=progress)
         if method == "finetune":
             return fit_finetune(backbone, data, cfg, out=out, progress=progress, on_epoch_end=on_epoch_end)
         if method == "scratch":
@@ -197,7 +200,7 @@ def _bundle_config(
         weights=backbone.weights,
         levels=tuple(fitted.classifier.trunk.levels),
         head=fitted.head,
-        preprocessing=backbone.preprocessing,
+        preprocessing=fitted.preprocessing or backbone.preprocessing,
         method=str(fitted.details.get("method", cfg.method)),
         flip_tta=fitted.classifier.flip_tta,
         details={**fitted.details, "timings": dict(timer.seconds), "config": cfg.to_dict()},

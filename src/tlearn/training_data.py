@@ -10,6 +10,7 @@ import numpy as np
 from tlearn.data.scan import Pixels
 from tlearn.data.split import Split
 from tlearn.model import Classifier, HeadSpec
+from tlearn.preprocessing import Preprocessing
 
 
 @dataclass(frozen=True)
@@ -54,3 +55,4 @@ class Fitted:
     details: dict[str, Any] = field(default_factory=dict)
     proba: dict[str, np.ndarray] = field(default_factory=dict)  # "train" / "val" / "test" -> (n, K)
     history: list[dict[str, Any]] = field(default_factory=list)  # one row per epoch
+    preprocessing: Preprocessing | None = None  # when it differs from the backbone's (see for_features)
