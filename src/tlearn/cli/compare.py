@@ -66,7 +66,7 @@ def compare(
         int | None, _train_opt("--epochs", help="Fine-tuning phase 2 and scratch epochs (default 12 and 40).")
     ] = None,
     lr: Annotated[
-        float | None, _train_opt("--lr", help="Fine-tuning phase 2 and scratch learning rate (default 1e-4 and 1e-3).")
+        float | None, _train_opt("--lr", help="Fine-tuning phase 2 and scratch learning rate (default 3e-4 and 1e-3).")
     ] = None,
     patience: Annotated[int, _train_opt("--patience", help="Early stopping patience (epochs).")] = 5,
     preset: opt.Preset = "standard",

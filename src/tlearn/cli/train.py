@@ -58,7 +58,7 @@ def train(
     head_lr: Annotated[float, _ft("--head-lr", help="Phase 1 learning rate.")] = 1e-3,
     epochs: Annotated[int | None, _ft("--epochs", help="Phase 2 epochs (default 12; 40 from scratch).")] = None,
     lr: Annotated[
-        float | None, _ft("--lr", help="Phase 2 rate of the last stage (default 1e-4; 1e-3 from scratch).")
+        float | None, _ft("--lr", help="Phase 2 rate of the last stage (default 3e-4; 1e-3 from scratch).")
     ] = None,
     lr_decay: Annotated[float, _ft("--lr-decay", help="Each earlier stage's rate times this.")] = 0.7,
     unfreeze: Annotated[str, _ft("--unfreeze", help="Stages to unfreeze in phase 2: a number or all.")] = "2",
