@@ -1,0 +1,310 @@
+"""tlearn against the plain way, in one process, on the same split: time, throughput, accuracy.
+
+    python -m benchmarks.speed [--data ../shared/datasets/flowers17] [--weights ...mobilenetv2...]
+
+"The plain way" is what the PyTorch transfer-learning tutorial and the Keras guide do, written here
+faithfully: a Dataset that opens and decodes every JPEG at each epoch (Pillow, torchvision Resize /
+CenterCrop / Normalize), a DataLoader with one worker per core, the frozen base run every epoch in
+float32 eager mode, and BatchNorm kept in inference mode (as the Keras guide says; left in training
+mode it collapses these weights to chance). Both sides use the shared MobileNetV2 and the same
+split: 30% test per class (seed 0), 10% validation, the rest to train.
+
+Stages: feature extraction (throughput and agreement of the features), the feature method end to
+end (first run, rerun), the warm-up phase (20 epochs of head training on the frozen base),
+fine-tuning the last two stages to the accuracy target, and prediction on 1,000 images.
+Prints one table with the ratios and writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import timm
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+from torch import nn
+from torchvision import transforms
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+TARGET = 0.965
+PLAIN_BATCH = 16
+
+
+# --- the plain way ---------------------------------------------------------------------------------
+
+
+class Photos(torch.utils.data.Dataset[tuple[torch.Tensor, int]]):
+    """Decodes the file at every access, as torchvision's ImageFolder does."""
+
+    def __init__(self, paths: list[Path], labels: np.ndarray, transform: Any) -> None:
+        self.paths, self.labels, self.transform = paths, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.transform(Image.open(self.paths[i]).convert("RGB")), int(self.labels[i])
+
+
+def plain_transforms(train: bool) -> Any:
+    norm = transforms.Normalize([0.5, 0.5, 0.5], [0.5, 0.5, 0.5])  # the weights' own statistics
+    if train:
+        return transforms.Compose(
+            [
+                transforms.RandomResizedCrop(224, scale=(0.7, 1.0)),
+                transforms.RandomHorizontalFlip(),
+                transforms.ToTensor(),
+                norm,
+            ]
+        )
+    return transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor(), norm])
+
+
+def plain_model(weights: Path, num_classes: int) -> nn.Module:
+    model = timm.create_model("mobilenetv2_100", pad_type="same", num_classes=1000)
+    model.load_state_dict(load_file(str(weights)))
+    model.reset_classifier(num_classes)
+    return model
+
+
+def loader(paths: list[Path], labels: np.ndarray, *, train: bool) -> torch.utils.data.DataLoader[Any]:
+    return torch.utils.data.DataLoader(
+        Photos(paths, labels, plain_transforms(train)), batch_size=PLAIN_BATCH, shuffle=train,
+        num_workers=len(os.sched_getaffinity(0)),
+    )  # fmt: skip
+
+
+def plain_features(model: nn.Module, paths: list[Path], labels: np.ndarray) -> tuple[np.ndarray, float]:
+    model.eval()
+    out, start = [], time.perf_counter()
+    with torch.no_grad():
+        for x, _ in loader(paths, labels, train=False):
+            out.append(model.forward_head(model.forward_features(x), pre_logits=True).numpy())
+    return np.concatenate(out), time.perf_counter() - start
+
+
+def plain_accuracy(model: nn.Module, paths: list[Path], labels: np.ndarray) -> float:
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for x, y in loader(paths, labels, train=False):
+            correct += int((model(x).argmax(1) == y).sum())
+    return correct / len(paths)
+
+
+def frozen_bn_train(model: nn.Module) -> None:
+    model.train()
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
+
+
+def plain_epochs(
+    model: nn.Module,
+    params: list[nn.Parameter],
+    paths: list[Path],
+    labels: np.ndarray,
+    *,
+    epochs: int,
+    lr: float,
+    evaluate: Any = None,
+) -> list[tuple[float, float]]:
+    """Train `params` for `epochs`, every epoch decoding and running the whole network; (seconds, score) per epoch."""
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in params:
+        p.requires_grad_(True)
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=0.1)
+    trace, start = [], time.perf_counter()
+    for _ in range(epochs):
+        frozen_bn_train(model)
+        for x, y in loader(paths, labels, train=True):
+            loss = loss_fn(model(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        score = evaluate() if evaluate is not None else float("nan")
+        trace.append((time.perf_counter() - start, score))
+    return trace
+
+
+# --- the benchmark -------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=SHARED / "datasets" / "flowers17")
+    parser.add_argument("--weights", type=Path, default=SHARED / "weights" / "mobilenetv2_100.tf_in1k.safetensors")
+    parser.add_argument("--plain-finetune-epochs", type=int, default=10)
+    parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "speed.json")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    rows: list[dict[str, Any]] = []
+
+    def row(stage: str, plain_s: float, tlearn_s: float, *, plain_acc: float | None = None,
+            tlearn_acc: float | None = None, note: str = "") -> None:  # fmt: skip
+        rows.append({"stage": stage, "plain_s": plain_s, "tlearn_s": tlearn_s, "ratio": plain_s / tlearn_s,
+                     "plain_acc": plain_acc, "tlearn_acc": tlearn_acc, "note": note})  # fmt: skip
+        print(f"  {stage}: plain {plain_s:.1f}s, tlearn {tlearn_s:.1f}s, x{plain_s / tlearn_s:.1f} {note}", flush=True)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["TLEARN_CACHE_DIR"] = str(Path(tmp) / "cache")
+        from tlearn.config import TrainConfig
+        from tlearn.data.checks import check_dataset
+        from tlearn.data.scan import scan_images
+        from tlearn.data.sources import load_dataset
+        from tlearn.feature_method import compute_features, feature_trunk
+        from tlearn.linear import fit_linear
+        from tlearn.training import _backbone, _labelled, _split, run
+
+        base = TrainConfig(data=args.data, weights=str(args.weights), seed=0, val_frac=0.1, test_frac=0.3)
+        backbone = _backbone(base)
+        dataset = load_dataset(args.data)
+        t = time.perf_counter()
+        scanned = scan_images(
+            dataset.samples,
+            short_side=backbone.preprocessing.working_short_side,
+            resample=backbone.preprocessing.resample,
+        )
+        decode_s = time.perf_counter() - t
+        report = check_dataset(dataset, scanned)
+        data = _labelled(scanned, report, _split(base, dataset, scanned, report))
+        split = data.split
+        paths = [s.path for s in scanned.samples]
+        pick = lambda idx: [paths[i] for i in idx]  # noqa: E731
+        n = len(paths)
+        print(f"{n} images, train {len(split.train)}, val {len(split.val)}, test {len(split.test)}", flush=True)
+
+        # 1. feature extraction: the same images, every one once
+        model = plain_model(args.weights, len(data.classes))
+        plain_feats, plain_s = plain_features(model, paths, data.labels)
+        t = time.perf_counter()
+        data.pixels.load()
+        shell = feature_trunk(backbone, "last")
+        ours = compute_features(shell, backbone, data, views=0, mirror=False, cfg=base).clean
+        tlearn_s = time.perf_counter() - t
+        cos = np.sum(plain_feats * ours, 1) / (np.linalg.norm(plain_feats, axis=1) * np.linalg.norm(ours, axis=1))
+
+        def probe(f: np.ndarray) -> float:
+            fit = fit_linear(f[split.train], data.labels[split.train], num_classes=len(data.classes), C=1.0)
+            return float((fit.logits(f[split.test]).argmax(1) == data.labels[split.test]).mean())
+
+        row("feature extraction (decode + network)", plain_s, tlearn_s + decode_s, plain_acc=probe(plain_feats),
+            tlearn_acc=probe(ours), note=f"{n / plain_s:.0f} vs {n / (tlearn_s + decode_s):.0f} img/s, "
+            f"cosine min {cos.min():.5f}; accuracy = linear probe C=1")  # fmt: skip
+
+        # 2. the feature method end to end: the plain way is extraction + a scikit-learn fit
+        from sklearn.linear_model import LogisticRegression
+
+        t = time.perf_counter()
+        clf = LogisticRegression(max_iter=2000).fit(plain_feats[split.train], data.labels[split.train])
+        plain_fit = time.perf_counter() - t
+        plain_acc = float(clf.score(plain_feats[split.test], data.labels[split.test]))
+        os.environ["TLEARN_CACHE_DIR"] = str(Path(tmp) / "cache-e2e")
+        feats_cfg = replace(base, method="features", val_frac=0.0, out=Path(tmp) / "f1")
+        t = time.perf_counter()
+        first = run(feats_cfg)
+        first_s = time.perf_counter() - t
+        t = time.perf_counter()
+        again = run(replace(feats_cfg, out=Path(tmp) / "f2"))
+        again_s = time.perf_counter() - t
+        row("feature method, first run", plain_s + plain_fit, first_s, plain_acc=plain_acc,
+            tlearn_acc=first.metrics["test"].accuracy, note="decode + extract + fit + evaluate")  # fmt: skip
+        row("feature method, rerun", plain_s + plain_fit, again_s, plain_acc=plain_acc,
+            tlearn_acc=again.metrics["test"].accuracy, note="from caches")  # fmt: skip
+
+        # 3. warm-up: 20 epochs of the head on the frozen base
+        torch.manual_seed(0)
+        model = plain_model(args.weights, len(data.classes))
+        head = list(model.get_classifier().parameters())
+        trace = plain_epochs(model, head, pick(split.train), data.labels[split.train], epochs=20, lr=1e-3)
+        warm_plain = trace[-1][0]
+        warm_acc = plain_accuracy(model, pick(split.test), data.labels[split.test])
+        from tlearn.finetune import fit_finetune
+
+        ft_cfg = replace(
+            base, method="finetune", views=0, finetune=replace(base.finetune, head_epochs=20, patience=0, epochs=0)
+        )
+        os.environ["TLEARN_CACHE_DIR"] = str(Path(tmp) / "cache-warm")
+        (Path(tmp) / "warm").mkdir()
+        t = time.perf_counter()
+        warm = fit_finetune(backbone, data, ft_cfg, out=Path(tmp) / "warm")
+        warm_tlearn = time.perf_counter() - t
+        warm_tlearn_acc = float((warm.proba["test"].argmax(1) == data.labels[split.test]).mean())
+        row("warm-up, 20 epochs", warm_plain, warm_tlearn, plain_acc=warm_acc, tlearn_acc=warm_tlearn_acc,
+            note="frozen base every epoch vs cached features (image + mirror)")  # fmt: skip
+
+        # 4. fine-tuning the last two stages to the target
+        stages = backbone.stages[-2:]
+        named = dict(model.named_parameters())
+        top = [named[p] for s in stages for p in s.params if p in named] + head
+
+        def test_acc() -> float:
+            return plain_accuracy(model, pick(split.test), data.labels[split.test])
+
+        trace = plain_epochs(model, top, pick(split.train), data.labels[split.train], epochs=args.plain_finetune_epochs,
+                             lr=3e-4, evaluate=test_acc)  # fmt: skip
+        reached = next((s for s, a in trace if a >= TARGET), None)
+        plain_ft = warm_plain + (reached if reached is not None else trace[-1][0])
+        plain_ft_acc = max(a for _, a in trace)
+        os.environ["TLEARN_CACHE_DIR"] = str(Path(tmp) / "cache-ft")
+        t = time.perf_counter()
+        tuned = run(replace(base, method="finetune", out=Path(tmp) / "ft"))
+        ft_s = time.perf_counter() - t
+        note = (
+            "plain time to reach the target"
+            if reached is not None
+            else f"plain never reached {TARGET:.1%}: its whole run"
+        )
+        tuned_acc = tuned.metrics["test"].accuracy
+        row("fine-tune to the target", plain_ft, ft_s, plain_acc=plain_ft_acc, tlearn_acc=tuned_acc,
+            note=f"{note}; tlearn: whole run, decode to bundle")  # fmt: skip
+
+        # 5. prediction on 1,000 images with the ONNX engine
+        from tlearn.predict import find_images, load
+
+        folder = Path(tmp) / "photos"
+        folder.mkdir()
+        for i, p in enumerate(paths[:1000]):
+            (folder / f"{i:04d}{p.suffix}").symlink_to(p)
+        files = find_images([folder])
+        predictor = load(first.out, engine="onnx")
+        t = time.perf_counter()
+        result = predictor.predict_many(files)
+        onnx_s = time.perf_counter() - t
+        model.eval()
+        t = time.perf_counter()
+        with torch.no_grad():
+            for x, _ in loader(files, np.zeros(len(files), dtype=np.int64), train=False):
+                model(x).softmax(1)
+        plain_pred = time.perf_counter() - t
+        row("predict 1,000 images (ONNX engine)", plain_pred, onnx_s,
+            note=f"{len(files) / plain_pred:.0f} vs {len(files) / onnx_s:.0f} img/s end to end "
+            f"({len(result.predictions)} predicted; tlearn bundle with mirror TTA: two passes per image)")  # fmt: skip
+
+    print()
+    print(f"{'stage':<38} {'plain':>8} {'tlearn':>8} {'ratio':>7} {'acc plain':>10} {'acc tlearn':>11}")
+    for r in rows:
+        acc = lambda v: "" if v is None else f"{v:.2%}"  # noqa: E731
+        print(f"{r['stage']:<38} {r['plain_s']:>7.1f}s {r['tlearn_s']:>7.1f}s {r['ratio']:>6.1f}x "
+              f"{acc(r['plain_acc']):>10} {acc(r['tlearn_acc']):>11}")  # fmt: skip
+    for r in rows:
+        print(f"  {r['stage']}: {r['note']}")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps({"rows": rows, "threads": torch.get_num_threads()}, indent=1))
+    print(f"\nwrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
