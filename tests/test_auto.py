@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from tlearn.auto import LARGE_PER_CLASS, SIMILAR_MARGIN, Evidence, Probe, decide
+from tlearn.auto import LARGE_PER_CLASS, SATURATED, SIMILAR_MARGIN, Evidence, Probe, decide
 
 STAGES = 8
 
@@ -48,6 +48,13 @@ def test_small_and_similar_without_time_keeps_features() -> None:
     d = decide(evidence(per_class=40, last=0.9, earlier=0.7, budget=30), num_stages=STAGES)
     assert (d.method, d.feature_layer, d.unfreeze) == ("features", "last", 0)
     assert "would not fit the budget" in d.explanation
+
+
+def test_features_that_already_separate_the_classes_are_not_fine_tuned() -> None:
+    d = decide(evidence(per_class=LARGE_PER_CLASS, last=SATURATED, earlier=0.7), num_stages=STAGES)
+    assert (d.method, d.feature_layer, d.unfreeze) == ("features", "last", 0)
+    assert "already separate the classes" in d.explanation
+    assert decide(evidence(per_class=LARGE_PER_CLASS, last=SATURATED - 0.01, earlier=0.7), num_stages=STAGES).unfreeze
 
 
 def test_large_and_similar_fine_tunes_more_stages() -> None:

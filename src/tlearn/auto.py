@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 DEFAULT_BUDGET_S = 600.0  # ten minutes: what a laptop user waits for without leaving the room
 LARGE_PER_CLASS = 150  # training images per class from which fine-tuning is the main method
 SIMILAR_MARGIN = 0.02  # an earlier layer must beat the last by this much to call the data "different"
+SATURATED = 0.99  # a last-layer probe this good leaves fine-tuning nothing worth its time
 FINETUNE_EPOCHS = 12
 PROBE_LEVELS = 3  # earlier levels probed besides the last layer
 TIMING_BATCH = 8
@@ -110,7 +111,10 @@ def decide(e: Evidence, *, num_stages: int) -> Decision:
         + f": {domain} to the pretraining data.",
     ]
     fits = {int(k): v for k, v in e.finetune_estimates.items() if k != "all" and v <= e.budget_s}
-    if domain == "similar":
+    saturated = domain == "similar" and e.last.accuracy >= SATURATED
+    if saturated:
+        unfreeze, layer = 0, "last"
+    elif domain == "similar":
         want = 3 if size == "large" else 2
         unfreeze = max((n for n in fits if n <= want), default=0)
         layer = "last"
@@ -132,7 +136,9 @@ def decide(e: Evidence, *, num_stages: int) -> Decision:
         )
         method = "finetune"
     else:
-        if domain == "similar" and not fits:
+        if saturated:
+            lines.append("The last layer's features already separate the classes: fine-tuning has little to add.")
+        elif domain == "similar" and not fits:
             lines.append(f"Fine-tuning would not fit the budget of {_minutes(e.budget_s)}: features only.")
         elif domain == "different":
             lines.append(
