@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from tlearn import distributed
 from tlearn.backbones import Backbone
 from tlearn.config import TrainConfig
 from tlearn.cut import cut_trunk, eval_mode
@@ -335,7 +336,8 @@ def fit_auto(
 
     features_backbone = for_features(backbone, cfg)  # the same network, maybe at a larger input
     evidence = measure(features_backbone, data, cfg, native=backbone, progress=progress)
-    decision = decide(evidence, num_stages=len(backbone.stages))
+    # Timings differ between processes: under torchrun, rank 0's measurements decide for every rank.
+    decision = distributed.from_main(lambda: decide(evidence, num_stages=len(backbone.stages)))
     log.info("%s", decision.explanation)
     auto: dict[str, Any] = {
         "evidence": evidence.to_dict(),

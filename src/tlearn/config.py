@@ -17,6 +17,7 @@ Method = Literal["auto", "features", "finetune", "scratch"]
 METHODS: tuple[str, ...] = ("auto", "features", "finetune", "scratch")
 HEADS: tuple[str, ...] = ("logistic", "svm", "softmax")
 SCHEDULES: tuple[str, ...] = ("cosine", "onecycle", "step", "constant", "exponential")
+DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,10 @@ class TrainConfig:
     split_file: Path | None = None
     min_per_class: int = 10
     batch_size: int = 32
-    precision: str = "auto"  # "fp32", "bf16", or "auto" (bf16 for frozen layers where the CPU has it)
+    # "fp32", "bf16", or "auto": on the CPU bf16 for frozen layers where it is native; on a GPU mixed
+    # precision for training too (bf16 where supported, else fp16 with a gradient scaler)
+    precision: str = "auto"
+    device: str = "auto"  # "cpu", "cuda", or "auto" (CUDA when present)
     # the feature method
     feature_layer: str = "last"
     views: int | None = None  # augmented views per training image; None: 0 for features, 6 for finetune
@@ -124,6 +128,8 @@ class TrainConfig:
             p.append(f"--C must be above 0. Got {self.C}.")
         if self.precision not in ("auto", "fp32", "bf16"):
             p.append(f"--precision must be auto, fp32 or bf16. Got {self.precision!r}.")
+        if self.device not in DEVICES:
+            p.append(f"--device must be one of {', '.join(DEVICES)}. Got {self.device!r}.")
         if self.batch_size < 1:
             p.append(f"--batch-size must be 1 or more. Got {self.batch_size}.")
         if self.input_size is not None and self.input_size < 16:

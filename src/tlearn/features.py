@@ -16,7 +16,7 @@ import json
 import logging
 import os
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from tlearn import distributed
 from tlearn.errors import ExtraMissingError
 from tlearn.files import atomic_path
 from tlearn.progress import Progress, no_progress
@@ -67,8 +68,11 @@ class FeatureCache:
         return {k: rows[k] for k in keys if k in rows}
 
     def add(self, keys: Sequence[str], feats: np.ndarray) -> None:
-        """Write one chunk (atomically) and remember its rows."""
+        """Write one chunk (atomically) and remember its rows. Only rank 0 writes; other ranks remember."""
         if not len(keys):
+            return
+        if not distributed.is_main():
+            self._load().update(zip(keys, feats.astype(np.float32), strict=True))
             return
         self.dir.mkdir(parents=True, exist_ok=True)
         meta = self.dir / "namespace.json"
@@ -90,7 +94,7 @@ class FeatureCache:
                         self._rows.update(zip(data["keys"].tolist(), data["feats"], strict=True))
                 except (OSError, ValueError, KeyError):
                     log.warning("Skipping an unreadable feature cache file: %s", chunk)
-            if len(chunks) > COMPACT_ABOVE:
+            if len(chunks) > COMPACT_ABOVE and distributed.is_main():
                 self._compact(chunks)
         return self._rows
 
@@ -119,29 +123,44 @@ def extract_features(
     `inputs[i]()` returns image i as a (3, H, W) float tensor (clean or an augmented view); only the
     inputs whose key is not cached are computed. Returns (len(inputs), D) float32 in input order.
     `engine`: "torch", "onnx", or "auto" (ONNX Runtime when it is installed and there are enough
-    images to repay exporting the network).
+    images to repay exporting the network; on a GPU, always PyTorch).
+
+    Under torchrun the rows missing on any rank are split between the ranks, gathered back in order
+    every FLUSH_EVERY rows per rank, and rank 0 writes them to the cache: every rank returns them all.
     """
     n = len(inputs)
     found = cache.lookup(keys) if cache is not None and keys is not None else {}
-    todo = [i for i in range(n) if keys is None or keys[i] not in found]
+    todo = distributed.union([i for i in range(n) if keys is None or keys[i] not in found])
     out: dict[int, np.ndarray] = {i: found[keys[i]] for i in range(n) if keys is not None and keys[i] in found}
-    done = n - len(todo)
-    progress(stage, done, n)
-    pending: list[int] = []
+    cached = n - len(todo)
+    progress(stage, cached, n)
+    share = distributed.shard(todo)
+    dev = distributed.device()
     embed.eval()
-    runner = Runner(embed, engine if len(todo) >= ONNX_MIN_IMAGES else "torch")
-    for batch, x in zip(_batches(todo, batch_size), input_batches([inputs[i] for i in todo], batch_size), strict=True):
-        feats = runner(x)
-        for i, f in zip(batch, feats, strict=True):
-            out[i] = f
-        pending += batch
-        done += len(batch)
-        progress(stage, done, n)
-        if cache is not None and keys is not None and len(pending) >= FLUSH_EVERY:
-            cache.add([keys[i] for i in pending], np.stack([out[i] for i in pending]))
-            pending = []
-    if cache is not None and keys is not None and pending:
-        cache.add([keys[i] for i in pending], np.stack([out[i] for i in pending]))
+    runner = Runner(embed, engine if len(share) >= ONNX_MIN_IMAGES and dev.type == "cpu" else "torch")
+    pending: list[np.ndarray] = []
+    start = computed = 0  # share rows gathered so far / computed here
+
+    def flush() -> None:
+        nonlocal pending, start
+        rows = distributed.gather_rows(np.concatenate(pending), share, start)
+        positions = [todo[k] for k in range(start * share.size, start * share.size + len(rows))]
+        out.update(zip(positions, rows, strict=True))
+        if cache is not None and keys is not None:
+            fresh = [j for j, i in enumerate(positions) if keys[i] not in found]
+            cache.add([keys[positions[j]] for j in fresh], rows[fresh])
+        start += sum(len(p) for p in pending)
+        pending = []
+
+    with distributed.moved(embed, dev):
+        for x in input_batches([inputs[i] for i in share.items], batch_size):
+            pending.append(runner(x))
+            computed += len(x)
+            progress(stage, min(n, cached + computed * share.size), n)
+            if sum(len(p) for p in pending) >= FLUSH_EVERY:
+                flush()
+        if pending:
+            flush()
     if not n:
         return np.zeros((0, 0), dtype=np.float32)
     return np.stack([out[i] for i in range(n)]).astype(np.float32)
@@ -155,10 +174,21 @@ def bf16_supported() -> bool:
         return False
 
 
-def autocast(precision: str) -> contextlib.AbstractContextManager[Any]:
-    """bfloat16 autocast for "bf16", and for "auto" where the CPU has native bf16; else nothing."""
+def autocast(precision: str, device: torch.device | None = None) -> contextlib.AbstractContextManager[Any]:
+    """Reduced precision for frozen layers: "bf16", or "auto" (on the CPU, bf16 where it is native; on a
+    GPU, bf16 where supported, else fp16); "fp32" runs in full precision."""
+    if device is not None and device.type == "cuda":
+        dtype = cuda_dtype(precision)
+        return torch.autocast("cuda", dtype=dtype) if dtype is not None else contextlib.nullcontext()
     on = precision == "bf16" or (precision == "auto" and bf16_supported())
     return torch.autocast("cpu", dtype=torch.bfloat16) if on else contextlib.nullcontext()
+
+
+def cuda_dtype(precision: str) -> torch.dtype | None:
+    """The autocast type on a GPU: None for "fp32"; bf16 where the GPU has it, else fp16 (with a grad scaler)."""
+    if precision == "fp32":
+        return None
+    return torch.bfloat16 if precision == "bf16" or torch.cuda.is_bf16_supported() else torch.float16
 
 
 class Runner:
@@ -204,8 +234,9 @@ class Runner:
 
 def run_embed(embed: nn.Module, x: torch.Tensor) -> np.ndarray:
     """One batch through the network in inference mode, channels-last (faster convolutions on CPU)."""
+    x = x.to(distributed.module_device(embed), non_blocking=True)
     with torch.inference_mode():
-        return embed(x.contiguous(memory_format=torch.channels_last)).float().numpy()
+        return embed(x.contiguous(memory_format=torch.channels_last)).float().cpu().numpy()
 
 
 class _Made(torch.utils.data.Dataset[torch.Tensor]):
@@ -245,8 +276,3 @@ def input_workers() -> int:
     if env is not None:
         return max(0, int(env))
     return min(4, len(os.sched_getaffinity(0)))
-
-
-def _batches(items: Sequence[int], size: int) -> Iterable[list[int]]:
-    for start in range(0, len(items), size):
-        yield list(items[start : start + size])

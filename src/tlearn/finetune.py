@@ -8,6 +8,11 @@ Phase 2: the last N stages of the base are unfrozen and train together with the 
 a low learning rate that shrinks further for earlier stages (discriminative rates). The optimizer is
 built anew because what trains has changed. BatchNorm stays in inference mode in both phases: its
 running statistics never move (see `set_train_mode_frozen_bn`).
+
+Under torchrun each batch is the same global batch as in one process (`--batch-size` images), split
+between the ranks; DistributedDataParallel averages the gradients, and each rank's loss is its part
+of the global batch's mean loss, so a step is the step one process would take. Frozen BatchNorm needs
+no synchronisation. Cached activations and features are computed in shares and gathered.
 """
 
 from __future__ import annotations
@@ -22,13 +27,26 @@ import numpy as np
 import torch
 from torch import nn
 
+from tlearn import distributed
 from tlearn.backbones import Backbone, Stage, set_train_mode_frozen_bn
 from tlearn.config import FinetuneConfig, TrainConfig
-from tlearn.cut import Cut, cut_trunk
+from tlearn.cut import Cut, cut_trunk, eval_mode
 from tlearn.data.augment import augmented_view, build_eval_transform, build_train_transform, mix_batch, view_seed
+from tlearn.data.scan import Pixels
+from tlearn.distributed import Share
 from tlearn.feature_method import FeatureSet, compute_features, feature_trunk, plan_views
 from tlearn.features import autocast, input_batches
-from tlearn.loop import CHECKPOINT_FILE, PhaseResult, load_checkpoint, read_history, run_epochs, write_history
+from tlearn.loop import (
+    CHECKPOINT_FILE,
+    PhaseResult,
+    grad_scaler,
+    load_checkpoint,
+    optimizer_step,
+    read_history,
+    run_epochs,
+    train_autocast,
+    write_history,
+)
 from tlearn.model import Classifier, HeadSpec, build_head
 from tlearn.preprocessing import Preprocessing
 from tlearn.progress import Progress, no_progress
@@ -57,7 +75,8 @@ def fit_finetune(
     prep = backbone.preprocessing
     checkpoint = out / CHECKPOINT_FILE
     resume = load_checkpoint(checkpoint) if cfg.resume else None
-    earlier = [r for r in read_history(out / "history.csv") if r["phase"] == "head"] if resume else []
+    history = distributed.from_main(lambda: read_history(out / "history.csv")) if resume else []
+    earlier = [r for r in history if r["phase"] == "head"]
 
     spec = HeadSpec(len(data.classes), _feature_width(shell, prep.input_size), ft.hidden, ft.dropout)
     classifier = Classifier(shell.trunk, seeded_head(spec, cfg.seed), mean=prep.mean, std=prep.std, flip_tta=mirror)
@@ -142,14 +161,15 @@ def finish_fitted(
     checkpoint: Path,
 ) -> Fitted:
     """Write the history, predict val/test with the final network, drop the checkpoint of a finished run."""
-    write_history(checkpoint.parent / "history.csv", history)
+    if distributed.is_main():
+        write_history(checkpoint.parent / "history.csv", history)
     classifier.eval()
     proba = {
-        part: predict_pixels(classifier, data.pixels.subset(idx).load(), prep)
+        part: predict_images(classifier, data.pixels.subset(idx), prep)
         for part, idx in data.split.parts().items()
         if part != "train" and len(idx)
     }
-    if not details.get("interrupted"):
+    if not details.get("interrupted") and distributed.is_main():
         checkpoint.unlink(missing_ok=True)  # the run finished: the bundle replaces it
     return Fitted(classifier=classifier, head=spec, details=details, proba=proba, history=history)
 
@@ -181,50 +201,103 @@ def train_head(
     vx_mirror = torch.from_numpy(feats.mirror[val]) if (mirror and feats.mirror is not None) else None
     vy = torch.from_numpy(data.labels[val])
 
-    optimizer = torch.optim.AdamW(head.parameters(), lr=ft.head_lr, weight_decay=ft.weight_decay)
-    steps = max(1, -(-len(x) // HEAD_BATCH))
-    scheduler = make_scheduler(
-        optimizer,
-        ft.schedule,
-        epochs=ft.head_epochs,
-        steps_per_epoch=steps,
-        warmup_epochs=ft.warmup_epochs,
-        decay_after=ft.decay_after,
-    )
-    loss_fn = nn.CrossEntropyLoss(weight=class_weight, label_smoothing=ft.label_smoothing)
+    dev = distributed.device()
+    weight = class_weight.to(dev) if class_weight is not None else None
+    val_share = distributed.shard(np.arange(len(vy)))
+    with distributed.moved(head, dev), torch_threads(1):  # small matrices: one thread is fastest
+        model = distributed.wrap(head)
+        optimizer = torch.optim.AdamW(head.parameters(), lr=ft.head_lr, weight_decay=ft.weight_decay)
+        steps = max(1, -(-len(x) // HEAD_BATCH))
+        scheduler = make_scheduler(
+            optimizer,
+            ft.schedule,
+            epochs=ft.head_epochs,
+            steps_per_epoch=steps,
+            warmup_epochs=ft.warmup_epochs,
+            decay_after=ft.decay_after,
+        )
 
-    def train_epoch(e: int) -> tuple[float, float]:
-        head.train()
-        order = torch.randperm(len(x))
-        total, correct = 0.0, 0
-        for start in range(0, len(x), HEAD_BATCH):
-            idx = order[start : start + HEAD_BATCH]
-            logits = head(x[idx])
-            loss = loss_fn(logits, y[idx])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            total += float(loss.detach()) * len(idx)
-            correct += int((logits.argmax(1) == y[idx]).sum())
-        return total / len(x), correct / len(x)
+        def train_epoch(e: int) -> tuple[float, float]:
+            head.train()
+            order = torch.randperm(len(x)).numpy()
+            total, correct = 0.0, 0
+            for start in range(0, len(x), HEAD_BATCH):
+                batch = order[start : start + HEAD_BATCH]
+                share = distributed.shard(batch)
+                idx = torch.from_numpy(share.items)
+                yb = y[idx].to(dev)
+                logits = model(x[idx].to(dev))
+                loss = share_loss(
+                    logits, yb, share, weight=weight, label_smoothing=ft.label_smoothing,
+                    denominator=loss_denominator(y[torch.from_numpy(batch)], weight),
+                )  # fmt: skip
+                optimizer_step(loss, optimizer, scheduler)
+                total += float(loss.detach()) * len(batch)
+                correct += share_correct(logits, yb, share)
+            return epoch_result(total, correct, len(x))
 
-    def validate() -> tuple[float, float] | None:
-        if not len(vy):
-            return None
-        head.eval()
-        with torch.no_grad():
-            logits = head(vx)
-            if vx_mirror is not None:
-                logits = (logits + head(vx_mirror)) / 2
-        return float(nn.functional.cross_entropy(logits, vy)), float((logits.argmax(1) == vy).float().mean())
+        def validate() -> tuple[float, float] | None:
+            if not len(vy):
+                return None
+            head.eval()
+            idx = torch.from_numpy(val_share.items)
+            with torch.no_grad():
+                logits = head(vx[idx].to(dev))
+                if vx_mirror is not None:
+                    logits = (logits + head(vx_mirror[idx].to(dev))) / 2
+            return validation_result(logits.cpu(), vy[idx], val_share)
 
-    with torch_threads(1):  # small matrices: one thread is fastest, and immune to busy cores
         return run_epochs(
             phase="head", model=head, optimizer=optimizer, scheduler=scheduler, epochs=ft.head_epochs,
             patience=ft.patience, train_epoch=train_epoch, validate=validate, seed=seed, checkpoint=checkpoint,
             resume=resume, on_epoch_end=on_epoch_end,
         )  # fmt: skip
+
+
+def loss_denominator(labels: torch.Tensor | np.ndarray, weight: torch.Tensor | None, *, soft: bool = False) -> float:
+    """What the mean loss of a whole global batch divides by, as PyTorch's cross-entropy does: the
+    number of images, or with class weights (and hard targets) the sum of their classes' weights."""
+    if weight is None or soft:
+        return float(len(labels))
+    return float(weight.cpu()[torch.as_tensor(labels)].sum())
+
+
+def share_loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    share: Share,
+    *,
+    weight: torch.Tensor | None,
+    label_smoothing: float,
+    denominator: float,
+) -> torch.Tensor:
+    """This rank's part of the global batch's mean cross-entropy: its real images' losses over the
+    global batch's `denominator`. The parts of all ranks sum to the loss one process computes."""
+    per_image = nn.functional.cross_entropy(
+        logits.float(), target, weight=weight, label_smoothing=label_smoothing, reduction="none"
+    )
+    real = torch.from_numpy(share.real).to(per_image.device)
+    return (per_image * real).sum() / denominator
+
+
+def share_correct(logits: torch.Tensor, y: torch.Tensor, share: Share) -> int:
+    """Correct predictions among this rank's real images (the padding does not count)."""
+    real = torch.from_numpy(share.real).to(logits.device)
+    return int(((logits.argmax(1) == y) & real).sum())
+
+
+def epoch_result(loss_sum: float, correct: int, n: int) -> tuple[float, float]:
+    """(mean loss, accuracy) of an epoch over `n` images, from this rank's sums: summed over the ranks first."""
+    total, right = distributed.sum_across(loss_sum, correct)
+    return total / n, right / n
+
+
+def validation_result(logits: torch.Tensor, y: torch.Tensor, share: Share) -> tuple[float, float]:
+    """(mean loss, accuracy) over all validation images, from every rank's share: the same on every rank."""
+    real = torch.from_numpy(share.real)
+    losses = nn.functional.cross_entropy(logits.float(), y, reduction="none")
+    loss_sum, correct = distributed.sum_across(float(losses[real].sum()), share_correct(logits, y, share))
+    return loss_sum / share.total, correct / share.total
 
 
 # --- phase 2 -------------------------------------------------------------------------------------
@@ -282,70 +355,93 @@ def train_network(
     on_epoch_end: EpochCallback | None = None,
 ) -> PhaseResult:
     """Train the unfrozen `stages` and the head end to end on augmented images (also the scratch loop)."""
-    groups = param_groups(classifier, stages, lr=lr, decay=ft.lr_decay, weight_decay=ft.weight_decay)
-    optimizer = torch.optim.AdamW(groups)
-    train_idx = data.split.train
-    data.pixels.load()
-    steps = max(1, -(-len(train_idx) // cfg.batch_size))
-    scheduler = make_scheduler(
-        optimizer,
-        ft.schedule,
-        epochs=epochs,
-        steps_per_epoch=steps,
-        warmup_epochs=ft.warmup_epochs,
-        decay_after=ft.decay_after,
-    )
-    train_tf = build_train_transform(cfg.augment, prep)
-    eval_tf = build_eval_transform(prep)
-    val_idx = data.split.val
-    val_x = torch.stack([eval_tf(data.pixels[i]) for i in val_idx]) if len(val_idx) else None
-    val_y = torch.from_numpy(data.labels[val_idx])
-    num_classes = len(data.classes)
-    mixing = ft.mixup > 0 or ft.cutmix > 0
-    model = classifier.to(memory_format=torch.channels_last)
+    dev = distributed.device()
+    with distributed.moved(classifier, dev):
+        groups = param_groups(classifier, stages, lr=lr, decay=ft.lr_decay, weight_decay=ft.weight_decay)
+        optimizer = torch.optim.AdamW(groups)
+        train_idx = data.split.train
+        data.pixels.load()
+        steps = max(1, -(-len(train_idx) // cfg.batch_size))
+        scheduler = make_scheduler(
+            optimizer,
+            ft.schedule,
+            epochs=epochs,
+            steps_per_epoch=steps,
+            warmup_epochs=ft.warmup_epochs,
+            decay_after=ft.decay_after,
+        )
+        scaler = grad_scaler(cfg.precision, dev)
+        weight = class_weight.to(dev) if class_weight is not None else None
+        train_tf = build_train_transform(cfg.augment, prep)
+        eval_tf = build_eval_transform(prep)
+        val_idx = data.split.val
+        val_share = distributed.shard(np.arange(len(val_idx)))
+        mine = val_idx[val_share.items]
+        val_x = torch.stack([eval_tf(data.pixels[i]) for i in mine]) if len(val_idx) else None
+        val_y = torch.from_numpy(data.labels[mine])
+        num_classes = len(data.classes)
+        mixing = ft.mixup > 0 or ft.cutmix > 0
+        model = classifier.to(memory_format=torch.channels_last)
+        net = distributed.wrap(_TrainForward(model))
 
-    def train_epoch(e: int) -> tuple[float, float]:
-        set_train_mode_frozen_bn(model)
-        order = np.random.permutation(train_idx)
-        total, correct = 0.0, 0
-        views = [
-            partial(
-                augmented_view,
-                data.pixels[i],
-                train_tf,
-                seed=view_seed(cfg.seed, int(data.sha256[i][:15], 16), 1000 + e),
-            )
-            for i in order
-        ]
-        for start, x in zip(range(0, len(order), cfg.batch_size), input_batches(views, cfg.batch_size), strict=True):
-            batch = order[start : start + cfg.batch_size]
-            y = torch.from_numpy(data.labels[batch])
-            if mixing:
-                x, target = mix_batch(x, y, num_classes=num_classes, mixup_alpha=ft.mixup, cutmix_alpha=ft.cutmix)
-            else:
-                target = y
-            logits = _train_logits(model, x)
-            loss = nn.functional.cross_entropy(logits, target, weight=class_weight, label_smoothing=ft.label_smoothing)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            total += float(loss.detach()) * len(batch)
-            correct += int((logits.argmax(1) == y).sum())
-        return total / len(order), correct / len(order)
+        def train_epoch(e: int) -> tuple[float, float]:
+            set_train_mode_frozen_bn(model)
+            order = np.random.permutation(train_idx)
+            batches = [order[s : s + cfg.batch_size] for s in range(0, len(order), cfg.batch_size)]
+            shares = [distributed.shard(b) for b in batches]
+            views = [
+                partial(
+                    augmented_view,
+                    data.pixels[i],
+                    train_tf,
+                    seed=view_seed(cfg.seed, int(data.sha256[i][:15], 16), 1000 + e),
+                )
+                for share in shares
+                for i in share.items
+            ]
+            total, correct = 0.0, 0
+            # Every share but the last has len(shares[0]) images, so the inputs cut at that size are the shares.
+            for batch, share, x in zip(batches, shares, input_batches(views, len(shares[0])), strict=True):
+                y = torch.from_numpy(data.labels[share.items])
+                if mixing:
+                    x, target = mix_batch(x, y, num_classes=num_classes, mixup_alpha=ft.mixup, cutmix_alpha=ft.cutmix)
+                else:
+                    target = y
+                x, target, y = x.to(dev, non_blocking=True), target.to(dev), y.to(dev)
+                with train_autocast(cfg.precision, dev):
+                    logits = net(x)
+                loss = share_loss(
+                    logits, target, share, weight=weight, label_smoothing=ft.label_smoothing,
+                    denominator=loss_denominator(data.labels[batch], weight, soft=mixing),
+                )  # fmt: skip
+                optimizer_step(loss, optimizer, scheduler, scaler)
+                total += float(loss.detach()) * len(batch)
+                correct += share_correct(logits, y, share)
+            return epoch_result(total, correct, len(order))
 
-    def validate() -> tuple[float, float] | None:
-        if val_x is None:
-            return None
-        model.eval()
-        logits = torch.cat([_eval_logits(model, val_x[s : s + 64]) for s in range(0, len(val_x), 64)])
-        return float(nn.functional.cross_entropy(logits, val_y)), float((logits.argmax(1) == val_y).float().mean())
+        def validate() -> tuple[float, float] | None:
+            if val_x is None:
+                return None
+            model.eval()
+            logits = torch.cat([_eval_logits(model, val_x[s : s + 64]) for s in range(0, len(val_x), 64)])
+            return validation_result(logits, val_y, val_share)
 
-    return run_epochs(
-        phase=phase, model=model, optimizer=optimizer, scheduler=scheduler, epochs=epochs, patience=ft.patience,
-        train_epoch=train_epoch, validate=validate, seed=cfg.seed, first_epoch=first_epoch, history=history,
-        checkpoint=checkpoint, resume=resume, on_epoch_end=on_epoch_end,
-    )  # fmt: skip
+        return run_epochs(
+            phase=phase, model=model, optimizer=optimizer, scheduler=scheduler, epochs=epochs, patience=ft.patience,
+            train_epoch=train_epoch, validate=validate, seed=cfg.seed, first_epoch=first_epoch, history=history,
+            checkpoint=checkpoint, resume=resume, on_epoch_end=on_epoch_end,
+        )  # fmt: skip
+
+
+class _TrainForward(nn.Module):
+    """The training forward pass as a module of its own: what DistributedDataParallel wraps."""
+
+    def __init__(self, classifier: Classifier) -> None:
+        super().__init__()
+        self.classifier = classifier
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _train_logits(self.classifier, x)
 
 
 def boundary_activations(
@@ -361,41 +457,57 @@ def boundary_activations(
     """The frozen bottom's output for every image, mirror image and augmented view (float16, in memory)."""
     data.pixels.load()
     plan = plan_views(data, prep, cfg, mirror=mirror, views=cfg.views_for("finetune"))
-    mean, std = classifier.get_buffer("mean"), classifier.get_buffer("std")
-    bottom = cut.bottom.eval()
-    chunks = []
-    done, total = 0, len(plan.inputs)
+    dev = distributed.device()
+    total = len(plan.inputs)
     progress("boundary", 0, total)
-    for x in input_batches(plan.inputs, cfg.batch_size):
-        with torch.inference_mode(), autocast(cfg.precision):
-            a = bottom(((x - mean) / std).contiguous(memory_format=torch.channels_last))
-        chunks.append(a.to(torch.float16).numpy())
-        done += len(x)
-        progress("boundary", done, total)
-    return plan.rows(np.concatenate(chunks))
+
+    def compute(items: np.ndarray) -> np.ndarray:
+        mean, std = classifier.get_buffer("mean"), classifier.get_buffer("std")
+        bottom = cut.bottom.eval()
+        chunks, done = [], 0
+        for x in input_batches([plan.inputs[i] for i in items], cfg.batch_size):
+            x = x.to(dev, non_blocking=True)
+            with torch.inference_mode(), autocast(cfg.precision, dev):
+                a = bottom(((x - mean) / std).contiguous(memory_format=torch.channels_last))
+            chunks.append(a.to(torch.float16).cpu().numpy())
+            done += len(x)
+            progress("boundary", min(total, done * distributed.world().size), total)
+        return np.concatenate(chunks)
+
+    with distributed.moved(classifier, dev):  # the bottom's stem is the classifier's: move it all
+        return plan.rows(distributed.map_in_parts(total, compute))
 
 
 def top_features(cut: Cut, acts: FeatureSet, *, batch_size: int) -> FeatureSet:
     """Pooled features from cached boundary activations (what the frozen network would output)."""
+    dev = distributed.device()
+    size = batch_size * 2
 
     def run(a: np.ndarray) -> np.ndarray:
-        out = [_top(cut, a[s : s + batch_size * 2], grad=False).numpy() for s in range(0, len(a), batch_size * 2)]
-        return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+        if not len(a):
+            return np.zeros((0, 0), np.float32)
 
-    return FeatureSet(
-        run(acts.clean), run(acts.mirror) if acts.mirror is not None else None, run(acts.views), acts.view_owner
-    )
+        def compute(items: np.ndarray) -> np.ndarray:
+            with torch.inference_mode():
+                cut.top.eval()
+                out = [
+                    cut.top(_activations(a[items[s : s + size]], dev)).float().cpu().numpy()
+                    for s in range(0, len(items), size)
+                ]
+            return np.concatenate(out)
+
+        return distributed.map_in_parts(len(a), compute)
+
+    with distributed.moved(cut.top, dev):
+        return FeatureSet(
+            run(acts.clean), run(acts.mirror) if acts.mirror is not None else None, run(acts.views), acts.view_owner
+        )
 
 
-def _top(cut: Cut, a: np.ndarray, *, grad: bool) -> torch.Tensor:
-    x = torch.from_numpy(a).float()
-    if x.ndim == 4:
-        x = x.contiguous(memory_format=torch.channels_last)
-    if grad:
-        return cut.top(x)
-    with torch.inference_mode():
-        cut.top.eval()
-        return cut.top(x).float()
+def _activations(a: np.ndarray, dev: torch.device) -> torch.Tensor:
+    """Cached (float16) activations as the top's float input on `dev`."""
+    x = torch.from_numpy(a).to(dev, non_blocking=True).float()
+    return x.contiguous(memory_format=torch.channels_last) if x.ndim == 4 else x
 
 
 def train_top(
@@ -419,61 +531,81 @@ def train_top(
 ) -> PhaseResult:
     """Phase 2 on cached boundary activations: each epoch shows every training image once, in one of
     its cached versions (clean, mirror, or one of the K augmented views), in turn."""
-    groups = param_groups(classifier, stages, lr=lr, decay=ft.lr_decay, weight_decay=ft.weight_decay)
-    optimizer = torch.optim.AdamW(groups)
-    train_idx = data.split.train
-    steps = max(1, -(-len(train_idx) // cfg.batch_size))
-    scheduler = make_scheduler(
-        optimizer,
-        ft.schedule,
-        epochs=epochs,
-        steps_per_epoch=steps,
-        warmup_epochs=ft.warmup_epochs,
-        decay_after=ft.decay_after,
-    )
-    k = cfg.views_for("finetune")
-    versions = [acts.clean[train_idx]] + ([acts.mirror[train_idx]] if acts.mirror is not None else [])
-    versions += [acts.views[j::k] for j in range(k)] if k else []  # views are stored image by image
-    labels = data.labels[train_idx]
-    val_idx = data.split.val
-    head = classifier.head
+    dev = distributed.device()
+    with distributed.moved(classifier, dev):
+        groups = param_groups(classifier, stages, lr=lr, decay=ft.lr_decay, weight_decay=ft.weight_decay)
+        optimizer = torch.optim.AdamW(groups)
+        train_idx = data.split.train
+        steps = max(1, -(-len(train_idx) // cfg.batch_size))
+        scheduler = make_scheduler(
+            optimizer,
+            ft.schedule,
+            epochs=epochs,
+            steps_per_epoch=steps,
+            warmup_epochs=ft.warmup_epochs,
+            decay_after=ft.decay_after,
+        )
+        scaler = grad_scaler(cfg.precision, dev)
+        weight = class_weight.to(dev) if class_weight is not None else None
+        k = cfg.views_for("finetune")
+        versions = [acts.clean[train_idx]] + ([acts.mirror[train_idx]] if acts.mirror is not None else [])
+        versions += [acts.views[j::k] for j in range(k)] if k else []  # views are stored image by image
+        labels = data.labels[train_idx]
+        val_idx = data.split.val
+        val_share = distributed.shard(np.arange(len(val_idx)))
+        head = classifier.head
+        net = distributed.wrap(_TopAndHead(cut.top, head))
 
-    def train_epoch(e: int) -> tuple[float, float]:
-        set_train_mode_frozen_bn(cut.top)
-        head.train()
-        order = np.random.permutation(len(train_idx))
-        total, correct = 0.0, 0
-        for start in range(0, len(order), cfg.batch_size):
-            batch = order[start : start + cfg.batch_size]
-            pick = (batch + e) % len(versions)  # each image cycles through its versions over the epochs
-            a = np.stack([versions[v][j] for v, j in zip(pick, batch, strict=True)])
-            y = torch.from_numpy(labels[batch])
-            logits = head(_top(cut, a, grad=True))
-            loss = nn.functional.cross_entropy(logits, y, weight=class_weight, label_smoothing=ft.label_smoothing)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            total += float(loss.detach()) * len(batch)
-            correct += int((logits.argmax(1) == y).sum())
-        return total / len(order), correct / len(order)
+        def train_epoch(e: int) -> tuple[float, float]:
+            set_train_mode_frozen_bn(cut.top)
+            head.train()
+            order = np.random.permutation(len(train_idx))
+            total, correct = 0.0, 0
+            for start in range(0, len(order), cfg.batch_size):
+                batch = order[start : start + cfg.batch_size]
+                share = distributed.shard(batch)
+                pick = (share.items + e) % len(versions)  # each image cycles through its versions over the epochs
+                a = np.stack([versions[v][j] for v, j in zip(pick, share.items, strict=True)])
+                y = torch.from_numpy(labels[share.items]).to(dev)
+                with train_autocast(cfg.precision, dev):
+                    logits = net(_activations(a, dev))
+                loss = share_loss(
+                    logits, y, share, weight=weight, label_smoothing=ft.label_smoothing,
+                    denominator=loss_denominator(labels[batch], weight),
+                )  # fmt: skip
+                optimizer_step(loss, optimizer, scheduler, scaler)
+                total += float(loss.detach()) * len(batch)
+                correct += share_correct(logits, y, share)
+            return epoch_result(total, correct, len(order))
 
-    def validate() -> tuple[float, float] | None:
-        if not len(val_idx):
-            return None
-        head.eval()
-        with torch.inference_mode():
-            logits = head(_top(cut, acts.clean[val_idx], grad=False))
-            if acts.mirror is not None:
-                logits = (logits + head(_top(cut, acts.mirror[val_idx], grad=False))) / 2
-        vy = torch.from_numpy(data.labels[val_idx])
-        return float(nn.functional.cross_entropy(logits, vy)), float((logits.argmax(1) == vy).float().mean())
+        def validate() -> tuple[float, float] | None:
+            if not len(val_idx):
+                return None
+            head.eval()
+            mine = val_idx[val_share.items]
+            with torch.inference_mode(), eval_mode(cut.top):
+                logits = head(cut.top(_activations(acts.clean[mine], dev)))
+                if acts.mirror is not None:
+                    logits = (logits + head(cut.top(_activations(acts.mirror[mine], dev)))) / 2
+            return validation_result(logits.cpu(), torch.from_numpy(data.labels[mine]), val_share)
 
-    return run_epochs(
-        phase=phase, model=classifier, optimizer=optimizer, scheduler=scheduler, epochs=epochs,
-        patience=ft.patience, train_epoch=train_epoch, validate=validate, seed=cfg.seed, first_epoch=first_epoch,
-        history=history, checkpoint=checkpoint, resume=resume, on_epoch_end=on_epoch_end,
-    )  # fmt: skip
+        return run_epochs(
+            phase=phase, model=classifier, optimizer=optimizer, scheduler=scheduler, epochs=epochs,
+            patience=ft.patience, train_epoch=train_epoch, validate=validate, seed=cfg.seed, first_epoch=first_epoch,
+            history=history, checkpoint=checkpoint, resume=resume, on_epoch_end=on_epoch_end,
+        )  # fmt: skip
+
+
+class _TopAndHead(nn.Module):
+    """Cached activations -> logits: what DistributedDataParallel wraps in phase 2 on a cut."""
+
+    def __init__(self, top: nn.Module, head: nn.Module) -> None:
+        super().__init__()
+        self.top = top
+        self.head = head
+
+    def forward(self, a: torch.Tensor) -> torch.Tensor:
+        return self.head(self.top(a))
 
 
 def _train_logits(model: Classifier, x: torch.Tensor) -> torch.Tensor:
@@ -482,8 +614,10 @@ def _train_logits(model: Classifier, x: torch.Tensor) -> torch.Tensor:
 
 
 def _eval_logits(model: Classifier, x: torch.Tensor) -> torch.Tensor:
+    """Float logits on the CPU, computed where the model is."""
+    x = x.to(distributed.module_device(model), non_blocking=True)
     with torch.inference_mode():
-        return model(x.contiguous(memory_format=torch.channels_last)).float()
+        return model(x.contiguous(memory_format=torch.channels_last)).float().cpu()
 
 
 def predict_pixels(classifier: Classifier, pixels: Sequence[np.ndarray], prep: Preprocessing) -> np.ndarray:
@@ -494,6 +628,15 @@ def predict_pixels(classifier: Classifier, pixels: Sequence[np.ndarray], prep: P
         x = torch.stack([eval_tf(p) for p in pixels[s : s + 64]])
         out.append(_eval_logits(classifier.eval(), x).softmax(1).numpy())
     return np.concatenate(out) if out else np.zeros((0, 0))
+
+
+def predict_images(classifier: Classifier, pixels: Pixels, prep: Preprocessing) -> np.ndarray:
+    """`predict_pixels` of at least one image, on this run's device; under torchrun each rank predicts a
+    share and every rank gets all the rows, in order."""
+    with distributed.moved(classifier, distributed.device()):
+        return distributed.map_in_parts(
+            len(pixels), lambda items: predict_pixels(classifier, pixels.subset(items).load(), prep)
+        )
 
 
 def seeded_head(spec: HeadSpec, seed: int) -> nn.Sequential:

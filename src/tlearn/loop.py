@@ -5,10 +5,17 @@ the lowest validation loss (restored at the end), stops after `patience` epochs 
 writes the history and a checkpoint atomically after every epoch, and on Ctrl-C stops cleanly with
 the best weights restored. Randomness is re-seeded from (seed, phase, epoch) at every epoch, so a run
 resumed from its checkpoint ends exactly where an uninterrupted one would.
+
+Under torchrun every rank runs the same loop on the same seeds (so the ranks shuffle alike and take
+their shares of the same batches); validation results are summed over the ranks, so every rank makes
+the same early-stopping decision. Only rank 0 writes the history and checkpoints and reports epochs.
+Ctrl-C there stops every rank with an error instead of finishing: the ranks would not stop at the
+same step. The last checkpoint stays for --resume.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import io
@@ -25,6 +32,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from tlearn import distributed
+from tlearn.features import cuda_dtype
 from tlearn.files import atomic_path
 
 log = logging.getLogger(__name__)
@@ -90,6 +99,8 @@ def run_epochs(
             train_loss, train_acc = train_epoch(e)
             val = validate()
         except KeyboardInterrupt:
+            if distributed.world().size > 1:
+                raise
             result.interrupted = True
             log.warning("Interrupted during %s epoch %d: keeping the best epoch so far.", phase, epoch)
             break
@@ -111,7 +122,7 @@ def run_epochs(
             "best": int(best_epoch == epoch),
         }
         rows.append(row)
-        if checkpoint is not None:
+        if checkpoint is not None and distributed.is_main():
             write_history(checkpoint.parent / "history.csv", [*(history or []), *rows])
             save_checkpoint(
                 checkpoint,
@@ -127,7 +138,7 @@ def run_epochs(
                     "best_state": best_state,
                 },
             )
-        if on_epoch_end is not None:
+        if on_epoch_end is not None and distributed.is_main():
             on_epoch_end(row)
         if val is not None and patience and bad >= patience:
             result.stopped_early = True
@@ -136,6 +147,42 @@ def run_epochs(
         model.load_state_dict(best_state)
     result.rows, result.best_epoch = rows, best_epoch
     return result
+
+
+def optimizer_step(
+    loss: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler | None = None,
+) -> None:
+    """One step on `loss`, this rank's part of the global batch's mean loss (the parts sum to it).
+
+    DistributedDataParallel averages the gradients over the ranks, so the part is scaled by the world
+    size: the average of the scaled parts' gradients is the gradient of their sum, as in one process.
+    """
+    optimizer.zero_grad()
+    loss = loss * distributed.world().size
+    if scaler is None:
+        loss.backward()
+        optimizer.step()
+    else:  # fp16 on a GPU: scale the loss so small gradients do not underflow
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    scheduler.step()
+
+
+def train_autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    """Mixed precision for training steps: on a GPU bf16 (or fp16) unless --precision fp32; on the CPU none."""
+    dtype = cuda_dtype(precision) if device.type == "cuda" else None
+    return torch.autocast("cuda", dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
+def grad_scaler(precision: str, device: torch.device) -> torch.amp.GradScaler | None:
+    """A gradient scaler where training runs in fp16 (a GPU without bf16); None elsewhere."""
+    if device.type == "cuda" and cuda_dtype(precision) == torch.float16:
+        return torch.amp.GradScaler("cuda")
+    return None
 
 
 def seed_everything(seed: int) -> None:
@@ -181,9 +228,14 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 
 
 def load_checkpoint(path: Path) -> dict[str, Any] | None:
-    if not path.is_file():
-        return None
-    return dict(torch.load(path, map_location="cpu", weights_only=True))
+    """The checkpoint rank 0 reads, on every rank (the run folder need only exist on rank 0's machine)."""
+
+    def read() -> dict[str, Any] | None:
+        if not path.is_file():
+            return None
+        return dict(torch.load(path, map_location="cpu", weights_only=True))
+
+    return distributed.from_main(read)
 
 
 def deepcopy_module(module: nn.Module) -> nn.Module:

@@ -3,6 +3,10 @@
 `run(cfg)` reads top to bottom as the list above; each step takes the previous step's value. The run
 folder is the bundle: weights and config, plus the split, the dataset check, the predictions on
 val/test and (for methods that train in epochs) the history.
+
+Launched by torchrun, every process runs this same function inside one `distributed.session`: each
+reads the dataset, the methods split the heavy work between them, and rank 0 alone chooses the run
+folder and writes into it. Every process returns the same result.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from tlearn import distributed
 from tlearn.backbones import Backbone, create_backbone
 from tlearn.bundle import HISTORY_FILE, SPLIT_FILE, BundleConfig, save_bundle
 from tlearn.config import TrainConfig
@@ -27,6 +32,7 @@ from tlearn.data.split import Split, load_split, save_split, split_from_dataset,
 from tlearn.errors import ConfigError, DataError, TlearnError
 from tlearn.evaluate import Metrics, compute_metrics
 from tlearn.feature_method import for_features
+from tlearn.features import digest
 from tlearn.files import atomic_path, write_json_atomic
 from tlearn.loop import CHECKPOINT_FILE
 from tlearn.progress import Progress, no_progress
@@ -70,6 +76,12 @@ def train(data: str | Path, **options: Any) -> TrainResult:
 def run(
     cfg: TrainConfig, *, progress: Progress = no_progress, on_epoch_end: EpochCallback | None = None
 ) -> TrainResult:
+    with distributed.session(cfg.device):
+        return _run(cfg, progress=progress, on_epoch_end=on_epoch_end)
+
+
+def _run(cfg: TrainConfig, *, progress: Progress, on_epoch_end: EpochCallback | None) -> TrainResult:
+    main = distributed.is_main()
     if cfg.resume:
         _check_resume(cfg)
     timer = Timer()
@@ -81,16 +93,26 @@ def run(
     prep = for_features(backbone, cfg).preprocessing if cfg.method in ("features", "auto") else backbone.preprocessing
     with timer.stage("decode"):
         scanned = scan_images(
-            dataset.samples, short_side=prep.working_short_side, resample=prep.resample, progress=progress
+            dataset.samples,
+            short_side=prep.working_short_side,
+            resample=prep.resample,
+            progress=progress,
+            write_cache=main,
         )
     report = check_dataset(dataset, scanned, min_per_class=cfg.min_per_class)
     if not report.usable:
         raise DataError(f"{cfg.data} cannot be used: {report.problems[0]}", hint=f"Run: tlearn check {cfg.data}")
     split = _split(cfg, dataset, scanned, report)
     data = _labelled(scanned, report, split)
-    out = _out_dir(cfg)
-    save_split(split, scanned.samples, dataset.root, out / SPLIT_FILE)
-    write_json_atomic(out / CHECK_FILE, report.to_dict())
+    distributed.check_same(
+        digest([data.sha256, data.labels.tolist(), [ix.tolist() for ix in split.parts().values()]]),
+        "images, labels and split",
+        hint="Every process must read the same dataset at the same path: on several machines, the same copy.",
+    )
+    out = distributed.from_main(lambda: _out_dir(cfg))
+    if main:
+        save_split(split, scanned.samples, dataset.root, out / SPLIT_FILE)
+        write_json_atomic(out / CHECK_FILE, report.to_dict())
 
     with timer.stage("fit"):
         fitted = _fit(cfg, backbone, data, progress=progress, on_epoch_end=on_epoch_end, out=out)
@@ -100,11 +122,12 @@ def run(
             for part, idx in split.parts().items()
             if part != "train" and len(idx) and part in fitted.proba
         }
-    _write_predictions(out / PREDICTIONS_FILE, scanned, data, fitted, dataset.root)
-    with timer.stage("save"):
-        save_bundle(fitted.classifier, _bundle_config(cfg, backbone, data, fitted, metrics, timer), out)
-    with timer.stage("report"):
-        write_report(out)
+    if main:
+        _write_predictions(out / PREDICTIONS_FILE, scanned, data, fitted, dataset.root)
+        with timer.stage("save"):
+            save_bundle(fitted.classifier, _bundle_config(cfg, backbone, data, fitted, metrics, timer), out)
+        with timer.stage("report"):
+            write_report(out)
     return TrainResult(
         out=out,
         method=str(fitted.details.get("method", cfg.method)),
@@ -179,8 +202,9 @@ def _fit(
             return fit_scratch(backbone, data, cfg, out=out, progress=progress, on_epoch_end=on_epoch_end)
         raise TlearnError(f"--method {method} is not available yet.")
     except KeyboardInterrupt:
+        resume = f" (or add --resume {out} to go on from the last epoch)" if (out / CHECKPOINT_FILE).exists() else ""
         raise TlearnError(
-            "Interrupted. Features computed so far are cached: run the same command again to resume.",
+            f"Interrupted. Features computed so far are cached: run the same command again to resume{resume}.",
         ) from None
 
 
@@ -228,7 +252,7 @@ def _out_dir(cfg: TrainConfig) -> Path:
 
 def _check_resume(cfg: TrainConfig) -> None:
     folder = Path(cfg.out) if cfg.out is not None else None
-    if folder is None or not (folder / CHECKPOINT_FILE).exists():
+    if folder is None or not distributed.from_main(lambda: (folder / CHECKPOINT_FILE).exists()):
         raise ConfigError(
             f"Nothing to resume in {folder}: it has no {CHECKPOINT_FILE} (the run finished, or never started).",
             hint="Start a new run without --resume.",

@@ -2,7 +2,8 @@
 
 `main()` is the one place that turns errors into what a user reads: a TlearnError becomes one red
 line (and a hint) with exit code 1; anything unexpected becomes one line that says it is a bug.
-`TLEARN_DEBUG=1` shows the full traceback instead.
+`TLEARN_DEBUG=1` shows the full traceback instead. In a torchrun job of several processes each line
+starts with the rank that wrote it, so the first failure is easy to find among the others.
 """
 
 from __future__ import annotations
@@ -36,20 +37,28 @@ def main() -> None:
     except TlearnError as err:
         if debug:
             raise
-        err_console.print(f"[bold red]Error:[/] {escape(err.message)}", highlight=False, soft_wrap=True)
+        rank = _rank_prefix()
+        err_console.print(f"{rank}[bold red]Error:[/] {escape(err.message)}", highlight=False, soft_wrap=True)
         if err.hint:
-            err_console.print(f"[yellow]Hint:[/] {escape(err.hint)}", highlight=False, soft_wrap=True)
+            err_console.print(f"{rank}[yellow]Hint:[/] {escape(err.hint)}", highlight=False, soft_wrap=True)
         sys.exit(1)
     except Exception as err:
         if debug:
             raise
         err_console.print(
-            f"[bold red]Unexpected error:[/] {type(err).__name__}: {err}. This is a bug in tlearn: "
+            f"{_rank_prefix()}[bold red]Unexpected error:[/] {type(err).__name__}: {escape(str(err))}. "
+            "This is a bug in tlearn: "
             "rerun with TLEARN_DEBUG=1 to see the traceback, and report it.",
             highlight=False,
             soft_wrap=True,
         )
         sys.exit(2)
+
+
+def _rank_prefix() -> str:
+    """The rank ("[rank 1] ") in a torchrun job of several processes; nothing for a single process."""
+    rank, size = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    return f"\\[rank {rank}] " if size > 1 else ""
 
 
 def _setup_logging(debug: bool) -> None:

@@ -54,6 +54,7 @@ def compare(
     class_weight: Annotated[str, typer.Option(help="none, or balanced for imbalanced classes.")] = "none",
     tta: Annotated[bool, typer.Option(help="Average predictions with the mirror image (when --hflip).")] = True,
     batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 32,
+    device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda.")] = "auto",
     views: Annotated[
         int | None,
         typer.Option(help="Augmented views per training image, computed once (default: 0 features, 6 finetune)."),
@@ -102,6 +103,14 @@ def compare(
     """
     from tlearn.compare import compare as run_compare
     from tlearn.config import FinetuneConfig
+    from tlearn.distributed import launched_world
+    from tlearn.errors import ConfigError
+
+    if launched_world()[1] > 1:
+        raise ConfigError(
+            "tlearn compare runs in one process: it cannot be launched by torchrun with several.",
+            hint="Under torchrun, run tlearn train once per method (--method features, finetune, scratch).",
+        )
 
     augment = opt.augment_config(
         preset, hflip=hflip, vflip=vflip, rotation=rotation, zoom=zoom, crop_scale=crop_scale,
@@ -134,7 +143,7 @@ def compare(
             on_epoch_end=print_epoch, on_method_start=start, on_method_end=end,
             backbone=backbone, weights=weights, input_size=input_size, seed=seed, val_frac=val_frac,
             test_frac=test_frac, split_file=split_file, class_weight=class_weight, tta=tta, batch_size=batch_size,
-            views=views, head=head, C=c, augment=augment, finetune=finetune,
+            views=views, head=head, C=c, augment=augment, finetune=finetune, device=device,
         )  # fmt: skip
     render_comparison(result)
     raise typer.Exit(0 if result.ok else 1)

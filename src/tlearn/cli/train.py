@@ -1,9 +1,15 @@
-"""`tlearn train`: photos in, a trained model bundle out."""
+"""`tlearn train`: photos in, a trained model bundle out.
+
+Under torchrun (`torchrun --nproc-per-node N -m tlearn train ...`) every process runs this command;
+rank 0 alone draws the progress bars and prints the epochs and the summary, the others stay quiet.
+"""
 
 from __future__ import annotations
 
+import logging
 import shlex
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -13,6 +19,7 @@ from rich.table import Table
 from tlearn.cli import options as opt
 from tlearn.cli.app import app
 from tlearn.cli.render import console, progress_bar, short_path
+from tlearn.progress import no_progress
 
 if TYPE_CHECKING:
     from tlearn.training import TrainResult
@@ -45,7 +52,16 @@ def train(
     split_file: Annotated[Path | None, typer.Option(help="Reuse the split.json of an earlier run.")] = None,
     class_weight: Annotated[str, typer.Option(help="none, or balanced for imbalanced classes.")] = "none",
     tta: Annotated[bool, typer.Option(help="Average predictions with the mirror image (when --hflip).")] = True,
-    batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 32,
+    batch_size: Annotated[
+        int, typer.Option(help="Images per batch (per training step of all processes together under torchrun).")
+    ] = 32,
+    device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda.")] = "auto",
+    precision: Annotated[
+        str,
+        typer.Option(
+            help="auto, bf16 or fp32. auto: bf16 frozen layers on CPUs that have it; mixed precision on GPUs."
+        ),
+    ] = "auto",
     time_budget: Annotated[str | None, typer.Option(help="Cap for auto's fine-tuning time, e.g. 10m or 90s.")] = None,
     feature_layer: Annotated[str, _feat("--feature-layer", help="last, or level numbers like 3 or 2,3.")] = "last",
     views: Annotated[
@@ -114,11 +130,23 @@ def train(
         seed=seed, val_frac=val_frac, test_frac=test_frac, split_file=split_file, batch_size=batch_size,
         feature_layer=feature_layer, views=views, head=head, C=c, class_weight=class_weight, tta=tta,
         augment=augment, finetune=finetune, time_budget=parse_duration(time_budget), resume=resume is not None,
-        command=shlex.join(["tlearn", *sys.argv[1:]]),
+        device=device, precision=precision, command=shlex.join(["tlearn", *sys.argv[1:]]),
     )  # fmt: skip
-    with progress_bar() as progress:
-        result = run(cfg, progress=progress, on_epoch_end=print_epoch)
-    render_result(result)
+    main = quiet_unless_main()
+    with progress_bar() if main else nullcontext(no_progress) as progress:
+        result = run(cfg, progress=progress, on_epoch_end=print_epoch if main else None)
+    if main:
+        render_result(result)
+
+
+def quiet_unless_main() -> bool:
+    """Is this process rank 0 of its torchrun job (or alone)? Other ranks log errors only."""
+    from tlearn.distributed import launched_world
+
+    rank, _ = launched_world()
+    if rank != 0:
+        logging.getLogger("tlearn").setLevel(logging.ERROR)
+    return rank == 0
 
 
 def print_epoch(row: dict[str, Any]) -> None:

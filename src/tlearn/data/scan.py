@@ -149,11 +149,13 @@ def scan_images(
     workers: int | None = None,
     progress: Progress = no_progress,
     cache: bool = True,
+    write_cache: bool = True,
 ) -> ScannedImages:
     """Read and hash each sample once; unreadable files are collected with their reason, never raised.
 
     Files met before (same content) are not decoded: their check data comes from the cache and their
-    pixels are decoded when first used. New files are decoded now, at `short_side`.
+    pixels are decoded when first used. New files are decoded now, at `short_side`. `write_cache`
+    False reads the cache but leaves it as it is (the other ranks of a torchrun job).
     """
     store = MetaStore.open() if cache else MetaStore({})
     decoded = _Decoded([s.path for s in samples], short_side, resample)
@@ -173,7 +175,7 @@ def scan_images(
                 ok.append((i, *result))
             if done % 16 == 0 or done == total:
                 progress("decode", done, total)
-    if cache:
+    if cache and write_cache:
         store.save({sha: meta for _, sha, meta in ok})
     return ScannedImages(
         samples=tuple(samples[i] for i, _, _ in ok),
