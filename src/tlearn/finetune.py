@@ -35,7 +35,7 @@ from tlearn.data.augment import augmented_view, build_eval_transform, build_trai
 from tlearn.data.scan import Pixels
 from tlearn.distributed import Share
 from tlearn.feature_method import FeatureSet, compute_features, feature_trunk, plan_views
-from tlearn.features import autocast, input_batches
+from tlearn.features import autocast, extract_features, input_batches
 from tlearn.loop import (
     CHECKPOINT_FILE,
     PhaseResult,
@@ -621,22 +621,23 @@ def _eval_logits(model: Classifier, x: torch.Tensor) -> torch.Tensor:
 
 
 def predict_pixels(classifier: Classifier, pixels: Sequence[np.ndarray], prep: Preprocessing) -> np.ndarray:
-    """(N, K) probabilities of decoded images, as the bundle computes them."""
+    """(N, K) probabilities of decoded images, as the bundle computes them.
+
+    The network runs as the feature extractor does: ONNX Runtime on a CPU when there are enough images
+    to repay the export (three to four times faster than eager PyTorch, same outputs to ~1e-6),
+    PyTorch on a GPU; under torchrun each rank computes a share and every rank gets all rows, in order.
+    """
+    if not len(pixels):
+        return np.zeros((0, 0))
     eval_tf = build_eval_transform(prep)
-    out = []
-    for s in range(0, len(pixels), 64):
-        x = torch.stack([eval_tf(p) for p in pixels[s : s + 64]])
-        out.append(_eval_logits(classifier.eval(), x).softmax(1).numpy())
-    return np.concatenate(out) if out else np.zeros((0, 0))
+    proba = nn.Sequential(classifier, nn.Softmax(dim=1))
+    return extract_features(proba, [partial(eval_tf, p) for p in pixels], batch_size=64, stage="predict")
 
 
 def predict_images(classifier: Classifier, pixels: Pixels, prep: Preprocessing) -> np.ndarray:
-    """`predict_pixels` of at least one image, on this run's device; under torchrun each rank predicts a
-    share and every rank gets all the rows, in order."""
+    """`predict_pixels` of a run's images (decoded on threads first), on this run's device."""
     with distributed.moved(classifier, distributed.device()):
-        return distributed.map_in_parts(
-            len(pixels), lambda items: predict_pixels(classifier, pixels.subset(items).load(), prep)
-        )
+        return predict_pixels(classifier, pixels.load(), prep)
 
 
 def seeded_head(spec: HeadSpec, seed: int) -> nn.Sequential:
