@@ -67,9 +67,16 @@ def test_budget_caps_the_number_of_stages() -> None:
     assert d.unfreeze == 2
 
 
-def test_small_and_different_takes_features_from_the_earlier_layer() -> None:
+def test_small_and_different_falls_back_on_the_earlier_layer_and_fine_tunes_deeper() -> None:
     d = decide(evidence(per_class=40, last=0.6, earlier=0.8), num_stages=STAGES)
+    assert (d.domain, d.method, d.feature_layer, d.unfreeze) == ("different", "finetune", "3", 3)
+    assert "features of level 3 first as the fallback" in d.explanation
+
+
+def test_small_and_different_without_time_takes_features_from_the_earlier_layer() -> None:
+    d = decide(evidence(per_class=40, last=0.6, earlier=0.8, budget=30), num_stages=STAGES)
     assert (d.domain, d.method, d.feature_layer, d.unfreeze) == ("different", "features", "3", 0)
+    assert "features of level 3" in d.explanation
 
 
 def test_large_and_different_fine_tunes_everything_when_it_fits() -> None:
@@ -83,8 +90,10 @@ def test_large_and_different_without_time_for_all_takes_what_fits() -> None:
 
 
 def test_a_tie_between_layers_counts_as_similar() -> None:
-    d = decide(evidence(per_class=40, last=0.8, earlier=0.8 + SIMILAR_MARGIN / 2), num_stages=STAGES)
+    d = decide(evidence(per_class=40, last=0.8, earlier=0.8 + SIMILAR_MARGIN), num_stages=STAGES)
     assert d.domain == "similar" and d.feature_layer == "last"
+    beaten = decide(evidence(per_class=40, last=0.8, earlier=0.8 + SIMILAR_MARGIN + 0.005), num_stages=STAGES)
+    assert beaten.domain == "different"
 
 
 TINY = ["--backbone", "test_efficientnet", "--weights", "none", "--input-size", "64"]
