@@ -34,7 +34,7 @@ from sklearn.metrics import (
 from tlearn.data.scan import Unreadable, scan_images
 from tlearn.data.sources import Dataset, Sample, load_dataset
 from tlearn.errors import ConfigError, DataError
-from tlearn.files import read_json
+from tlearn.files import read_json_object
 from tlearn.progress import Progress, no_progress
 
 if TYPE_CHECKING:
@@ -396,14 +396,8 @@ def _predict(
 
 def _bundle_split(bundle_dir: Path) -> dict[str, list[str]] | None:
     """Part -> relative paths, as the bundle's split.json lists them; None when it has no readable one."""
-    path = bundle_dir / "split.json"
-    if not path.is_file():
-        return None
-    try:
-        doc = read_json(path)
-    except (OSError, ValueError):
-        return None
-    if not isinstance(doc, dict):
+    doc = read_json_object(bundle_dir / "split.json")
+    if doc is None:
         return None
     return {part: [str(p) for p in doc.get(part) or []] for part in ("train", "val", "test")}
 

@@ -34,3 +34,14 @@ def write_json_atomic(path: Path, doc: Any) -> None:
 
 def read_json(path: Path) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def read_json_object(path: Path) -> dict[str, Any] | None:
+    """A JSON object from `path`; None when the file is missing, unreadable or not an object."""
+    if not Path(path).is_file():
+        return None
+    try:
+        doc = read_json(path)
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None

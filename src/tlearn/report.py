@@ -22,7 +22,7 @@ from typing import Any
 from tlearn.diagnosis import Diagnosis, HistoryRow, diagnose, kept_epochs, read_history
 from tlearn.errors import BundleError
 from tlearn.evaluate import Metrics, PredictionRow, read_predictions, worst_mistakes
-from tlearn.files import read_json, write_text_atomic
+from tlearn.files import read_json, read_json_object, write_text_atomic
 
 REPORT_FILE = "report.html"
 PLOTS_DIR = "plots"
@@ -99,8 +99,8 @@ def read_run(run_dir: str | Path) -> Run:
     return Run(
         folder=folder,
         config=config,
-        check=_optional_json(folder / "check.json"),
-        split=_optional_json(folder / "split.json"),
+        check=read_json_object(folder / "check.json"),
+        split=read_json_object(folder / "split.json"),
         predictions=read_predictions(folder / "predictions.csv"),
         history=read_history(folder / "history.csv"),
     )
@@ -550,16 +550,6 @@ def _verdict_class(verdict: str) -> str:
 def _run_name(run: Run) -> str:
     data = run.data
     return f"{data.stem if data else run.folder.name}: {run.config.get('method', '?')} run {run.folder.name}"
-
-
-def _optional_json(path: Path) -> dict[str, Any] | None:
-    if not path.is_file():
-        return None
-    try:
-        doc = read_json(path)
-    except (OSError, ValueError):
-        return None
-    return doc if isinstance(doc, dict) else None
 
 
 CSS = """

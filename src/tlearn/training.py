@@ -88,9 +88,11 @@ def _run(cfg: TrainConfig, *, progress: Progress, on_epoch_end: EpochCallback | 
     with timer.stage("load"):
         dataset = load_dataset(cfg.data)
         backbone = _backbone(cfg)
-    # Decode at the largest working size the method will use: the feature method may run the network
-    # above its input size (see for_features); smaller inputs are cut from the same pixels.
-    prep = for_features(backbone, cfg).preprocessing if cfg.method in ("features", "auto") else backbone.preprocessing
+    # Decode at the working size of the network as the method runs it: the feature method runs
+    # convolutional networks above their input size (see for_features). auto decodes for fine-tuning,
+    # so that its fine-tuning sees the pixels --method finetune sees; its features scale those pixels
+    # up (measured on flowers17, 3 seeds: 95.6% against 95.5% from pixels decoded at the larger size).
+    prep = for_features(backbone, cfg).preprocessing if cfg.method == "features" else backbone.preprocessing
     with timer.stage("decode"):
         scanned = scan_images(
             dataset.samples,
