@@ -278,7 +278,7 @@ def main() -> None:
         folder.mkdir()
         for i, p in enumerate(paths[:1000]):
             (folder / f"{i:04d}{p.suffix}").symlink_to(p)
-        files = find_images([folder])
+        files, _ = find_images([folder])
         predictor = load(first.out, engine="onnx")
         t = time.perf_counter()
         result = predictor.predict_many(files)
