@@ -10,8 +10,8 @@ mode it collapses these weights to chance). Both sides use the shared MobileNetV
 split: 30% test per class (seed 0), 10% validation, the rest to train.
 
 Stages: feature extraction (throughput and agreement of the features), the feature method end to
-end (first run, rerun), the warm-up phase (20 epochs of head training on the frozen base),
-fine-tuning the last two stages to the accuracy target, and prediction on 1,000 images.
+end (first run, rerun, and first run with the fast settings), the warm-up phase (20 epochs of head
+training on the frozen base), fine-tuning the last two stages to the accuracy target, and prediction on 1,000 images.
 Prints one table with the ratios and writes JSON.
 """
 
@@ -157,6 +157,8 @@ def main() -> None:
         rows.append({"stage": stage, "plain_s": plain_s, "tlearn_s": tlearn_s, "ratio": plain_s / tlearn_s,
                      "plain_acc": plain_acc, "tlearn_acc": tlearn_acc, "note": note})  # fmt: skip
         print(f"  {stage}: plain {plain_s:.1f}s, tlearn {tlearn_s:.1f}s, x{plain_s / tlearn_s:.1f} {note}", flush=True)
+        args.json.parent.mkdir(parents=True, exist_ok=True)  # after every stage: a late failure keeps the rest
+        args.json.write_text(json.dumps({"rows": rows, "threads": torch.get_num_threads()}, indent=1))
 
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["TLEARN_CACHE_DIR"] = str(Path(tmp) / "cache")
@@ -223,6 +225,13 @@ def main() -> None:
             tlearn_acc=first.metrics["test"].accuracy, note="decode + extract + fit + evaluate")  # fmt: skip
         row("feature method, rerun", plain_s + plain_fit, again_s, plain_acc=plain_acc,
             tlearn_acc=again.metrics["test"].accuracy, note="from caches")  # fmt: skip
+        os.environ["TLEARN_CACHE_DIR"] = str(Path(tmp) / "cache-fast")
+        t = time.perf_counter()
+        fast = run(replace(feats_cfg, out=Path(tmp) / "f3", input_size=224, tta=False))
+        fast_s = time.perf_counter() - t
+        row("feature method, first run, fast", plain_s + plain_fit, fast_s, plain_acc=plain_acc,
+            tlearn_acc=fast.metrics["test"].accuracy,
+            note="--input-size 224 --no-tta: no FixRes, no mirror view")  # fmt: skip
 
         # 3. warm-up: 20 epochs of the head on the frozen base
         torch.manual_seed(0)
@@ -279,19 +288,22 @@ def main() -> None:
         for i, p in enumerate(paths[:1000]):
             (folder / f"{i:04d}{p.suffix}").symlink_to(p)
         files, _ = find_images([folder])
-        predictor = load(first.out, engine="onnx")
-        t = time.perf_counter()
-        result = predictor.predict_many(files)
-        onnx_s = time.perf_counter() - t
         model.eval()
         t = time.perf_counter()
         with torch.no_grad():
             for x, _ in loader(files, np.zeros(len(files), dtype=np.int64), train=False):
                 model(x).softmax(1)
         plain_pred = time.perf_counter() - t
-        row("predict 1,000 images (ONNX engine)", plain_pred, onnx_s,
-            note=f"{len(files) / plain_pred:.0f} vs {len(files) / onnx_s:.0f} img/s end to end "
-            f"({len(result.predictions)} predicted; tlearn bundle with mirror TTA: two passes per image)")  # fmt: skip
+        for name, bundle in (("feature-method bundle", first.out), ("fine-tuned bundle", tuned.out)):
+            predictor = load(bundle, engine="onnx")
+            t = time.perf_counter()
+            result = predictor.predict_many(files)
+            onnx_s = time.perf_counter() - t
+            size = "x".join(map(str, predictor.config.preprocessing.input_size))
+            row(f"predict 1,000 images, {name}", plain_pred, onnx_s,
+                note=f"{len(files) / plain_pred:.0f} vs {len(files) / onnx_s:.0f} img/s end to end, ONNX engine, "
+                f"{size} input, mirror TTA {'on' if predictor.config.flip_tta else 'off'} "
+                f"({len(result.items)} predicted)")  # fmt: skip
 
     print()
     print(f"{'stage':<38} {'plain':>8} {'tlearn':>8} {'ratio':>7} {'acc plain':>10} {'acc tlearn':>11}")
@@ -301,8 +313,6 @@ def main() -> None:
               f"{acc(r['plain_acc']):>10} {acc(r['tlearn_acc']):>11}")  # fmt: skip
     for r in rows:
         print(f"  {r['stage']}: {r['note']}")
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"rows": rows, "threads": torch.get_num_threads()}, indent=1))
     print(f"\nwrote {args.json}")
 
 
