@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
-from tlearn.auto import LARGE_PER_CLASS, SATURATED, SIMILAR_MARGIN, Evidence, Probe, decide
+from tlearn.auto import LARGE_PER_CLASS, SATURATED, SIMILAR_MARGIN, Evidence, Probe, _better_on_validation, decide
 
 STAGES = 8
 
@@ -158,3 +159,28 @@ def test_probe_features_are_the_ones_the_feature_method_would_compute(
     with torch.no_grad():
         direct = shell.features(x).numpy()
     np.testing.assert_allclose(from_probe.clean[:8], direct, rtol=1e-4, atol=1e-5)
+
+
+def _val_proba(labels: np.ndarray, right: int, confidence: float) -> np.ndarray:
+    """Probabilities over 2 classes that get the first `right` labels right, with `confidence`."""
+    proba = np.full((len(labels), 2), 1 - confidence)
+    for i, y in enumerate(labels):
+        proba[i, y if i < right else 1 - y] = confidence
+    return proba
+
+
+@pytest.mark.parametrize(
+    ("features_right", "tuned_right", "kept"),
+    [(9, 9, "finetune"), (10, 9, "features"), (8, 9, "finetune")],
+)
+def test_the_fallback_wins_only_when_more_validation_images_are_right(
+    features_right: int, tuned_right: int, kept: str
+) -> None:
+    labels = np.array([0, 1] * 5)
+    data = SimpleNamespace(split=SimpleNamespace(val=np.arange(10)), labels=labels, classes=("a", "b"))
+    # the features are the more confident: a log-loss tie-break would always pick them
+    features = SimpleNamespace(proba={"val": _val_proba(labels, features_right, 0.9)})
+    tuned = SimpleNamespace(proba={"val": _val_proba(labels, tuned_right, 0.7)})
+    choice, scores = _better_on_validation(features, tuned, data)  # type: ignore[arg-type]
+    assert choice == kept
+    assert scores == {"features": features_right / 10, "finetune": tuned_right / 10}
