@@ -11,8 +11,8 @@ backbone gives pooled features at several depths; a cross-validated linear probe
 much the last layer beats (or loses to) earlier ones, and how separable the classes are. Cost: the
 measured speed of the network on this machine gives the expected fine-tuning time, set against the
 time budget. `decide` is a pure function of those measurements; `fit_auto` runs what it decides,
-keeping the feature method as the fallback: where fine-tuning runs too, the better of the two on
-validation wins.
+keeping the feature method as the fallback: where fine-tuning runs too, the features are kept only
+when they are right on more validation images.
 """
 
 from __future__ import annotations
@@ -140,8 +140,7 @@ def decide(e: Evidence, *, num_stages: int) -> Decision:
         lines.append(
             f"Fine-tuning the last {unfreeze} stages should take about {_minutes(est)} "
             f"(budget {_minutes(e.budget_s)}): features{'' if layer == 'last' else f' of level {layer}'} first as "
-            "the fallback, then fine-tuning; "
-            "the better on validation wins."
+            "the fallback, then fine-tuning, kept unless the features do better on validation."
         )
         method = "finetune"
     else:
