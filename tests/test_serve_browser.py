@@ -8,21 +8,9 @@ from pathlib import Path
 import pytest
 
 import tlearn
+from chromium import CHROMIUM, FLAGS, MARKS
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
-
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Chromium at /usr/bin/chromium"),
-]
+pytestmark = MARKS
 sync_api = pytest.importorskip("playwright.sync_api")
 pytest.importorskip("fastapi")
 
@@ -43,7 +31,7 @@ def test_page_uploads_a_photo_and_shows_the_prediction(tiny_bundle: Path, shapes
     (top,) = predictor.predict_many([photo], top_k=3).items
     shots = screenshot_dir(tmp_path)
     with running_server(create_app(predictor, top_k=3)) as url, sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         try:
             page = browser.new_page(viewport={"width": 1100, "height": 760})
             errors: list[str] = []

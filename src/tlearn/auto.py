@@ -115,7 +115,7 @@ def decide(e: Evidence, *, num_stages: int) -> Decision:
         f"{e.train_images} training images, {e.per_class_median:.0f} per class (median): {size}.",
         f"Linear probe: last layer {e.last.accuracy:.1%}"
         + (f", best earlier layer ({earlier.description}) {earlier.accuracy:.1%}" if earlier else "")
-        + f": {domain} to the pretraining data.",
+        + (": similar to the pretraining data." if domain == "similar" else ": different from the pretraining data."),
     ]
     fits = {int(k): v for k, v in e.finetune_estimates.items() if k != "all" and v <= e.budget_s}
     saturated = domain == "similar" and e.last.accuracy >= SATURATED
