@@ -346,7 +346,7 @@ def fit_auto(
     evidence = measure(features_backbone, data, cfg, native=backbone, progress=progress)
     # Timings differ between processes: under torchrun, rank 0's measurements decide for every rank.
     decision = distributed.from_main(lambda: decide(evidence, num_stages=len(backbone.stages)))
-    log.info("%s", decision.explanation)
+    log.debug("%s", decision.explanation)  # the CLI prints it, the bundle and the result keep it
     auto: dict[str, Any] = {
         "evidence": evidence.to_dict(),
         "decision": asdict(decision),

@@ -16,6 +16,7 @@ import importlib
 import json
 import logging
 import os
+import re
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -254,7 +255,7 @@ def check_model_name(name: str) -> None:
     if not timm.is_model(arch):
         close = difflib.get_close_matches(arch, timm.list_models(), n=5, cutoff=0.6)
         hint = f"Closest: {', '.join(close)}. " if close else ""
-        word = arch.split("_")[0][:8]
+        word = re.match(r"[A-Za-z]*", arch).group() or arch  # type: ignore[union-attr]  # the family: resnet, vit
         raise BackboneError(
             f"Unknown backbone '{name}'.",
             hint=f"{hint}List models with: tlearn backbones --filter {word}",
