@@ -336,6 +336,34 @@ def _split_decay(params: list[nn.Parameter], *, lr: float, weight_decay: float, 
     return groups
 
 
+def _training_tools(
+    classifier: Classifier,
+    stages: Sequence[Stage],
+    ft: FinetuneConfig,
+    cfg: TrainConfig,
+    *,
+    lr: float,
+    epochs: int,
+    train_images: int,
+    class_weight: torch.Tensor | None,
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR, torch.amp.GradScaler | None, torch.Tensor | None]:
+    """What an end-to-end phase trains with: AdamW over the unfrozen stages' groups (discriminative
+    learning rates), its schedule, the grad scaler, and the class weights on the training device."""
+    groups = param_groups(classifier, stages, lr=lr, decay=ft.lr_decay, weight_decay=ft.weight_decay)
+    optimizer = torch.optim.AdamW(groups)
+    scheduler = make_scheduler(
+        optimizer,
+        ft.schedule,
+        epochs=epochs,
+        steps_per_epoch=max(1, -(-train_images // cfg.batch_size)),
+        warmup_epochs=ft.warmup_epochs,
+        decay_after=ft.decay_after,
+    )
+    dev = distributed.device()
+    weight = class_weight.to(dev) if class_weight is not None else None
+    return optimizer, scheduler, grad_scaler(cfg.precision, dev), weight
+
+
 def train_network(
     classifier: Classifier,
     data: LabelledImages,
@@ -357,21 +385,11 @@ def train_network(
     """Train the unfrozen `stages` and the head end to end on augmented images (also the scratch loop)."""
     dev = distributed.device()
     with distributed.moved(classifier, dev):
-        groups = param_groups(classifier, stages, lr=lr, decay=ft.lr_decay, weight_decay=ft.weight_decay)
-        optimizer = torch.optim.AdamW(groups)
         train_idx = data.split.train
         data.pixels.load()
-        steps = max(1, -(-len(train_idx) // cfg.batch_size))
-        scheduler = make_scheduler(
-            optimizer,
-            ft.schedule,
-            epochs=epochs,
-            steps_per_epoch=steps,
-            warmup_epochs=ft.warmup_epochs,
-            decay_after=ft.decay_after,
+        optimizer, scheduler, scaler, weight = _training_tools(
+            classifier, stages, ft, cfg, lr=lr, epochs=epochs, train_images=len(train_idx), class_weight=class_weight
         )
-        scaler = grad_scaler(cfg.precision, dev)
-        weight = class_weight.to(dev) if class_weight is not None else None
         train_tf = build_train_transform(cfg.augment, prep)
         eval_tf = build_eval_transform(prep)
         val_idx = data.split.val
@@ -533,20 +551,10 @@ def train_top(
     its cached versions (clean, mirror, or one of the K augmented views), in turn."""
     dev = distributed.device()
     with distributed.moved(classifier, dev):
-        groups = param_groups(classifier, stages, lr=lr, decay=ft.lr_decay, weight_decay=ft.weight_decay)
-        optimizer = torch.optim.AdamW(groups)
         train_idx = data.split.train
-        steps = max(1, -(-len(train_idx) // cfg.batch_size))
-        scheduler = make_scheduler(
-            optimizer,
-            ft.schedule,
-            epochs=epochs,
-            steps_per_epoch=steps,
-            warmup_epochs=ft.warmup_epochs,
-            decay_after=ft.decay_after,
+        optimizer, scheduler, scaler, weight = _training_tools(
+            classifier, stages, ft, cfg, lr=lr, epochs=epochs, train_images=len(train_idx), class_weight=class_weight
         )
-        scaler = grad_scaler(cfg.precision, dev)
-        weight = class_weight.to(dev) if class_weight is not None else None
         k = cfg.views_for("finetune")
         versions = [acts.clean[train_idx]] + ([acts.mirror[train_idx]] if acts.mirror is not None else [])
         versions += [acts.views[j::k] for j in range(k)] if k else []  # views are stored image by image
