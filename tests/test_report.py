@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import base64
 import csv
+import html as html_module
 import io
 import json
 import re
+from dataclasses import asdict
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from PIL import Image
 
 import tlearn
 from conftest import add_broken_files
+from tlearn.auto import Evidence, Probe, decide
 from tlearn.data.checks import check_path
 from tlearn.diagnosis import read_history
 from tlearn.evaluate import PredictionRow, compute_metrics
@@ -24,6 +27,23 @@ from tlearn.report import SECTIONS, write_report
 
 COLOURS = {"cat": (200, 60, 40), "dog": (40, 160, 60), "fox": (50, 70, 200)}
 VOID = {"meta", "img", "br", "hr", "input", "link", "source", "wbr", "col"}
+
+
+def auto_record() -> dict[str, object]:
+    """What the auto method stores in the bundle, made by its own code (small data far from ImageNet)."""
+    probes = (
+        Probe("3", "level 3: blocks.4, 96 channels, stride 16", 96, 0.81),
+        Probe("last", "the network's output, 512 features", 512, 0.74),
+    )
+    evidence = Evidence(80, 4, 20.0, 20, probes, 40.0, {"1": 50.0, "2": 90.0, "all": 900.0}, 600.0)
+    decision = decide(evidence, num_stages=4)
+    return {
+        "evidence": evidence.to_dict(),
+        "decision": asdict(decision),
+        "explanation": decision.explanation,
+        "validation": {"features": 0.8, "finetune": 0.85},
+        "chosen": "finetune",
+    }
 
 
 def make_run(folder: Path, *, history: bool = True, test: bool = True) -> Path:
@@ -68,7 +88,7 @@ def make_run(folder: Path, *, history: bool = True, test: bool = True) -> Path:
         "weights": "file:/weights/resnet18.safetensors",
         "method": "finetune" if history else "features",
         "details": {
-            "auto": {"decision": "Fine-tune: the photos look unlike ImageNet.", "quadrant": "small, different"},
+            "auto": auto_record(),
             "unfreeze": 2,
             "phases": [{"phase": "head", "epochs": 4}, {"phase": "finetune", "epochs": 6}],
             "note": "<script>alert(1)</script>",
@@ -153,7 +173,10 @@ def test_report_has_every_section_and_embeds_its_pictures(tmp_path: Path) -> Non
         assert external not in html
 
     assert '<div class="value">66.7%</div><div class="label">test accuracy</div>' in html  # 2 of 3 right
-    assert "Fine-tune: the photos look unlike ImageNet." in html and "small, different" in html
+    explanation = html_module.escape(auto_record()["explanation"])  # type: ignore[arg-type]
+    assert f'<p class="decision">{explanation}</p>' in html  # the paragraph, not a dump of the record
+    assert "small and different" in html and "81.0%" in html and "74.0%" in html
+    assert "{&#x27;" not in html and "{'" not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html  # unknown detail keys shown, escaped
     assert "Overfitting." in html or "overfits slightly" in html
     assert "Validation loss turned at epoch 6" in html and "<code>--unfreeze 1</code>" in html

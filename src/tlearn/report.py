@@ -284,14 +284,7 @@ def _method(run: Run) -> str:
     auto = details.pop("auto", None)
     if auto is not None:
         parts.append("<h3>Why this method (auto)</h3>")
-        if isinstance(auto, Mapping):
-            auto = dict(auto)
-            decision = auto.pop("decision", None) or auto.pop("reason", None)
-            if decision:
-                parts.append(f'<p class="decision">{_e(decision)}</p>')
-            parts.append(_kv_table(auto))
-        else:
-            parts.append(f"<p>{_e(auto)}</p>")
+        parts.append(_auto_evidence(auto) if isinstance(auto, Mapping) else f"<p>{_e(auto)}</p>")
     config = details.pop("config", None)
     timings = details.pop("timings", None)
     cv = details.pop("cv_scores", None)
@@ -465,6 +458,50 @@ def _table(
     body = "\n".join("<tr>" + "".join(cell(i, str(v), "td") for i, v in enumerate(r)) + "</tr>" for r in rows)
     table = f"<table><thead><tr>{head}</tr></thead><tbody>\n{body}\n</tbody></table>"
     return f'<div class="scroll">{table}</div>' if scroll else table
+
+
+def _auto_evidence(auto: Mapping[str, Any]) -> str:
+    """The auto method's paragraph, its linear probe per layer, and what it decided from them."""
+    auto = dict(auto)
+    evidence = dict(auto.pop("evidence", None) or {})
+    decision = dict(auto.pop("decision", None) or {})
+    text = auto.pop("explanation", None) or decision.pop("explanation", None)
+    decision.pop("explanation", None)
+    parts = [f'<p class="decision">{_e(text)}</p>'] if text else []
+    probes = evidence.pop("probes", None) or []
+    if probes:
+        rows = "\n".join(
+            f"<tr><td>{_e(p.get('description', p.get('layer')))}</td><td class=num>{_pct(p.get('accuracy'))}</td></tr>"
+            for p in probes
+        )
+        parts.append(
+            "<table><thead><tr><th>layer</th><th>linear probe (cross-validated accuracy)</th></tr></thead>"
+            f"<tbody>{rows}</tbody></table>"
+        )
+    facts: dict[str, Any] = {}
+    if "size" in decision or "domain" in decision:
+        facts["quadrant"] = f"{decision.pop('size', '?')} and {decision.pop('domain', '?')}"
+    facts.update(decision)
+    if "forward_ips" in evidence:
+        facts["network speed"] = f"{float(evidence.pop('forward_ips')):.0f} images/s"
+    estimates = evidence.pop("finetune_estimates", None)
+    if estimates:
+        facts["fine-tuning estimate"] = ", ".join(
+            f"{k} stage{'s' if k != '1' else ''}: {float(v) / 60:.1f} min" for k, v in estimates.items()
+        )
+    if "budget_s" in evidence:
+        facts["time budget"] = f"{float(evidence.pop('budget_s')) / 60:.1f} min"
+    validation = auto.pop("validation", None)
+    if isinstance(validation, Mapping):
+        facts["validation accuracy"] = ", ".join(f"{k} {_pct(v)}" for k, v in validation.items())
+    facts.update(evidence)
+    facts.update(auto)
+    parts.append(_kv_table(facts))
+    return "\n".join(parts)
+
+
+def _pct(value: Any) -> str:
+    return f"{float(value):.1%}" if isinstance(value, int | float) else "?"
 
 
 def _kv_table(values: Mapping[str, Any]) -> str:
