@@ -69,8 +69,8 @@ def build(source: Path, dest: Path, change: Callable[[Image.Image, np.random.Gen
 
 
 def run(data: Path, weights: Path, method: str, out: Path) -> dict[str, Any]:
-    from tlearn.config import TrainConfig
-    from tlearn.training import run as train
+    from tlearn.training.config import TrainConfig
+    from tlearn.training.run import run as train
 
     cfg = TrainConfig(data=data, out=out, method=method, weights=str(weights), seed=0, val_frac=0.1, test_frac=0.3)
     start = time.perf_counter()

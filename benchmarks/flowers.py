@@ -26,8 +26,8 @@ TARGETS = {"features": 0.95, "finetune": 0.965}
 
 
 def run_method(method: str, data: Path, weights: Path, out: Path, *, seed: int, cache: Path) -> dict[str, Any]:
-    from tlearn.config import TrainConfig
-    from tlearn.training import run
+    from tlearn.training.config import TrainConfig
+    from tlearn.training.run import run
 
     os.environ["TLEARN_CACHE_DIR"] = str(cache)
     val_frac = 0.0 if method == "features" else 0.1

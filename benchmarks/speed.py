@@ -162,13 +162,13 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["TLEARN_CACHE_DIR"] = str(Path(tmp) / "cache")
-        from tlearn.config import TrainConfig
         from tlearn.data.checks import check_dataset
         from tlearn.data.scan import scan_images
         from tlearn.data.sources import load_dataset
-        from tlearn.feature_method import compute_features, feature_trunk
-        from tlearn.linear import fit_linear
-        from tlearn.training import _backbone, _labelled, _split, run
+        from tlearn.training.config import TrainConfig
+        from tlearn.training.feature_method import compute_features, feature_trunk
+        from tlearn.training.linear import fit_linear
+        from tlearn.training.run import _backbone, _labelled, _split, run
 
         base = TrainConfig(data=args.data, weights=str(args.weights), seed=0, val_frac=0.1, test_frac=0.3)
         backbone = _backbone(base)
@@ -240,7 +240,7 @@ def main() -> None:
         trace = plain_epochs(model, head, pick(split.train), data.labels[split.train], epochs=20, lr=1e-3)
         warm_plain = trace[-1][0]
         warm_acc = plain_accuracy(model, pick(split.test), data.labels[split.test])
-        from tlearn.finetune import fit_finetune
+        from tlearn.training.finetune import fit_finetune
 
         ft_cfg = replace(
             base, method="finetune", views=0, finetune=replace(base.finetune, head_epochs=20, patience=0, epochs=0)
@@ -281,7 +281,8 @@ def main() -> None:
             note=f"{note}; tlearn: whole run, decode to bundle")  # fmt: skip
 
         # 5. prediction on 1,000 images with the ONNX engine
-        from tlearn.predict import find_images, load
+        from tlearn.infer.load import load
+        from tlearn.infer.predictor import find_images
 
         folder = Path(tmp) / "photos"
         folder.mkdir()

@@ -14,6 +14,8 @@ from torchvision.transforms import v2
 
 from conftest import add_broken_files
 from tlearn.cli import options
+from tlearn.core.errors import ConfigError
+from tlearn.core.preprocessing import Preprocessing
 from tlearn.data.augment import (
     PRESETS,
     AugmentConfig,
@@ -25,9 +27,7 @@ from tlearn.data.augment import (
     preset,
     view_seed,
 )
-from tlearn.data.preview import preview_size, write_preview
-from tlearn.errors import ConfigError
-from tlearn.preprocessing import Preprocessing
+from tlearn.report.augment_preview import preview_size, write_preview
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 # crop_pct 1: a 64 px image passes the framing untouched, so pixels can be compared one to one.

@@ -10,7 +10,15 @@ import numpy as np
 import pytest
 import torch
 
-from tlearn.auto import LARGE_PER_CLASS, SATURATED, SIMILAR_MARGIN, Evidence, Probe, _better_on_validation, decide
+from tlearn.training.auto import (
+    LARGE_PER_CLASS,
+    SATURATED,
+    SIMILAR_MARGIN,
+    Evidence,
+    Probe,
+    _better_on_validation,
+    decide,
+)
 
 STAGES = 8
 
@@ -129,14 +137,14 @@ def test_auto_explains_itself_and_records_the_evidence(run_cli, shapes: Path, tm
 def test_probe_features_are_the_ones_the_feature_method_would_compute(
     shapes: Path, layer: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tlearn import features
-    from tlearn.auto import measure
-    from tlearn.config import TrainConfig
     from tlearn.data.checks import check_dataset
     from tlearn.data.scan import scan_images
     from tlearn.data.sources import load_dataset
-    from tlearn.feature_method import compute_features, feature_trunk
-    from tlearn.training import _backbone, _labelled, _split
+    from tlearn.training import features
+    from tlearn.training.auto import measure
+    from tlearn.training.config import TrainConfig
+    from tlearn.training.feature_method import compute_features, feature_trunk
+    from tlearn.training.run import _backbone, _labelled, _split
 
     cfg = TrainConfig(data=shapes, backbone="test_efficientnet", weights="none", input_size=64)
     backbone = _backbone(cfg)

@@ -12,9 +12,9 @@ import torch
 from safetensors.torch import save_file
 
 from conftest import MOBILENET
-from tlearn import backbones as bb
-from tlearn.backbones import create_backbone, set_train_mode_frozen_bn
-from tlearn.errors import BackboneError, OfflineError
+from tlearn.core.errors import BackboneError, OfflineError
+from tlearn.models import backbones as bb
+from tlearn.models.backbones import create_backbone, set_train_mode_frozen_bn
 
 
 def saved_weights(

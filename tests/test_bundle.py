@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from tlearn.backbones import create_backbone
-from tlearn.bundle import BundleConfig, load_bundle, save_bundle
-from tlearn.errors import BundleError
-from tlearn.model import Classifier, FeatureTrunk, HeadSpec, build_head
+from tlearn.artifacts.bundle import BundleConfig, load_bundle, save_bundle
+from tlearn.core.errors import BundleError
+from tlearn.models.backbones import create_backbone
+from tlearn.models.classifier import Classifier, FeatureTrunk, HeadSpec, build_head
 
 
 def saved(tmp_path: Path, *, levels: tuple[int, ...] = (), flip: bool = False) -> tuple[Classifier, Path]:

@@ -10,14 +10,15 @@ import pytest
 from PIL import Image
 
 import tlearn
-from tlearn import baseline, feature_method
-from tlearn.bundle import load_bundle
-from tlearn.compare import compare, count_parameters
-from tlearn.config import FinetuneConfig, TrainConfig
-from tlearn.diagnosis import HistoryRow
-from tlearn.errors import TlearnError
-from tlearn.plots import MethodCurve, plot_comparison
-from tlearn.training import run
+from tlearn.artifacts.bundle import load_bundle
+from tlearn.core.errors import TlearnError
+from tlearn.report.diagnosis import HistoryRow
+from tlearn.report.plots import MethodCurve, plot_comparison
+from tlearn.training import feature_method
+from tlearn.training import scratch as baseline
+from tlearn.training.compare import compare, count_parameters
+from tlearn.training.config import FinetuneConfig, TrainConfig
+from tlearn.training.run import run
 
 TINY = ["--backbone", "test_efficientnet", "--weights", "none", "--input-size", "64"]
 # Short, at high rates, C fixed (no cross-validation): the numbers are not the point here, the files are.

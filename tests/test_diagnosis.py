@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tlearn.diagnosis import HistoryRow, diagnose, kept_epochs, read_history
+from tlearn.report.diagnosis import HistoryRow, diagnose, kept_epochs, read_history
 
 
 def history(

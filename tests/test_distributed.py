@@ -24,11 +24,11 @@ import pytest
 import torch
 
 import tlearn
-from tlearn import distributed
-from tlearn.bundle import load_bundle
-from tlearn.distributed import share_of
-from tlearn.features import FeatureCache, extract_features
-from tlearn.finetune import loss_denominator, share_loss
+from tlearn.artifacts.bundle import load_bundle
+from tlearn.core import distributed
+from tlearn.core.distributed import share_of
+from tlearn.training.features import FeatureCache, extract_features
+from tlearn.training.finetune import loss_denominator, share_loss
 
 JOB_TIMEOUT_S = 240  # a job that hangs fails the test instead of hanging it
 # The same global batch in one process and in two: dropout 0 so that no random mask differs.
@@ -45,7 +45,7 @@ FAST_FINETUNE = {"head_epochs": 3, "epochs": 2, "patience": 0, "head_lr": 0.05, 
 # What each rank runs: the CLI, with `FAIL_RANK` failing in its second phase-2 training step.
 CLI = """
 import os, sys
-from tlearn import finetune
+from tlearn.training import finetune
 from tlearn.cli import main
 
 if os.environ.get("FAIL_RANK") == os.environ["RANK"]:
@@ -67,8 +67,9 @@ EXTRACT = """
 import sys
 from functools import partial
 import numpy as np, torch
-from tlearn import distributed, features
-from tlearn.features import FeatureCache, extract_features
+from tlearn.core import distributed
+from tlearn.training import features
+from tlearn.training.features import FeatureCache, extract_features
 sys.path.insert(0, sys.argv[2])
 from test_distributed import N_IMAGES, image, network
 

@@ -21,17 +21,11 @@ from sklearn.metrics import (
 
 import tlearn
 from conftest import add_broken_files
+from tlearn.artifacts.metrics import Metrics, compute_metrics, expected_calibration_error
+from tlearn.artifacts.predictions import PredictionRow, read_predictions, worst_mistakes
+from tlearn.core.errors import ConfigError, DataError
 from tlearn.data.synthetic import make_sample_dataset
-from tlearn.errors import ConfigError, DataError
-from tlearn.evaluate import (
-    Metrics,
-    PredictionRow,
-    compute_metrics,
-    evaluate_bundle,
-    expected_calibration_error,
-    read_predictions,
-    worst_mistakes,
-)
+from tlearn.infer.evaluate import evaluate_bundle
 
 CLASSES = ("cat", "dog", "fox", "owl")
 

@@ -12,9 +12,11 @@ import pytest
 import torch
 
 import tlearn
-from tlearn.errors import BundleError, ConfigError
-from tlearn.export import Probabilities, export_bundle, to_onnx
-from tlearn.predict import Predictor
+from tlearn.core.errors import BundleError, ConfigError
+from tlearn.core.onnx import to_onnx
+from tlearn.infer.export import export_bundle
+from tlearn.infer.onnx_graph import Probabilities
+from tlearn.infer.predictor import Predictor
 
 ort = pytest.importorskip("onnxruntime")
 
@@ -148,13 +150,14 @@ def test_onnx_engine_reuses_the_bundles_export_only_while_it_is_current(
 ) -> None:
     from safetensors.torch import load_file, save_file
 
-    import tlearn.export
+    import tlearn.infer.export
+    import tlearn.infer.load
 
     bundle = Path(shutil.copytree(tiny_bundle, tmp_path / "b"))
     export_bundle(bundle)  # writes b/model.onnx and b/model.onnx.json
     calls: list[int] = []
-    real = tlearn.export.bundle_to_onnx
-    monkeypatch.setattr(tlearn.export, "bundle_to_onnx", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = tlearn.infer.load.bundle_to_onnx
+    monkeypatch.setattr(tlearn.infer.load, "bundle_to_onnx", lambda *a, **k: calls.append(1) or real(*a, **k))
     assert tlearn.load(bundle, engine="onnx").engine == "onnx" and calls == []  # the file was used
 
     state = load_file(str(bundle / "model.safetensors"))

@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from tlearn import features
-from tlearn.features import FeatureCache, extract_features
+from tlearn.training import features
+from tlearn.training.features import FeatureCache, extract_features
 
 
 class Counting(nn.Module):

@@ -10,13 +10,13 @@ import pytest
 import torch
 
 import tlearn
-from tlearn.backbones import create_backbone
-from tlearn.bundle import load_bundle
-from tlearn.config import FinetuneConfig, TrainConfig
-from tlearn.finetune import param_groups
-from tlearn.loop import run_epochs
-from tlearn.model import Classifier, FeatureTrunk, HeadSpec, build_head
-from tlearn.training import run
+from tlearn.artifacts.bundle import load_bundle
+from tlearn.models.backbones import create_backbone
+from tlearn.models.classifier import Classifier, FeatureTrunk, HeadSpec, build_head
+from tlearn.training.config import FinetuneConfig, TrainConfig
+from tlearn.training.finetune import param_groups
+from tlearn.training.loop import run_epochs
+from tlearn.training.run import run
 
 TINY = {"backbone": "test_efficientnet", "weights": "none", "input_size": 64}
 FAST = {"head_lr": 0.05, "lr": 0.01, "head_epochs": 3, "epochs": 2, "patience": 0}
@@ -146,7 +146,7 @@ def test_resume_ends_where_an_uninterrupted_run_ends(shapes: Path, tmp_path: Pat
 def test_ctrl_c_keeps_a_usable_bundle_from_the_best_epoch(
     shapes: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tlearn import finetune
+    from tlearn.training import finetune
 
     calls = {"n": 0}
     real = finetune._train_logits

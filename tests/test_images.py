@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from conftest import jpeg_bytes, solid
+from tlearn.core.errors import ImageError
 from tlearn.data.images import decode_image, open_image, shrink_to_short_side
-from tlearn.errors import ImageError
 
 
 def test_cmyk_jpeg_becomes_rgb_with_its_colours() -> None:

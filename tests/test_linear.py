@@ -10,8 +10,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
-from tlearn.errors import ConfigError
-from tlearn.linear import C_GRID, fit_linear
+from tlearn.core.errors import ConfigError
+from tlearn.training.linear import C_GRID, fit_linear
 
 
 def blobs(n: int = 90, k: int = 3, d: int = 12, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

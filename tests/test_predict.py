@@ -14,8 +14,8 @@ from PIL import Image
 
 import tlearn
 from conftest import add_broken_files
-from tlearn.errors import BundleError, ImageError
-from tlearn.predict import BasePredictor
+from tlearn.core.errors import BundleError, ImageError
+from tlearn.infer.predictor import BasePredictor
 
 CLASSES = ("blue_triangle", "green_square", "red_circle", "yellow_star")
 

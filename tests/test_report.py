@@ -18,12 +18,13 @@ from PIL import Image
 
 import tlearn
 from conftest import add_broken_files
-from tlearn.auto import Evidence, Probe, decide
+from tlearn.artifacts.metrics import compute_metrics
+from tlearn.artifacts.predictions import PredictionRow
 from tlearn.data.checks import check_path
-from tlearn.diagnosis import read_history
-from tlearn.evaluate import PredictionRow, compute_metrics
-from tlearn.plots import plot_confusion, plot_history, plot_mistakes
-from tlearn.report import SECTIONS, write_report
+from tlearn.report.diagnosis import read_history
+from tlearn.report.page import SECTIONS, write_report
+from tlearn.report.plots import plot_confusion, plot_history, plot_mistakes
+from tlearn.training.auto import Evidence, Probe, decide
 
 COLOURS = {"cat": (200, 60, 40), "dog": (40, 160, 60), "fox": (50, 70, 200)}
 VOID = {"meta", "img", "br", "hr", "input", "link", "source", "wbr", "col"}

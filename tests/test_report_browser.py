@@ -9,7 +9,7 @@ import pytest
 
 from chromium import CHROMIUM, FLAGS, MARKS
 from test_report import make_run
-from tlearn.report import SECTIONS, write_report
+from tlearn.report.page import SECTIONS, write_report
 
 pytestmark = MARKS
 

@@ -22,12 +22,12 @@ import pytest
 from PIL import Image
 
 import tlearn
-from tlearn.predict import BasePredictor
+from tlearn.infer.predictor import BasePredictor
 
 fastapi = pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from tlearn.serve import create_app  # noqa: E402
+from tlearn.serve.app import create_app  # noqa: E402
 
 MAX_BATCH = 3
 
@@ -322,7 +322,7 @@ def test_cli_names_the_extra_when_fastapi_is_missing(  # type: ignore[no-untyped
     run_cli, tiny_bundle: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setitem(sys.modules, "fastapi", None)
-    monkeypatch.delitem(sys.modules, "tlearn.serve", raising=False)
+    monkeypatch.delitem(sys.modules, "tlearn.serve.app", raising=False)
     res = run_cli("serve", tiny_bundle)
     assert res.code == 1
     assert "needs the Python package 'fastapi'" in res.err and "pip install 'tlearn[serve]'" in res.err

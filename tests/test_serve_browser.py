@@ -15,7 +15,7 @@ sync_api = pytest.importorskip("playwright.sync_api")
 pytest.importorskip("fastapi")
 
 from test_serve import running_server  # noqa: E402
-from tlearn.serve import create_app  # noqa: E402
+from tlearn.serve.app import create_app  # noqa: E402
 
 
 def screenshot_dir(tmp_path: Path) -> Path:

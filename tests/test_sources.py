@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from conftest import jpeg_bytes, solid
+from tlearn.core.errors import DataError
 from tlearn.data.sources import load_dataset
-from tlearn.errors import DataError
 
 
 def put(path: Path, rgb: tuple[int, int, int] = (200, 30, 30)) -> Path:

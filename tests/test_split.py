@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tlearn.core.errors import ConfigError
 from tlearn.data.sources import Sample
 from tlearn.data.split import load_split, save_split, split_from_dataset, stratified_split
-from tlearn.errors import ConfigError
 
 LABELS = ["a"] * 50 + ["b"] * 30 + ["c"] * 10 + ["d"] * 3
 

@@ -12,11 +12,11 @@ import pytest
 
 import tlearn
 from conftest import FLOWERS, MOBILENET, add_broken_files
-from tlearn import features
-from tlearn.backbones import create_backbone
-from tlearn.bundle import load_bundle
-from tlearn.config import TrainConfig
-from tlearn.feature_method import for_features
+from tlearn.artifacts.bundle import load_bundle
+from tlearn.models.backbones import create_backbone
+from tlearn.training import features
+from tlearn.training.config import TrainConfig
+from tlearn.training.feature_method import for_features
 
 TINY = ["--backbone", "test_efficientnet", "--weights", "none", "--input-size", "64"]
 

@@ -13,22 +13,22 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-__version__ = "0.1.0"
+from tlearn.core.version import __version__
 
 _EXPORTS = {
-    "train": "tlearn.training",
-    "run": "tlearn.training",
-    "TrainResult": "tlearn.training",
-    "TrainConfig": "tlearn.config",
-    "FinetuneConfig": "tlearn.config",
-    "load": "tlearn.predict",
-    "Predictor": "tlearn.predict",
-    "create_backbone": "tlearn.backbones",
+    "train": "tlearn.training.run",
+    "run": "tlearn.training.run",
+    "TrainResult": "tlearn.training.run",
+    "TrainConfig": "tlearn.training.config",
+    "FinetuneConfig": "tlearn.training.config",
+    "load": "tlearn.infer.load",
+    "Predictor": "tlearn.infer.predictor",
+    "create_backbone": "tlearn.models.backbones",
     "load_dataset": "tlearn.data.sources",
     "check_path": "tlearn.data.checks",
     "AugmentConfig": "tlearn.data.augment",
     "preset": "tlearn.data.augment",
-    "TlearnError": "tlearn.errors",
+    "TlearnError": "tlearn.core.errors",
 }
 __all__ = [*sorted(_EXPORTS), "__version__"]
 

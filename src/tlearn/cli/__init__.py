@@ -24,7 +24,7 @@ from tlearn.cli import serve as _serve  # noqa: F401
 from tlearn.cli import train as _train  # noqa: F401
 from tlearn.cli.app import app
 from tlearn.cli.render import err_console
-from tlearn.errors import TlearnError
+from tlearn.core.errors import TlearnError
 
 __all__ = ["app", "main"]
 

@@ -53,7 +53,7 @@ def augment(
     from dataclasses import replace
 
     from tlearn.data.augment import preset as named_preset
-    from tlearn.data.preview import DEFAULT_PREP, write_preview
+    from tlearn.report.augment_preview import DEFAULT_PREP, write_preview
 
     cfg = opt.augment_config(
         preset,

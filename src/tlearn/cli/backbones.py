@@ -21,7 +21,7 @@ def backbones(
     limit: Annotated[int, typer.Option(help="Show at most this many (0 = all).", min=0)] = 30,
 ) -> None:
     """List backbones with parameters, default input size, licence and whether weights are cached."""
-    from tlearn.backbones import DEFAULT_BACKBONE, list_backbones
+    from tlearn.models.backbones import DEFAULT_BACKBONE, list_backbones
 
     rows, total = list_backbones(filter, pretrained=pretrained, cached_only=cached, limit=limit or None)
     table = Table()

@@ -16,8 +16,8 @@ from tlearn.cli.render import console, progress_bar
 from tlearn.cli.train import print_epoch
 
 if TYPE_CHECKING:
-    from tlearn.compare import Comparison, MethodRun
-    from tlearn.progress import Progress
+    from tlearn.core.progress import Progress
+    from tlearn.training.compare import Comparison, MethodRun
 
 TRAINING = "Training length and rates (all methods that train in epochs)"
 FEAT = "Feature method (features, auto)"
@@ -101,10 +101,10 @@ def compare(
 
     A method that fails is reported and the others still run; the exit code is 1 only if all fail.
     """
-    from tlearn.compare import compare as run_compare
-    from tlearn.config import FinetuneConfig
-    from tlearn.distributed import launched_world
-    from tlearn.errors import ConfigError
+    from tlearn.core.distributed import launched_world
+    from tlearn.core.errors import ConfigError
+    from tlearn.training.compare import compare as run_compare
+    from tlearn.training.config import FinetuneConfig
 
     if launched_world()[1] > 1:
         raise ConfigError(

@@ -42,7 +42,7 @@ def check(
     with progress_bar() as progress:
         report = check_path(data, min_per_class=min_per_class, progress=progress)
     if plot is not None and report.counts:
-        from tlearn.plots import plot_class_counts
+        from tlearn.report.plots import plot_class_counts
 
         plot_class_counts(report.counts, plot, split_counts=report.split_counts or None)
     if as_json:

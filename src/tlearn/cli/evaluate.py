@@ -13,7 +13,8 @@ from tlearn.cli.app import app
 from tlearn.cli.render import console, progress_bar, short_path
 
 if TYPE_CHECKING:
-    from tlearn.evaluate import Evaluation, Metrics
+    from tlearn.artifacts.metrics import Metrics
+    from tlearn.infer.evaluate import Evaluation
 
 MISTAKES_PLOTTED = 16
 
@@ -39,7 +40,7 @@ def evaluate(
     batch_size: Annotated[int, typer.Option(help="Images per batch.", min=1)] = 32,
 ) -> None:
     """Measure a trained bundle on labelled images: accuracy, per-class scores, calibration, mistakes."""
-    from tlearn.evaluate import evaluate_bundle
+    from tlearn.infer.evaluate import evaluate_bundle
 
     with progress_bar() as progress:
         result = evaluate_bundle(bundle, data, split=split, tta=tta, batch_size=batch_size, progress=progress)
@@ -57,7 +58,7 @@ def report(
     run_dir: Annotated[Path, typer.Argument(help="A run folder written by `tlearn train` (its --out).")],
 ) -> None:
     """Rebuild RUN_DIR/report.html: one self-contained page with the data, curves, metrics and mistakes."""
-    from tlearn.report import write_report
+    from tlearn.report.page import write_report
 
     path = write_report(run_dir)
     console.print(f"Report: [bold]{path}[/]  (open it in a browser; pictures in {path.parent / 'plots'})")
@@ -122,7 +123,7 @@ def _per_class_table(m: Metrics, *, show: int) -> Table:
 
 
 def _write_plots(result: Evaluation, folder: Path) -> list[Path]:
-    from tlearn.plots import plot_confusion, plot_mistakes
+    from tlearn.report.plots import plot_confusion, plot_mistakes
 
     part = result.split
     confusion, classes = result.metrics.confusion, result.classes

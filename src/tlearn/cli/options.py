@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from tlearn.errors import ConfigError
+from tlearn.core.errors import ConfigError
 
 if TYPE_CHECKING:
     from tlearn.data.augment import AugmentConfig

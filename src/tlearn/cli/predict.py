@@ -15,12 +15,12 @@ from rich.table import Table
 
 from tlearn.cli.app import app
 from tlearn.cli.render import console, err_console, progress_bar
-from tlearn.errors import ConfigError
-from tlearn.progress import no_progress
+from tlearn.core.errors import ConfigError
+from tlearn.core.progress import no_progress
 
 if TYPE_CHECKING:
-    from tlearn.export import ExportResult
-    from tlearn.predict import Failure, Predictions
+    from tlearn.infer.export import ExportResult
+    from tlearn.infer.predictor import Failure, Predictions
 
 OUTPUT_FORMATS = ("table", "json", "csv")
 SHOW_BAR_FROM = 64  # images; below that a run takes about a second and a bar would only flicker
@@ -43,7 +43,8 @@ def predict(
     ] = None,
 ) -> None:
     """Predict the class of images: top-k classes with probabilities. Exit code 1 if none could be read."""
-    from tlearn.predict import find_images, load
+    from tlearn.infer.load import load
+    from tlearn.infer.predictor import find_images
 
     if output not in OUTPUT_FORMATS:
         raise ConfigError(f"--format must be one of {', '.join(OUTPUT_FORMATS)}. Got {output!r}.")
@@ -129,10 +130,10 @@ def export(
     opset: Annotated[int, typer.Option(help="ONNX opset (17 to 20).")] = 17,
 ) -> None:
     """Export a bundle to ONNX or TorchScript (probabilities out, normalisation inside), checked against PyTorch."""
-    from tlearn.export import export_bundle
+    from tlearn.infer.export import export_bundle
 
     if to == "onnx":
-        from tlearn.onnx_engine import import_onnxruntime
+        from tlearn.core.onnx import import_onnxruntime
 
         import_onnxruntime()  # fail before any work when the extra is missing
     with progress_bar() as progress:

@@ -17,7 +17,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from tlearn.progress import Progress as ProgressFn
+from tlearn.core.progress import Progress as ProgressFn
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)

@@ -11,7 +11,7 @@ import typer
 
 from tlearn.cli.app import app
 from tlearn.cli.render import console
-from tlearn.errors import ConfigError, ExtraMissingError
+from tlearn.core.errors import ConfigError, ExtraMissingError
 
 
 @app.command("serve")
@@ -34,10 +34,10 @@ def serve(
     try:
         import uvicorn
 
-        from tlearn.serve import create_app
+        from tlearn.serve.app import create_app
     except ImportError as err:
         raise ExtraMissingError(err.name or "fastapi", "serve") from None
-    from tlearn.predict import load
+    from tlearn.infer.load import load
 
     check_port_free(host, port)
     predictor = load(bundle, engine=engine or "auto")

@@ -19,10 +19,10 @@ from rich.table import Table
 from tlearn.cli import options as opt
 from tlearn.cli.app import app
 from tlearn.cli.render import console, progress_bar, short_path
-from tlearn.progress import no_progress
+from tlearn.core.progress import no_progress
 
 if TYPE_CHECKING:
-    from tlearn.training import TrainResult
+    from tlearn.training.run import TrainResult
 
 FT = "Fine-tuning (--method finetune, scratch, auto)"
 FEAT = "Feature method (--method features, auto)"
@@ -110,8 +110,8 @@ def train(
     cutmix: opt.Cutmix = None,
 ) -> None:
     """Train a classifier on DATA and save it as a bundle (a folder) with its metrics."""
-    from tlearn.config import FinetuneConfig, TrainConfig
-    from tlearn.training import run
+    from tlearn.training.config import FinetuneConfig, TrainConfig
+    from tlearn.training.run import run
 
     augment = opt.augment_config(
         preset, hflip=hflip, vflip=vflip, rotation=rotation, zoom=zoom, crop_scale=crop_scale,
@@ -141,7 +141,7 @@ def train(
 
 def quiet_unless_main() -> bool:
     """Is this process rank 0 of its torchrun job (or alone)? Other ranks log errors only."""
-    from tlearn.distributed import launched_world
+    from tlearn.core.distributed import launched_world
 
     rank, _ = launched_world()
     if rank != 0:
@@ -235,7 +235,7 @@ def describe_method(details: dict[str, Any]) -> str:
 
 def parse_duration(text: str | None) -> float | None:
     """'10m', '90s', '1h', '1h30m' or plain seconds -> seconds."""
-    from tlearn.errors import ConfigError
+    from tlearn.core.errors import ConfigError
 
     if text is None:
         return None
@@ -253,7 +253,7 @@ def parse_duration(text: str | None) -> float | None:
 
 
 def _unfreeze(text: str) -> int | Literal["all"]:
-    from tlearn.errors import ConfigError
+    from tlearn.core.errors import ConfigError
 
     if text.strip().lower() == "all":
         return "all"

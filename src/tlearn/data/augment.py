@@ -28,8 +28,8 @@ import torch
 from PIL import Image
 from torchvision.transforms import v2
 
-from tlearn.errors import ConfigError
-from tlearn.preprocessing import Preprocessing
+from tlearn.core.errors import ConfigError
+from tlearn.core.preprocessing import Preprocessing
 
 FILL_MODES = ("constant", "edge", "reflect")
 FILL_ALIASES = {"nearest": "edge"}  # Keras' name for edge padding

@@ -14,9 +14,9 @@ from typing import Any, Literal
 
 import numpy as np
 
+from tlearn.core.progress import Progress, no_progress
 from tlearn.data.scan import CHECK_SHORT_SIDE, ScannedImages, Unreadable, scan_images
 from tlearn.data.sources import Dataset, Ignored, load_dataset
-from tlearn.progress import Progress, no_progress
 
 MIN_PER_CLASS = 10
 IMBALANCE_WARNING = 3.0

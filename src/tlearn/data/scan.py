@@ -24,11 +24,12 @@ from typing import overload
 import numpy as np
 from PIL import Image
 
+from tlearn.core.cache import cache_root
+from tlearn.core.errors import ImageError
+from tlearn.core.files import atomic_path
+from tlearn.core.progress import Progress, no_progress
 from tlearn.data.images import decode_image
 from tlearn.data.sources import Sample
-from tlearn.errors import ImageError
-from tlearn.files import atomic_path
-from tlearn.progress import Progress, no_progress
 
 log = logging.getLogger(__name__)
 
@@ -245,8 +246,6 @@ class MetaStore:
 
     @classmethod
     def open(cls) -> MetaStore:
-        from tlearn.features import cache_root
-
         path = cache_root() / "scan" / f"meta-v{META_FORMAT}.npz"
         entries: dict[str, _Meta] = {}
         if path.is_file():

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from tlearn.core.errors import DataError
 from tlearn.data.images import is_image_path
-from tlearn.errors import DataError
 
 SplitName = Literal["train", "val", "test"]
 SPLIT_FOLDERS: dict[str, SplitName] = {

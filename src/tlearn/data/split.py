@@ -17,9 +17,9 @@ from typing import Literal
 
 import numpy as np
 
+from tlearn.core.errors import ConfigError, DataError
+from tlearn.core.files import write_json_atomic
 from tlearn.data.sources import Sample
-from tlearn.errors import ConfigError, DataError
-from tlearn.files import write_json_atomic
 
 SPLIT_FORMAT = 1
 

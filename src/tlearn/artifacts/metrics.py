@@ -1,0 +1,126 @@
+"""How good a model is: metrics of predicted probabilities, as a run stores them and every view shows them.
+
+Accuracy alone hides a weak class; balanced accuracy and macro F1 weigh every class the same, the
+per-class table shows which class fails, log loss and the expected calibration error say whether
+the confidences can be trusted.
+"""
+
+from __future__ import annotations
+
+import itertools
+import warnings
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import (
+    accuracy_score,
+    balanced_accuracy_score,
+    confusion_matrix,
+    f1_score,
+    log_loss,
+    precision_recall_fscore_support,
+)
+
+CALIBRATION_BINS = 15
+
+
+@dataclass(frozen=True)
+class ClassMetrics:
+    name: str
+    precision: float
+    recall: float
+    f1: float
+    support: int
+
+
+@dataclass(frozen=True)
+class Metrics:
+    n: int
+    accuracy: float
+    balanced_accuracy: float
+    macro_f1: float
+    weighted_f1: float
+    log_loss: float
+    ece: float  # expected calibration error: mean |confidence - accuracy| over confidence bins
+    top_k: dict[int, float]
+    per_class: tuple[ClassMetrics, ...]
+    confusion: np.ndarray  # (K, K): rows true class, columns predicted
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["per_class"] = [asdict(c) for c in self.per_class]
+        d["confusion"] = self.confusion.tolist()
+        d["top_k"] = {str(k): v for k, v in self.top_k.items()}
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Metrics:
+        return cls(
+            n=int(d["n"]),
+            accuracy=float(d["accuracy"]),
+            balanced_accuracy=float(d["balanced_accuracy"]),
+            macro_f1=float(d["macro_f1"]),
+            weighted_f1=float(d["weighted_f1"]),
+            log_loss=float(d["log_loss"]),
+            ece=float(d["ece"]),
+            top_k={int(k): float(v) for k, v in d.get("top_k", {}).items()},
+            per_class=tuple(ClassMetrics(**c) for c in d["per_class"]),
+            confusion=np.array(d["confusion"], dtype=np.int64),
+        )
+
+
+def compute_metrics(y_true: np.ndarray, proba: np.ndarray, classes: tuple[str, ...] | list[str]) -> Metrics:
+    """`y_true` (N,) class indices, `proba` (N, K) probabilities whose rows sum to 1."""
+    y_true = np.asarray(y_true, dtype=np.int64)
+    proba = np.asarray(proba, dtype=np.float64)
+    k = len(classes)
+    labels = np.arange(k)
+    y_pred = proba.argmax(axis=1)
+    precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
+    present = support > 0
+    top_k = {}
+    for kk in (3, 5):
+        if kk < k:
+            top = np.argsort(-proba, axis=1)[:, :kk]
+            top_k[kk] = float((top == y_true[:, None]).any(axis=1).mean())
+    return Metrics(
+        n=len(y_true),
+        accuracy=float(accuracy_score(y_true, y_pred)),
+        balanced_accuracy=_balanced_accuracy(y_true, y_pred) if present.any() else 0.0,
+        macro_f1=float(f1_score(y_true, y_pred, labels=labels[present], average="macro", zero_division=0)),
+        weighted_f1=float(f1_score(y_true, y_pred, labels=labels, average="weighted", zero_division=0)),
+        log_loss=float(log_loss(y_true, _renormalised(proba), labels=labels)),
+        ece=expected_calibration_error(y_true, proba),
+        top_k=top_k,
+        per_class=tuple(
+            ClassMetrics(str(name), float(p), float(r), float(f), int(s))
+            for name, p, r, f, s in zip(classes, precision, recall, f1, support, strict=True)
+        ),
+        confusion=confusion_matrix(y_true, y_pred, labels=labels),
+    )
+
+
+def _balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Mean recall over the true classes; quiet when a class is predicted that never occurs (new data)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
+        return float(balanced_accuracy_score(y_true, y_pred))
+
+
+def expected_calibration_error(y_true: np.ndarray, proba: np.ndarray, bins: int = CALIBRATION_BINS) -> float:
+    """Weighted mean gap between confidence and accuracy over equal-width confidence bins."""
+    conf = proba.max(axis=1)
+    correct = proba.argmax(axis=1) == y_true
+    edges = np.linspace(0, 1, bins + 1)
+    ece = 0.0
+    for lo, hi in itertools.pairwise(edges):
+        in_bin = (conf > lo) & (conf <= hi)
+        if in_bin.any():
+            ece += in_bin.mean() * abs(conf[in_bin].mean() - correct[in_bin].mean())
+    return float(ece)
+
+
+def _renormalised(proba: np.ndarray) -> np.ndarray:
+    p = np.clip(proba, 1e-12, 1.0)
+    return p / p.sum(axis=1, keepdims=True)

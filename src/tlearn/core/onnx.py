@@ -1,0 +1,98 @@
+"""ONNX helpers every layer may use: trace a module into ONNX, and open an ONNX Runtime CPU session.
+
+onnx and onnxruntime are optional (the `export` extra): they are imported inside the functions that
+need them, and a missing one raises ExtraMissingError naming the extra to install.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import torch
+from torch import nn
+
+from tlearn.core.errors import BundleError, ExtraMissingError
+
+OPSET = 17  # the classic exporter supports 7 to 20; 17 runs on every ONNX Runtime since 1.11
+
+
+def import_onnxruntime() -> ModuleType:
+    """The onnxruntime module, or ExtraMissingError naming the extra to install."""
+    try:
+        import onnxruntime
+    except ImportError:
+        raise ExtraMissingError("onnxruntime", "export") from None
+    return onnxruntime
+
+
+def physical_cores() -> int:
+    """Physical cores among the CPUs this process may run on (hyper-thread siblings count once)."""
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
+    cores: set[tuple[str, str]] = set()
+    for cpu in cpus:
+        topology = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
+        try:
+            package, core = (topology / "physical_package_id").read_text(), (topology / "core_id").read_text()
+            cores.add((package.strip(), core.strip()))
+        except OSError:  # no sysfs (macOS, some containers): count logical CPUs
+            cores.add(("cpu", str(cpu)))
+    return max(1, len(cores))
+
+
+def create_session(model: bytes | str | Path, *, threads: int | None = None) -> Any:
+    """An ONNX Runtime CPU session: every graph optimisation, `threads` intra-op threads (default: physical cores)."""
+    ort = import_onnxruntime()
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads or physical_cores()
+    options.inter_op_num_threads = 1
+    # Decoding threads share the cores with inference: workers that spin between batches would starve them.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    source = model if isinstance(model, bytes) else str(model)
+    try:
+        return ort.InferenceSession(source, sess_options=options, providers=["CPUExecutionProvider"])
+    except Exception as err:  # onnxruntime raises its own exception types for unreadable models
+        where = "" if isinstance(model, bytes) else f" {model}"
+        raise BundleError(f"ONNX Runtime cannot load the model{where}: {err}".rstrip(".") + ".") from None
+
+
+def to_onnx(
+    module: nn.Module,
+    example: torch.Tensor,
+    path: str | Path | None = None,
+    *,
+    input_names: Sequence[str] = ("input",),
+    output_names: Sequence[str] = ("output",),
+    opset: int = OPSET,
+) -> bytes | None:
+    """Trace `module` (put in eval mode) on `example` into ONNX; the first axis of every input and output is dynamic.
+
+    Writes `path` and returns None, or returns the serialized model when `path` is None. Uses the
+    classic TorchScript-based exporter (`dynamo=False`): it handles every timm model tlearn builds.
+    """
+    try:
+        import onnx  # noqa: F401  (torch's exporter writes through it)
+    except ImportError:
+        raise ExtraMissingError("onnx", "export") from None
+    dynamic = {name: {0: "batch"} for name in (*input_names, *output_names)}
+    target: Any = io.BytesIO() if path is None else str(path)  # torch's hints omit file objects; they work
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # "legacy exporter": chosen on purpose
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        torch.onnx.export(
+            module.eval(),
+            (example,),
+            target,
+            dynamo=False,
+            opset_version=opset,
+            input_names=list(input_names),
+            output_names=list(output_names),
+            dynamic_axes=dynamic,
+        )
+    return target.getvalue() if isinstance(target, io.BytesIO) else None

@@ -1,0 +1,64 @@
+"""`tlearn.load(...)`: a bundle folder or an exported ONNX file, as a predictor of the engine asked for."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from tlearn.artifacts.bundle import CONFIG_FILE, load_bundle
+from tlearn.core.errors import BundleError, ConfigError
+from tlearn.infer.onnx_files import config_of, read_sidecar, sidecar_path, weights_digest
+from tlearn.infer.onnx_graph import bundle_to_onnx
+from tlearn.infer.onnx_predictor import BUNDLE_ONNX, OnnxPredictor
+from tlearn.infer.predictor import BasePredictor, Predictor
+
+log = logging.getLogger(__name__)
+
+ENGINES = ("torch", "onnx")
+
+
+def load(bundle: str | Path, *, engine: str = "auto") -> BasePredictor:
+    """Load a bundle folder written by `tlearn train`, or an ONNX file written by `tlearn export`.
+
+    `engine`: "torch" runs the bundle's PyTorch network; "onnx" runs ONNX Runtime (the bundle's
+    exported model.onnx if it is up to date, else one exported in memory); "auto" picks "onnx" for
+    an .onnx file and "torch" otherwise. Raises BundleError, ConfigError, ExtraMissingError.
+    """
+    path = Path(bundle).expanduser()
+    if engine not in (*ENGINES, "auto"):
+        raise ConfigError(f"--engine must be one of {', '.join(ENGINES)}. Got {engine!r}.")
+    is_onnx_file = path.suffix.lower() == ".onnx"
+    if engine == "onnx" or (engine == "auto" and is_onnx_file):
+        return load_onnx(path)
+    if is_onnx_file:
+        raise ConfigError(f"{path} is an ONNX file: it runs with --engine onnx, not {engine}.")
+    classifier, config = load_bundle(path)
+    return Predictor(classifier, config, source=str(path))
+
+
+def load_onnx(path: str | Path) -> OnnxPredictor:
+    """An ONNX model written by `tlearn export` (with its JSON beside it), or a bundle folder.
+
+    For a bundle, its exported model.onnx is used when it was made from the current weights;
+    otherwise the bundle is exported in memory (a few seconds), and nothing is written.
+    """
+    path = Path(path).expanduser()
+    if path.is_dir() and (path / CONFIG_FILE).is_file():
+        exported = path / BUNDLE_ONNX
+        if exported.is_file() and sidecar_path(exported).is_file():
+            doc = read_sidecar(exported)
+            if doc.get("weights_sha256") == weights_digest(path):
+                return OnnxPredictor(exported, config_of(doc, exported), source=str(path))
+            log.info("%s was exported from other weights: exporting the bundle again, in memory.", exported)
+        classifier, config = load_bundle(path)
+        predictor = Predictor(classifier, config, source=str(path))
+        return OnnxPredictor(bundle_to_onnx(predictor), predictor.config, source=str(path))
+    if not path.is_file():
+        raise BundleError(
+            f"No such bundle or ONNX file: {path}.",
+            hint="Pass the folder that `tlearn train` wrote or the .onnx file that `tlearn export` wrote.",
+        )
+    if path.suffix.lower() != ".onnx":
+        raise BundleError(f"{path} is not an ONNX file.", hint="Pass a bundle folder or a .onnx file.")
+    doc = read_sidecar(path)
+    return OnnxPredictor(path, config_of(doc, path), source=str(path))

@@ -1,0 +1,390 @@
+"""`--method auto`: measure the data, choose between features and fine-tuning, and say why.
+
+The classic advice has four quadrants:
+- small and similar to the pretraining data: a linear classifier on the last layer's features;
+- large and similar: fine-tune, warm-up first;
+- small and different: features from an earlier stage (later stages are too specific);
+- large and different: fine-tune more of the network, from the pretrained start.
+
+tlearn measures instead of guessing. Size: training images per class. Similarity: one pass of the
+backbone gives pooled features at several depths; a cross-validated linear probe on each says how
+much the last layer beats (or loses to) earlier ones, and how separable the classes are. Cost: the
+measured speed of the network on this machine gives the expected fine-tuning time, set against the
+time budget. `decide` is a pure function of those measurements; `fit_auto` runs what it decides,
+keeping the feature method as the fallback: where fine-tuning runs too, the features are kept only
+when they are right on more validation images.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from functools import partial
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from tlearn.artifacts.metrics import compute_metrics
+from tlearn.core import distributed
+from tlearn.core.precision import autocast
+from tlearn.core.progress import Progress, no_progress
+from tlearn.data.labelled import LabelledImages
+from tlearn.models.backbones import Backbone
+from tlearn.models.classifier import FeatureTrunk, Normalize
+from tlearn.models.cut import cut_trunk, eval_mode
+from tlearn.training.config import TrainConfig
+from tlearn.training.feature_method import feature_namespace, fit_feature_method, for_features, plan_views
+from tlearn.training.features import FeatureCache, extract_features
+from tlearn.training.fitted import Fitted
+from tlearn.training.linear import fit_linear
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BUDGET_S = 600.0  # ten minutes: what a laptop user waits for without leaving the room
+LARGE_PER_CLASS = 150  # training images per class from which fine-tuning is the main method
+# An earlier layer that beats the last by more than this calls the data "different". Measured with
+# MobileNetV2 (benchmarks/domains.py): last minus best earlier layer is +1.2 points on flowers17 photos,
+# -0.4 on their edge maps, -1.4 on their shuffled tiles.
+SIMILAR_MARGIN = 0.0
+SATURATED = 0.99  # a last-layer probe this good leaves fine-tuning nothing worth its time
+FINETUNE_EPOCHS = 12
+PROBE_LEVELS = 3  # earlier levels probed besides the last layer
+TIMING_BATCH = 8
+# What the timed steps leave out: making augmented views, the head phase, validation each epoch, data
+# movement. Measured with benchmarks/flowers.py: fine-tuning took 1.75x the sum of its timed steps.
+ESTIMATE_OVERHEAD = 1.75
+
+
+@dataclass(frozen=True)
+class Probe:
+    layer: str  # "last" or a level index
+    description: str  # where it is: "blocks.4, 96 channels, stride 16"
+    dim: int
+    accuracy: float  # cross-validated linear-probe accuracy on the training images
+
+
+@dataclass(frozen=True)
+class Evidence:
+    train_images: int
+    classes: int
+    per_class_median: float
+    per_class_min: int
+    probes: tuple[Probe, ...]
+    forward_ips: float  # images per second through the frozen network (inference)
+    finetune_estimates: dict[str, float]  # "unfreeze N" -> estimated seconds of fine-tuning
+    budget_s: float
+
+    @property
+    def last(self) -> Probe:
+        return next(p for p in self.probes if p.layer == "last")
+
+    @property
+    def best_earlier(self) -> Probe | None:
+        earlier = [p for p in self.probes if p.layer != "last"]
+        return max(earlier, key=lambda p: p.accuracy) if earlier else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Decision:
+    size: str  # "small" or "large"
+    domain: str  # "similar" or "different"
+    method: str  # "features" or "finetune"
+    feature_layer: str
+    unfreeze: int | Literal["all"]  # 0: no fine-tuning
+    epochs: int
+    explanation: str
+
+    @property
+    def quadrant(self) -> str:
+        return f"{self.size} and {self.domain}"
+
+
+def decide(e: Evidence, *, num_stages: int) -> Decision:
+    """The method, layer, stages and epochs for these measurements. Pure: no I/O, no randomness."""
+    size = "large" if e.per_class_median >= LARGE_PER_CLASS else "small"
+    earlier = e.best_earlier
+    different = earlier is not None and earlier.accuracy > e.last.accuracy + SIMILAR_MARGIN
+    domain = "different" if different else "similar"
+    lines = [
+        f"{e.train_images} training images, {e.per_class_median:.0f} per class (median): {size}.",
+        f"Linear probe: last layer {e.last.accuracy:.1%}"
+        + (f", best earlier layer ({earlier.description}) {earlier.accuracy:.1%}" if earlier else "")
+        + (": similar to the pretraining data." if domain == "similar" else ": different from the pretraining data."),
+    ]
+    fits = {int(k): v for k, v in e.finetune_estimates.items() if k != "all" and v <= e.budget_s}
+    saturated = domain == "similar" and e.last.accuracy >= SATURATED
+    if saturated:
+        unfreeze, layer = 0, "last"
+    elif domain == "similar":
+        want = 3 if size == "large" else 2
+        unfreeze = max((n for n in fits if n <= want), default=0)
+        layer = "last"
+    elif size == "large":
+        all_fits = e.finetune_estimates.get("all", np.inf) <= e.budget_s
+        unfreeze = num_stages if all_fits else max(fits, default=0)
+        layer = "last"
+    else:
+        # The last stages are too specific to the pretraining task: the fallback takes features from
+        # the earlier layer, and fine-tuning reaches one stage deeper than for similar data.
+        unfreeze = max((n for n in fits if n <= 3), default=0)
+        layer = earlier.layer if earlier else "last"
+    if unfreeze:
+        key = "all" if unfreeze == num_stages and "all" in e.finetune_estimates else str(unfreeze)
+        est = e.finetune_estimates.get(key, e.finetune_estimates.get(str(unfreeze), 0.0))
+        lines.append(
+            f"Fine-tuning the last {unfreeze} stages should take about {_minutes(est)} "
+            f"(budget {_minutes(e.budget_s)}): features{'' if layer == 'last' else f' of level {layer}'} first as "
+            "the fallback, then fine-tuning, kept unless the features do better on validation."
+        )
+        method = "finetune"
+    else:
+        if saturated:
+            lines.append("The last layer's features already separate the classes: fine-tuning has little to add.")
+        elif domain == "similar" and not fits:
+            lines.append(f"Fine-tuning would not fit the budget of {_minutes(e.budget_s)}: features only.")
+        elif domain == "different":
+            lines.append(f"Fine-tuning would not fit the budget of {_minutes(e.budget_s)}: features of level {layer}.")
+        else:
+            lines.append("Features only.")
+        method = "features"
+    return Decision(
+        size=size,
+        domain=domain,
+        method=method,
+        feature_layer=layer,
+        unfreeze=("all" if unfreeze == num_stages else unfreeze),
+        epochs=FINETUNE_EPOCHS if unfreeze else 0,
+        explanation=" ".join(lines),
+    )
+
+
+# --- measuring -----------------------------------------------------------------------------------
+
+
+class _ProbeTrunk(nn.Module):
+    """One pass -> pooled features of several levels and the network's own pooled output, concatenated."""
+
+    def __init__(self, backbone: nn.Module, levels: tuple[int, ...]) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.levels = levels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        final, maps = self.backbone.forward_intermediates(x, indices=list(self.levels))  # type: ignore[operator]
+        last = self.backbone.forward_head(final, pre_logits=True)  # type: ignore[operator]
+        pooled = [m.mean(dim=(2, 3)) if m.ndim == 4 else m.mean(dim=1) for m in maps]
+        return torch.cat([*pooled, last], dim=1)
+
+
+def probe_levels(backbone: Backbone) -> tuple[int, ...]:
+    """Up to PROBE_LEVELS levels spread over the second half of the network (earlier ones are edges)."""
+    n = len(backbone.levels)
+    if n <= 1:
+        return ()
+    candidates = sorted({round(float(f) * (n - 1)) for f in np.linspace(0.5, 1.0, PROBE_LEVELS)})
+    return tuple(i for i in candidates if 0 <= i < n)
+
+
+def measure(
+    backbone: Backbone,
+    data: LabelledImages,
+    cfg: TrainConfig,
+    *,
+    native: Backbone | None = None,
+    progress: Progress = no_progress,
+) -> Evidence:
+    """Probe every level in one pass (features also cached for the feature method), time the network.
+
+    `backbone` is the network as the feature method runs it; `native` as fine-tuning runs it (it is
+    what the time estimates are for).
+    """
+    levels = probe_levels(backbone)
+    prep = backbone.preprocessing
+    mirror = bool(cfg.augment.hflip) and cfg.tta
+    plan = plan_views(data, prep, cfg, mirror=mirror, views=0)
+    embed = nn.Sequential(Normalize(prep.mean, prep.std), _ProbeTrunk(backbone.model, levels)).eval()
+    namespace = {**feature_namespace(backbone, "probe:" + ",".join(map(str, levels))), "precision": "fp32"}
+    cache = FeatureCache(namespace)
+    data.pixels.load(sorted({plan.image_of(r) for r in cache.missing(plan.keys)}))
+    start = time.perf_counter()
+    rows = extract_features(
+        embed, plan.inputs, keys=plan.keys, cache=cache, batch_size=cfg.batch_size, progress=progress
+    )
+    elapsed = time.perf_counter() - start
+    dims = [backbone.levels[i].channels for i in levels] + [
+        rows.shape[1] - sum(backbone.levels[i].channels for i in levels)
+    ]
+    bounds = np.cumsum([0, *dims])
+    slices = {str(i): rows[:, a:b] for i, a, b in zip(levels, bounds[:-1], bounds[1:], strict=False)}
+    slices["last"] = rows[:, bounds[-2] : bounds[-1]]
+    _share_with_feature_method(backbone, plan.keys, slices)
+
+    train = data.split.train
+    probes = []
+    for layer, feats in slices.items():
+        fit = fit_linear(feats[train], data.labels[train], num_classes=len(data.classes), seed=cfg.seed)
+        accuracy = max((s for _, s in fit.cv_scores), default=float("nan"))
+        probes.append(Probe(layer, _describe(backbone, layer), feats.shape[1], accuracy))
+    counts = np.bincount(data.labels[train], minlength=len(data.classes))
+    ips = len(plan.inputs) / elapsed if elapsed > 0.5 else _forward_speed(embed, prep.input_size)
+    return Evidence(
+        train_images=len(train),
+        classes=len(data.classes),
+        per_class_median=float(np.median(counts)),
+        per_class_min=int(counts.min()),
+        probes=tuple(probes),
+        forward_ips=float(ips),
+        finetune_estimates=_finetune_estimates(native or backbone, data, cfg),
+        budget_s=cfg.time_budget or DEFAULT_BUDGET_S,
+    )
+
+
+def _share_with_feature_method(backbone: Backbone, keys: list[str], slices: dict[str, np.ndarray]) -> None:
+    """Store each level's slice where the feature method looks for it: no second pass."""
+    for layer, feats in slices.items():
+        FeatureCache({**feature_namespace(backbone, layer), "precision": "fp32"}).add(keys, feats)
+
+
+def _describe(backbone: Backbone, layer: str) -> str:
+    if layer == "last":
+        return f"the network's output, {backbone.num_features} features"
+    level = backbone.levels[int(layer)]
+    return f"level {layer}: {level.module}, {level.channels} channels, stride {level.reduction}"
+
+
+def _forward_speed(module: nn.Module, size: tuple[int, int], batch: int = 16) -> float:
+    x = torch.rand(batch, 3, *size).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        module(x[:2])
+        start = time.perf_counter()
+        module(x)
+    return batch / max(time.perf_counter() - start, 1e-6)
+
+
+def _finetune_estimates(backbone: Backbone, data: LabelledImages, cfg: TrainConfig) -> dict[str, float]:
+    """Seconds to fine-tune with the last 1, 2, 3 and all stages unfrozen, timed on this machine.
+
+    For each cut, one small batch through the frozen bottom (as it runs: once per cached view, in the
+    run's precision) and one training step of the top give the cost per image; whole-network
+    training is timed the same way. The estimate adds the cached views, the epochs and the final
+    evaluation of the test images.
+    """
+    epochs = cfg.finetune.epochs or FINETUNE_EPOCHS
+    n_train, n_val, n_test = len(data.split.train), len(data.split.val), len(data.split.test)
+    rows = (n_train + n_val) * 2 + n_train * cfg.views_for("finetune")
+    trunk = FeatureTrunk(backbone.model)
+    with eval_mode(trunk):  # timing must not touch BatchNorm statistics
+        timed = _timed_estimates(backbone, trunk, epochs, n_train, n_test, rows, cfg)
+    return {k: v * ESTIMATE_OVERHEAD for k, v in timed.items()}
+
+
+def _timed_estimates(
+    backbone: Backbone, trunk: FeatureTrunk, epochs: int, n_train: int, n_test: int, rows: int, cfg: TrainConfig
+) -> dict[str, float]:
+    prep = backbone.preprocessing
+    x = torch.rand(TIMING_BATCH, 3, *prep.input_size).contiguous(memory_format=torch.channels_last)
+    full_step = _seconds_per_image(partial(_train_step, trunk, x), trunk)
+    estimates = {"all": epochs * n_train * full_step + 2 * n_test * full_step / 3}
+    for n in (1, 2, 3):
+        cut = cut_trunk(trunk, backbone.stages[-n:], input_size=prep.input_size)
+        if cut is None:
+            estimates[str(n)] = estimates["all"]
+            continue
+        with torch.inference_mode(), autocast(cfg.precision):
+            a = cut.bottom(x)
+        bottom = _seconds_per_image(partial(cut.bottom, x), None, precision=cfg.precision)
+        a = a.float().clone().contiguous(memory_format=torch.channels_last)
+        top = _seconds_per_image(partial(_train_step, cut.top, a), cut.top)
+        estimates[str(n)] = rows * bottom + epochs * n_train * top + 2 * n_test * full_step / 3
+    trunk.zero_grad(set_to_none=True)
+    return estimates
+
+
+def _train_step(module: nn.Module, x: torch.Tensor) -> None:
+    module(x).sum().backward()
+
+
+def _seconds_per_image(step: Callable[[], Any], module: nn.Module | None, *, precision: str = "fp32") -> float:
+    """Wall time of `step` per image of the timing batch, after one warm-up call."""
+    grad = module is not None
+    ctx = torch.enable_grad() if grad else torch.inference_mode()
+    with ctx, autocast(precision if not grad else "fp32"):
+        step()
+        elapsed = []
+        for _ in range(3):  # the fastest of three: other work on the machine only ever adds time
+            start = time.perf_counter()
+            step()
+            elapsed.append(time.perf_counter() - start)
+    return min(elapsed) / TIMING_BATCH
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min" if seconds >= 90 else f"{seconds:.0f} s"
+
+
+# --- running -------------------------------------------------------------------------------------
+
+
+def fit_auto(
+    backbone: Backbone,
+    data: LabelledImages,
+    cfg: TrainConfig,
+    *,
+    out: Path,
+    progress: Progress = no_progress,
+    on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
+) -> Fitted:
+    from tlearn.training.finetune import fit_finetune
+
+    features_backbone = for_features(backbone, cfg)  # the same network, maybe at a larger input
+    evidence = measure(features_backbone, data, cfg, native=backbone, progress=progress)
+    # Timings differ between processes: under torchrun, rank 0's measurements decide for every rank.
+    decision = distributed.from_main(lambda: decide(evidence, num_stages=len(backbone.stages)))
+    log.debug("%s", decision.explanation)  # the CLI prints it, the bundle and the result keep it
+    auto: dict[str, Any] = {
+        "evidence": evidence.to_dict(),
+        "decision": asdict(decision),
+        "explanation": decision.explanation,
+    }
+    features = fit_feature_method(
+        features_backbone, data, replace(cfg, feature_layer=decision.feature_layer), progress=progress
+    )
+    if decision.method == "features":
+        return replace(features, details={**features.details, "auto": auto})
+    ft_cfg = replace(
+        cfg, finetune=replace(cfg.finetune, unfreeze=decision.unfreeze, epochs=cfg.finetune.epochs or decision.epochs)
+    )
+    tuned = fit_finetune(backbone, data, ft_cfg, out=out, progress=progress, on_epoch_end=on_epoch_end)
+    choice, scores = _better_on_validation(features, tuned, data)
+    auto["validation"] = scores
+    auto["chosen"] = choice
+    winner = tuned if choice == "finetune" else features
+    auto["explanation"] += (
+        f" On validation: features {scores['features']:.1%}, fine-tuned {scores['finetune']:.1%}: {choice} kept."
+    )
+    return replace(winner, details={**winner.details, "auto": auto}, history=tuned.history)
+
+
+def _better_on_validation(features: Fitted, tuned: Fitted, data: LabelledImages) -> tuple[str, dict[str, float]]:
+    """The fine-tuned model unless the features are right on more validation images.
+
+    Fine-tuning ran because the measurements called for it; the fallback is there for when it makes
+    things worse. Log loss would be no fair tie-break: label smoothing keeps the fine-tuned model's
+    probabilities below 1 by design (on flowers17 it handed a 97.1% tie to the features, whose test
+    accuracy was 2.7 points lower).
+    """
+    val = data.split.val
+    if not len(val) or "val" not in features.proba or "val" not in tuned.proba:
+        return "finetune", {"features": float("nan"), "finetune": float("nan")}
+    a = compute_metrics(data.labels[val], features.proba["val"], data.classes)
+    b = compute_metrics(data.labels[val], tuned.proba["val"], data.classes)
+    choice = "finetune" if b.accuracy >= a.accuracy else "features"
+    return choice, {"features": a.accuracy, "finetune": b.accuracy}

@@ -1,0 +1,23 @@
+"""What a training method returns: the fitted network, its head, what it learned, its probabilities."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from tlearn.core.preprocessing import Preprocessing
+from tlearn.models.classifier import Classifier, HeadSpec
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """What a method returns: the network, its head, what it learned, and its probabilities per part."""
+
+    classifier: Classifier
+    head: HeadSpec
+    details: dict[str, Any] = field(default_factory=dict)
+    proba: dict[str, np.ndarray] = field(default_factory=dict)  # "train" / "val" / "test" -> (n, K)
+    history: list[dict[str, Any]] = field(default_factory=list)  # one row per epoch
+    preprocessing: Preprocessing | None = None  # when it differs from the backbone's (see for_features)

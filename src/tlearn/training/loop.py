@@ -1,0 +1,227 @@
+"""The epoch loop every trained phase shares: early stopping, best weights, history, checkpoints, Ctrl-C.
+
+`run_epochs` calls `train_epoch(epoch)` and `validate()` in turn, keeps the weights of the epoch with
+the lowest validation loss (restored at the end), stops after `patience` epochs without improvement,
+writes the history and a checkpoint atomically after every epoch, and on Ctrl-C stops cleanly with
+the best weights restored. Randomness is re-seeded from (seed, phase, epoch) at every epoch, so a run
+resumed from its checkpoint ends exactly where an uninterrupted one would.
+
+Under torchrun every rank runs the same loop on the same seeds (so the ranks shuffle alike and take
+their shares of the same batches); validation results are summed over the ranks, so every rank makes
+the same early-stopping decision. Only rank 0 writes the history and checkpoints and reports epochs.
+Ctrl-C there stops every rank with an error instead of finishing: the ranks would not stop at the
+same step. The last checkpoint stays for --resume.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import logging
+import math
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from tlearn.core import distributed
+from tlearn.core.files import atomic_path
+
+log = logging.getLogger(__name__)
+
+HISTORY_COLUMNS = ("phase", "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "best")
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+@dataclass
+class PhaseResult:
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    best_epoch: int | None = None
+    stopped_early: bool = False
+    interrupted: bool = False
+
+
+def epoch_seed(seed: int, phase: str, epoch: int) -> int:
+    """A seed for one epoch of one phase, independent of what ran before."""
+    return (seed * 1_000_003 + zlib.crc32(phase.encode()) * 997 + epoch) % (2**31 - 1)
+
+
+def run_epochs(
+    *,
+    phase: str,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    epochs: int,
+    patience: int,
+    train_epoch: Callable[[int], tuple[float, float]],
+    validate: Callable[[], tuple[float, float] | None],
+    seed: int,
+    first_epoch: int = 1,
+    history: list[dict[str, Any]] | None = None,
+    checkpoint: Path | None = None,
+    resume: dict[str, Any] | None = None,
+    on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
+) -> PhaseResult:
+    """Train `epochs` epochs (numbered from `first_epoch` in the history); returns this phase's rows.
+
+    `history` holds the rows of earlier phases (written to history.csv with these); `resume` is the
+    state a checkpoint of this phase saved.
+    """
+    rows: list[dict[str, Any]] = []
+    best_loss, best_state, best_epoch, bad = math.inf, None, None, 0
+    start = 0
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        scheduler.load_state_dict(resume["scheduler"])
+        rows = list(resume["rows"])
+        best_loss, best_epoch, bad = resume["best_loss"], resume["best_epoch"], resume["bad"]
+        best_state = resume["best_state"]
+        start = len(rows)
+        log.info("Resuming %s at epoch %d.", phase, start + 1)
+    result = PhaseResult(rows=rows, best_epoch=best_epoch)
+    for e in range(start, epochs):
+        epoch = first_epoch + e
+        seed_everything(epoch_seed(seed, phase, e))
+        t0 = time.perf_counter()
+        lr = optimizer.param_groups[-1]["lr"]
+        try:
+            train_loss, train_acc = train_epoch(e)
+            val = validate()
+        except KeyboardInterrupt:
+            if distributed.world().size > 1:
+                raise
+            result.interrupted = True
+            log.warning("Interrupted during %s epoch %d: keeping the best epoch so far.", phase, epoch)
+            break
+        improved = val is not None and val[0] < best_loss - 1e-6
+        if val is None or improved:
+            best_loss = val[0] if val is not None else best_loss
+            best_state, best_epoch, bad = _copy_state(model), epoch, 0
+        else:
+            bad += 1
+        row = {
+            "phase": phase,
+            "epoch": epoch,
+            "train_loss": train_loss,
+            "train_acc": train_acc,
+            "val_loss": None if val is None else val[0],
+            "val_acc": None if val is None else val[1],
+            "lr": lr,
+            "seconds": time.perf_counter() - t0,
+            "best": int(best_epoch == epoch),
+        }
+        rows.append(row)
+        if checkpoint is not None and distributed.is_main():
+            write_history(checkpoint.parent / "history.csv", [*(history or []), *rows])
+            save_checkpoint(
+                checkpoint,
+                {
+                    "phase": phase,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "rows": rows,
+                    "best_loss": best_loss,
+                    "best_epoch": best_epoch,
+                    "bad": bad,
+                    "best_state": best_state,
+                },
+            )
+        if on_epoch_end is not None and distributed.is_main():
+            on_epoch_end(row)
+        if val is not None and patience and bad >= patience:
+            result.stopped_early = True
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    result.rows, result.best_epoch = rows, best_epoch
+    return result
+
+
+def optimizer_step(
+    loss: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler | None = None,
+) -> None:
+    """One step on `loss`, this rank's part of the global batch's mean loss (the parts sum to it).
+
+    DistributedDataParallel averages the gradients over the ranks, so the part is scaled by the world
+    size: the average of the scaled parts' gradients is the gradient of their sum, as in one process.
+    """
+    optimizer.zero_grad()
+    loss = loss * distributed.world().size
+    if scaler is None:
+        loss.backward()
+        optimizer.step()
+    else:  # fp16 on a GPU: scale the loss so small gradients do not underflow
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    scheduler.step()
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % (2**32))
+
+
+def _copy_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def write_history(path: Path, rows: list[dict[str, Any]]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=HISTORY_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _fmt(row.get(k)) for k in HISTORY_COLUMNS})
+    with atomic_path(path) as tmp:
+        tmp.write_text(buf.getvalue(), encoding="utf-8")
+
+
+def read_history(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    with path.open(newline="", encoding="utf-8") as fh:
+        return [
+            {k: (v if k == "phase" else (None if v == "" else float(v))) for k, v in row.items()}
+            for row in csv.DictReader(fh)
+        ]
+
+
+def _fmt(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return value
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any] | None:
+    """The checkpoint rank 0 reads, on every rank (the run folder need only exist on rank 0's machine)."""
+
+    def read() -> dict[str, Any] | None:
+        if not path.is_file():
+            return None
+        return dict(torch.load(path, map_location="cpu", weights_only=True))
+
+    return distributed.from_main(read)
+
+
+def deepcopy_module(module: nn.Module) -> nn.Module:
+    return copy.deepcopy(module)

@@ -1,0 +1,290 @@
+"""`tlearn train`: dataset -> checks -> split -> backbone -> method -> evaluation -> bundle.
+
+`run(cfg)` reads top to bottom as the list above; each step takes the previous step's value. The run
+folder is the bundle: weights and config, plus the split, the dataset check, the predictions on
+val/test and (for methods that train in epochs) the history.
+
+Launched by torchrun, every process runs this same function inside one `distributed.session`: each
+reads the dataset, the methods split the heavy work between them, and rank 0 alone chooses the run
+folder and writes into it. Every process returns the same result.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tlearn.artifacts.bundle import HISTORY_FILE, SPLIT_FILE, BundleConfig, save_bundle
+from tlearn.artifacts.metrics import Metrics, compute_metrics
+from tlearn.artifacts.predictions import PREDICTIONS_FILE
+from tlearn.core import distributed
+from tlearn.core.errors import ConfigError, DataError, TlearnError
+from tlearn.core.files import atomic_path, write_json_atomic
+from tlearn.core.progress import Progress, no_progress
+from tlearn.core.timing import Timer
+from tlearn.data.checks import DatasetReport, check_dataset, group_ids
+from tlearn.data.labelled import LabelledImages
+from tlearn.data.scan import ScannedImages, scan_images
+from tlearn.data.sources import Dataset, load_dataset
+from tlearn.data.split import Split, load_split, save_split, split_from_dataset, stratified_split
+from tlearn.models.backbones import Backbone, create_backbone
+from tlearn.report.page import write_report
+from tlearn.training.config import TrainConfig
+from tlearn.training.feature_method import for_features
+from tlearn.training.features import digest
+from tlearn.training.fitted import Fitted
+from tlearn.training.loop import CHECKPOINT_FILE
+
+log = logging.getLogger(__name__)
+
+CHECK_FILE = "check.json"
+
+EpochCallback = Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    out: Path  # the run folder, which is the bundle
+    method: str
+    classes: tuple[str, ...]
+    metrics: dict[str, Metrics]  # "val" / "test"
+    timings: dict[str, float]  # seconds per stage
+    dataset: DatasetReport
+    split_counts: dict[str, int]
+    details: dict[str, Any] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+
+    @property
+    def headline(self) -> tuple[str, Metrics] | None:
+        """The part to quote: test if there is one, else validation."""
+        for part in ("test", "val"):
+            if part in self.metrics:
+                return part, self.metrics[part]
+        return None
+
+
+def train(data: str | Path, **options: Any) -> TrainResult:
+    """Python entry point: `tlearn.train("photos/", method="features", backbone="resnet50")`."""
+    return run(TrainConfig(data=Path(data), **options))
+
+
+def run(
+    cfg: TrainConfig, *, progress: Progress = no_progress, on_epoch_end: EpochCallback | None = None
+) -> TrainResult:
+    with distributed.session(cfg.device):
+        return _run(cfg, progress=progress, on_epoch_end=on_epoch_end)
+
+
+def _run(cfg: TrainConfig, *, progress: Progress, on_epoch_end: EpochCallback | None) -> TrainResult:
+    main = distributed.is_main()
+    if cfg.resume:
+        _check_resume(cfg)
+    timer = Timer()
+    with timer.stage("load"):
+        dataset = load_dataset(cfg.data)
+        backbone = _backbone(cfg)
+    # Decode at the working size of the network as the method runs it: the feature method runs
+    # convolutional networks above their input size (see for_features). auto decodes for fine-tuning,
+    # so that its fine-tuning sees the pixels --method finetune sees; its features scale those pixels
+    # up (measured on flowers17, 3 seeds: 95.6% against 95.5% from pixels decoded at the larger size).
+    prep = for_features(backbone, cfg).preprocessing if cfg.method == "features" else backbone.preprocessing
+    with timer.stage("decode"):
+        scanned = scan_images(
+            dataset.samples,
+            short_side=prep.working_short_side,
+            resample=prep.resample,
+            progress=progress,
+            write_cache=main,
+        )
+    report = check_dataset(dataset, scanned, min_per_class=cfg.min_per_class)
+    if not report.usable:
+        raise DataError(f"{cfg.data} cannot be used: {report.problems[0]}", hint=f"Run: tlearn check {cfg.data}")
+    split = _split(cfg, dataset, scanned, report)
+    data = _labelled(scanned, report, split)
+    distributed.check_same(
+        digest([data.sha256, data.labels.tolist(), [ix.tolist() for ix in split.parts().values()]]),
+        "images, labels and split",
+        hint="Every process must read the same dataset at the same path: on several machines, the same copy.",
+    )
+    out = distributed.from_main(lambda: _out_dir(cfg))
+    if main:
+        save_split(split, scanned.samples, dataset.root, out / SPLIT_FILE)
+        write_json_atomic(out / CHECK_FILE, report.to_dict())
+
+    with timer.stage("fit"):
+        fitted = _fit(cfg, backbone, data, progress=progress, on_epoch_end=on_epoch_end, out=out)
+    with timer.stage("evaluate"):
+        metrics = {
+            part: compute_metrics(data.labels[idx], fitted.proba[part], data.classes)
+            for part, idx in split.parts().items()
+            if part != "train" and len(idx) and part in fitted.proba
+        }
+    if main:
+        _write_predictions(out / PREDICTIONS_FILE, scanned, data, fitted, dataset.root)
+        with timer.stage("save"):
+            save_bundle(fitted.classifier, _bundle_config(cfg, backbone, data, fitted, metrics, timer), out)
+        with timer.stage("report"):
+            write_report(out)
+    return TrainResult(
+        out=out,
+        method=str(fitted.details.get("method", cfg.method)),
+        classes=data.classes,
+        metrics=metrics,
+        timings=dict(timer.seconds),
+        dataset=report,
+        split_counts={p: len(ix) for p, ix in split.parts().items()},
+        details=fitted.details,
+        notes=split.notes,
+    )
+
+
+def _backbone(cfg: TrainConfig) -> Backbone:
+    if cfg.method == "scratch":
+        from tlearn.models.scratch_cnn import SCRATCH_ARCH
+
+        return create_backbone(
+            SCRATCH_ARCH, weights="none", input_size=cfg.input_size, seed=cfg.seed, warn_random=False
+        )
+    return create_backbone(cfg.backbone, weights=cfg.weights, input_size=cfg.input_size, seed=cfg.seed)
+
+
+def _split(cfg: TrainConfig, dataset: Dataset, scanned: ScannedImages, report: DatasetReport) -> Split:
+    groups = group_ids(len(scanned), report.duplicates)
+    if cfg.split_file is not None:
+        split = load_split(cfg.split_file, scanned.samples, dataset.root)
+    elif dataset.has_splits:
+        split = split_from_dataset(scanned.samples, val_frac=cfg.val_frac, seed=cfg.seed, groups=groups)
+    else:
+        labels = [s.label for s in scanned.samples]
+        split = stratified_split(labels, val_frac=cfg.val_frac, test_frac=cfg.test_frac, seed=cfg.seed, groups=groups)
+    if not len(split.train):
+        raise DataError("The split leaves no images to train on.", hint="Lower --val-frac / --test-frac.")
+    return split
+
+
+def _labelled(scanned: ScannedImages, report: DatasetReport, split: Split) -> LabelledImages:
+    index = {c: i for i, c in enumerate(report.classes)}
+    return LabelledImages(
+        pixels=scanned.pixels,
+        labels=np.array([index[s.label] for s in scanned.samples], dtype=np.int64),
+        sha256=scanned.sha256,
+        classes=report.classes,
+        split=split,
+    )
+
+
+def _fit(
+    cfg: TrainConfig,
+    backbone: Backbone,
+    data: LabelledImages,
+    *,
+    progress: Progress,
+    on_epoch_end: EpochCallback | None,
+    out: Path,
+) -> Fitted:
+    from tlearn.training.auto import fit_auto
+    from tlearn.training.feature_method import fit_feature_method
+    from tlearn.training.finetune import fit_finetune
+    from tlearn.training.scratch import fit_scratch
+
+    method = cfg.method
+    try:
+        if method == "auto":
+            return fit_auto(backbone, data, cfg, out=out, progress=progress, on_epoch_end=on_epoch_end)
+        if method == "features":
+            return fit_feature_method(for_features(backbone, cfg), data, cfg, progress=progress)
+        if method == "finetune":
+            return fit_finetune(backbone, data, cfg, out=out, progress=progress, on_epoch_end=on_epoch_end)
+        if method == "scratch":
+            return fit_scratch(backbone, data, cfg, out=out, progress=progress, on_epoch_end=on_epoch_end)
+        raise TlearnError(f"--method {method} is not available yet.")
+    except KeyboardInterrupt:
+        resume = f" (or add --resume {out} to go on from the last epoch)" if (out / CHECKPOINT_FILE).exists() else ""
+        raise TlearnError(
+            f"Interrupted. Features computed so far are cached: run the same command again to resume{resume}.",
+        ) from None
+
+
+def _bundle_config(
+    cfg: TrainConfig,
+    backbone: Backbone,
+    data: LabelledImages,
+    fitted: Fitted,
+    metrics: dict[str, Metrics],
+    timer: Timer,
+) -> BundleConfig:
+    return BundleConfig(
+        classes=data.classes,
+        architecture=backbone.architecture,
+        backbone=backbone.name,
+        create_kwargs=backbone.create_kwargs,
+        weights=backbone.weights,
+        levels=tuple(fitted.classifier.trunk.levels),
+        head=fitted.head,
+        preprocessing=fitted.preprocessing or backbone.preprocessing,
+        method=str(fitted.details.get("method", cfg.method)),
+        flip_tta=fitted.classifier.flip_tta,
+        details={**fitted.details, "timings": dict(timer.seconds), "config": cfg.to_dict()},
+        metrics={part: m.to_dict() for part, m in metrics.items()},
+        seed=cfg.seed,
+        data=str(Path(cfg.data).resolve()),
+        command=cfg.command,
+    )
+
+
+def _out_dir(cfg: TrainConfig) -> Path:
+    if cfg.out is not None:
+        out = Path(cfg.out)
+    else:
+        base = Path("runs") / (Path(cfg.data).stem or "run")
+        out, n = base, 2
+        while out.exists():
+            out, n = base.with_name(f"{base.name}-{n}"), n + 1
+    out.mkdir(parents=True, exist_ok=True)
+    if not cfg.resume:  # a reused folder must not show the curves or resume the state of an older run
+        for stale in (HISTORY_FILE, CHECKPOINT_FILE):
+            (out / stale).unlink(missing_ok=True)
+    return out
+
+
+def _check_resume(cfg: TrainConfig) -> None:
+    folder = Path(cfg.out) if cfg.out is not None else None
+    if folder is None or not distributed.from_main(lambda: (folder / CHECKPOINT_FILE).exists()):
+        raise ConfigError(
+            f"Nothing to resume in {folder}: it has no {CHECKPOINT_FILE} (the run finished, or never started).",
+            hint="Start a new run without --resume.",
+        )
+
+
+def _write_predictions(path: Path, scanned: ScannedImages, data: LabelledImages, fitted: Fitted, root: Path) -> None:
+    """One row per val/test image: the file, its class, the prediction and its confidence."""
+    base = root if root.is_dir() else root.parent
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["split", "path", "true", "predicted", "confidence", "true_probability"])
+    for part, idx in data.split.parts().items():
+        if part == "train" or part not in fitted.proba:
+            continue
+        for i, p in zip(idx, fitted.proba[part], strict=True):
+            sample = scanned.samples[i]
+            rel = sample.path.relative_to(base).as_posix() if sample.path.is_relative_to(base) else str(sample.path)
+            pred = int(p.argmax())
+            writer.writerow(
+                [
+                    part,
+                    rel,
+                    data.classes[data.labels[i]],
+                    data.classes[pred],
+                    f"{p[pred]:.4f}",
+                    f"{p[data.labels[i]]:.4f}",
+                ]
+            )
+    with atomic_path(path) as tmp:
+        tmp.write_text(buf.getvalue(), encoding="utf-8")

@@ -1,0 +1,58 @@
+"""`--method scratch`: the small CNN of `models/scratch_cnn.py` trained from random weights.
+
+It runs on the same epoch loop, augmentation and head as fine-tuning, with every stage trainable, so
+`tlearn compare` shows what transfer buys and nothing else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tlearn.core.progress import Progress, no_progress
+from tlearn.data.labelled import LabelledImages
+from tlearn.models.backbones import Backbone
+from tlearn.models.classifier import Classifier, FeatureTrunk, HeadSpec
+from tlearn.models.scratch_cnn import SCRATCH_DROPOUT, SCRATCH_HIDDEN
+from tlearn.training.config import TrainConfig
+from tlearn.training.finetune import class_weights, finish_fitted, seeded_head, train_network
+from tlearn.training.fitted import Fitted
+from tlearn.training.loop import CHECKPOINT_FILE, load_checkpoint
+
+
+def fit_scratch(
+    backbone: Backbone,
+    data: LabelledImages,
+    cfg: TrainConfig,
+    *,
+    out: Path,
+    progress: Progress = no_progress,
+    on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
+) -> Fitted:
+    """Train the small CNN and its head from random weights, on the fine-tuning loop (every stage trains)."""
+    ft = cfg.finetune
+    prep = backbone.preprocessing
+    spec = HeadSpec(len(data.classes), backbone.num_features, hidden=SCRATCH_HIDDEN, dropout=SCRATCH_DROPOUT)
+    head = seeded_head(spec, cfg.seed)
+    mirror = bool(cfg.augment.hflip) and cfg.tta
+    classifier = Classifier(FeatureTrunk(backbone.model), head, mean=prep.mean, std=prep.std, flip_tta=mirror)
+    checkpoint = out / CHECKPOINT_FILE
+    epochs, lr = ft.epochs_for("scratch"), ft.lr_for("scratch")
+    result = train_network(
+        classifier, data, backbone.stages, ft, cfg=cfg, prep=prep, phase="scratch", epochs=epochs, lr=lr,
+        class_weight=class_weights(data, cfg.class_weight), checkpoint=checkpoint,
+        resume=load_checkpoint(checkpoint) if cfg.resume else None, on_epoch_end=on_epoch_end,
+    )  # fmt: skip
+    details: dict[str, Any] = {
+        "method": "scratch",
+        "summary": f"a {len(backbone.stages)}-block CNN trained from random weights at lr {lr:g}, "
+        f"{prep.input_size[0]} px input",
+        "epochs_run": len(result.rows),
+        "best_epoch": result.best_epoch,
+        "stopped_early": result.stopped_early,
+        "trained_parameters": sum(p.numel() for p in classifier.parameters()),
+    }
+    if result.interrupted:
+        details["interrupted"] = "scratch"
+    return finish_fitted(classifier, spec, data, prep, result.rows, details, checkpoint)
