@@ -11,6 +11,7 @@ import torch
 
 import tlearn
 from tlearn.artifacts.bundle import load_bundle
+from tlearn.data.augment import preset
 from tlearn.models.backbones import create_backbone
 from tlearn.models.classifier import Classifier, FeatureTrunk, HeadSpec, build_head
 from tlearn.training.config import FinetuneConfig, TrainConfig
@@ -164,7 +165,8 @@ def test_ctrl_c_keeps_a_usable_bundle_from_the_best_epoch(
             out=tmp_path / "run",
             method="finetune",
             views=1,
-            finetune=FinetuneConfig(**{**FAST, "mixup": 0.2}),
+            finetune=FinetuneConfig(**FAST),
+            augment=preset("standard", mixup=0.2),
             **TINY,
         )  # type: ignore[arg-type]
     )

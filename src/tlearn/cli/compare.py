@@ -120,7 +120,6 @@ def compare(
     )  # fmt: skip
     finetune = FinetuneConfig(
         head_epochs=head_epochs, head_lr=head_lr, epochs=epochs, lr=lr, patience=patience,
-        mixup=augment.mixup, cutmix=augment.cutmix,
     )  # fmt: skip
     with ExitStack() as bars:
         current: list[Progress] = []  # the bars of the method running now

@@ -123,7 +123,6 @@ def train(
         head_epochs=head_epochs, head_lr=head_lr, epochs=epochs, lr=lr, lr_decay=lr_decay,
         unfreeze=_unfreeze(unfreeze), weight_decay=weight_decay, label_smoothing=label_smoothing,
         dropout=dropout, hidden=hidden, schedule=schedule, warmup_epochs=warmup_epochs, patience=patience,
-        mixup=augment.mixup, cutmix=augment.cutmix,
     )  # fmt: skip
     cfg = TrainConfig(
         data=data, out=resume or out, method=method, backbone=backbone, weights=weights, input_size=input_size,

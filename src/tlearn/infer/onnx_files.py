@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
 from tlearn.artifacts.bundle import BUNDLE_FORMAT, WEIGHTS_FILE, BundleConfig
 from tlearn.core.errors import BundleError
-from tlearn.core.files import read_json
+from tlearn.core.files import file_sha256, read_json
 
 SIDECAR_FORMAT = 1
 
@@ -20,11 +19,7 @@ def sidecar_path(model_path: Path) -> Path:
 
 def weights_digest(folder: Path) -> str:
     """SHA-256 of a bundle's weights: tells whether an exported model still matches its bundle."""
-    digest = hashlib.sha256()
-    with (folder / WEIGHTS_FILE).open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return file_sha256(folder / WEIGHTS_FILE)
 
 
 def read_sidecar(model_path: Path) -> dict[str, Any]:

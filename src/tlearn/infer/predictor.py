@@ -31,6 +31,7 @@ from tlearn.core.errors import ConfigError, ImageError
 from tlearn.core.progress import Progress, no_progress
 from tlearn.data.augment import build_eval_transform
 from tlearn.data.images import MAX_PIXELS, decode_image, is_image_path, shrink_to_short_side, upright_rgb
+from tlearn.models.tta import mirror_proba
 
 ImageInput = str | Path | bytes | Image.Image | np.ndarray
 LIST_SUFFIXES = frozenset({".txt", ".lst"})  # a text file of image paths, one per line
@@ -156,7 +157,7 @@ class BasePredictor(ABC):
             return np.zeros((0, len(self.classes)), dtype=np.float32)
         proba = self.proba_of_batch(x)
         if tta and not self.config.flip_tta:
-            proba = (proba + self.proba_of_batch(np.ascontiguousarray(x[..., ::-1]))) / 2
+            proba = mirror_proba(proba, self.proba_of_batch(np.ascontiguousarray(x[..., ::-1])))
         return proba
 
     def predict_proba(

@@ -15,6 +15,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from tlearn.core.errors import ConfigError
+from tlearn.models.tta import mirror_logits
+
 LAST = "last"
 
 
@@ -39,13 +42,6 @@ def build_head(spec: HeadSpec) -> nn.Sequential:
         width = spec.hidden
     layers += [nn.Dropout(spec.dropout), nn.Linear(width, spec.num_classes)]
     return nn.Sequential(*layers)
-
-
-def head_linear(head: nn.Sequential) -> nn.Linear:
-    """The output layer of a head."""
-    last = head[-1]
-    assert isinstance(last, nn.Linear)
-    return last
 
 
 class FeatureTrunk(nn.Module):
@@ -115,14 +111,12 @@ class Classifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         logits = self.head(self.features(x))
         if self.flip_tta:
-            logits = (logits + self.head(self.features(x.flip(-1)))) / 2
+            logits = mirror_logits(logits, self.head(self.features(x.flip(-1))))
         return logits
 
 
 def parse_levels(spec: str | Sequence[int] | None, num_levels: int) -> tuple[int, ...]:
     """`--feature-layer`: "last" (the pooled output) or level indices "2", "-2", "2,3" (negative from the end)."""
-    from tlearn.core.errors import ConfigError
-
     if spec is None or spec == LAST or spec == ():
         return ()
     items: list[int] = []

@@ -208,7 +208,7 @@ def measure(
     """
     levels = probe_levels(backbone)
     prep = backbone.preprocessing
-    mirror = bool(cfg.augment.hflip) and cfg.tta
+    mirror = cfg.mirror
     plan = plan_views(data, prep, cfg, mirror=mirror, views=0)
     embed = nn.Sequential(Normalize(prep.mean, prep.std), _ProbeTrunk(backbone.model, levels)).eval()
     namespace = {**feature_namespace(backbone, "probe:" + ",".join(map(str, levels))), "precision": "fp32"}

@@ -42,8 +42,6 @@ class FinetuneConfig:
     warmup_epochs: int = 1
     decay_after: int = 3  # "exponential": constant for this many epochs, then decays
     patience: int = 5
-    mixup: float = 0.0
-    cutmix: float = 0.0
 
     def epochs_for(self, method: str) -> int:
         return self.epochs if self.epochs is not None else (40 if method == "scratch" else 12)
@@ -139,6 +137,12 @@ class TrainConfig:
         p += self.finetune.problems()
         if p:
             raise ConfigError(" ".join(p) if len(p) == 1 else "Invalid options: " + " ".join(p))
+
+    @property
+    def mirror(self) -> bool:
+        """Is the mirror image a second view (features) and a test-time augmentation (every method)?
+        Only where the augmentation flips images: a mirrored photo must show the same class."""
+        return bool(self.augment.hflip) and self.tta
 
     def views_for(self, method: str) -> int:
         """Augmented views per training image: computed once and cached, so they cost one forward

@@ -25,6 +25,7 @@ from tlearn.data.labelled import LabelledImages
 from tlearn.data.scan import Pixels
 from tlearn.models.backbones import Backbone
 from tlearn.models.classifier import Classifier, FeatureTrunk, HeadSpec, parse_levels
+from tlearn.models.tta import mirror_logits
 from tlearn.training.config import TrainConfig
 from tlearn.training.features import FeatureCache, extract_features
 from tlearn.training.fitted import Fitted
@@ -199,7 +200,7 @@ def fit_feature_method(
 ) -> Fitted:
     """Features -> cross-validated linear head -> one Classifier (trunk + nn.Linear head)."""
     shell = feature_trunk(backbone, cfg.feature_layer)
-    mirror = bool(cfg.augment.hflip) and cfg.tta
+    mirror = cfg.mirror
     feats = compute_features(
         shell, backbone, data, views=cfg.views_for("features"), mirror=mirror, cfg=cfg, progress=progress
     )
@@ -225,9 +226,9 @@ def fit_feature_method(
 
     def logits(idx: np.ndarray) -> np.ndarray:  # what the classifier computes, from cached features
         z = fit.logits(feats.clean[idx])
-        return (z + fit.logits(feats.mirror[idx])) / 2 if feats.mirror is not None else z
+        return mirror_logits(z, fit.logits(feats.mirror[idx])) if feats.mirror is not None else z
 
-    proba = {part: softmax(logits(idx) / fit.temperature, axis=1) for part, idx in data.split.parts().items()}
+    proba = {part: softmax(logits(idx), axis=1) for part, idx in data.split.parts().items()}
     details = {
         "method": "features",
         "head": fit.kind,

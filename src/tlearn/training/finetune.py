@@ -39,6 +39,7 @@ from tlearn.data.scan import Pixels
 from tlearn.models.backbones import Backbone, Stage, set_train_mode_frozen_bn
 from tlearn.models.classifier import Classifier, HeadSpec, build_head
 from tlearn.models.cut import Cut, cut_trunk, eval_mode
+from tlearn.models.tta import mirror_logits
 from tlearn.training.config import FinetuneConfig, TrainConfig
 from tlearn.training.feature_method import FeatureSet, compute_features, feature_trunk, plan_views
 from tlearn.training.features import extract_features, input_batches
@@ -71,7 +72,7 @@ def fit_finetune(
 ) -> Fitted:
     ft = cfg.finetune
     shell = feature_trunk(backbone, cfg.feature_layer)
-    mirror = bool(cfg.augment.hflip) and cfg.tta
+    mirror = cfg.mirror
     prep = backbone.preprocessing
     checkpoint = out / CHECKPOINT_FILE
     resume = load_checkpoint(checkpoint) if cfg.resume else None
@@ -84,7 +85,7 @@ def fit_finetune(
     learn = data.without_test()  # the phases never see the test images (nor spend time on them)
     epochs, lr = ft.epochs_for("finetune"), ft.lr_for("finetune")
     stages = _stages_to_unfreeze(backbone.stages, ft.unfreeze, classifier) if epochs else []
-    mixing = ft.mixup > 0 or ft.cutmix > 0
+    mixing = cfg.augment.has_batch_mix
     cut = None if mixing else cut_trunk(classifier.trunk, stages, input_size=prep.input_size)
     # With a cut, the frozen bottom runs once per image and view; its output serves both phases.
     acts = boundary_activations(cut, classifier, learn, prep, cfg, mirror=mirror, progress=progress) if cut else None
@@ -244,7 +245,7 @@ def train_head(
             with torch.no_grad():
                 logits = head(vx[idx].to(dev))
                 if vx_mirror is not None:
-                    logits = (logits + head(vx_mirror[idx].to(dev))) / 2
+                    logits = mirror_logits(logits, head(vx_mirror[idx].to(dev)))
             return validation_result(logits.cpu(), vy[idx], val_share)
 
         return run_epochs(
@@ -398,7 +399,7 @@ def train_network(
         val_x = torch.stack([eval_tf(data.pixels[i]) for i in mine]) if len(val_idx) else None
         val_y = torch.from_numpy(data.labels[mine])
         num_classes = len(data.classes)
-        mixing = ft.mixup > 0 or ft.cutmix > 0
+        mixing = cfg.augment.has_batch_mix
         model = classifier.to(memory_format=torch.channels_last)
         net = distributed.wrap(_TrainForward(model))
 
@@ -422,7 +423,9 @@ def train_network(
             for batch, share, x in zip(batches, shares, input_batches(views, len(shares[0])), strict=True):
                 y = torch.from_numpy(data.labels[share.items])
                 if mixing:
-                    x, target = mix_batch(x, y, num_classes=num_classes, mixup_alpha=ft.mixup, cutmix_alpha=ft.cutmix)
+                    x, target = mix_batch(
+                        x, y, num_classes=num_classes, mixup_alpha=cfg.augment.mixup, cutmix_alpha=cfg.augment.cutmix
+                    )
                 else:
                     target = y
                 x, target, y = x.to(dev, non_blocking=True), target.to(dev), y.to(dev)
@@ -594,7 +597,7 @@ def train_top(
             with torch.inference_mode(), eval_mode(cut.top):
                 logits = head(cut.top(_activations(acts.clean[mine], dev)))
                 if acts.mirror is not None:
-                    logits = (logits + head(cut.top(_activations(acts.mirror[mine], dev)))) / 2
+                    logits = mirror_logits(logits, head(cut.top(_activations(acts.mirror[mine], dev))))
             return validation_result(logits.cpu(), torch.from_numpy(data.labels[mine]), val_share)
 
         return run_epochs(

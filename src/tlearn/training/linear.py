@@ -19,6 +19,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.svm import LinearSVC
+from sklearn.utils.class_weight import compute_sample_weight
 from torch import nn
 
 from tlearn.core.errors import ConfigError
@@ -43,7 +44,6 @@ class LinearFit:
     C: float
     cv_scores: tuple[tuple[float, float], ...]  # (C, mean cross-validated accuracy) for each C tried
     folds: int
-    temperature: float = 1.0
 
     def logits(self, feats: np.ndarray) -> np.ndarray:
         return feats @ self.weight.T + self.bias
@@ -51,8 +51,8 @@ class LinearFit:
     def to_linear(self) -> nn.Linear:
         layer = nn.Linear(self.weight.shape[1], self.weight.shape[0])
         with torch.no_grad():
-            layer.weight.copy_(torch.from_numpy(self.weight / self.temperature))
-            layer.bias.copy_(torch.from_numpy(self.bias / self.temperature))
+            layer.weight.copy_(torch.from_numpy(self.weight))
+            layer.bias.copy_(torch.from_numpy(self.bias))
         return layer
 
 
@@ -213,12 +213,10 @@ def _svm_path(
 
 
 def _sample_weights(y: np.ndarray, class_weight: str | None) -> np.ndarray:
-    """Per-row weights: 1, or n / (K * n_class) for "balanced" (scikit-learn's formula)."""
+    """Per-row weights: 1, or scikit-learn's "balanced" n / (K * n_class)."""
     if class_weight != "balanced":
         return np.ones(len(y))
-    classes, counts = np.unique(y, return_counts=True)
-    per_class = dict(zip(classes.tolist(), (len(y) / (len(classes) * counts)).tolist(), strict=True))
-    return np.array([per_class[int(v)] for v in y])
+    return np.asarray(compute_sample_weight("balanced", y))
 
 
 def _full_coef(model: ClassifierMixin, num_classes: int) -> tuple[np.ndarray, np.ndarray]:

@@ -15,7 +15,6 @@ same step. The last checkpoint stays for --resume.
 
 from __future__ import annotations
 
-import copy
 import csv
 import io
 import logging
@@ -221,7 +220,3 @@ def load_checkpoint(path: Path) -> dict[str, Any] | None:
         return dict(torch.load(path, map_location="cpu", weights_only=True))
 
     return distributed.from_main(read)
-
-
-def deepcopy_module(module: nn.Module) -> nn.Module:
-    return copy.deepcopy(module)

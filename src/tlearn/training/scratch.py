@@ -35,7 +35,7 @@ def fit_scratch(
     prep = backbone.preprocessing
     spec = HeadSpec(len(data.classes), backbone.num_features, hidden=SCRATCH_HIDDEN, dropout=SCRATCH_DROPOUT)
     head = seeded_head(spec, cfg.seed)
-    mirror = bool(cfg.augment.hflip) and cfg.tta
+    mirror = cfg.mirror
     classifier = Classifier(FeatureTrunk(backbone.model), head, mean=prep.mean, std=prep.std, flip_tta=mirror)
     checkpoint = out / CHECKPOINT_FILE
     epochs, lr = ft.epochs_for("scratch"), ft.lr_for("scratch")
