@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import io
+import os
 import shutil
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+
+# A Hugging Face cache of the tests' own, empty, set before huggingface_hub is imported (it reads the
+# path once): a model cached on a developer's machine cannot change what a test sees.
+os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="tlearn-tests-hf-")
+os.environ["HF_HUB_OFFLINE"] = "1"
 
 from tlearn.data.synthetic import make_sample_dataset
 
