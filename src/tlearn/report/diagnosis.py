@@ -8,11 +8,14 @@ It is a pure function of the rows, so crafted histories test it exactly.
 
 from __future__ import annotations
 
-import csv
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
+
+# HistoryRow and read_history are imported from here by callers not yet moved to tlearn.artifacts.history.
+from tlearn.artifacts.history import HistoryRow, kept_epochs, read_history
+
+__all__ = ["Diagnosis", "HistoryRow", "Verdict", "diagnose", "kept_epochs", "read_history"]
 
 Verdict = Literal["overfitting", "slight overfitting", "healthy", "underfitting", "unknown"]
 
@@ -31,59 +34,6 @@ TURN_EPOCHS = 2
 UNDERFIT_ACC = 0.80
 # Validation accuracy gaining more than this across the last SMOOTH epochs is "still rising".
 STILL_RISING = 0.02
-
-
-@dataclass(frozen=True)
-class HistoryRow:
-    """One epoch of history.csv. Accuracies are fractions (0 to 1), `lr` the last group's rate, `seconds` wall time.
-
-    `phase` is "head" (frozen backbone), "finetune" (unfrozen stages) or "scratch"; `epoch` counts from 1
-    across phases; `best` marks an epoch whose weights were the best so far in its phase.
-    """
-
-    phase: str
-    epoch: int
-    train_loss: float
-    train_acc: float
-    val_loss: float | None = None
-    val_acc: float | None = None
-    lr: float = 0.0
-    seconds: float = 0.0
-    best: bool = False
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> HistoryRow:
-        """From a CSV row (strings, "" for missing) or a row dict of the training loop (numbers, None)."""
-        return cls(
-            phase=str(d.get("phase") or "train"),
-            epoch=int(float(d["epoch"])),
-            train_loss=_number(d.get("train_loss")) or 0.0,
-            train_acc=_number(d.get("train_acc")) or 0.0,
-            val_loss=_number(d.get("val_loss")),
-            val_acc=_number(d.get("val_acc")),
-            lr=_number(d.get("lr")) or 0.0,
-            seconds=_number(d.get("seconds")) or 0.0,
-            best=str(d.get("best", "")).strip().lower() in ("1", "1.0", "true", "yes"),
-        )
-
-
-def read_history(path: Path) -> list[HistoryRow]:
-    """The rows of a history.csv; [] when the file does not exist (methods that do not train in epochs)."""
-    path = Path(path)
-    if not path.is_file():
-        return []
-    with path.open(newline="", encoding="utf-8") as fh:
-        return [HistoryRow.from_dict(row) for row in csv.DictReader(fh) if row.get("epoch")]
-
-
-def kept_epochs(rows: Sequence[HistoryRow]) -> dict[str, int]:
-    """Phase -> the epoch whose weights the phase kept (its last row marked best), in phase order."""
-    kept: dict[str, int] = {}
-    for r in rows:
-        kept.setdefault(r.phase, r.epoch)
-        if r.best:
-            kept[r.phase] = r.epoch
-    return kept
 
 
 @dataclass(frozen=True)
@@ -141,14 +91,26 @@ def diagnose(rows: Sequence[HistoryRow]) -> Diagnosis:
     if rising:
         findings.append("Validation accuracy was still rising at the end of training.")
 
-    if gap >= OVERFIT_GAP or (gap >= SLIGHT_GAP and (growing or turn is not None)):
+    overfit = gap >= OVERFIT_GAP or (gap >= SLIGHT_GAP and (growing or turn is not None))
+    drifting = gap >= SLIGHT_GAP or turn is not None
+    verdict, headline, advice = _verdict(overfit, drifting, end_train, end_val, phases)
+    if rising and verdict in ("healthy", "underfitting"):
+        advice.insert(0, f"Train for more epochs ({_epochs_flag(phases)}): validation accuracy had not levelled off.")
+    return Diagnosis(verdict, headline, tuple(findings), tuple(advice), gap, gap_start, turn)
+
+
+def _verdict(
+    overfit: bool, drifting: bool, end_train: float, end_val: float, phases: Sequence[str]
+) -> tuple[Verdict, str, list[str]]:
+    """The verdict, its headline and the advice, from what the curves showed."""
+    if overfit:
         verdict: Verdict = "overfitting"
         headline = (
             f"The model overfits: it is right on about {end_train:.0%} of its training images but only "
             f"{end_val:.0%} of the validation images."
         )
         advice = _overfit_advice(phases)
-    elif gap >= SLIGHT_GAP or turn is not None:
+    elif drifting:
         verdict = "slight overfitting"
         headline = "The model overfits slightly: validation results are close to training results, but drifting."
         advice = _overfit_advice(phases)[:3]
@@ -163,9 +125,7 @@ def diagnose(rows: Sequence[HistoryRow]) -> Diagnosis:
         verdict = "healthy"
         headline = "Training looks healthy: validation accuracy follows training accuracy closely."
         advice = ["Nothing to fix."]
-    if rising and verdict in ("healthy", "underfitting"):
-        advice.insert(0, f"Train for more epochs ({_epochs_flag(phases)}): validation accuracy had not levelled off.")
-    return Diagnosis(verdict, headline, tuple(findings), tuple(advice), gap, gap_start, turn)
+    return verdict, headline, advice
 
 
 def _loss_turn(rows: Sequence[HistoryRow]) -> int | None:
@@ -255,9 +215,3 @@ def _points(fraction: float) -> str:
 
 def _mean(values: Sequence[float]) -> float:
     return sum(values) / len(values)
-
-
-def _number(value: Any) -> float | None:
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return None
-    return float(value)

@@ -17,11 +17,11 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 
+from tlearn.artifacts.history import HistoryRow, kept_epochs
 from tlearn.core.files import atomic_path
 
 if TYPE_CHECKING:
     from tlearn.artifacts.predictions import PredictionRow
-    from tlearn.report.diagnosis import HistoryRow
 
 SPLIT_COLOURS = {"train": "#4C72B0", "val": "#DD8452", "test": "#55A868", "?": "#8C8C8C"}
 PHASE_LABELS = {"head": "phase 1: head", "finetune": "phase 2: fine-tuning", "scratch": "from scratch"}
@@ -84,8 +84,6 @@ def plot_history(rows: Sequence[HistoryRow], path: Path) -> Path:
     Two panels side by side; a dashed vertical line where a phase starts (phase 1 -> phase 2), a ring
     on the validation curve at the epoch whose weights each phase kept.
     """
-    from tlearn.report.diagnosis import kept_epochs
-
     fig, (acc_ax, loss_ax) = plt.subplots(1, 2, figsize=(11, 3.8))
     epochs = [r.epoch for r in rows]
     has_val = any(r.val_acc is not None for r in rows)
@@ -176,8 +174,6 @@ def plot_comparison(
     final accuracy on `score_part` (`scored_images` of them: a reminder of how noisy it is); `chance`
     (1 / classes) is a grey dotted line.
     """
-    from tlearn.report.diagnosis import kept_epochs
-
     fig, ax = plt.subplots(figsize=(9.5, 4.8))
     last_epoch = max((r.epoch for c in curves for r in c.rows), default=1)
     shown: list[float] = [] if chance is None else [chance]
@@ -185,27 +181,11 @@ def plot_comparison(
     labels: list[str] = []
     rings = False
     for i, curve in enumerate(curves):
-        colour = METHOD_COLOURS[i % len(METHOD_COLOURS)]
-        score = f"{curve.score:.1%}" if curve.score is not None else curve.note or "no score"
-        val = [np.nan if r.val_acc is None else r.val_acc for r in curve.rows]
-        if curve.rows and not all(np.isnan(val)):
-            epochs = [r.epoch for r in curve.rows]
-            (line,) = ax.plot(epochs, val, color=colour, marker="o", ms=3.5, lw=2)
-            shown += [v for v in val if not np.isnan(v)]
-            kept = list(kept_epochs(curve.rows).values())  # the last phase's kept epoch is in the bundle
-            at = epochs.index(kept[-1]) if kept else None
-            if at is not None and not np.isnan(val[at]):
-                ax.plot([epochs[at]], [val[at]], "o", ms=11, mfc="none", mec=colour, mew=1.5)
-                rings = True
-            _mark_phase_changes(ax, curve.rows, colour, curve.label)
-        elif curve.level is not None:
-            line = ax.axhline(curve.level, color=colour, ls="--", lw=2)
-            shown.append(curve.level)
-            score += " (one fit, no epochs)"
-        else:
-            line = Line2D([], [], ls="none", marker="x", color=colour)
+        line, label, values, ringed = _draw_method(ax, curve, METHOD_COLOURS[i % len(METHOD_COLOURS)])
         handles.append(line)
-        labels.append(f"{curve.label}: {score}")
+        labels.append(label)
+        shown += values
+        rings = rings or ringed
     if rings:
         handles.append(Line2D([], [], ls="none", marker="o", ms=10, mfc="none", mec="#555555"))
         labels.append("kept weights")
@@ -215,15 +195,7 @@ def plot_comparison(
     if len(shown) <= (0 if chance is None else 1):
         message = "No validation split: nothing to draw per epoch."
         ax.text(0.5, 0.5, message, transform=ax.transAxes, ha="center", va="center", color="#555555")
-    low = min(shown, default=0.0)
-    ax.set_ylim(max(0.0, np.floor((low - 0.05) * 10) / 10), 1.04)
-    ax.set_xlim(0.5, last_epoch + 0.5)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("validation accuracy")
-    ax.grid(alpha=0.3)
-    ax.spines[["top", "right"]].set_visible(False)
+    _accuracy_axes(ax, low=min(shown, default=0.0), last_epoch=last_epoch)
     legend_title = f"final {score_part} accuracy" + (f" ({scored_images} images)" if scored_images else "")
     ax.legend(
         handles,
@@ -237,6 +209,39 @@ def plot_comparison(
     ax.set_title(title, loc="left")
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+def _draw_method(ax: Axes, curve: MethodCurve, colour: str) -> tuple[Line2D, str, list[float], bool]:
+    """Draw one method: its line, or its level; returns the legend handle and label, the values drawn, and
+    whether a ring marks its kept epoch."""
+    score = f"{curve.score:.1%}" if curve.score is not None else curve.note or "no score"
+    val = [np.nan if r.val_acc is None else r.val_acc for r in curve.rows]
+    if curve.rows and not all(np.isnan(val)):
+        epochs = [r.epoch for r in curve.rows]
+        (line,) = ax.plot(epochs, val, color=colour, marker="o", ms=3.5, lw=2)
+        kept = list(kept_epochs(curve.rows).values())  # the last phase's kept epoch is in the bundle
+        at = epochs.index(kept[-1]) if kept else None
+        ringed = at is not None and not np.isnan(val[at])
+        if at is not None and ringed:
+            ax.plot([epochs[at]], [val[at]], "o", ms=11, mfc="none", mec=colour, mew=1.5)
+        _mark_phase_changes(ax, curve.rows, colour, curve.label)
+        return line, f"{curve.label}: {score}", [v for v in val if not np.isnan(v)], ringed
+    if curve.level is not None:
+        line = ax.axhline(curve.level, color=colour, ls="--", lw=2)
+        return line, f"{curve.label}: {score} (one fit, no epochs)", [curve.level], False
+    return Line2D([], [], ls="none", marker="x", color=colour), f"{curve.label}: {score}", [], False
+
+
+def _accuracy_axes(ax: Axes, *, low: float, last_epoch: int) -> None:
+    """Epochs 1..last_epoch across, validation accuracy up from a round tenth below `low` to 100%."""
+    ax.set_ylim(max(0.0, np.floor((low - 0.05) * 10) / 10), 1.04)
+    ax.set_xlim(0.5, last_epoch + 0.5)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation accuracy")
+    ax.grid(alpha=0.3)
+    ax.spines[["top", "right"]].set_visible(False)
 
 
 def _mark_phase_changes(ax: Axes, rows: Sequence[HistoryRow], colour: str, label: str) -> None:
