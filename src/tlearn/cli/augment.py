@@ -13,10 +13,11 @@ from tlearn.cli.render import console, short_path
 
 
 @app.command("augment")
+@opt.option_groups
 def augment(
-    data: Annotated[Path, typer.Argument(help="A folder with one subfolder per class, split folders, or a CSV.")],
+    data: opt.Data,
+    *,
     out: Annotated[Path, typer.Option("--out", "-o", help="PNG file to write.")] = Path("augment_preview.png"),
-    preset: opt.Preset = "standard",
     images: Annotated[
         list[Path] | None,
         typer.Option("--images", help="Show this file instead of one per class (repeat for more).", metavar="FILE"),
@@ -27,27 +28,7 @@ def augment(
     input_size: Annotated[
         int | None, typer.Option(help="Side of the square model input in pixels (default 224).", min=16)
     ] = None,
-    hflip: opt.HFlip = None,
-    vflip: opt.VFlip = None,
-    rotation: opt.Rotation = None,
-    zoom: opt.Zoom = None,
-    crop_scale: opt.CropScale = None,
-    crop_ratio: opt.CropRatio = None,
-    no_crop: opt.NoCrop = False,
-    translate: opt.Translate = None,
-    shear: opt.Shear = None,
-    brightness: opt.Brightness = None,
-    contrast: opt.Contrast = None,
-    saturation: opt.Saturation = None,
-    hue: opt.Hue = None,
-    grayscale: opt.Grayscale = None,
-    blur: opt.Blur = None,
-    blur_sigma: opt.BlurSigma = None,
-    erasing: opt.Erasing = None,
-    fill: opt.Fill = None,
-    fill_color: opt.FillColor = None,
-    mixup: opt.Mixup = None,
-    cutmix: opt.Cutmix = None,
+    flags: opt.AugmentFlags,  # --preset, --hflip ... --cutmix, expanded by @opt.option_groups
 ) -> None:
     """Draw a grid of random training views of a few images: the original, then augmented copies."""
     from dataclasses import replace
@@ -55,31 +36,8 @@ def augment(
     from tlearn.data.augment import preset as named_preset
     from tlearn.report.augment_preview import DEFAULT_PREP, write_preview
 
-    cfg = opt.augment_config(
-        preset,
-        hflip=hflip,
-        vflip=vflip,
-        rotation=rotation,
-        zoom=zoom,
-        crop_scale=crop_scale,
-        crop_ratio=crop_ratio,
-        no_crop=no_crop,
-        translate=translate,
-        shear=shear,
-        brightness=brightness,
-        contrast=contrast,
-        saturation=saturation,
-        hue=hue,
-        grayscale=grayscale,
-        blur=blur,
-        blur_sigma=blur_sigma,
-        erasing=erasing,
-        fill=fill,
-        fill_color=fill_color,
-        mixup=mixup,
-        cutmix=cutmix,
-    )
-    name = preset.strip().lower()
+    cfg = flags.config()
+    name = flags.preset.strip().lower()
     if cfg != named_preset(name):
         name += " (changed)"
     prep = DEFAULT_PREP if input_size is None else replace(DEFAULT_PREP, input_size=(input_size, input_size))

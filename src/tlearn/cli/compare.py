@@ -19,12 +19,7 @@ if TYPE_CHECKING:
     from tlearn.core.progress import Progress
     from tlearn.training.compare import Comparison, MethodRun
 
-TRAINING = "Training length and rates (all methods that train in epochs)"
 FEAT = "Feature method (features, auto)"
-
-
-def _train_opt(*names: str, help: str) -> Any:
-    return typer.Option(*names, help=help, rich_help_panel=TRAINING)
 
 
 def _feat(*names: str, help: str) -> Any:
@@ -32,66 +27,34 @@ def _feat(*names: str, help: str) -> Any:
 
 
 @app.command("compare")
+@opt.option_groups
 def compare(
-    data: Annotated[Path, typer.Argument(help="A folder with one subfolder per class, split folders, or a CSV.")],
+    data: opt.Data,
+    *,
     methods: Annotated[
         str, typer.Option(help="Comma-separated: features, finetune, scratch, auto.")
     ] = "features,finetune,scratch",
-    backbone: Annotated[str | None, typer.Option(help="A timm model name (tlearn backbones lists them).")] = None,
-    weights: Annotated[
-        str | None, typer.Option(help="Local weights file (.safetensors, .pth), or 'none' for random init.")
-    ] = None,
+    backbone: opt.Backbone = None,
+    weights: opt.Weights = None,
     input_size: Annotated[
         int | None, typer.Option(help="Model input side in pixels (default: the weights'; 150 from scratch).")
     ] = None,
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Folder for the comparison (default runs/<data name>-compare).")
     ] = None,
-    seed: Annotated[int, typer.Option(help="Random seed (split, augmentation, training).")] = 0,
-    val_frac: Annotated[float, typer.Option(help="Fraction of images for validation.")] = 0.15,
-    test_frac: Annotated[float, typer.Option(help="Fraction of images for the test.")] = 0.15,
-    split_file: Annotated[Path | None, typer.Option(help="Reuse the split.json of an earlier run.")] = None,
-    class_weight: Annotated[str, typer.Option(help="none, or balanced for imbalanced classes.")] = "none",
-    tta: Annotated[bool, typer.Option(help="Average predictions with the mirror image (when --hflip).")] = True,
+    seed: opt.Seed = 0,
+    val_frac: opt.ValFrac = 0.15,
+    test_frac: opt.TestFrac = 0.15,
+    split_file: opt.SplitFile = None,
+    class_weight: opt.ClassWeight = "none",
+    tta: opt.Tta = True,
     batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 32,
-    device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda.")] = "auto",
-    views: Annotated[
-        int | None,
-        typer.Option(help="Augmented views per training image, computed once (default: 0 features, 6 finetune)."),
-    ] = None,
+    device: opt.Device = "auto",
+    views: opt.Views = None,
     head: Annotated[str, _feat("--head", help="logistic, svm or softmax.")] = "logistic",
     c: Annotated[float | None, _feat("--C", help="Inverse regularisation (default: chosen by CV).")] = None,
-    head_epochs: Annotated[int, _train_opt("--head-epochs", help="Fine-tuning phase 1 (frozen base) epochs.")] = 30,
-    head_lr: Annotated[float, _train_opt("--head-lr", help="Fine-tuning phase 1 learning rate.")] = 1e-3,
-    epochs: Annotated[
-        int | None, _train_opt("--epochs", help="Fine-tuning phase 2 and scratch epochs (default 12 and 40).")
-    ] = None,
-    lr: Annotated[
-        float | None, _train_opt("--lr", help="Fine-tuning phase 2 and scratch learning rate (default 3e-4 and 1e-3).")
-    ] = None,
-    patience: Annotated[int, _train_opt("--patience", help="Early stopping patience (epochs).")] = 5,
-    preset: opt.Preset = "standard",
-    hflip: opt.HFlip = None,
-    vflip: opt.VFlip = None,
-    rotation: opt.Rotation = None,
-    zoom: opt.Zoom = None,
-    crop_scale: opt.CropScale = None,
-    crop_ratio: opt.CropRatio = None,
-    no_crop: opt.NoCrop = False,
-    translate: opt.Translate = None,
-    shear: opt.Shear = None,
-    brightness: opt.Brightness = None,
-    contrast: opt.Contrast = None,
-    saturation: opt.Saturation = None,
-    hue: opt.Hue = None,
-    grayscale: opt.Grayscale = None,
-    blur: opt.Blur = None,
-    blur_sigma: opt.BlurSigma = None,
-    erasing: opt.Erasing = None,
-    fill: opt.Fill = None,
-    fill_color: opt.FillColor = None,
-    mixup: opt.Mixup = None,
-    cutmix: opt.Cutmix = None,
+    training: opt.TrainingLengthFlags,  # --head-epochs, --head-lr, --epochs, --lr, --patience
+    augment: opt.AugmentFlags,  # --preset, --hflip ... --cutmix, expanded by @opt.option_groups
 ) -> None:
     """Train several methods on DATA with the same split and seed, and compare them.
 
@@ -101,10 +64,20 @@ def compare(
 
     A method that fails is reported and the others still run; the exit code is 1 only if all fail.
     """
+    _refuse_several_processes()
+    result = compare_with_progress(
+        data, methods=methods.split(","), out=out, backbone=backbone, weights=weights, input_size=input_size,
+        seed=seed, val_frac=val_frac, test_frac=test_frac, split_file=split_file, class_weight=class_weight,
+        tta=tta, batch_size=batch_size, views=views, head=head, C=c, augment=augment.config(),
+        finetune=training.config(), device=device,
+    )  # fmt: skip
+    render_comparison(result)
+    raise typer.Exit(0 if result.ok else 1)
+
+
+def _refuse_several_processes() -> None:
     from tlearn.core.distributed import launched_world
     from tlearn.core.errors import ConfigError
-    from tlearn.training.compare import compare as run_compare
-    from tlearn.training.config import FinetuneConfig
 
     if launched_world()[1] > 1:
         raise ConfigError(
@@ -112,15 +85,12 @@ def compare(
             hint="Under torchrun, run tlearn train once per method (--method features, finetune, scratch).",
         )
 
-    augment = opt.augment_config(
-        preset, hflip=hflip, vflip=vflip, rotation=rotation, zoom=zoom, crop_scale=crop_scale,
-        crop_ratio=crop_ratio, no_crop=no_crop, translate=translate, shear=shear, brightness=brightness,
-        contrast=contrast, saturation=saturation, hue=hue, grayscale=grayscale, blur=blur,
-        blur_sigma=blur_sigma, erasing=erasing, fill=fill, fill_color=fill_color, mixup=mixup, cutmix=cutmix,
-    )  # fmt: skip
-    finetune = FinetuneConfig(
-        head_epochs=head_epochs, head_lr=head_lr, epochs=epochs, lr=lr, patience=patience,
-    )  # fmt: skip
+
+def compare_with_progress(data: Path, *, methods: list[str], out: Path | None, **options: Any) -> Comparison:
+    """The library's compare with a rule, fresh progress bars and the epoch lines for each method, and
+    one line when it ends. `options` are TrainConfig fields."""
+    from tlearn.training.compare import compare as run_compare
+
     with ExitStack() as bars:
         current: list[Progress] = []  # the bars of the method running now
 
@@ -137,15 +107,10 @@ def compare(
             if current:
                 current[0](stage, done, total)
 
-        result = run_compare(
-            data, methods=methods.split(","), out=out, progress=progress,
-            on_epoch_end=print_epoch, on_method_start=start, on_method_end=end,
-            backbone=backbone, weights=weights, input_size=input_size, seed=seed, val_frac=val_frac,
-            test_frac=test_frac, split_file=split_file, class_weight=class_weight, tta=tta, batch_size=batch_size,
-            views=views, head=head, C=c, augment=augment, finetune=finetune, device=device,
+        return run_compare(
+            data, methods=methods, out=out, progress=progress, on_epoch_end=print_epoch,
+            on_method_start=start, on_method_end=end, **options,
         )  # fmt: skip
-    render_comparison(result)
-    raise typer.Exit(0 if result.ok else 1)
 
 
 def print_method_line(run: MethodRun) -> None:

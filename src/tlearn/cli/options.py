@@ -1,14 +1,25 @@
-"""Command-line options shared by commands: the augmentation flags of `tlearn augment` and `tlearn train`.
+"""Command-line options shared by commands, and the groups of flags that travel together.
 
-Each flag is a Typer option alias, so a command declares it in one line (`rotation: Rotation = None`)
-and its help reads the same everywhere. Every augmentation flag defaults to None, meaning "as the
-preset says"; `augment_config` turns the preset name and the flags given into one AugmentConfig.
-Nothing heavy is imported at module level, so `tlearn --help` stays fast.
+Each flag is a Typer option alias, so a command declares it in one line (`seed: opt.Seed = 0`) and its
+help reads the same everywhere. Flags that always go together (the augmentation flags; the fine-tuning
+flags) form a frozen dataclass whose fields are such aliases. A command takes the group as one
+parameter (`augment: opt.AugmentFlags`) and is decorated with `@option_groups`, which shows Typer the
+group's fields as parameters of their own, so `--help` lists every flag and each flag works as before;
+the command then receives one AugmentFlags value and calls `.config()` on it.
+
+Augmentation flags default to None, meaning "as the preset says". Nothing heavy is imported at module
+level, so `tlearn --help` stays fast: the library's config classes are imported inside the builders.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+import functools
+import inspect
+import re
+from collections.abc import Callable
+from dataclasses import MISSING, dataclass, fields, is_dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_type_hints
 
 import typer
 
@@ -16,14 +27,47 @@ from tlearn.core.errors import ConfigError
 
 if TYPE_CHECKING:
     from tlearn.data.augment import AugmentConfig
+    from tlearn.training.config import FinetuneConfig
 
 PANEL = "Augmentation (each flag changes the preset)"
+FINETUNE_PANEL = "Fine-tuning (--method finetune, scratch, auto)"  # tlearn train
+TRAINING_PANEL = "Training length and rates (all methods that train in epochs)"  # tlearn compare
 PRESET_NAMES = ("none", "light", "standard", "strong")  # tlearn.data.augment.PRESETS, checked by a test
 
 
 def _option(*names: str, help: str, metavar: str | None = None) -> Any:
     return typer.Option(*names, help=help, metavar=metavar, rich_help_panel=PANEL, show_default=False)
 
+
+def finetune_option(*names: str, help: str) -> Any:
+    """An option in `tlearn train`'s fine-tuning panel."""
+    return typer.Option(*names, help=help, rich_help_panel=FINETUNE_PANEL)
+
+
+def _training_option(*names: str, help: str) -> Any:
+    return typer.Option(*names, help=help, rich_help_panel=TRAINING_PANEL)
+
+
+# --- options of train and compare (and of augment and check: Data) ---------------------------------
+
+Data = Annotated[Path, typer.Argument(help="A folder with one subfolder per class, split folders, or a CSV.")]
+Backbone = Annotated[str | None, typer.Option(help="A timm model name (tlearn backbones lists them).")]
+Weights = Annotated[
+    str | None, typer.Option(help="Local weights file (.safetensors, .pth), or 'none' for random init.")
+]
+Seed = Annotated[int, typer.Option(help="Random seed (split, augmentation, training).")]
+ValFrac = Annotated[float, typer.Option(help="Fraction of images for validation.")]
+TestFrac = Annotated[float, typer.Option(help="Fraction of images for the test.")]
+SplitFile = Annotated[Path | None, typer.Option(help="Reuse the split.json of an earlier run.")]
+ClassWeight = Annotated[str, typer.Option(help="none, or balanced for imbalanced classes.")]
+Tta = Annotated[bool, typer.Option(help="Average predictions with the mirror image (when --hflip).")]
+Device = Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda.")]
+Views = Annotated[
+    int | None,
+    typer.Option(help="Augmented views per training image, computed once (default: 0 features, 6 finetune)."),
+]
+
+# --- the augmentation flags of augment, train and compare ------------------------------------------
 
 Preset = Annotated[
     str,
@@ -82,62 +126,194 @@ Mixup = Annotated[float | None, _option("--mixup", help="MixUp alpha for batches
 Cutmix = Annotated[float | None, _option("--cutmix", help="CutMix alpha for batches (0 = off).", metavar="ALPHA")]
 
 
-def augment_config(
-    preset_name: str,
-    *,
-    hflip: bool | None = None,
-    vflip: bool | None = None,
-    rotation: float | None = None,
-    zoom: tuple[float, float] | None = None,
-    crop_scale: tuple[float, float] | None = None,
-    crop_ratio: tuple[float, float] | None = None,
-    no_crop: bool = False,
-    translate: float | None = None,
-    shear: float | None = None,
-    brightness: float | None = None,
-    contrast: float | None = None,
-    saturation: float | None = None,
-    hue: float | None = None,
-    grayscale: float | None = None,
-    blur: float | None = None,
-    blur_sigma: tuple[float, float] | None = None,
-    erasing: float | None = None,
-    fill: str | None = None,
-    fill_color: tuple[int, int, int] | None = None,
-    mixup: float | None = None,
-    cutmix: float | None = None,
-) -> AugmentConfig:
-    """The preset with every flag that was given (not None) applied. Raises ConfigError.
+@dataclass(frozen=True)
+class AugmentFlags:
+    """The augmentation flags as given; None is "as the preset says"."""
 
-    Flip flags switch flips on (probability 0.5) or off; `translate` applies to both axes.
+    preset: Preset = "standard"
+    hflip: HFlip = None
+    vflip: VFlip = None
+    rotation: Rotation = None
+    zoom: Zoom = None
+    crop_scale: CropScale = None
+    crop_ratio: CropRatio = None
+    no_crop: NoCrop = False
+    translate: Translate = None
+    shear: Shear = None
+    brightness: Brightness = None
+    contrast: Contrast = None
+    saturation: Saturation = None
+    hue: Hue = None
+    grayscale: Grayscale = None
+    blur: Blur = None
+    blur_sigma: BlurSigma = None
+    erasing: Erasing = None
+    fill: Fill = None
+    fill_color: FillColor = None
+    mixup: Mixup = None
+    cutmix: Cutmix = None
+
+    def config(self) -> AugmentConfig:
+        """The preset with every flag that was given (not None) applied. Raises ConfigError.
+
+        Flip flags switch flips on (probability 0.5) or off; `translate` applies to both axes.
+        """
+        from tlearn.data.augment import preset
+
+        if self.no_crop and self.crop_scale is not None:
+            raise ConfigError("--no-crop and --crop-scale contradict each other. Pass one of them.")
+        given: dict[str, Any] = {
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if f.name not in ("preset", "no_crop") and getattr(self, f.name) is not None
+        }
+        if self.translate is not None:
+            given["translate"] = (self.translate, self.translate)
+        for flip in ("hflip", "vflip"):
+            if flip in given:
+                given[flip] = 0.5 * given[flip]
+        if self.no_crop:
+            given["crop_scale"] = None
+        return preset(self.preset, **given)
+
+
+def augment_config(preset_name: str, **flags: Any) -> AugmentConfig:
+    """`AugmentFlags(preset_name, **flags).config()`: the augmentation flags as keywords, for Python callers."""
+    return AugmentFlags(preset_name, **flags).config()
+
+
+# --- the fine-tuning flags: all of them for train, the training length and rates for compare -------
+
+
+@dataclass(frozen=True)
+class FinetuneFlags:
+    """`tlearn train`'s fine-tuning flags; the defaults are FinetuneConfig's (a test checks)."""
+
+    head_epochs: Annotated[int, finetune_option("--head-epochs", help="Phase 1 (frozen base) epochs.")] = 30
+    head_lr: Annotated[float, finetune_option("--head-lr", help="Phase 1 learning rate.")] = 1e-3
+    epochs: Annotated[int | None, finetune_option("--epochs", help="Phase 2 epochs (default 12; 40 from scratch).")] = (
+        None
+    )
+    lr: Annotated[
+        float | None, finetune_option("--lr", help="Phase 2 rate of the last stage (default 3e-4; 1e-3 from scratch).")
+    ] = None
+    lr_decay: Annotated[float, finetune_option("--lr-decay", help="Each earlier stage's rate times this.")] = 0.7
+    unfreeze: Annotated[str, finetune_option("--unfreeze", help="Stages to unfreeze in phase 2: a number or all.")] = (
+        "2"
+    )
+    weight_decay: Annotated[float, finetune_option("--weight-decay", help="AdamW weight decay (L2).")] = 1e-4
+    label_smoothing: Annotated[float, finetune_option("--label-smoothing", help="Label smoothing.")] = 0.1
+    dropout: Annotated[float, finetune_option("--dropout", help="Dropout before the head.")] = 0.2
+    hidden: Annotated[int, finetune_option("--hidden", help="Width of a hidden layer in the head (0 = none).")] = 0
+    schedule: Annotated[str, finetune_option("--schedule", help="cosine, onecycle, step, constant or exponential.")] = (
+        "cosine"
+    )
+    warmup_epochs: Annotated[int, finetune_option("--warmup-epochs", help="Linear warm-up epochs (cosine).")] = 1
+    patience: Annotated[int, finetune_option("--patience", help="Early stopping patience (epochs).")] = 5
+
+    def config(self) -> FinetuneConfig:
+        return finetune_config(self)
+
+
+@dataclass(frozen=True)
+class TrainingLengthFlags:
+    """`tlearn compare`'s training length and rates, for every method that trains in epochs."""
+
+    head_epochs: Annotated[int, _training_option("--head-epochs", help="Fine-tuning phase 1 (frozen base) epochs.")] = (
+        30
+    )
+    head_lr: Annotated[float, _training_option("--head-lr", help="Fine-tuning phase 1 learning rate.")] = 1e-3
+    epochs: Annotated[
+        int | None, _training_option("--epochs", help="Fine-tuning phase 2 and scratch epochs (default 12 and 40).")
+    ] = None
+    lr: Annotated[
+        float | None,
+        _training_option("--lr", help="Fine-tuning phase 2 and scratch learning rate (default 3e-4 and 1e-3)."),
+    ] = None
+    patience: Annotated[int, _training_option("--patience", help="Early stopping patience (epochs).")] = 5
+
+    def config(self) -> FinetuneConfig:
+        return finetune_config(self)
+
+
+def finetune_config(flags: FinetuneFlags | TrainingLengthFlags) -> FinetuneConfig:
+    """The FinetuneConfig the flags ask for (--unfreeze parsed); settings without a flag keep their defaults.
+
+    Raises ConfigError naming every bad flag (FinetuneConfig's checks run when TrainConfig is built).
     """
-    from tlearn.data.augment import preset
+    from tlearn.training.config import FinetuneConfig
 
-    if no_crop and crop_scale is not None:
-        raise ConfigError("--no-crop and --crop-scale contradict each other. Pass one of them.")
-    overrides = {
-        "rotation": rotation,
-        "zoom": zoom,
-        "crop_scale": crop_scale,
-        "crop_ratio": crop_ratio,
-        "translate": None if translate is None else (translate, translate),
-        "shear": shear,
-        "brightness": brightness,
-        "contrast": contrast,
-        "saturation": saturation,
-        "hue": hue,
-        "grayscale": grayscale,
-        "blur": blur,
-        "blur_sigma": blur_sigma,
-        "erasing": erasing,
-        "fill": fill,
-        "fill_color": fill_color,
-        "mixup": mixup,
-        "cutmix": cutmix,
-        "hflip": None if hflip is None else 0.5 * hflip,
-        "vflip": None if vflip is None else 0.5 * vflip,
-    }
-    given: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
-    if no_crop:
-        given["crop_scale"] = None
-    return preset(preset_name, **given)
+    values: dict[str, Any] = {f.name: getattr(flags, f.name) for f in fields(flags)}
+    if "unfreeze" in values:
+        values["unfreeze"] = parse_unfreeze(values["unfreeze"])
+    return FinetuneConfig(**values)
+
+
+# --- flag values that are text -----------------------------------------------------------------------
+
+
+def parse_duration(text: str | None) -> float | None:
+    """--time-budget: '10m', '90s', '1h', '1h30m', '1.5h' or plain seconds ('600') -> seconds.
+
+    Units are h, m and s in any case, spaces between parts allowed. Raises ConfigError otherwise.
+    """
+    if text is None:
+        return None
+    rest = text.strip().lower()
+    if re.fullmatch(r"\d+(\.\d+)?", rest):
+        return float(rest)
+    parts = re.findall(r"(\d+(?:\.\d+)?)\s*([hms])", rest)
+    if not parts or "".join(f"{a}{b}" for a, b in parts) != rest.replace(" ", ""):
+        raise ConfigError(f"--time-budget must look like 10m, 90s or 1h30m. Got {text!r}.")
+    return sum(float(amount) * {"h": 3600, "m": 60, "s": 1}[unit] for amount, unit in parts)
+
+
+def parse_unfreeze(text: str) -> int | Literal["all"]:
+    """--unfreeze: 'all' (any case) or a whole number of stages. Raises ConfigError otherwise."""
+    if text.strip().lower() == "all":
+        return "all"
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(f"--unfreeze must be a number of stages or 'all'. Got {text!r}.") from None
+
+
+# --- groups of flags as one parameter ------------------------------------------------------------------
+
+
+def option_groups(command: Callable[..., None]) -> Callable[..., None]:
+    """Let a Typer command take a frozen dataclass of options (AugmentFlags, ...) as one parameter.
+
+    Typer reads a command's parameters with `inspect.signature`, which honours `__signature__`: the
+    wrapper shows it the dataclass's fields in place of the group parameter, with their Annotated
+    options and defaults, so they are parsed and listed in --help like any other; on a call it builds
+    the dataclass from them and passes that to the command. Goes under `@app.command(...)`.
+    """
+    signature = inspect.signature(command, eval_str=True)
+    groups: dict[str, Any] = {}
+    params: list[inspect.Parameter] = []
+    for p in signature.parameters.values():
+        if isinstance(p.annotation, type) and is_dataclass(p.annotation):
+            groups[p.name] = p.annotation
+            hints = get_type_hints(p.annotation, include_extras=True)
+            params += [
+                inspect.Parameter(f.name, p.KEYWORD_ONLY, annotation=hints[f.name],
+                                  default=p.empty if f.default is MISSING else f.default)
+                for f in fields(p.annotation)
+            ]  # fmt: skip
+        else:
+            params.append(p.replace(kind=p.KEYWORD_ONLY))
+    names = [p.name for p in params]
+    if len(set(names)) != len(names):
+        clash = sorted({n for n in names if names.count(n) > 1})
+        raise TypeError(f"{command.__name__}: option groups repeat the parameters {clash}.")
+
+    @functools.wraps(command)
+    def expanded(**values: Any) -> None:
+        for name, group in groups.items():
+            values[name] = group(**{f.name: values.pop(f.name) for f in fields(group)})
+        command(**values)
+
+    expanded.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+    expanded.__annotations__ = {p.name: p.annotation for p in params} | {"return": signature.return_annotation}
+    return expanded
