@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from conftest import jpeg_bytes, solid
-from tlearn.core.errors import ImageError
+from tlearn.core.errors import EmptyFile, ImageError, ImageTooLarge, NotAnImage, TruncatedImage, UnreadableFile
 from tlearn.data.images import decode_image, open_image, shrink_to_short_side
 
 
@@ -63,27 +63,38 @@ def test_gif_gives_its_first_frame() -> None:
 
 
 @pytest.mark.parametrize(
-    ("content", "reason"),
+    ("content", "kind", "reason"),
     [
-        (b"", "empty"),
-        (b"hello, I am text", "not an image"),
-        (jpeg_bytes(solid((9, 9, 9), (300, 300)))[:400], "truncated"),
+        (b"", EmptyFile, r"^file is empty \(0 bytes\)"),
+        (b"hello, I am text", NotAnImage, r"^not an image \(Pillow cannot identify its format\)"),
+        (jpeg_bytes(solid((9, 9, 9), (300, 300)))[:400], TruncatedImage, r"^truncated or corrupt \("),
     ],
 )
-def test_broken_files_raise_a_short_reason(content: bytes, reason: str) -> None:
-    with pytest.raises(ImageError, match=reason):
+def test_broken_files_raise_a_short_reason_and_say_why_by_type(
+    content: bytes, kind: type[ImageError], reason: str
+) -> None:
+    with pytest.raises(kind, match=reason) as err:
         open_image(content)
+    assert isinstance(err.value, ImageError)  # callers that catch any unreadable image still do
 
 
-def test_missing_file_says_so(tmp_path: Path) -> None:
-    with pytest.raises(ImageError, match="not found"):
+def test_missing_file_or_folder_says_so(tmp_path: Path) -> None:
+    with pytest.raises(UnreadableFile, match=r"^file not found$"):
         open_image(tmp_path / "nope.jpg")
+    with pytest.raises(UnreadableFile, match=r"^is a folder, not an image file$"):
+        open_image(tmp_path)
 
 
 def test_decompression_bomb_is_refused() -> None:
     big = jpeg_bytes(solid((0, 0, 0), (400, 300)))
-    with pytest.raises(ImageError, match="decompression bombs"):
+    with pytest.raises(ImageTooLarge, match=r"^image is 400 x 300 = 0 megapixels, .*decompression bombs"):
         open_image(big, max_pixels=100_000)
+
+
+def test_pillows_own_bomb_guard_is_the_same_kind_of_refusal(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 50_000)  # Pillow's limit below ours: it fires first
+    with pytest.raises(ImageTooLarge, match=r"^refused as a possible decompression bomb"):
+        open_image(jpeg_bytes(solid((0, 0, 0), (400, 300))), max_pixels=1_000_000)
 
 
 def test_decode_shrinks_to_short_side_and_never_enlarges() -> None:

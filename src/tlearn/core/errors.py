@@ -52,3 +52,27 @@ class ExtraMissingError(TlearnError):
             f"This needs the Python package '{module}', which is not installed.",
             hint=f"Install it with: pip install 'tlearn[{extra}]'",
         )
+
+
+# Why an image cannot be read, as types: the server answers each with its own HTTP status, and callers
+# can tell them apart without reading the message (whose wording may change).
+
+
+class EmptyFile(ImageError):
+    """The file or upload has no bytes."""
+
+
+class NotAnImage(ImageError):
+    """Pillow cannot identify the format: a text file, a document, random bytes."""
+
+
+class TruncatedImage(ImageError):
+    """An image whose data is cut off or corrupt."""
+
+
+class ImageTooLarge(ImageError):
+    """More pixels than the limit: refused before decoding, as a guard against decompression bombs."""
+
+
+class UnreadableFile(ImageError):
+    """The file system refuses: no such file, a folder, no permission."""

@@ -2,8 +2,9 @@
 
 Every image that tlearn reads (for checks, training, prediction and serving) goes through
 `open_image`: EXIF orientation applied, any mode converted to 8-bit RGB (transparency composited on
-white), decompression bombs refused. A file that cannot be used raises `ImageError` with a short
-reason and a `kind`, so callers can list it and carry on with the others.
+white), decompression bombs refused. A file that cannot be used raises an `ImageError` with a short
+reason, so callers can list it and carry on with the others; its type says why (`EmptyFile`,
+`NotAnImage`, `TruncatedImage`, `ImageTooLarge`, `UnreadableFile`) without reading the message.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from tlearn.core.errors import ImageError
+from tlearn.core.errors import EmptyFile, ImageError, ImageTooLarge, NotAnImage, TruncatedImage, UnreadableFile
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 
@@ -85,14 +86,14 @@ def _open(
 ) -> tuple[Image.Image, tuple[tuple[int, int], str]]:
     data = _read_bytes(source)
     if not data:
-        raise ImageError("file is empty (0 bytes)", hint="Remove it or replace it with the real image.")
+        raise EmptyFile("file is empty (0 bytes)", hint="Remove it or replace it with the real image.")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))
             w, h = img.size
             if w * h > max_pixels:
-                raise ImageError(
+                raise ImageTooLarge(
                     f"image is {w} x {h} = {w * h / 1e6:.0f} megapixels, over the {max_pixels / 1e6:.0f} MP "
                     "limit (a guard against decompression bombs)",
                     hint="Downscale the image if it is genuine.",
@@ -106,11 +107,11 @@ def _open(
     except ImageError:
         raise
     except UnidentifiedImageError:
-        raise ImageError("not an image (Pillow cannot identify its format)") from None
+        raise NotAnImage("not an image (Pillow cannot identify its format)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        raise ImageError(f"refused as a possible decompression bomb ({err})") from None
+        raise ImageTooLarge(f"refused as a possible decompression bomb ({err})") from None
     except (OSError, SyntaxError, ValueError, EOFError) as err:
-        raise ImageError(f"truncated or corrupt ({err})") from None
+        raise TruncatedImage(f"truncated or corrupt ({err})") from None
     return rgb, ((w, h), mode)
 
 
@@ -121,11 +122,11 @@ def _read_bytes(source: Path | bytes | BinaryIO) -> bytes:
         try:
             return Path(source).read_bytes()
         except FileNotFoundError:
-            raise ImageError("file not found") from None
+            raise UnreadableFile("file not found") from None
         except IsADirectoryError:
-            raise ImageError("is a folder, not an image file") from None
+            raise UnreadableFile("is a folder, not an image file") from None
         except OSError as err:
-            raise ImageError(f"cannot be read ({err.strerror})") from None
+            raise UnreadableFile(f"cannot be read ({err.strerror})") from None
     return source.read()
 
 
