@@ -14,7 +14,7 @@ from PIL import Image
 
 import tlearn
 from conftest import add_broken_files
-from tlearn.core.errors import BundleError, ImageError
+from tlearn.core.errors import BundleError, ImageError, NotAnImage
 from tlearn.infer.predictor import BasePredictor
 
 CLASSES = ("blue_triangle", "green_square", "red_circle", "yellow_star")
@@ -56,8 +56,10 @@ def test_python_api_takes_paths_bytes_pil_images_and_arrays(clf: BasePredictor, 
 
 def test_unreadable_image_in_python_raises_and_names_it(clf: BasePredictor, shapes: Path) -> None:
     add_broken_files(shapes, "red_circle")
-    with pytest.raises(ImageError, match=r"Cannot read .*notes\.jpg: not an image"):
+    with pytest.raises(NotAnImage, match=r"Cannot read .*notes\.jpg: not an image"):  # an ImageError that says why
         clf.predict_proba([shapes / "red_circle" / "red_circle_000.jpg", shapes / "red_circle" / "notes.jpg"])
+    with pytest.raises(ImageError, match=r"Cannot read image 0: an image array must be \(H, W, 3\) RGB"):
+        clf.predict_proba([np.zeros((8, 8, 5), np.uint8)])
 
 
 def test_bundle_of_another_format_is_a_clear_one_line_error(run_cli, tiny_bundle: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -20,7 +20,7 @@ from tlearn.core.progress import no_progress
 
 if TYPE_CHECKING:
     from tlearn.infer.export import ExportResult
-    from tlearn.infer.predictor import Failure, Predictions
+    from tlearn.infer.results import Failure, Predictions
 
 OUTPUT_FORMATS = ("table", "json", "csv")
 SHOW_BAR_FROM = 64  # images; below that a run takes about a second and a bar would only flicker
@@ -43,8 +43,8 @@ def predict(
     ] = None,
 ) -> None:
     """Predict the class of images: top-k classes with probabilities. Exit code 1 if none could be read."""
+    from tlearn.infer.inputs import find_images
     from tlearn.infer.load import load
-    from tlearn.infer.predictor import find_images
 
     if output not in OUTPUT_FORMATS:
         raise ConfigError(f"--format must be one of {', '.join(OUTPUT_FORMATS)}. Got {output!r}.")

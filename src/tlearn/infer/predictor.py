@@ -1,11 +1,12 @@
 """Using a trained bundle from Python: `clf = tlearn.load(bundle)`, then `clf.predict(images)`.
 
 Images may be file paths, encoded bytes, PIL images or uint8 (H, W, 3) arrays. They are decoded and
-shrunk the way training decoded them (same working size and interpolation), then go through the
-bundle's own eval transform and network, so a bundle predicts what it predicted when it was evaluated.
+shrunk the way training decoded them (same working size and interpolation, see `inputs.py`), then go
+through the bundle's own eval transform and network, so a bundle predicts what it predicted when it
+was evaluated.
 
 Two engines run a bundle: `Predictor` (its PyTorch network) and `OnnxPredictor` (an exported ONNX
-graph, in `onnx_engine.py`). Both are a `BasePredictor`: decoding on a thread pool, the eval
+graph, in `onnx_predictor.py`). Both are a `BasePredictor`: decoding on a thread pool, the eval
 transform, batching, the mirror-image TTA, top-k and per-file errors live here once; an engine only
 turns a batch of model inputs into probabilities.
 """
@@ -18,8 +19,6 @@ from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -30,61 +29,21 @@ from tlearn.artifacts.bundle import BundleConfig
 from tlearn.core.errors import ConfigError, ImageError
 from tlearn.core.progress import Progress, no_progress
 from tlearn.data.augment import build_eval_transform
-from tlearn.data.images import MAX_PIXELS, decode_image, is_image_path, shrink_to_short_side, upright_rgb
+from tlearn.data.images import MAX_PIXELS
+from tlearn.infer.inputs import ImageInput, as_list, decode_input, input_name
+from tlearn.infer.inputs import find_images as find_images  # re-exported: benchmarks/speed.py imports it from here
+from tlearn.infer.results import Failure, Prediction, Predictions, Scored
 from tlearn.models.tta import mirror_proba
 
-ImageInput = str | Path | bytes | Image.Image | np.ndarray
-LIST_SUFFIXES = frozenset({".txt", ".lst"})  # a text file of image paths, one per line
 
-# Decoding threads: Pillow releases the GIL while it decodes and resizes, so threads scale with cores.
-DECODE_WORKERS = max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 4))
-
-
-@dataclass(frozen=True)
-class Scored:
-    """One class of a top-k list and its probability (0 to 1)."""
-
-    label: str
-    probability: float
+def _decode_workers() -> int:
+    """Pillow releases the GIL while it decodes and resizes, so decoding threads scale with the CPUs this
+    process may use (os.sched_getaffinity exists on Linux only; elsewhere, all of them), up to 8."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 4
+    return max(1, min(8, cpus))
 
 
-@dataclass(frozen=True)
-class Prediction:
-    """The top-k classes of one image, most probable first. `source` names the image (its path)."""
-
-    source: str
-    top: tuple[Scored, ...]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "path": self.source,
-            "predictions": [{"class": s.label, "probability": s.probability} for s in self.top],
-        }
-
-
-@dataclass(frozen=True)
-class Failure:
-    """An input that could not be predicted, and why (a short reason from the decoder)."""
-
-    source: str
-    reason: str
-
-    def to_dict(self) -> dict[str, str]:
-        return {"path": self.source, "error": self.reason}
-
-
-@dataclass(frozen=True)
-class Predictions:
-    """What `predict_many` returns: predictions in input order, the inputs that failed, wall time (s)."""
-
-    items: tuple[Prediction, ...]
-    failures: tuple[Failure, ...]
-    seconds: float
-
-    @property
-    def images_per_second(self) -> float:
-        n = len(self.items) + len(self.failures)
-        return n / self.seconds if self.seconds > 0 else 0.0
+DECODE_WORKERS = _decode_workers()
 
 
 class BasePredictor(ABC):
@@ -119,27 +78,7 @@ class BasePredictor(ABC):
 
         Files and bytes larger than `max_pixels` are refused before they are decoded (image bombs).
         """
-        prep = self.preprocessing
-        if isinstance(image, str | Path | bytes):
-            source = image if isinstance(image, bytes) else Path(image)
-            try:
-                decoded = decode_image(
-                    source, short_side=prep.working_short_side, resample=prep.resample, max_pixels=max_pixels
-                )
-            except ImageError:
-                raise
-            except Exception as err:  # Pillow's plugins fail on hostile files in ways of their own
-                raise ImageError(f"cannot be decoded ({type(err).__name__}: {err})") from None
-            return decoded.pixels
-        if isinstance(image, Image.Image):
-            img = upright_rgb(image)
-        elif isinstance(image, np.ndarray):
-            img = Image.fromarray(_as_uint8_rgb(image))
-        else:
-            raise ImageError(
-                f"cannot predict on a {type(image).__name__}: pass a path, bytes, a PIL image or a uint8 array"
-            )
-        return np.array(shrink_to_short_side(img, prep.working_short_side, resample=prep.resample))  # writable
+        return decode_input(image, self.preprocessing, max_pixels=max_pixels)
 
     def model_input(self, pixels: np.ndarray | Image.Image) -> np.ndarray:
         """The eval transform: decoded pixels -> float32 (3, H, W) in [0, 1] at the input size."""
@@ -169,12 +108,12 @@ class BasePredictor(ABC):
         progress: Progress = no_progress,
     ) -> np.ndarray:
         """(N, K) class probabilities, columns in `classes` order. An unreadable input raises ImageError."""
-        items = _as_list(images)
+        items = as_list(images)
         out = [np.zeros((0, len(self.classes)), dtype=np.float32)]
         for _, proba, failed in self._batches(items, batch_size=batch_size, tta=tta, progress=progress):
             if failed:
                 i, err = failed[0]
-                raise ImageError(f"Cannot read {_name(items[i], i)}: {err.message}.", hint=err.hint)
+                raise type(err)(f"Cannot read {input_name(items[i], i)}: {err.message}.", hint=err.hint)
             out.append(proba)
         return np.concatenate(out)
 
@@ -208,7 +147,7 @@ class BasePredictor(ABC):
         """
         start = time.perf_counter()
         items = list(images)
-        labels = list(names) if names is not None else [_name(item, i) for i, item in enumerate(items)]
+        labels = list(names) if names is not None else [input_name(item, i) for i, item in enumerate(items)]
         if len(labels) != len(items):
             raise ConfigError(f"names must label every image: got {len(labels)} names for {len(items)} images.")
         got: list[Prediction] = []
@@ -217,7 +156,7 @@ class BasePredictor(ABC):
             items, batch_size=batch_size, tta=tta, progress=progress, max_pixels=max_pixels
         ):
             got += [Prediction(labels[i], top) for i, top in zip(idx, self.top_k(proba, top_k), strict=True)]
-            failures += [Failure(labels[i], err.message) for i, err in failed]
+            failures += [Failure(labels[i], err.message, type(err)) for i, err in failed]
         return Predictions(tuple(got), tuple(failures), time.perf_counter() - start)
 
     # The pipeline: decode ahead on threads, infer in batches on this thread.
@@ -306,75 +245,3 @@ class Predictor(BasePredictor):
         with torch.inference_mode():
             logits = self.classifier(t.contiguous(memory_format=torch.channels_last)).float()
         return logits.softmax(dim=1).numpy()
-
-
-def find_images(paths: Sequence[str | Path]) -> tuple[list[Path], list[Failure]]:
-    """Expand what a user names into image files, in order, each once.
-
-    A folder gives its image files (by extension, recursively, sorted, hidden files skipped); a
-    .txt or .lst file gives the paths it lists, one per line (relative to the list's folder; blank
-    lines and # comments skipped); any other file is taken as an image. Paths that do not exist are
-    returned as failures, as are folders without images.
-    """
-    found: dict[Path, None] = {}
-    failures: list[Failure] = []
-
-    def add(path: Path, *, from_list: bool = False) -> None:
-        if path.is_dir():
-            images = list(_images_below(path))
-            if not images:
-                failures.append(Failure(str(path), "folder holds no image files"))
-            found.update(dict.fromkeys(images))
-        elif path.is_file() and path.suffix.lower() in LIST_SUFFIXES and not from_list:
-            for line in _list_lines(path):
-                entry = Path(line).expanduser()
-                add(entry if entry.is_absolute() else path.parent / entry, from_list=True)
-        elif path.exists():
-            found[path] = None
-        else:
-            failures.append(Failure(str(path), "no such file or folder"))
-
-    for p in paths:
-        add(Path(p).expanduser())
-    return list(found), failures
-
-
-def _images_below(folder: Path) -> Iterator[Path]:
-    for root, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(files):
-            path = Path(root) / name
-            if not name.startswith(".") and is_image_path(path):
-                yield path
-
-
-def _list_lines(path: Path) -> list[str]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"Cannot read the list of images {path}: {err}.") from None
-    return [s for s in (line.strip() for line in text.splitlines()) if s and not s.startswith("#")]
-
-
-def _name(item: ImageInput, i: int) -> str:
-    return str(item) if isinstance(item, str | Path) else f"image {i}"
-
-
-def _as_uint8_rgb(arr: np.ndarray) -> np.ndarray:
-    if arr.ndim == 2:
-        arr = np.stack([arr] * 3, axis=-1)
-    if arr.ndim != 3 or arr.shape[2] not in (3, 4):
-        raise ImageError(f"an image array must be (H, W, 3) RGB; got shape {arr.shape}")
-    if arr.dtype != np.uint8:
-        if np.issubdtype(arr.dtype, np.floating) and arr.max() <= 1.0:
-            arr = arr * 255.0
-        arr = np.clip(arr, 0, 255).astype(np.uint8)
-    return np.ascontiguousarray(arr[..., :3])
-
-
-def _as_list(images: Sequence[ImageInput] | ImageInput) -> list[ImageInput]:
-    if isinstance(images, str | Path | bytes | Image.Image) or (
-        isinstance(images, np.ndarray) and images.ndim in (2, 3)
-    ):
-        return [images]
-    return list(images)

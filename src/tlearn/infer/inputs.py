@@ -1,0 +1,125 @@
+"""What a prediction starts from: the image files a user names, and any input decoded to pixels.
+
+`find_images` expands the paths given to `tlearn predict` (files, folders, lists of paths) into image
+files. `decode_input` turns one input of the Python API (a path, encoded bytes, a PIL image or an
+array) into uint8 (H, W, 3) pixels at the working size, the way training decoded its images (same
+short side, same interpolation), so a bundle predicts on what it was evaluated on.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from tlearn.core.errors import ConfigError, ImageError
+from tlearn.core.preprocessing import Preprocessing
+from tlearn.data.images import MAX_PIXELS, decode_image, is_image_path, shrink_to_short_side, upright_rgb
+from tlearn.infer.results import Failure
+
+ImageInput = str | Path | bytes | Image.Image | np.ndarray
+LIST_SUFFIXES = frozenset({".txt", ".lst"})  # a text file of image paths, one per line
+
+
+def find_images(paths: Sequence[str | Path]) -> tuple[list[Path], list[Failure]]:
+    """Expand what a user names into image files, in order, each once.
+
+    A folder gives its image files (by extension, recursively, sorted, hidden files skipped); a
+    .txt or .lst file gives the paths it lists, one per line (relative to the list's folder; blank
+    lines and # comments skipped); any other file is taken as an image. Paths that do not exist are
+    returned as failures, as are folders without images.
+    """
+    found: dict[Path, None] = {}
+    failures: list[Failure] = []
+
+    def add(path: Path, *, from_list: bool = False) -> None:
+        if path.is_dir():
+            images = list(_images_below(path))
+            if not images:
+                failures.append(Failure(str(path), "folder holds no image files"))
+            found.update(dict.fromkeys(images))
+        elif path.is_file() and path.suffix.lower() in LIST_SUFFIXES and not from_list:
+            for line in _list_lines(path):
+                entry = Path(line).expanduser()
+                add(entry if entry.is_absolute() else path.parent / entry, from_list=True)
+        elif path.exists():
+            found[path] = None
+        else:
+            failures.append(Failure(str(path), "no such file or folder"))
+
+    for p in paths:
+        add(Path(p).expanduser())
+    return list(found), failures
+
+
+def decode_input(image: ImageInput, prep: Preprocessing, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """One input as uint8 (H, W, 3) RGB, shrunk to `prep`'s working size. Raises ImageError.
+
+    Files and bytes larger than `max_pixels` are refused before they are decoded (image bombs).
+    """
+    if isinstance(image, str | Path | bytes):
+        source = image if isinstance(image, bytes) else Path(image)
+        try:
+            decoded = decode_image(
+                source, short_side=prep.working_short_side, resample=prep.resample, max_pixels=max_pixels
+            )
+        except ImageError:
+            raise
+        except Exception as err:  # Pillow's plugins fail on hostile files in ways of their own
+            raise ImageError(f"cannot be decoded ({type(err).__name__}: {err})") from None
+        return decoded.pixels
+    if isinstance(image, Image.Image):
+        img = upright_rgb(image)
+    elif isinstance(image, np.ndarray):
+        img = Image.fromarray(_as_uint8_rgb(image))
+    else:
+        raise ImageError(
+            f"cannot predict on a {type(image).__name__}: pass a path, bytes, a PIL image or a uint8 array"
+        )
+    return np.array(shrink_to_short_side(img, prep.working_short_side, resample=prep.resample))  # writable
+
+
+def as_list(images: Sequence[ImageInput] | ImageInput) -> list[ImageInput]:
+    """One image, or a sequence of them, as a list (a single array is one image when it is 2-D or 3-D)."""
+    if isinstance(images, str | Path | bytes | Image.Image) or (
+        isinstance(images, np.ndarray) and images.ndim in (2, 3)
+    ):
+        return [images]
+    return list(images)
+
+
+def input_name(item: ImageInput, i: int) -> str:
+    """How an input is named in results and messages: its path as given, else "image i"."""
+    return str(item) if isinstance(item, str | Path) else f"image {i}"
+
+
+def _images_below(folder: Path) -> Iterator[Path]:
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            path = Path(root) / name
+            if not name.startswith(".") and is_image_path(path):
+                yield path
+
+
+def _list_lines(path: Path) -> list[str]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"Cannot read the list of images {path}: {err}.") from None
+    return [s for s in (line.strip() for line in text.splitlines()) if s and not s.startswith("#")]
+
+
+def _as_uint8_rgb(arr: np.ndarray) -> np.ndarray:
+    if arr.ndim == 2:
+        arr = np.stack([arr] * 3, axis=-1)
+    if arr.ndim != 3 or arr.shape[2] not in (3, 4):
+        raise ImageError(f"an image array must be (H, W, 3) RGB; got shape {arr.shape}")
+    if arr.dtype != np.uint8:
+        if np.issubdtype(arr.dtype, np.floating) and arr.max() <= 1.0:
+            arr = arr * 255.0
+        arr = np.clip(arr, 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(arr[..., :3])
