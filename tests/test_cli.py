@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+from dataclasses import fields, replace
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
+import pytest
 from PIL import Image
 
 from conftest import add_broken_files
+from tlearn.cli.options import AugmentFlags, option_groups
 
 
 def test_sample_data_then_check(run_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -77,3 +83,181 @@ def test_usage_errors_are_clean(run_cli) -> None:  # type: ignore[no-untyped-def
     assert res.code == 2
     assert "Missing argument" in res.err or "Missing parameter" in res.err
     assert "Traceback" not in res.err
+
+
+# --- train and compare options: parsed, grouped and passed on (the library stubbed out) -------------
+
+FINETUNE_FLAGS = [
+    "--head-epochs", "--head-lr", "--epochs", "--lr", "--lr-decay", "--unfreeze", "--weight-decay",
+    "--label-smoothing", "--dropout", "--hidden", "--schedule", "--warmup-epochs", "--patience", "--resume",
+]  # fmt: skip
+AUGMENT_FLAGS = [
+    "--preset", "--hflip", "--vflip", "--rotation", "--zoom", "--crop-scale", "--crop-ratio", "--no-crop",
+    "--translate", "--shear", "--brightness", "--contrast", "--saturation", "--hue", "--grayscale", "--blur",
+    "--blur-sigma", "--erasing", "--fill", "--fill-color", "--mixup", "--cutmix",
+]  # fmt: skip
+TRAIN_OPTIONS = [
+    "--method", "--backbone", "--weights", "--input-size", "--out", "--seed", "--val-frac", "--test-frac",
+    "--split-file", "--class-weight", "--tta", "--batch-size", "--device", "--precision", "--time-budget",
+    "--views", "--help",
+]  # fmt: skip
+
+
+def help_panels(text: str) -> dict[str, list[str]]:
+    """Rich help -> {panel title: the first flag of each row, in order}."""
+    panels: dict[str, list[str]] = {}
+    rows: list[str] = []
+    for line in text.splitlines():
+        if title := re.match(r"╭─ (.+?) ─", line):
+            rows = panels.setdefault(title.group(1), [])
+        elif flag := re.match(r"│ (?:\*\s+)?(--?[\w-]+)", line):
+            rows.append(flag.group(1))
+    return panels
+
+
+@pytest.fixture
+def stub_library(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """`tlearn train` and `tlearn compare` stop where the library starts: returns what it was given
+    (the TrainConfig for train, compare's keyword arguments for compare)."""
+    given: list[Any] = []
+
+    def run(cfg: Any, **_: Any) -> None:
+        given.append(cfg)
+
+    def compare(data: Path, **kwargs: Any) -> Any:
+        given.append({"data": data, **kwargs})
+        return SimpleNamespace(ok=True)
+
+    monkeypatch.setattr("tlearn.training.run.run", run)
+    monkeypatch.setattr("tlearn.cli.train.render_result", lambda result: None)
+    monkeypatch.setattr("tlearn.training.compare.compare", compare)
+    monkeypatch.setattr("tlearn.cli.compare.render_comparison", lambda result: None)
+    return given
+
+
+def train_config(run_cli, stub_library: list[Any], *args: str) -> Any:  # type: ignore[no-untyped-def]
+    res = run_cli("train", "photos", *args)
+    assert res.code == 0, res.err
+    assert len(stub_library) == 1
+    return stub_library.pop()
+
+
+def test_train_help_lists_every_option_in_its_panel(run_cli) -> None:  # type: ignore[no-untyped-def]
+    res = run_cli("train", "--help")
+    assert res.code == 0
+    panels = help_panels(res.out)
+    assert panels["Options"] == TRAIN_OPTIONS
+    assert panels["Feature method (--method features, auto)"] == ["--feature-layer", "--head", "--C"]
+    assert panels["Fine-tuning (--method finetune, scratch, auto)"] == FINETUNE_FLAGS
+    assert panels["Augmentation (each flag changes the preset)"] == AUGMENT_FLAGS
+    assert "--no-hflip" in res.out and "--no-tta" in res.out
+
+
+def test_compare_and_augment_help_list_their_option_groups(run_cli) -> None:  # type: ignore[no-untyped-def]
+    panels = help_panels(run_cli("compare", "--help").out)
+    assert panels["Training length and rates (all methods that train in epochs)"] == [
+        "--head-epochs", "--head-lr", "--epochs", "--lr", "--patience",
+    ]  # fmt: skip
+    assert panels["Feature method (features, auto)"] == ["--head", "--C"]
+    assert panels["Augmentation (each flag changes the preset)"] == AUGMENT_FLAGS
+    panels = help_panels(run_cli("augment", "--help").out)
+    assert panels["Augmentation (each flag changes the preset)"] == AUGMENT_FLAGS
+
+
+def test_train_defaults_are_the_library_defaults(run_cli, stub_library: list[Any]) -> None:  # type: ignore[no-untyped-def]
+    from tlearn.training.config import TrainConfig
+
+    cfg = train_config(run_cli, stub_library)
+    assert cfg == TrainConfig(data=Path("photos"), command=cfg.command)
+    assert cfg.command == "tlearn train photos"
+
+
+def test_every_fine_tuning_flag_reaches_the_finetune_config(run_cli, stub_library: list[Any]) -> None:  # type: ignore[no-untyped-def]
+    from tlearn.training.config import FinetuneConfig
+
+    cfg = train_config(
+        run_cli, stub_library, "--head-epochs", "3", "--head-lr", "0.01", "--epochs", "4", "--lr", "0.002",
+        "--lr-decay", "0.5", "--unfreeze", "all", "--weight-decay", "0.01", "--label-smoothing", "0.2",
+        "--dropout", "0.3", "--hidden", "64", "--schedule", "step", "--warmup-epochs", "2", "--patience", "7",
+    )  # fmt: skip
+    assert cfg.finetune == FinetuneConfig(
+        head_epochs=3, head_lr=0.01, epochs=4, lr=0.002, lr_decay=0.5, unfreeze="all", weight_decay=0.01,
+        label_smoothing=0.2, dropout=0.3, hidden=64, schedule="step", warmup_epochs=2, patience=7,
+    )  # fmt: skip
+
+
+def test_mixup_and_cutmix_reach_the_augment_config_of_train_and_compare(run_cli, stub_library: list[Any]) -> None:  # type: ignore[no-untyped-def]
+    from tlearn.data.augment import preset
+
+    cfg = train_config(run_cli, stub_library, "--mixup", "0.2", "--cutmix", "1.0", "--preset", "light")
+    assert cfg.augment == replace(preset("light"), mixup=0.2, cutmix=1.0)
+    assert train_config(run_cli, stub_library, "--mixup", "0.2").augment.mixup == 0.2
+
+    res = run_cli("compare", "photos", "--mixup", "0.2", "--no-hflip", "--epochs", "3", "--patience", "2")
+    assert res.code == 0, res.err
+    given = stub_library.pop()
+    assert given["augment"] == replace(preset("standard"), mixup=0.2, hflip=0.0)
+    assert (given["finetune"].epochs, given["finetune"].patience, given["finetune"].head_epochs) == (3, 2, 30)
+
+
+def test_compare_defaults_are_the_library_defaults(run_cli, stub_library: list[Any]) -> None:  # type: ignore[no-untyped-def]
+    from tlearn.training.config import TrainConfig
+
+    assert run_cli("compare", "photos").code == 0
+    given = stub_library.pop()
+    assert given["methods"] == ["features", "finetune", "scratch"]
+    options = {k: v for k, v in given.items() if k in {f.name for f in fields(TrainConfig)}}
+    assert TrainConfig(**options) == TrainConfig(data=Path("photos"))
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("90", 90), ("2.5", 2.5), ("90s", 90), ("5m", 300), ("1h", 3600), ("1h30m", 5400), ("1h 30m", 5400),
+     ("1.5h", 5400), ("2M", 120), ("1m30s", 90)],
+)  # fmt: skip
+def test_time_budget_accepts_seconds_and_h_m_s(run_cli, stub_library: list[Any], text: str, seconds: float) -> None:  # type: ignore[no-untyped-def]
+    assert train_config(run_cli, stub_library, "--time-budget", text).time_budget == seconds
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--time-budget", "5x"], "--time-budget must look like 10m, 90s or 1h30m. Got '5x'."),
+        (["--time-budget", "ten minutes"], "--time-budget must look like 10m, 90s or 1h30m. Got 'ten minutes'."),
+        (["--time-budget", "5m30"], "--time-budget must look like 10m, 90s or 1h30m. Got '5m30'."),
+        (["--time-budget=-5m"], "--time-budget must look like 10m, 90s or 1h30m. Got '-5m'."),
+        (["--time-budget", "0"], "--time-budget must be above 0. Got 0.0."),
+        (["--unfreeze", "two"], "--unfreeze must be a number of stages or 'all'. Got 'two'."),
+        (["--unfreeze", "1.5"], "--unfreeze must be a number of stages or 'all'. Got '1.5'."),
+        (["--unfreeze", "-1"], "--unfreeze must be a number of stages (0 or more) or 'all'. Got -1."),
+    ],
+)
+def test_a_bad_time_budget_or_unfreeze_is_one_line_naming_the_flag(  # type: ignore[no-untyped-def]
+    run_cli, stub_library: list[Any], args: list[str], message: str
+) -> None:
+    res = run_cli("train", "photos", *args)
+    assert res.code == 1
+    assert res.err.strip() == f"Error: {message}"
+    assert stub_library == []  # nothing ran
+
+
+@pytest.mark.parametrize(("text", "stages"), [("all", "all"), ("ALL", "all"), (" all ", "all"), ("0", 0), ("3", 3)])
+def test_unfreeze_takes_all_or_a_number_of_stages(run_cli, stub_library: list[Any], text: str, stages: object) -> None:  # type: ignore[no-untyped-def]
+    assert train_config(run_cli, stub_library, "--unfreeze", text).finetune.unfreeze == stages
+
+
+def test_bad_flags_of_every_group_are_reported_at_once(run_cli, stub_library: list[Any]) -> None:  # type: ignore[no-untyped-def]
+    res = run_cli("train", "photos", "--val-frac", "1.5", "--dropout", "2", "--method", "magic")
+    assert res.code == 1
+    line = res.err.strip()
+    assert line.startswith("Error: Invalid options: ") and "\n" not in line
+    for flag in ("--val-frac", "--dropout", "--method"):
+        assert flag in line
+    assert stub_library == []
+
+
+def test_option_groups_refuse_a_flag_that_two_groups_declare() -> None:
+    def command(*, preset: str = "x", augment: AugmentFlags) -> None: ...
+
+    with pytest.raises(TypeError, match=r"command: option groups repeat the parameters \['preset'\]"):
+        option_groups(command)
