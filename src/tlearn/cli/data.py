@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
+from tlearn.cli import options as opt
 from tlearn.cli.app import app
 from tlearn.cli.render import console, err_console, progress_bar, short_path
+
+if TYPE_CHECKING:
+    from tlearn.data.checks import DatasetReport
 
 
 @app.command("sample-data")
@@ -30,7 +34,7 @@ def sample_data(
 
 @app.command("check")
 def check(
-    data: Annotated[Path, typer.Argument(help="A folder with one subfolder per class, split folders, or a CSV.")],
+    data: opt.Data,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     plot: Annotated[Path | None, typer.Option(help="Write a bar chart of images per class (PNG).")] = None,
     min_per_class: Annotated[int, typer.Option(help="Warn about classes with fewer images.", min=1)] = 10,
@@ -54,7 +58,7 @@ def check(
     raise typer.Exit(0 if report.usable else 1)
 
 
-def _render_report(report, *, show: int) -> None:  # type: ignore[no-untyped-def]
+def _render_report(report: DatasetReport, *, show: int) -> None:
     root = report.root
     kinds = {"folders": "one folder per class", "splits": "split folders", "csv": "CSV file"}
     console.print(f"[bold]{root}[/] ({kinds.get(report.kind, report.kind)})")
