@@ -18,10 +18,13 @@ from PIL import Image
 
 import tlearn
 from conftest import add_broken_files
+from tlearn.artifacts.bundle import BundleConfig
+from tlearn.artifacts.history import read_history
 from tlearn.artifacts.metrics import compute_metrics
 from tlearn.artifacts.predictions import PredictionRow
+from tlearn.core.preprocessing import Preprocessing
 from tlearn.data.checks import check_path
-from tlearn.report.diagnosis import read_history
+from tlearn.models.classifier import HeadSpec
 from tlearn.report.page import SECTIONS, write_report
 from tlearn.report.plots import plot_confusion, plot_history, plot_mistakes
 from tlearn.training.auto import Evidence, Probe, decide
@@ -81,28 +84,29 @@ def make_run(folder: Path, *, history: bool = True, test: bool = True) -> Path:
     split["counts"] = {p: len(split[p]) for p in ("train", "val", "test")}
     (run / "split.json").write_text(json.dumps(split))
     (run / "check.json").write_text(json.dumps(check_path(data, min_per_class=2).to_dict()))
-    config = {
-        "format": 1,
-        "classes": classes,
-        "architecture": "resnet18",
-        "backbone": "resnet18",
-        "weights": "file:/weights/resnet18.safetensors",
-        "method": "finetune" if history else "features",
-        "details": {
+    config = BundleConfig(  # the bundle's own schema, as `tlearn train` writes it
+        classes=tuple(classes),
+        architecture="resnet18",
+        backbone="resnet18",
+        create_kwargs={},
+        weights="file:/weights/resnet18.safetensors",
+        levels=(),
+        head=HeadSpec(num_classes=3, in_features=512),
+        preprocessing=Preprocessing((224, 224), (0.5,) * 3, (0.5,) * 3, interpolation="bicubic", crop_pct=0.875),
+        method="finetune" if history else "features",
+        details={
             "auto": auto_record(),
             "unfreeze": 2,
             "phases": [{"phase": "head", "epochs": 4}, {"phase": "finetune", "epochs": 6}],
             "note": "<script>alert(1)</script>",
         },
-        "metrics": metrics,
-        "preprocessing": {"input_size": [224, 224], "mean": [0.5] * 3, "std": [0.5] * 3, "crop_pct": 0.875},
-        "seed": 0,
-        "data": str(data),
-        "command": f"tlearn train {data} --method auto",
-        "versions": {"python": "3.11.7", "tlearn": "0.1.0", "torch": "2.4.0"},
-        "created": "2025-01-01T00:00:00+00:00",
-        "flip_tta": False,
-    }
+        metrics=metrics,
+        seed=0,
+        data=str(data),
+        command=f"tlearn train {data} --method auto",
+        versions={"python": "3.11.7", "tlearn": "0.1.0", "torch": "2.4.0"},
+        created="2025-01-01T00:00:00+00:00",
+    ).to_dict()
     (run / "tlearn.json").write_text(json.dumps(config))
     if history:
         lines = ["phase,epoch,train_loss,train_acc,val_loss,val_acc,lr,seconds,best"]

@@ -1,0 +1,105 @@
+"""The method's own record in tlearn.json (`details`), read into values the report's Method section shows.
+
+`details` is a free-form dict that each method fills in its own way: the feature method's C and its
+cross-validation scores, the auto method's evidence and decision, the run's timings and options.
+This module is the one place in the report that knows those keys; every key it does not know stays in
+`MethodDetails.other`, shown as it is, so a new detail appears in the report without a change here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A linear probe of the auto method: one layer of the backbone and its cross-validated accuracy."""
+
+    layer: str
+    accuracy: float | None
+
+
+@dataclass(frozen=True)
+class AutoRecord:
+    """What the auto method measured and decided, with the keys that have their own row taken out."""
+
+    explanation: str | None = None  # its paragraph: why this method, layer and stages
+    probes: tuple[Probe, ...] = ()
+    quadrant: str | None = None  # "small and different": dataset size and distance from the pretraining data
+    decision: dict[str, Any] = field(default_factory=dict)  # the rest of the decision: method, layer, epochs
+    forward_ips: float | None = None  # images per second through the network
+    finetune_estimates: dict[str, float] = field(default_factory=dict)  # stages unfrozen -> seconds
+    budget_s: float | None = None
+    validation: dict[str, Any] | None = None  # candidate method -> validation accuracy
+    evidence: dict[str, Any] = field(default_factory=dict)  # the rest of the measurements
+    other: dict[str, Any] = field(default_factory=dict)  # the rest of the record
+
+
+@dataclass(frozen=True)
+class MethodDetails:
+    other: dict[str, Any] = field(default_factory=dict)  # keys without a place of their own: C, unfreeze, ...
+    auto: AutoRecord | None = None
+    auto_text: str | None = None  # an auto record that is plain text, not a mapping
+    cv_scores: tuple[tuple[float, float], ...] = ()  # (C, cross-validated accuracy) per strength tried
+    chosen_c: Any = None
+    timings: dict[str, float] | None = None  # step -> seconds; None when not recorded
+    run_options: Any = None  # every option of the run (its TrainConfig as a dict)
+
+
+def read_details(details: Mapping[str, Any]) -> MethodDetails:
+    """The keys of `details` the report shows in places of their own, and the rest as they are."""
+    rest = dict(details)
+    auto = rest.pop("auto", None)
+    options = rest.pop("config", None)
+    timings = rest.pop("timings", None)
+    cv = rest.pop("cv_scores", None)
+    rest.pop("method", None)  # the method is a field of its own in tlearn.json
+    pairs = bool(cv) and all(isinstance(x, list | tuple) and len(x) == 2 for x in cv)
+    return MethodDetails(
+        other=rest,
+        auto=_read_auto(auto) if isinstance(auto, Mapping) else None,
+        auto_text=None if auto is None or isinstance(auto, Mapping) else str(auto),
+        cv_scores=tuple((float(c), float(score)) for c, score in cv) if pairs else (),
+        chosen_c=rest.get("C"),
+        timings={k: float(v) for k, v in timings.items() if isinstance(v, int | float)}
+        if isinstance(timings, Mapping)
+        else None,
+        run_options=options or None,
+    )
+
+
+def _read_auto(record: Mapping[str, Any]) -> AutoRecord:
+    auto = dict(record)
+    evidence = dict(auto.pop("evidence", None) or {})
+    decision = dict(auto.pop("decision", None) or {})
+    explanation = auto.pop("explanation", None) or decision.pop("explanation", None)
+    decision.pop("explanation", None)
+    quadrant = None
+    if "size" in decision or "domain" in decision:
+        quadrant = f"{decision.pop('size', '?')} and {decision.pop('domain', '?')}"
+    probes = tuple(
+        Probe(str(p.get("description", p.get("layer"))), _fraction(p.get("accuracy")))
+        for p in evidence.pop("probes", None) or []
+    )
+    forward_ips = float(evidence.pop("forward_ips")) if "forward_ips" in evidence else None
+    estimates = evidence.pop("finetune_estimates", None) or {}
+    budget_s = float(evidence.pop("budget_s")) if "budget_s" in evidence else None
+    validation = auto.pop("validation", None)
+    return AutoRecord(
+        explanation=str(explanation) if explanation else None,
+        probes=probes,
+        quadrant=quadrant,
+        decision=decision,
+        forward_ips=forward_ips,
+        finetune_estimates={str(k): float(v) for k, v in estimates.items()},
+        budget_s=budget_s,
+        validation=dict(validation) if isinstance(validation, Mapping) else None,
+        evidence=evidence,
+        other=auto,
+    )
+
+
+def _fraction(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) else None
