@@ -22,6 +22,8 @@ import pytest
 from PIL import Image
 
 import tlearn
+import tlearn.infer.inputs
+from tlearn.core.errors import EmptyFile, ImageError, ImageTooLarge, NotAnImage, TruncatedImage
 from tlearn.infer.predictor import BasePredictor
 
 fastapi = pytest.importorskip("fastapi")
@@ -251,6 +253,32 @@ def test_bad_input_is_a_4xx_that_says_what_was_wrong(client: TestClient, photo: 
     assert res.status_code == status, res.text
     assert res.json()["error"] == error
     assert detail in res.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("kind", "status", "error"),
+    [
+        (EmptyFile, 400, "empty_file"),
+        (NotAnImage, 415, "not_an_image"),
+        (ImageTooLarge, 413, "too_many_pixels"),
+        (TruncatedImage, 422, "corrupt_image"),
+        (ImageError, 422, "bad_image"),
+    ],
+)
+def test_the_status_says_why_by_the_type_of_the_error_not_its_words(
+    client: TestClient, photo: bytes, monkeypatch: pytest.MonkeyPatch, kind: type[ImageError], status: int, error: str
+) -> None:
+    """Rewording a decoder message does not change the API: the status comes from the error's type."""
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise kind("reworded: no known prefix here")
+
+    monkeypatch.setattr(tlearn.infer.inputs, "decode_image", refuse)
+    res = client.post("/predict", files={"file": ("a.jpg", photo, "image/jpeg")})
+    assert res.status_code == status
+    assert res.json() == {"error": error, "detail": "a.jpg: reworded: no known prefix here."}
+    batch = client.post("/predict/batch", files=[("files", ("a.jpg", photo, "image/jpeg"))])
+    assert batch.status_code == status and batch.json()["results"][0]["status"] == status
 
 
 def test_wrong_paths_and_parameters_are_json_too(client: TestClient, photo: bytes) -> None:

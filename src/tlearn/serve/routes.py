@@ -1,0 +1,146 @@
+"""The endpoints, one small function each; what they serve is the `Served` on `request.app.state`."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from tlearn.core.version import __version__
+from tlearn.infer.predictor import BasePredictor
+from tlearn.infer.results import Failure, Prediction
+from tlearn.serve.errors import ApiError, image_error
+from tlearn.serve.uploads import Upload, read_uploads, size_problem
+
+
+@dataclass(frozen=True)
+class Served:
+    """One loaded model and the limits it is served with (see `create_app`)."""
+
+    predictor: BasePredictor
+    name: str
+    page: str  # the web page at /
+    max_mb: float
+    max_batch: int
+    top_k: int  # classes returned by default, between 1 and the number of classes
+    max_pixels: int
+
+    @property
+    def file_limit(self) -> int:
+        return int(self.max_mb * 1024 * 1024)
+
+
+K_QUERY = Query(None, ge=1, description="Classes to return (default: the server's; at most all classes).")
+
+
+def served(request: Request) -> Served:
+    state: Served = request.app.state.served
+    return state
+
+
+async def index(request: Request) -> HTMLResponse:
+    return HTMLResponse(served(request).page)
+
+
+async def health(request: Request) -> dict[str, Any]:
+    """Liveness: the model is loaded."""
+    return {"status": "ok", "engine": served(request).predictor.engine}
+
+
+async def model(request: Request) -> dict[str, Any]:
+    """What the model is: classes, backbone, input size, metrics, versions, limits."""
+    s = served(request)
+    config = s.predictor.config
+    return {
+        "name": s.name,
+        "backbone": config.backbone,
+        "method": config.method,
+        "classes": list(s.predictor.classes),
+        "input_size": list(config.preprocessing.input_size),
+        "flip_tta": config.flip_tta,
+        "engine": s.predictor.engine,
+        "metrics": _headline_metrics(config.metrics),
+        "version": __version__,
+        "trained_with": config.versions.get("tlearn"),
+        "created": config.created,
+        "top_k": s.top_k,
+        "limits": {"max_mb": s.max_mb, "max_batch": s.max_batch, "max_megapixels": s.max_pixels / 1e6},
+    }
+
+
+async def predict(request: Request, top_k: int | None = K_QUERY) -> dict[str, Any]:
+    """Top-k classes of one image."""
+    start, s = time.perf_counter(), served(request)
+    uploads = await read_uploads(request, file_limit=s.file_limit, max_files=1, field="file")
+    if len(uploads) > 1:
+        raise ApiError(400, "too_many_files", f"/predict takes one image, got {len(uploads)}: use /predict/batch.")
+    (result,) = await answer(s, uploads, top_k or s.top_k)
+    if "error" in result:
+        raise ApiError(result["status"], result["error"], result["detail"])
+    return {**result, "seconds": round(time.perf_counter() - start, 4)}
+
+
+async def predict_batch(request: Request, top_k: int | None = K_QUERY) -> Any:
+    """Top-k classes of several images; each file is answered, and one that fails does not fail the others."""
+    start, s = time.perf_counter(), served(request)
+    uploads = await read_uploads(request, file_limit=s.file_limit, max_files=s.max_batch, field="files")
+    results = await answer(s, uploads, top_k or s.top_k)
+    doc = {"results": results, "seconds": round(time.perf_counter() - start, 4)}
+    if all("error" in r for r in results):  # nothing to show: the request as a whole failed
+        first = results[0]
+        return JSONResponse({"error": first["error"], "detail": first["detail"], **doc}, first["status"])
+    return doc
+
+
+async def answer(s: Served, uploads: list[Upload], k: int) -> list[dict[str, Any]]:
+    """One result per upload, in order: {"file", "predictions"} or {"file", "error", "detail", "status"}.
+
+    Decoding and inference run in a worker thread: the event loop stays free to accept requests.
+    """
+    problems = {i: p for i, u in enumerate(uploads) if (p := size_problem(u, s.file_limit, s.max_mb))}
+    ok = [u for i, u in enumerate(uploads) if i not in problems]
+    found = await run_in_threadpool(
+        s.predictor.predict_many,
+        [u.data for u in ok],
+        names=[str(i) for i in range(len(ok))],  # positions: upload names may repeat
+        top_k=k,
+        max_pixels=s.max_pixels,
+    )
+    every: list[Prediction | Failure] = [*found.items, *found.failures]
+    outcome = {int(x.source): x for x in every}
+    decoded = iter(range(len(ok)))
+    out = []
+    for i, u in enumerate(uploads):
+        if i in problems:
+            out.append({"file": u.name, **problems[i].to_dict()})
+            continue
+        item = outcome[next(decoded)]
+        if isinstance(item, Prediction):
+            out.append({"file": u.name, "predictions": item.to_dict()["predictions"]})
+        else:
+            out.append({"file": u.name, **image_error(u.name, item).to_dict()})
+    return out
+
+
+def request_body(*, batch: bool) -> dict[str, Any]:
+    """OpenAPI for the request bodies the endpoints parse themselves (so /docs shows how to call them)."""
+    binary = {"type": "string", "format": "binary"}
+    encoded = {"type": "string", "description": "base64, or a data: URL"}
+    multipart = {"files": {"type": "array", "items": binary}} if batch else {"file": binary}
+    as_json = {"images": {"type": "array", "items": encoded}} if batch else {"image": encoded}
+    content: dict[str, Any] = {
+        "multipart/form-data": {"schema": {"type": "object", "properties": multipart}},
+        "application/json": {"schema": {"type": "object", "properties": as_json}},
+    }
+    if not batch:
+        content["image/*"] = {"schema": binary}
+    return {"requestBody": {"required": True, "content": content}}
+
+
+def _headline_metrics(metrics: dict[str, Any]) -> dict[str, dict[str, float]]:
+    keep = ("n", "accuracy", "balanced_accuracy", "macro_f1")
+    return {part: {k: m[k] for k in keep if k in m} for part, m in metrics.items() if isinstance(m, dict)}

@@ -1,0 +1,137 @@
+"""The images of a request, read within limits: multipart files, base64 in JSON, or the raw bytes.
+
+Bodies are counted as they arrive, so an oversized upload is cut off rather than read: the cap is
+what `max_files` files of the per-file limit need, plus an envelope for boundaries, headers and keys.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import Request
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+
+from tlearn.serve.errors import MB, ApiError, too_large
+
+_ENVELOPE = 64 * 1024  # multipart boundaries and headers, JSON keys: the part of a body that is not the image
+
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+
+
+@dataclass(frozen=True)
+class Upload:
+    name: str
+    data: bytes
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+async def read_uploads(request: Request, *, file_limit: int, max_files: int, field: str) -> list[Upload]:
+    """The images of a request, read with the body capped at what `max_files` files of `file_limit` need."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    # base64 makes JSON 4/3 the size of the images it carries.
+    body_limit = (file_limit * 4 // 3 if kind == "application/json" else file_limit) * max_files + _ENVELOPE
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > body_limit:
+        raise too_large(body_limit)
+    if declared == "0" or (not kind and not declared):
+        raise ApiError(400, "empty_body", "The request has no body: send an image.")
+    capped = Request(request.scope, receive=_capped_receive(request.receive, body_limit))
+    try:
+        if kind == "multipart/form-data":
+            return await _multipart(capped, max_files=max_files, field=field)
+        if kind == "application/json":
+            return _from_json(await capped.body(), max_files=max_files)
+        if kind.startswith("image/") or kind == "application/octet-stream":
+            return [Upload("upload", await capped.body())]
+    except _BodyTooLarge:
+        raise too_large(body_limit) from None
+    raise ApiError(
+        415,
+        "unsupported_media_type",
+        f"Cannot read a request of type {kind or '(none)'!r}: send multipart/form-data with the image in "
+        f"'{field}', JSON with base64, or the image bytes with Content-Type image/*.",
+    )
+
+
+def size_problem(upload: Upload, file_limit: int, max_mb: float) -> ApiError | None:
+    """Why one upload is refused before decoding (empty, or over `file_limit` bytes); None if it is not."""
+    if not upload.data:
+        return ApiError(400, "empty_file", f"{upload.name}: the file is empty (0 bytes).")
+    if len(upload.data) > file_limit:
+        return ApiError(
+            413, "too_large", f"{upload.name}: {len(upload.data) / MB:.1f} MB is over the {max_mb:g} MB limit."
+        )
+    return None
+
+
+async def _multipart(request: Request, *, max_files: int, field: str) -> list[Upload]:
+    try:
+        form = await request.form(max_files=max_files, max_fields=8)
+    except HTTPException as exc:  # Starlette's own limits and parse errors
+        if "Too many files" in str(exc.detail):
+            raise ApiError(
+                400, "too_many_files", f"A request may hold at most {max_files} image(s); send the rest in another."
+            ) from None
+        raise ApiError(400, "bad_multipart", f"Cannot parse the multipart body: {exc.detail}") from None
+    try:
+        files = [v for _, v in form.multi_items() if isinstance(v, UploadFile)]
+        if not files:
+            raise ApiError(400, "no_file", f"The form has no file: put the image in the field '{field}'.")
+        return [Upload(f.filename or f"file {i + 1}", await f.read()) for i, f in enumerate(files)]
+    finally:
+        await form.close()
+
+
+def _from_json(body: bytes, *, max_files: int) -> list[Upload]:
+    if not body.strip():
+        raise ApiError(400, "empty_body", "The request has no body: send an image.")
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ApiError(400, "bad_json", f"The body is not valid JSON: {err}.") from None
+    if isinstance(doc, dict) and isinstance(doc.get("image"), str):
+        encoded = [doc["image"]]
+    elif isinstance(doc, dict) and isinstance(doc.get("images"), list):
+        encoded = doc["images"]
+    else:
+        raise ApiError(400, "bad_json", 'Expected {"image": "<base64>"} or {"images": ["<base64>", ...]}.')
+    if not encoded:
+        raise ApiError(400, "no_file", 'The list "images" is empty.')
+    if len(encoded) > max_files:
+        raise ApiError(400, "too_many_files", f"A request may hold at most {max_files} image(s); got {len(encoded)}.")
+    return [Upload(f"image {i + 1}", _b64decode(item, i + 1)) for i, item in enumerate(encoded)]
+
+
+def _b64decode(item: Any, number: int) -> bytes:
+    if not isinstance(item, str):
+        raise ApiError(400, "bad_base64", f"Image {number} is not a base64 string.")
+    text = item.split(",", 1)[1] if item.startswith("data:") else item  # a data: URL from a browser
+    try:
+        return base64.b64decode("".join(text.split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise ApiError(400, "bad_base64", f"Image {number} is not valid base64.") from None
+
+
+def _capped_receive(receive: Receive, limit: int) -> Receive:
+    """`receive`, raising _BodyTooLarge as soon as the body passes `limit` bytes (a body may lack a length)."""
+    seen = 0
+
+    async def capped() -> MutableMapping[str, Any]:
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise _BodyTooLarge
+        return message
+
+    return capped
