@@ -27,8 +27,8 @@ import tlearn
 from tlearn.artifacts.bundle import load_bundle
 from tlearn.core import distributed
 from tlearn.core.distributed import share_of
+from tlearn.training.epoch import loss_denominator, share_loss
 from tlearn.training.features import FeatureCache, extract_features
-from tlearn.training.finetune import loss_denominator, share_loss
 
 JOB_TIMEOUT_S = 240  # a job that hangs fails the test instead of hanging it
 # The same global batch in one process and in two: dropout 0 so that no random mask differs.
@@ -45,7 +45,7 @@ FAST_FINETUNE = {"head_epochs": 3, "epochs": 2, "patience": 0, "head_lr": 0.05, 
 # What each rank runs: the CLI, with `FAIL_RANK` failing in its second phase-2 training step.
 CLI = """
 import os, sys
-from tlearn.training import finetune
+from tlearn.training import top_phase as finetune
 from tlearn.cli import main
 
 if os.environ.get("FAIL_RANK") == os.environ["RANK"]:

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 import tlearn
 from tlearn.artifacts.bundle import load_bundle
@@ -15,8 +16,8 @@ from tlearn.data.augment import preset
 from tlearn.models.backbones import create_backbone
 from tlearn.models.classifier import Classifier, FeatureTrunk, HeadSpec, build_head
 from tlearn.training.config import FinetuneConfig, TrainConfig
-from tlearn.training.finetune import param_groups
 from tlearn.training.loop import run_epochs
+from tlearn.training.optim import param_groups
 from tlearn.training.run import run
 
 TINY = {"backbone": "test_efficientnet", "weights": "none", "input_size": 64}
@@ -144,39 +145,129 @@ def test_resume_ends_where_an_uninterrupted_run_ends(shapes: Path, tmp_path: Pat
     assert len(list(csv.DictReader((broken / "history.csv").open()))) == 6
 
 
+def val_log_loss(bundle: Path, data: Path) -> float:
+    """Mean validation log loss of a reloaded bundle, over the val images of its predictions.csv."""
+    rows = [r for r in csv.DictReader((bundle / "predictions.csv").open()) if r["split"] == "val"]
+    clf = tlearn.load(bundle)
+    proba = clf.predict_proba([data / r["path"] for r in rows])
+    true = [clf.classes.index(r["true"]) for r in rows]
+    return float(-np.mean(np.log(proba[np.arange(len(rows)), true])))
+
+
+@pytest.mark.parametrize("mixup", [0.0, 0.2], ids=["cached-activations", "images"])
 def test_ctrl_c_keeps_a_usable_bundle_from_the_best_epoch(
-    shapes: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    shapes: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, mixup: float
 ) -> None:
-    from tlearn.training import finetune
+    """Phase 2 runs epochs 4 to 7: epoch 6 is wrecked (noise on every trained weight), Ctrl-C comes in epoch 7.
 
-    calls = {"n": 0}
-    real = finetune._train_logits
+    The bundle must hold the best epoch (4 or 5), not the last one (6) nor the half-trained 7. The hooks
+    are torch's, on every optimizer: the test does not depend on how the phases are written.
+    """
+    ended: list[tuple[str, int]] = [("", 0)]
+    wrecked: list[int] = []
 
-    def interrupt_in_phase_two(model: Classifier, x: torch.Tensor) -> torch.Tensor:
-        calls["n"] += 1
-        if calls["n"] > 3:
-            raise KeyboardInterrupt
-        return real(model, x)
+    def before_each_step(optimizer: torch.optim.Optimizer, args: object, kwargs: object) -> None:
+        if ended[-1] == ("finetune", 6):
+            raise KeyboardInterrupt  # the user presses Ctrl-C during epoch 7
+        if ended[-1] == ("finetune", 5) and not wrecked:
+            wrecked.append(1)
+            with torch.no_grad():
+                for group in optimizer.param_groups:
+                    for p in group["params"]:
+                        p.add_(torch.randn_like(p) * 0.5)
 
-    monkeypatch.setattr(finetune, "_train_logits", interrupt_in_phase_two)
-    result = run(
-        TrainConfig(
-            data=shapes,
-            out=tmp_path / "run",
-            method="finetune",
-            views=1,
-            finetune=FinetuneConfig(**FAST),
-            augment=preset("standard", mixup=0.2),
-            **TINY,
-        )  # type: ignore[arg-type]
-    )
+    out = tmp_path / "run"
+    hook = register_optimizer_step_pre_hook(before_each_step)
+    try:
+        result = run(
+            TrainConfig(
+                data=shapes, out=out, method="finetune", views=1, augment=preset("standard", mixup=mixup),
+                finetune=FinetuneConfig(**{**FAST, "epochs": 4}), **TINY,  # type: ignore[arg-type]
+            ),
+            on_epoch_end=lambda row: ended.append((str(row["phase"]), int(row["epoch"]))),
+        )  # fmt: skip
+    finally:
+        hook.remove()
+
+    # The run says it was interrupted, in the result, the bundle and the log.
     assert result.details["interrupted"] == "finetune"
-    assert (tmp_path / "run" / "checkpoint.pt").exists()  # --resume can continue it
-    clf = tlearn.load(tmp_path / "run")
-    assert clf.predict_proba(shapes / "red_circle" / "red_circle_001.jpg").shape == (1, 4)
+    assert load_bundle(out)[1].details["interrupted"] == "finetune"
+    assert "Interrupted during finetune epoch 7: keeping the best epoch so far." in caplog.text
+    assert (out / "checkpoint.pt").exists()  # --resume can continue it
+
+    rows = list(csv.DictReader((out / "history.csv").open()))
+    assert [(r["phase"], int(r["epoch"])) for r in rows] == [("head", 1), ("head", 2), ("head", 3)] + [
+        ("finetune", e) for e in (4, 5, 6)
+    ]  # the interrupted epoch 7 is not in the history
+    tuned = [r for r in rows if r["phase"] == "finetune"]
+    best = [r for r in tuned if r["best"] == "1"][-1]
+    last = tuned[-1]
+    assert int(best["epoch"]) in (4, 5) and last["best"] == "0"
+    assert float(last["val_loss"]) > float(best["val_loss"]) + 1.0  # the wrecked epoch is far worse
+    assert result.details["best_epoch"] == int(best["epoch"])
+
+    # The reloaded bundle scores the validation images as the best epoch did, not as the last one.
+    loss = val_log_loss(out, shapes)
+    assert loss == pytest.approx(float(best["val_loss"]), abs=2e-3)
+
+    # Exactly the best epoch's weights: the ones the checkpoint keeps as best (format read by --resume).
+    checkpoint = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert checkpoint["best_epoch"] == int(best["epoch"])
+    saved = load_bundle(out)[0].state_dict()
+    assert saved.keys() == checkpoint["best_state"].keys()
+    assert all(torch.equal(saved[k], checkpoint["best_state"][k]) for k in saved)
+    assert not all(torch.equal(saved[k], checkpoint["model"][k]) for k in saved)  # epoch 6's weights differ
 
 
 def test_finetune_learns_the_synthetic_shapes(shapes: Path, tmp_path: Path) -> None:
     _, result = finetuned(shapes, tmp_path / "run", head_epochs=15, epochs=4)
     assert result.metrics["test"].accuracy >= 0.75
     assert np.isfinite(result.metrics["test"].log_loss)
+
+
+def test_balanced_class_weights_are_the_inverse_class_frequencies_of_the_training_part() -> None:
+    from types import SimpleNamespace
+
+    from tlearn.training.finetune import class_weights
+
+    labels = np.array([0] * 30 + [1] * 10 + [3] * 20 + [1] * 50)  # the last 50 are not training images
+    data = SimpleNamespace(labels=labels, classes=("a", "b", "c", "d"), split=SimpleNamespace(train=np.arange(60)))
+    weights = class_weights(data, "balanced")  # type: ignore[arg-type]
+    assert weights is not None and weights.dtype == torch.float32
+    # n / (K * n_class): a class with a third of the images of another weighs three times as much
+    np.testing.assert_allclose(weights.numpy(), [60 / (4 * 30), 60 / (4 * 10), 0.0, 60 / (4 * 20)], rtol=1e-6)
+    assert class_weights(data, "none") is None  # type: ignore[arg-type]
+
+
+MINORITY, KEPT = "red_circle", 6
+
+
+def imbalanced(shapes_master: Path, tmp_path: Path) -> tuple[Path, list[Path]]:
+    """A copy of the shapes with only KEPT red circles (24 of each other class); the removed circles are
+    images of the minority class that no run has seen."""
+    import shutil
+
+    data = Path(shutil.copytree(shapes_master, tmp_path / "imbalanced"))
+    removed = sorted((data / MINORITY).iterdir())[KEPT:]
+    for f in removed:
+        f.unlink()
+    return data, [shapes_master / MINORITY / f.name for f in removed]
+
+
+def test_balanced_class_weight_makes_fine_tuning_find_the_minority_class(shapes_master: Path, tmp_path: Path) -> None:
+    data, unseen = imbalanced(shapes_master, tmp_path)
+    recall, mean_p = {}, {}
+    for weighting in ("none", "balanced"):
+        run(
+            TrainConfig(
+                data=data, out=tmp_path / weighting, method="finetune", views=1, class_weight=weighting,
+                min_per_class=1, finetune=FinetuneConfig(**{**FAST, "head_epochs": 10}), **TINY,  # type: ignore[arg-type]
+            )
+        )  # fmt: skip
+        clf = tlearn.load(tmp_path / weighting)
+        proba = clf.predict_proba(unseen)[:, clf.classes.index(MINORITY)]
+        recall[weighting] = float((clf.predict(unseen) == np.array([MINORITY] * len(unseen))).mean())
+        mean_p[weighting] = float(proba.mean())
+    # Weighting the rare class up moves probability towards it, and it is found more often.
+    assert mean_p["balanced"] > 1.5 * mean_p["none"], mean_p
+    assert recall["balanced"] > recall["none"], recall

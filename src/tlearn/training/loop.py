@@ -47,6 +47,24 @@ class PhaseResult:
     interrupted: bool = False
 
 
+@dataclass
+class _Best:
+    """The early-stopping state: the lowest validation loss, its epoch and weights, epochs since."""
+
+    loss: float = math.inf
+    epoch: int | None = None
+    state: dict[str, torch.Tensor] | None = None
+    bad: int = 0
+
+    def update(self, val: tuple[float, float] | None, epoch: int, model: nn.Module) -> None:
+        """Keep this epoch's weights when it improved (or when there is no validation to judge by)."""
+        if val is None or val[0] < self.loss - 1e-6:
+            self.loss = val[0] if val is not None else self.loss
+            self.state, self.epoch, self.bad = _copy_state(model), epoch, 0
+        else:
+            self.bad += 1
+
+
 def epoch_seed(seed: int, phase: str, epoch: int) -> int:
     """A seed for one epoch of one phase, independent of what ran before."""
     return (seed * 1_000_003 + zlib.crc32(phase.encode()) * 997 + epoch) % (2**31 - 1)
@@ -74,20 +92,9 @@ def run_epochs(
     `history` holds the rows of earlier phases (written to history.csv with these); `resume` is the
     state a checkpoint of this phase saved.
     """
-    rows: list[dict[str, Any]] = []
-    best_loss, best_state, best_epoch, bad = math.inf, None, None, 0
-    start = 0
-    if resume is not None:
-        model.load_state_dict(resume["model"])
-        optimizer.load_state_dict(resume["optimizer"])
-        scheduler.load_state_dict(resume["scheduler"])
-        rows = list(resume["rows"])
-        best_loss, best_epoch, bad = resume["best_loss"], resume["best_epoch"], resume["bad"]
-        best_state = resume["best_state"]
-        start = len(rows)
-        log.info("Resuming %s at epoch %d.", phase, start + 1)
-    result = PhaseResult(rows=rows, best_epoch=best_epoch)
-    for e in range(start, epochs):
+    rows, best = _resumed(resume, model, optimizer, scheduler, phase)
+    result = PhaseResult(rows=rows, best_epoch=best.epoch)
+    for e in range(len(rows), epochs):
         epoch = first_epoch + e
         seed_everything(epoch_seed(seed, phase, e))
         t0 = time.perf_counter()
@@ -101,72 +108,84 @@ def run_epochs(
             result.interrupted = True
             log.warning("Interrupted during %s epoch %d: keeping the best epoch so far.", phase, epoch)
             break
-        improved = val is not None and val[0] < best_loss - 1e-6
-        if val is None or improved:
-            best_loss = val[0] if val is not None else best_loss
-            best_state, best_epoch, bad = _copy_state(model), epoch, 0
-        else:
-            bad += 1
-        row = {
-            "phase": phase,
-            "epoch": epoch,
-            "train_loss": train_loss,
-            "train_acc": train_acc,
-            "val_loss": None if val is None else val[0],
-            "val_acc": None if val is None else val[1],
-            "lr": lr,
-            "seconds": time.perf_counter() - t0,
-            "best": int(best_epoch == epoch),
-        }
+        best.update(val, epoch, model)
+        row = _row(phase, epoch, train_loss, train_acc, val, lr, time.perf_counter() - t0, best.epoch == epoch)
         rows.append(row)
         if checkpoint is not None and distributed.is_main():
             write_history(checkpoint.parent / "history.csv", [*(history or []), *rows])
-            save_checkpoint(
-                checkpoint,
-                {
-                    "phase": phase,
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "rows": rows,
-                    "best_loss": best_loss,
-                    "best_epoch": best_epoch,
-                    "bad": bad,
-                    "best_state": best_state,
-                },
-            )
+            save_checkpoint(checkpoint, _checkpoint_state(phase, model, optimizer, scheduler, rows, best))
         if on_epoch_end is not None and distributed.is_main():
             on_epoch_end(row)
-        if val is not None and patience and bad >= patience:
+        if val is not None and patience and best.bad >= patience:
             result.stopped_early = True
             break
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    result.rows, result.best_epoch = rows, best_epoch
+    if best.state is not None:
+        model.load_state_dict(best.state)
+    result.rows, result.best_epoch = rows, best.epoch
     return result
 
 
-def optimizer_step(
-    loss: torch.Tensor,
+def _resumed(
+    resume: dict[str, Any] | None,
+    model: nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
-    scaler: torch.amp.GradScaler | None = None,
-) -> None:
-    """One step on `loss`, this rank's part of the global batch's mean loss (the parts sum to it).
+    phase: str,
+) -> tuple[list[dict[str, Any]], _Best]:
+    """The rows and early-stopping state to go on from: a checkpoint's, loaded into the model and
+    optimizer, or a fresh start."""
+    if resume is None:
+        return [], _Best()
+    model.load_state_dict(resume["model"])
+    optimizer.load_state_dict(resume["optimizer"])
+    scheduler.load_state_dict(resume["scheduler"])
+    rows = list(resume["rows"])
+    log.info("Resuming %s at epoch %d.", phase, len(rows) + 1)
+    return rows, _Best(resume["best_loss"], resume["best_epoch"], resume["best_state"], resume["bad"])
 
-    DistributedDataParallel averages the gradients over the ranks, so the part is scaled by the world
-    size: the average of the scaled parts' gradients is the gradient of their sum, as in one process.
-    """
-    optimizer.zero_grad()
-    loss = loss * distributed.world().size
-    if scaler is None:
-        loss.backward()
-        optimizer.step()
-    else:  # fp16 on a GPU: scale the loss so small gradients do not underflow
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-    scheduler.step()
+
+def _row(
+    phase: str,
+    epoch: int,
+    train_loss: float,
+    train_acc: float,
+    val: tuple[float, float] | None,
+    lr: float,
+    seconds: float,
+    best: bool,
+) -> dict[str, Any]:
+    return {
+        "phase": phase,
+        "epoch": epoch,
+        "train_loss": train_loss,
+        "train_acc": train_acc,
+        "val_loss": None if val is None else val[0],
+        "val_acc": None if val is None else val[1],
+        "lr": lr,
+        "seconds": seconds,
+        "best": int(best),
+    }
+
+
+def _checkpoint_state(
+    phase: str,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    rows: list[dict[str, Any]],
+    best: _Best,
+) -> dict[str, Any]:
+    return {
+        "phase": phase,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "rows": rows,
+        "best_loss": best.loss,
+        "best_epoch": best.epoch,
+        "bad": best.bad,
+        "best_state": best.state,
+    }
 
 
 def seed_everything(seed: int) -> None:
