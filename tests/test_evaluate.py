@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -167,11 +168,46 @@ def test_unreadable_files_are_listed_and_skipped(bundle: Path, shapes: Path) -> 
     assert {u.path.name: u.reason for u in ev.unreadable}.keys() == expected.keys()
 
 
-def test_tta_averages_with_the_mirror_image(bundle: Path, shapes_master: Path) -> None:
-    plain = evaluate_bundle(bundle, shapes_master, split="val")
-    mirrored = evaluate_bundle(bundle, shapes_master, split="val", tta=True)
-    assert mirrored.tta and mirrored.metrics.n == plain.metrics.n
-    np.testing.assert_allclose(mirrored.proba.sum(axis=1), 1.0, atol=1e-5)
+def without_the_mirror(bundle: Path, dest: Path) -> Path:
+    """A copy of the bundle with the same weights whose network does not average with the mirror image."""
+    out = Path(shutil.copytree(bundle, dest))
+    doc = json.loads((out / "tlearn.json").read_text())
+    doc["flip_tta"] = False
+    (out / "tlearn.json").write_text(json.dumps(doc))
+    return out
+
+
+def test_tta_averages_with_the_mirror_image(bundle: Path, shapes_master: Path, tmp_path: Path) -> None:
+    """On a bundle without the mirror built in, --tta changes the probabilities to what the mirror rule
+    gives (those of the same network with the mirror built in) and to what `predict --tta` gives."""
+    assert json.loads((bundle / "tlearn.json").read_text())["flip_tta"]
+    plain_dir = without_the_mirror(bundle, tmp_path / "plain")
+    plain = evaluate_bundle(plain_dir, shapes_master, split="val")
+    mirrored = evaluate_bundle(plain_dir, shapes_master, split="val", tta=True)
+    assert mirrored.tta and mirrored.paths == plain.paths and mirrored.metrics.n == plain.metrics.n > 0
+    assert np.abs(mirrored.proba - plain.proba).max() > 1e-3  # the mirror image counts
+    assert not any("changes nothing" in note for note in mirrored.notes)
+    built_in = evaluate_bundle(bundle, shapes_master, split="val")
+    np.testing.assert_allclose(mirrored.proba, built_in.proba, atol=1e-5)
+    assert mirrored.metrics.log_loss == pytest.approx(built_in.metrics.log_loss, abs=1e-4)
+    predicted = tlearn.load(plain_dir).predict_proba(list(mirrored.paths), tta=True)
+    np.testing.assert_allclose(mirrored.proba, predicted, atol=1e-5)
+
+    again = evaluate_bundle(bundle, shapes_master, split="val", tta=True)  # the mirror is there already
+    np.testing.assert_allclose(again.proba, built_in.proba, atol=1e-6)
+    assert "The bundle already averages every image with its mirror image, so --tta changes nothing." in again.notes
+
+
+def test_cli_evaluate_says_it_averaged_with_the_mirror(
+    run_cli, bundle: Path, shapes_master: Path, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    plain_dir = without_the_mirror(bundle, tmp_path / "plain")
+    res = run_cli("evaluate", plain_dir, shapes_master, "--split", "val", "--tta")
+    assert res.code == 0, res.err
+    assert "with mirror averaging (--tta)" in res.out and "changes nothing" not in res.out
+    doc = json.loads(run_cli("evaluate", plain_dir, shapes_master, "--split", "val", "--tta", "--json").out)
+    expected = evaluate_bundle(plain_dir, shapes_master, split="val", tta=True)
+    assert doc["tta"] is True and doc["metrics"]["log_loss"] == pytest.approx(expected.metrics.log_loss)
 
 
 def test_cli_evaluate_prints_tables_and_writes_pictures(
