@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -203,3 +204,16 @@ def test_bad_options_are_one_line(run_cli, tiny_bundle: Path, shapes_master: Pat
     assert res.code == 1 and "--engine must be one of torch, onnx. Got 'tpu'." in res.err
     res = run_cli("predict", tiny_bundle.parent / "nope", shapes_master)
     assert res.code == 1 and "No such bundle" in res.err
+
+
+def test_decoding_threads_are_counted_where_sched_getaffinity_does_not_exist(monkeypatch: pytest.MonkeyPatch) -> None:
+    """macOS and Windows have no os.sched_getaffinity: the CPU count stands in for it."""
+    from tlearn.infer import predictor
+
+    monkeypatch.delattr(os, "sched_getaffinity", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert predictor._decode_workers() == 2
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    assert predictor._decode_workers() == 8
+    monkeypatch.setattr(os, "cpu_count", lambda: None)  # unknown
+    assert predictor._decode_workers() == 4
