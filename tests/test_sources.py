@@ -107,3 +107,43 @@ def test_val_without_train_is_refused(tmp_path: Path) -> None:
     put(tmp_path / "test" / "a" / "1.jpg")
     with pytest.raises(DataError, match="no train/ folder"):
         load_dataset(tmp_path)
+
+
+def test_csv_split_column_puts_each_row_in_its_part(tmp_path: Path) -> None:
+    from tlearn.data.split import split_from_dataset
+
+    rows = [("a1", "cat", "train"), ("a2", "dog", "Train"), ("b1", "cat", "valid"), ("b2", "dog", "val")]
+    rows += [("c1", "cat", "test"), ("c2", "dog", "testing")]
+    for stem, _, _ in rows:
+        put(tmp_path / "img" / f"{stem}.jpg")
+    csv = tmp_path / "labels.csv"
+    csv.write_text("path,label,split\n" + "".join(f"img/{s}.jpg,{c},{p}\n" for s, c, p in rows))
+    ds = load_dataset(csv)
+    assert ds.has_splits
+    assert {s.path.stem: s.split for s in ds.samples} == {
+        "a1": "train", "a2": "train", "b1": "val", "b2": "val", "c1": "test", "c2": "test",
+    }  # fmt: skip
+    split = split_from_dataset(ds.samples)
+    names = {part: sorted(ds.samples[i].path.stem for i in ix) for part, ix in split.parts().items()}
+    assert names == {"train": ["a1", "a2"], "val": ["b1", "b2"], "test": ["c1", "c2"]}
+    assert split.origin == "dataset"
+
+
+def test_csv_split_with_a_bad_value_names_the_row(tmp_path: Path) -> None:
+    put(tmp_path / "x.jpg")
+    put(tmp_path / "y.jpg")
+    csv = tmp_path / "labels.csv"
+    csv.write_text("path,label,split\nx.jpg,cat,train\ny.jpg,dog,trian\n")
+    with pytest.raises(DataError, match=r"Unknown split 'trian' in .*labels\.csv:3\.") as info:
+        load_dataset(csv)
+    assert "\n" not in info.value.message
+    assert "train, val or test" in (info.value.hint or "")
+
+
+def test_csv_split_given_for_some_rows_only_is_refused(tmp_path: Path) -> None:
+    put(tmp_path / "x.jpg")
+    put(tmp_path / "y.jpg")
+    csv = tmp_path / "labels.csv"
+    csv.write_text("path,label,split\nx.jpg,cat,train\ny.jpg,dog,\n")
+    with pytest.raises(DataError, match="gives a split for some rows but not for others"):
+        load_dataset(csv)

@@ -170,12 +170,7 @@ def _from_csv(csv_path: Path) -> Dataset:
         if not rel or not label:
             ignored.append(Ignored(where, "row without a path or a label"))
             continue
-        split: SplitName | None = None
-        if split_col is not None and cells[split_col]:
-            if cells[split_col].lower() not in SPLIT_FOLDERS:
-                ignored.append(Ignored(where, f"unknown split '{cells[split_col]}' (use train, val or test)"))
-                continue
-            split = SPLIT_FOLDERS[cells[split_col].lower()]
+        split = _csv_split(cells[split_col], where) if split_col is not None else None
         samples.append(Sample(base / rel, label, split))
     if samples and any(s.split for s in samples) and not all(s.split for s in samples):
         raise DataError(
@@ -185,6 +180,22 @@ def _from_csv(csv_path: Path) -> Dataset:
     if samples and any(s.split for s in samples) and not any(s.split == "train" for s in samples):
         raise DataError(f"The CSV file {csv_path} has a split column but no 'train' rows.")
     return _build(csv_path, "csv", samples, [], ignored)
+
+
+def _csv_split(value: str, where: Path) -> SplitName | None:
+    """The split a CSV row names ("valid" and the other folder names count too); None when blank.
+
+    An unknown value is an error rather than a skipped row: a typo there would move images between
+    the parts without a word, and test scores would then be measured on training images.
+    """
+    if not value:
+        return None
+    if value.lower() not in SPLIT_FOLDERS:
+        raise DataError(
+            f"Unknown split '{value}' in {where}.",
+            hint="The split column takes train, val or test (or leave it empty on every row).",
+        )
+    return SPLIT_FOLDERS[value.lower()]
 
 
 def _build(
