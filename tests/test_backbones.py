@@ -14,7 +14,8 @@ from safetensors.torch import save_file
 from conftest import MOBILENET
 from tlearn.core.errors import BackboneError, OfflineError
 from tlearn.models import backbones as bb
-from tlearn.models.backbones import create_backbone, set_train_mode_frozen_bn
+from tlearn.models.backbones import BUILTIN_NAME, create_backbone, set_train_mode_frozen_bn
+from tlearn.models.weights_file import read_state_dict
 
 
 def saved_weights(
@@ -121,6 +122,7 @@ def test_offline_env_fails_at_once_without_touching_the_network(monkeypatch: pyt
     with pytest.raises(OfflineError, match="not in the local cache") as info:
         create_backbone("resnet18")
     assert "--weights PATH" in (info.value.hint or "")
+    assert f"--backbone {BUILTIN_NAME}" in (info.value.hint or "")  # the way out that needs no download
 
 
 def test_unreachable_hub_is_detected_by_one_short_connection(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -175,10 +177,57 @@ def test_listing_filters_and_counts() -> None:
     assert rows[0].params_m and rows[0].input_size == (224, 224)
 
 
+def test_listing_puts_the_builtin_backbone_first_even_when_nothing_is_cached() -> None:
+    for kwargs in ({}, {"pretrained": True}, {"cached_only": True}):
+        rows, _ = bb.list_backbones("mobilenet", limit=5, **kwargs)  # type: ignore[arg-type]
+        assert rows[0].name == BUILTIN_NAME and rows[0].builtin and rows[0].cached
+        assert not any(r.builtin for r in rows[1:])
+    first = bb.list_backbones("mobilenet", cached_only=True)[0][0]
+    assert round(first.params_m or 0, 2) == 3.50 and first.license == "apache-2.0"
+    rows, _ = bb.list_backbones("resnet18", pretrained=True)
+    assert BUILTIN_NAME not in [r.name for r in rows]
+
+
 def test_backbones_command(run_cli) -> None:  # type: ignore[no-untyped-def]
     res = run_cli("backbones", "--filter", "resnet18", "--pretrained")
     assert res.code == 0
     assert "resnet18.a1_in1k" in res.out and "apache-2.0" in res.out
+
+
+def test_backbones_command_marks_the_builtin_backbone(run_cli) -> None:  # type: ignore[no-untyped-def]
+    for args in (("--filter", "mobilenet"), ("--cached",)):
+        res = run_cli("backbones", *args)
+        assert res.code == 0
+        line = next(line for line in res.out.splitlines() if BUILTIN_NAME in line)
+        assert "(built in)" in line and "apache-2.0" in line
+    assert "falls back" in res.out  # how the default is chosen
+
+
+def test_unknown_tag_of_the_builtin_architecture_lists_the_builtin_tag() -> None:
+    with pytest.raises(BackboneError, match="no pretrained weights tagged 'nope'") as info:
+        create_backbone("mobilenetv2_100.nope")
+    assert "tf_in1k" in (info.value.hint or "") and "ra_in1k" in (info.value.hint or "")
+
+
+@pytest.mark.parametrize("wrapper", ["model_state_dict", "state_dict_ema", "model", "module"])
+def test_checkpoints_wrapped_by_training_scripts_are_unwrapped(tmp_path: Path, wrapper: str) -> None:
+    torch.manual_seed(7)
+    state = timm.create_model("test_resnet", num_classes=0).state_dict()
+    path = tmp_path / "ckpt.pth"
+    torch.save({wrapper: {f"module.{k}": v for k, v in state.items()}, "epoch": 3}, path)
+    loaded = read_state_dict(path)
+    assert loaded.keys() == state.keys() and all(torch.equal(loaded[k], v) for k, v in state.items())
+
+
+def test_an_unreadable_weights_file_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "broken.safetensors"
+    path.write_bytes(b"not a safetensors file\n" * 20)
+    with pytest.raises(BackboneError, match="Cannot read weights from") as info:
+        create_backbone("test_resnet", weights=path)
+    assert "\n" not in info.value.message
+    torch.save({"epoch": 3, "lr": 0.1}, tmp_path / "no_tensors.pth")
+    with pytest.raises(BackboneError, match="does not hold a state dict of tensors"):
+        read_state_dict(tmp_path / "no_tensors.pth")
 
 
 @pytest.mark.real_data
@@ -189,7 +238,7 @@ def test_shared_mobilenet_classifies_flowers_as_imagenet_would() -> None:
 
     b = create_backbone(weights=MOBILENET)
     assert b.preprocessing.mean == (0.5, 0.5, 0.5)  # from the sidecar, not ImageNet statistics
-    head = bb.read_state_dict(MOBILENET)
+    head = read_state_dict(MOBILENET)
     labels = (MOBILENET.parent / "imagenet_labels.txt").read_text().splitlines()[1:]
     hits = 0
     for cls, expected in (("Daisy", "daisy"), ("Sunflower", "daisy")):

@@ -1,37 +1,68 @@
-"""Pretrained backbones from timm: any model name, weights from the hub, a local file, or none.
+"""Pretrained backbones from timm: any model name; weights from the hub, a local file, the built-in ones, or none.
 
 timm is the registry: names are the interface and `timm.create_model(name, num_classes=0)` gives
-the network without its top. This module adds what a user of a small dataset needs around it:
-weights from a local file (with an optional JSON sidecar that carries the architecture and the
-preprocessing), a fast and clear answer when the hub cannot be reached, close-match hints for
-unknown names, the model's stages (to freeze or unfreeze "the last N"), and the BatchNorm rule.
+the network without its top. `create_backbone` adds what a user of a small dataset needs around it
+and returns it as one `Backbone` value: the network, how it wants its pixels, its stages, and where
+its weights came from. The parts live in modules of their own: `names` (checks and close-match
+hints), `hub` (reachability, offline mode, download errors), `weights_file` (local files and their
+sidecars), `builtin` (the MobileNetV2 shipped with tlearn), `stages` (stages, feature levels, the
+BatchNorm rule) and `catalog` (`list_backbones`); their public names are importable from here too.
+
+The default backbone is DINOv2 ViT-S/14 when its weights can be had: in the Hugging Face cache, or
+from a hub that answers at once. When they cannot (offline, nothing cached), the default falls back
+to the built-in MobileNetV2, says so in one warning line, and records why in `Backbone.fallback`. A
+backbone the user names never falls back: without its weights it is an `OfflineError`.
 """
 
 from __future__ import annotations
 
-import difflib
 import functools
-import hashlib
-import importlib
-import json
 import logging
-import os
-import re
-import socket
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import timm
 import torch
 from torch import nn
 
-from tlearn.core.errors import BackboneError, OfflineError
+from tlearn.core.errors import BackboneError
+from tlearn.core.files import file_sha256
 from tlearn.core.preprocessing import Preprocessing
-from tlearn.models import scratch_cnn  # noqa: F401  (registers the from-scratch CNN with timm)
+from tlearn.models import hub, scratch_cnn  # noqa: F401  (scratch_cnn registers the from-scratch CNN with timm)
+from tlearn.models.builtin import BUILTIN_NAME, builtin_sidecar, builtin_state_dict, builtin_weights_id, is_builtin
+from tlearn.models.catalog import ModelInfo, list_backbones
+from tlearn.models.hub import hub_reachable
+from tlearn.models.names import canonical_name, check_model_name, name_for_file, takes_img_size
+from tlearn.models.stages import (
+    FeatureLevel,
+    Stage,
+    batchnorm_layers,
+    feature_levels,
+    model_stages,
+    set_train_mode_frozen_bn,
+)
+from tlearn.models.weights_file import load_weights_file, read_sidecar, state_problems, weights_file
+
+__all__ = [
+    "BUILTIN_NAME",
+    "DEFAULT_BACKBONE",
+    "FALLBACK_MESSAGE",
+    "Backbone",
+    "FeatureLevel",
+    "ModelInfo",
+    "Stage",
+    "batchnorm_layers",
+    "check_model_name",
+    "create_backbone",
+    "feature_levels",
+    "hub_reachable",
+    "list_backbones",
+    "model_stages",
+    "rebuild_model",
+    "resolve_default_backbone",
+    "set_train_mode_frozen_bn",
+]
 
 log = logging.getLogger(__name__)
 
@@ -40,27 +71,10 @@ log = logging.getLogger(__name__)
 # linear evaluation) instead of its default 518: five times cheaper on a CPU.
 DEFAULT_BACKBONE = "vit_small_patch14_dinov2.lvd142m"
 DEFAULT_KWARGS: dict[str, dict[str, Any]] = {"vit_small_patch14_dinov2": {"img_size": 224}}
-HUB_TIMEOUT_S = 2.0
-_HEAD_NAMES = ("classifier", "fc", "head", "head.fc", "last_linear", "head.l", "fc_norm")
-
-
-@dataclass(frozen=True)
-class Stage:
-    """A group of parameters from input to output, as timm's `group_matcher` groups them."""
-
-    index: int
-    name: str
-    params: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class FeatureLevel:
-    """An intermediate feature map (timm `feature_info`): where it is, its width and stride."""
-
-    index: int
-    module: str
-    channels: int
-    reduction: int
+FALLBACK_MESSAGE = (
+    f"No network and no cached DINOv2 weights: using the built-in MobileNetV2 ({BUILTIN_NAME}); "
+    "pass --backbone NAME for another."
+)
 
 
 @dataclass(frozen=True)
@@ -68,16 +82,27 @@ class Backbone:
     """A pretrained network without its top, and what downstream code needs to know about it."""
 
     model: nn.Module
-    name: str  # as the user gave it, possibly with a pretrained tag: "resnet50.a1_in1k"
+    name: str  # the one used, possibly with a pretrained tag: "resnet50.a1_in1k"
     architecture: str  # timm architecture to rebuild it: "resnet50"
     create_kwargs: dict[str, Any]
     preprocessing: Preprocessing
     num_features: int
     stages: tuple[Stage, ...]
     levels: tuple[FeatureLevel, ...]
-    weights: str  # "hub:<tag>", "file:<path>" or "none"
+    weights: str  # "hub:<arch.tag>", "file:<path>", "builtin:<name>" or "none"
     weights_id: str = field(default="")  # identifies the weights' content, for caches
     any_input_size: bool = True  # convolutional: takes any input size (transformers are built for one)
+    fallback: str | None = None  # why this is not the default backbone that was asked for (None: it is)
+
+
+@dataclass(frozen=True)
+class _Weights:
+    """A network with its weights loaded, where they came from, and the data config they want."""
+
+    model: nn.Module
+    source: str
+    weights_id: str
+    cfg: dict[str, Any]
 
 
 def create_backbone(
@@ -91,87 +116,54 @@ def create_backbone(
 ) -> Backbone:
     """Build a timm model without its classifier and load its weights.
 
-    `weights`: None for the hub's pretrained weights, "none" for random init (not transfer learning),
-    or a path to a local file (.safetensors, .pth, .pt, .bin) with an optional sidecar `<stem>.json`.
+    `name`: a timm name, the built-in "mobilenetv2_100.tf_in1k", or None for the default (see
+    `resolve_default_backbone`; with a weights file, the architecture its sidecar names).
+    `weights`: None for the pretrained weights (hub or built in), "none" for random init (not transfer
+    learning), or a path to a local file (.safetensors, .pth, .pt, .bin) with an optional sidecar
+    `<stem>.json`; a file always wins over the hub and the built-in weights.
     `input_size` overrides the weights' input resolution (square).
     """
-    sidecar: dict[str, Any] = {}
-    path: Path | None = None
-    if weights is not None and str(weights).lower() != "none":
-        path = Path(weights).expanduser()
-        if not path.is_file():
-            raise BackboneError(
-                f"Weights file not found: {path}.",
-                hint="Pass the path of a .safetensors or .pth file, 'none' for random init, or leave "
-                "--weights out to download pretrained weights.",
-            )
-        sidecar = _read_sidecar(path)
-    name = _resolve_name(name, sidecar, path)
-    arch = timm.models.get_arch_name(name)
-    create_kwargs = {**DEFAULT_KWARGS.get(arch, {}), **sidecar.get("create_model_kwargs", {}), **kwargs}
-    create_kwargs.pop("num_classes", None)
-    create_kwargs.pop("pretrained", None)
-    if input_size is not None and _takes_img_size(arch):
-        create_kwargs["img_size"] = input_size
-
+    path = weights_file(weights)
+    sidecar = read_sidecar(path) if path is not None else {}
+    fallback = None
     if path is not None:
-        model = _create(arch, create_kwargs, pretrained=False)
-        _load_file(model, path, arch)
-        source, weights_id = f"file:{path}", f"sha256:{_file_digest(path)}"
-        cfg = {**_cfg_of(model), **sidecar.get("pretrained_cfg", {})}
-        if not sidecar.get("pretrained_cfg"):
-            log.warning(
-                "No sidecar %s beside the weights: assuming %s's default preprocessing (mean %s, std %s). "
-                "If the weights were trained otherwise, write that file with a pretrained_cfg.",
-                path.with_suffix(".json").name,
-                arch,
-                cfg.get("mean"),
-                cfg.get("std"),
-            )
-    elif weights is not None:  # "none"
-        if warn_random:
-            log.warning("Random initial weights (--weights none): this is training from scratch, not transfer.")
-        with torch.random.fork_rng():
-            torch.manual_seed(seed)
-            model = _create(name, create_kwargs, pretrained=False)
-        source, weights_id, cfg = "none", f"none:seed{seed}", _cfg_of(model)
+        name = name_for_file(name, sidecar, path)
+    elif name is None:
+        name, fallback = resolve_default_backbone() if weights is None else (DEFAULT_BACKBONE, None)
+    name = canonical_name(name)
+    check_model_name(name)
+    arch = timm.models.get_arch_name(name)
+    create_kwargs = _create_kwargs(name, sidecar, kwargs, input_size)
+    if path is not None:
+        loaded = _from_file(arch, create_kwargs, path, sidecar)
+    elif weights is not None:  # "none"; timm knows the built-in name's architecture, not its tag
+        loaded = _random(arch if is_builtin(name) else name, create_kwargs, seed=seed, warn=warn_random)
+    elif is_builtin(name):
+        loaded = _builtin(arch, create_kwargs)
     else:
-        model = _from_hub(name, create_kwargs)
-        cfg = _cfg_of(model)
-        tag = cfg.get("tag") or ""
-        source = weights_id = f"hub:{arch}.{tag}" if tag else f"hub:{arch}"
-
-    if "img_size" in create_kwargs:
-        size = create_kwargs["img_size"]
-        cfg["input_size"] = (3, size, size) if isinstance(size, int) else (3, *size)
-    preprocessing = Preprocessing.from_timm(cfg)
-    if input_size is not None:
-        preprocessing = Preprocessing(
-            (input_size, input_size),
-            preprocessing.mean,
-            preprocessing.std,
-            preprocessing.interpolation,
-            preprocessing.crop_pct,
-            preprocessing.crop_mode,
-        )
-    model.eval()
-    return Backbone(
-        model=model,
-        name=name,
-        architecture=arch,
-        create_kwargs=create_kwargs,
-        preprocessing=preprocessing,
-        num_features=int(getattr(model, "num_features", 0)),
-        stages=model_stages(model),
-        levels=feature_levels(model),
-        weights=source,
-        weights_id=weights_id,
-        any_input_size=not (_takes_img_size(arch) or cfg.get("fixed_input_size", False)),
-    )
+        with hub.hub_download(name):
+            model = _create(name, create_kwargs, pretrained=True)
+        tag = _cfg_of(model).get("tag") or ""
+        source = f"hub:{arch}.{tag}" if tag else f"hub:{arch}"
+        loaded = _Weights(model, source, source, _cfg_of(model))
+    return _backbone(name, arch, create_kwargs, loaded, input_size=input_size, fallback=fallback)
 
 
-def _cfg_of(model: nn.Module) -> dict[str, Any]:
-    return dict(getattr(model, "pretrained_cfg", None) or {})
+def resolve_default_backbone() -> tuple[str, str | None]:
+    """The backbone to use when none is named, and why it is not the default (None when it is).
+
+    DINOv2 when its weights are in the Hugging Face cache or the hub answers within `HUB_TIMEOUT_S`;
+    otherwise the built-in MobileNetV2, with a warning logged once per process.
+    """
+    if hub.hub_weights_cached(DEFAULT_BACKBONE) or hub.hub_reachable():
+        return DEFAULT_BACKBONE, None
+    _warn_fallback_once()
+    return BUILTIN_NAME, FALLBACK_MESSAGE
+
+
+@functools.cache
+def _warn_fallback_once() -> None:
+    log.warning(FALLBACK_MESSAGE)
 
 
 def rebuild_model(architecture: str, create_kwargs: dict[str, Any]) -> nn.Module:
@@ -179,120 +171,18 @@ def rebuild_model(architecture: str, create_kwargs: dict[str, Any]) -> nn.Module
     return _create(architecture, create_kwargs, pretrained=False)
 
 
-def model_stages(model: nn.Module) -> tuple[Stage, ...]:
-    """Parameter groups from input to output (stem, blocks..., last block with the head's convs)."""
-    from timm.models._manipulate import group_parameters
-
-    matcher = getattr(model, "group_matcher", None)
-    groups: dict[int, list[str]] = {}
-    if matcher is not None:
-        try:
-            groups = dict(group_parameters(model, matcher(coarse=True)))
-        except (NotImplementedError, AttributeError, TypeError):
-            groups = {}
-    if not groups:  # no matcher: top-level children that hold parameters
-        for i, (child, module) in enumerate(model.named_children()):
-            names = [f"{child}.{n}" for n, _ in module.named_parameters()]
-            if names:
-                groups[i] = names
-    stages = []
-    for index, (_, names) in enumerate(sorted(groups.items())):
-        stages.append(Stage(index, _stage_name(names), tuple(names)))
-    return tuple(stages)
-
-
-def feature_levels(model: nn.Module) -> tuple[FeatureLevel, ...]:
-    info = getattr(model, "feature_info", None) or []
-    return tuple(
-        FeatureLevel(i, str(f.get("module", "")), int(f["num_chs"]), int(f.get("reduction", 0)))
-        for i, f in enumerate(info)
-    )
-
-
-def set_train_mode_frozen_bn(model: nn.Module) -> nn.Module:
-    """Training mode for everything but BatchNorm, which stays in inference mode.
-
-    In training mode BatchNorm normalises with each batch's statistics and overwrites its running
-    statistics: on a small dataset that wrecks the pretrained features (on the shared MobileNetV2,
-    whose BatchNorm was folded into the convolutions, it drops accuracy to chance). Frozen, the
-    running statistics never change and the network computes what it computed in pretraining.
-    """
-    model.train()
-    for module in model.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            module.eval()
-    return model
-
-
-def batchnorm_layers(model: nn.Module) -> list[nn.Module]:
-    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-
-
-# --- names -----------------------------------------------------------------------------------
-
-
-def _resolve_name(name: str | None, sidecar: dict[str, Any], path: Path | None) -> str:
-    from_sidecar = sidecar.get("architecture")
-    if name is None:
-        name = from_sidecar or DEFAULT_BACKBONE
-        if path is not None and not from_sidecar:
-            raise BackboneError(
-                f"The weights file {path.name} does not say which architecture it is for.",
-                hint=f"Pass --backbone NAME (a timm model name), or write a sidecar {path.with_suffix('.json')} "
-                'with {"architecture": "NAME"}.',
-            )
-    if from_sidecar and timm.models.get_arch_name(name) != timm.models.get_arch_name(from_sidecar):
-        raise BackboneError(
-            f"The weights file {path} is for {from_sidecar} (says its sidecar), not {name}.",
-            hint="Leave --backbone out to use the sidecar's architecture, or pass weights for this one.",
-        )
-    check_model_name(name)
-    return name
-
-
-def check_model_name(name: str) -> None:
-    """Raise with the closest timm names when `name` is not a timm model (or not a known tag)."""
-    arch, tag = _split_tag(name)
-    if not timm.is_model(arch):
-        close = difflib.get_close_matches(arch, timm.list_models(), n=5, cutoff=0.6)
-        hint = f"Closest: {', '.join(close)}. " if close else ""
-        word = re.match(r"[A-Za-z]*", arch).group() or arch  # type: ignore[union-attr]  # the family: resnet, vit
-        raise BackboneError(
-            f"Unknown backbone '{name}'.",
-            hint=f"{hint}List models with: tlearn backbones --filter {word}",
-        )
-    if tag:
-        tags = [t.split(".", 1)[1] for t in timm.list_pretrained(f"{arch}.*")]
-        if tag not in tags:
-            raise BackboneError(
-                f"'{arch}' has no pretrained weights tagged '{tag}'.",
-                hint=f"Tags: {', '.join(tags) or 'none'}. Or leave the tag out for the default weights.",
-            )
-
-
-def _split_tag(name: str) -> tuple[str, str]:
-    arch, _, tag = name.partition(".")
-    return arch, tag
-
-
-def _stage_name(params: list[str]) -> str:
-    prefixes: list[str] = []
-    for p in params:
-        parts = p.split(".")
-        prefix = ".".join(parts[:2]) if len(parts) > 2 and parts[1].isdigit() else parts[0]
-        if prefix not in prefixes:
-            prefixes.append(prefix)
-    if len(prefixes) > 3:
-        return f"{prefixes[0]} .. {prefixes[-1]}"
-    return "+".join(prefixes)
-
-
-def _takes_img_size(arch: str) -> bool:
-    """Transformers fix their input size at build time; convolutional networks take any size."""
-    return arch.startswith(("vit_", "deit", "eva", "beit", "swin", "maxvit", "coatnet", "test_vit", "levit"))
-
-
-# --- creating and loading ------------------------------------------------------------------
+def _create_kwargs(
+    name: str, sidecar: dict[str, Any], overrides: dict[str, Any], input_size: int | None
+) -> dict[str, Any]:
+    """timm's create_model options: the name's defaults, then the sidecar's, then the caller's."""
+    arch = timm.models.get_arch_name(name)
+    builtin = builtin_sidecar().get("create_model_kwargs", {}) if is_builtin(name) else {}
+    kwargs = {**DEFAULT_KWARGS.get(arch, {}), **builtin, **sidecar.get("create_model_kwargs", {}), **overrides}
+    kwargs.pop("num_classes", None)
+    kwargs.pop("pretrained", None)
+    if input_size is not None and takes_img_size(arch):
+        kwargs["img_size"] = input_size
+    return kwargs
 
 
 def _create(name: str, kwargs: dict[str, Any], *, pretrained: bool) -> nn.Module:
@@ -305,239 +195,78 @@ def _create(name: str, kwargs: dict[str, Any], *, pretrained: bool) -> nn.Module
         ) from None
 
 
-def _from_hub(name: str, kwargs: dict[str, Any]) -> nn.Module:
-    reachable = hub_reachable()
-    try:
-        with _hub_offline(not reachable):
-            return _create(name, kwargs, pretrained=True)
-    except BackboneError:
-        raise
-    except Exception as err:
-        if reachable and not _is_missing_file(err):
-            raise BackboneError(
-                f"Downloading the pretrained weights of {name} failed: {err}.",
-                hint="Try again, or pass a local weights file with --weights PATH.",
-            ) from None
-        raise OfflineError(
-            f"The pretrained weights of {name} are not in the local cache, and the Hugging Face hub "
-            f"cannot be reached{'' if reachable else ' (offline)'}.",
-            hint="Pass a local weights file with --weights PATH (.safetensors or .pth; a sidecar PATH.json "
-            "can give the architecture and preprocessing), or pick a cached model: tlearn backbones --cached.",
-        ) from None
+def _cfg_of(model: nn.Module) -> dict[str, Any]:
+    return dict(getattr(model, "pretrained_cfg", None) or {})
 
 
-def _is_missing_file(err: Exception) -> bool:
-    from huggingface_hub.errors import LocalEntryNotFoundError
-
-    return isinstance(err, LocalEntryNotFoundError | FileNotFoundError)
-
-
-@functools.cache
-def hub_reachable(timeout: float = HUB_TIMEOUT_S) -> bool:
-    """Can the hub be reached? One TCP connection with a short timeout instead of minutes of retries."""
-    from huggingface_hub import constants
-
-    if constants.HF_HUB_OFFLINE:
-        return False
-    url = urlparse(os.environ.get("HF_ENDPOINT", constants.ENDPOINT))
-    host, port = url.hostname or "huggingface.co", url.port or (443 if url.scheme != "http" else 80)
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-@contextmanager
-def _hub_offline(offline: bool) -> Iterator[None]:
-    """Put huggingface_hub in offline mode for a block: it then answers from the cache at once."""
-    from huggingface_hub import constants
-
-    before = constants.HF_HUB_OFFLINE
-    constants.HF_HUB_OFFLINE = before or offline
-    try:
-        yield
-    finally:
-        constants.HF_HUB_OFFLINE = before
-
-
-def _read_sidecar(path: Path) -> dict[str, Any]:
-    side = path.with_suffix(".json")
-    if not side.is_file():
-        return {}
-    try:
-        doc = json.loads(side.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise BackboneError(f"Cannot read the weights sidecar {side}: {err}.") from None
-    if not isinstance(doc, dict):
-        raise BackboneError(f"The weights sidecar {side} must hold a JSON object.")
-    return doc
-
-
-def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Tensors of a .safetensors or torch checkpoint, unwrapped from {"state_dict": ...} and DDP's "module."."""
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state: Any = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise BackboneError(
-            f"Cannot read weights from {path}: {err}.",
-            hint="Pass a .safetensors file or a .pth/.pt/.bin file saved with torch.save(state_dict).",
-        ) from None
-    for key in ("state_dict", "model_state_dict", "model", "module", "state_dict_ema"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-            break
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise BackboneError(f"{path} does not hold a state dict of tensors.")
-    if state and all(k.startswith("module.") for k in state):
-        state = {k[len("module.") :]: v for k, v in state.items()}
-    return state
-
-
-def _load_file(model: nn.Module, path: Path, arch: str) -> None:
-    state = read_state_dict(path)
-    problems = _state_problems(model, state)
-    if problems:
-        filtered = _timm_filter(arch, state, model)
-        if filtered is not None and not _state_problems(model, filtered):
-            state, problems = filtered, []
-    if problems:
-        raise BackboneError(
-            f"The weights in {path.name} do not fit {arch}: {'; '.join(problems)}.",
-            hint="Check --backbone (and the sidecar's create_model_kwargs) against the model the file came from.",
+def _from_file(arch: str, kwargs: dict[str, Any], path: Path, sidecar: dict[str, Any]) -> _Weights:
+    model = _create(arch, kwargs, pretrained=False)
+    load_weights_file(model, path, arch)
+    cfg = {**_cfg_of(model), **sidecar.get("pretrained_cfg", {})}
+    if not sidecar.get("pretrained_cfg"):
+        log.warning(
+            "No sidecar %s beside the weights: assuming %s's default preprocessing (mean %s, std %s). "
+            "If the weights were trained otherwise, write that file with a pretrained_cfg.",
+            path.with_suffix(".json").name,
+            arch,
+            cfg.get("mean"),
+            cfg.get("std"),
         )
-    model.load_state_dict(_without_head(model, state), strict=False)
+    return _Weights(model, f"file:{path}", f"sha256:{file_sha256(path)}", cfg)
 
 
-def _without_head(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    own = model.state_dict()
-    return {k: v for k, v in state.items() if k in own}
+def _random(name: str, kwargs: dict[str, Any], *, seed: int, warn: bool) -> _Weights:
+    if warn:
+        log.warning("Random initial weights (--weights none): this is training from scratch, not transfer.")
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = _create(name, kwargs, pretrained=False)
+    return _Weights(model, "none", f"none:seed{seed}", _cfg_of(model))
 
 
-def _state_problems(model: nn.Module, state: dict[str, torch.Tensor]) -> list[str]:
-    own = model.state_dict()
-    heads = {*_HEAD_NAMES, *_as_tuple(_cfg_of(model).get("classifier"))}
-    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in state if k not in own and k.rsplit(".", 1)[0] not in heads]
-    shapes = [
-        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
-        for k, v in own.items()
-        if k in state and tuple(state[k].shape) != tuple(v.shape)
-    ]
-    problems = []
-    for what, keys in (
-        ("missing keys", missing),
-        ("unexpected keys", unexpected),
-        ("shape mismatches", shapes),
-    ):
-        if keys:
-            more = f" and {len(keys) - 3} more" if len(keys) > 3 else ""
-            problems.append(f"{len(keys)} {what} ({', '.join(keys[:3])}{more})")
-    return problems
-
-
-def _timm_filter(arch: str, state: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor] | None:
-    """timm's own converter for checkpoints in an original format (and ViT position embeddings)."""
-    from timm.models._registry import _model_to_module
-
-    module_name = _model_to_module.get(arch)
-    if not module_name:
-        return None
-    fn = getattr(importlib.import_module(f"timm.models.{module_name}"), "checkpoint_filter_fn", None)
-    if fn is None:
-        return None
-    try:
-        return dict(fn(dict(state), model))
-    except Exception:
-        return None
-
-
-def _as_tuple(value: Any) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    return (value,) if isinstance(value, str) else tuple(value)
-
-
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-# --- listing -------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    name: str
-    params_m: float | None
-    input_size: tuple[int, int] | None
-    license: str | None
-    cached: bool
-
-
-def list_backbones(
-    pattern: str = "", *, pretrained: bool = False, cached_only: bool = False, limit: int | None = 30
-) -> tuple[list[ModelInfo], int]:
-    """timm models whose name contains `pattern` (or matches it as a wildcard), and how many matched.
-
-    With `pretrained`, names carry their weights tag (resnet50.a1_in1k). Parameters are counted by
-    building each model on the meta device (no memory, no weights).
-    """
-    wildcard = pattern if any(c in pattern for c in "*?[") else f"*{pattern}*" if pattern else ""
-    names = timm.list_pretrained(wildcard or "*") if pretrained or cached_only else timm.list_models(wildcard)
-    cached = _cached_hub_repos()
-    if cached_only:
-        names = [n for n in names if _hub_id(n) in cached]
-    total = len(names)
-    rows = []
-    for name in names[:limit] if limit else names:
-        cfg = _pretrained_cfg(name)
-        size = tuple(cfg.get("input_size", ()))[-2:] if cfg else ()
-        rows.append(
-            ModelInfo(
-                name=name,
-                params_m=_count_params(name),
-                input_size=(int(size[0]), int(size[1])) if len(size) == 2 else None,
-                license=cfg.get("license") if cfg else None,
-                cached=_hub_id(name) in cached,
-            )
+def _builtin(arch: str, kwargs: dict[str, Any]) -> _Weights:
+    """The built-in MobileNetV2: built as its sidecar says, loaded strictly, preprocessed as it was trained."""
+    model = _create(arch, kwargs, pretrained=False)
+    state = builtin_state_dict(with_classifier=False)
+    problems = state_problems(model, state)
+    if problems:  # options that change the architecture (another width, say)
+        raise BackboneError(
+            f"The built-in weights do not fit {arch} built with {kwargs}: {'; '.join(problems)}.",
+            hint=f"Leave the model options out for {BUILTIN_NAME}, or pick another backbone.",
         )
-    return rows, total
+    model.load_state_dict(state, strict=True)
+    cfg = {**_cfg_of(model), **builtin_sidecar()["pretrained_cfg"]}
+    return _Weights(model, f"builtin:{BUILTIN_NAME}", builtin_weights_id(), cfg)
 
 
-def _pretrained_cfg(name: str) -> dict[str, Any]:
-    try:
-        cfg = timm.models.get_pretrained_cfg(name, allow_unregistered=True)
-    except (RuntimeError, ValueError, TypeError):
-        return {}
-    return cfg.to_dict() if cfg is not None else {}
-
-
-def _hub_id(name: str) -> str | None:
-    return _pretrained_cfg(name).get("hf_hub_id")
-
-
-def _count_params(name: str) -> float | None:
-    try:
-        with torch.device("meta"):
-            model = timm.create_model(name, pretrained=False)
-    except Exception:
-        return None
-    return sum(p.numel() for p in model.parameters()) / 1e6
-
-
-def _cached_hub_repos() -> set[str]:
-    try:
-        from huggingface_hub import scan_cache_dir
-
-        return {repo.repo_id for repo in scan_cache_dir().repos}
-    except Exception:  # no cache folder yet, or an unreadable one: nothing is cached
-        return set()
+def _backbone(
+    name: str,
+    arch: str,
+    create_kwargs: dict[str, Any],
+    loaded: _Weights,
+    *,
+    input_size: int | None,
+    fallback: str | None,
+) -> Backbone:
+    """The Backbone value: preprocessing from the weights' data config, resized if asked."""
+    cfg = dict(loaded.cfg)
+    if "img_size" in create_kwargs:
+        size = create_kwargs["img_size"]
+        cfg["input_size"] = (3, size, size) if isinstance(size, int) else (3, *size)
+    if input_size is not None:
+        cfg["input_size"] = (3, input_size, input_size)
+    model = loaded.model.eval()
+    return Backbone(
+        model=model,
+        name=name,
+        architecture=arch,
+        create_kwargs=create_kwargs,
+        preprocessing=Preprocessing.from_timm(cfg),
+        num_features=int(getattr(model, "num_features", 0)),
+        stages=model_stages(model),
+        levels=feature_levels(model),
+        weights=loaded.source,
+        weights_id=loaded.weights_id,
+        any_input_size=not (takes_img_size(arch) or cfg.get("fixed_input_size", False)),
+        fallback=fallback,
+    )

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from tlearn.models.backbones import Stage
 from tlearn.models.classifier import FeatureTrunk
+from tlearn.models.stages import Stage
 
 log = logging.getLogger(__name__)
 
