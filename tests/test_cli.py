@@ -62,8 +62,8 @@ def test_unusable_dataset_exits_1_with_the_reason(run_cli, shapes: Path) -> None
 def test_wrong_path_is_one_line_and_a_hint(run_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     res = run_cli("check", tmp_path / "photos")
     assert res.code == 1
+    assert res.err.startswith("Error: No such file or folder:")  # no blank line from a progress bar before it
     lines = res.err.strip().splitlines()
-    assert lines[0].startswith("Error: No such file or folder:")
     assert lines[1].startswith("Hint:")
     assert len(lines) == 2
 

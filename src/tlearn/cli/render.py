@@ -33,7 +33,11 @@ STAGE_LABELS = {
 
 @contextmanager
 def progress_bar(*, transient: bool = True) -> Iterator[ProgressFn]:
-    """A Progress callback drawing one bar per stage on stderr, so stdout stays clean for --json."""
+    """A Progress callback drawing one bar per stage on stderr, so stdout stays clean for --json.
+
+    Off when stderr is not a terminal: a log file would get no bars from a transient display, only
+    the blank line Rich leaves in their place (before the first message or error).
+    """
     columns = (
         TextColumn("{task.description:<22}"),
         BarColumn(),
@@ -43,7 +47,8 @@ def progress_bar(*, transient: bool = True) -> Iterator[ProgressFn]:
         TimeRemainingColumn(),
     )
     tasks: dict[str, TaskID] = {}
-    with Progress(*columns, console=err_console, transient=transient) as bar:
+    quiet = transient and not err_console.is_terminal
+    with Progress(*columns, console=err_console, transient=transient, disable=quiet) as bar:
 
         def update(stage: str, done: int, total: int) -> None:
             if stage not in tasks:
