@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from tlearn.report.diagnosis import HistoryRow, diagnose, kept_epochs, read_history
+from tlearn.artifacts.history import HistoryRow
+from tlearn.report.diagnosis import diagnose
 
 
 def history(
@@ -120,26 +119,3 @@ def test_without_validation_or_history_it_says_so() -> None:
     assert "no validation split" in d.headline and "--val-frac" in d.advice[0]
     empty = diagnose([])
     assert empty.verdict == "unknown" and "No training history" in empty.headline
-
-
-def test_history_csv_is_read_with_empty_cells_and_kept_epochs(tmp_path: Path) -> None:
-    path = tmp_path / "history.csv"
-    path.write_text(
-        "phase,epoch,train_loss,train_acc,val_loss,val_acc,lr,seconds,best\n"
-        "head,1,1.2,0.5,1.1,0.55,0.001,2.5,1\n"
-        "head,2,0.9,0.7,0.8,0.72,0.001,2.4,1\n"
-        "head,3,0.8,0.75,0.85,0.7,0.001,2.4,0\n"
-        "finetune,4,0.6,0.8,,,0.0001,9.0,1\n"
-    )
-    rows = read_history(path)
-    assert [r.epoch for r in rows] == [1, 2, 3, 4]
-    assert rows[3].val_acc is None and rows[3].phase == "finetune" and rows[0].seconds == 2.5
-    assert kept_epochs(rows) == {"head": 2, "finetune": 4}
-    assert read_history(tmp_path / "absent.csv") == []
-
-
-def test_rows_of_the_training_loop_are_accepted_as_they_are() -> None:
-    row = {"phase": "head", "epoch": 3, "train_loss": 0.5, "train_acc": 0.8, "val_loss": None, "val_acc": None,
-           "lr": 1e-3, "seconds": 1.2, "best": 1}  # fmt: skip
-    r = HistoryRow.from_dict(row)
-    assert r.epoch == 3 and r.best and r.val_loss is None

@@ -8,7 +8,7 @@ import html as html_module
 import io
 import json
 import re
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -19,14 +19,14 @@ from PIL import Image
 import tlearn
 from conftest import add_broken_files
 from tlearn.artifacts.bundle import BundleConfig
-from tlearn.artifacts.history import read_history
+from tlearn.artifacts.history import HistoryRow, write_history
 from tlearn.artifacts.metrics import compute_metrics
 from tlearn.artifacts.predictions import PredictionRow
 from tlearn.core.preprocessing import Preprocessing
 from tlearn.data.checks import check_path
 from tlearn.models.classifier import HeadSpec
 from tlearn.report.page import SECTIONS, write_report
-from tlearn.report.plots import plot_confusion, plot_history, plot_mistakes
+from tlearn.report.plots import SPLIT_COLOURS, plot_confusion, plot_history, plot_mistakes
 from tlearn.training.auto import Evidence, Probe, decide
 
 COLOURS = {"cat": (200, 60, 40), "dog": (40, 160, 60), "fox": (50, 70, 200)}
@@ -50,13 +50,26 @@ def auto_record() -> dict[str, object]:
     }
 
 
-def make_run(folder: Path, *, history: bool = True, test: bool = True) -> Path:
-    """A run folder written by hand (no training): 3 classes of 6 images, two confident mistakes."""
+def rgb_of(cls: str, i: int) -> tuple[int, int, int]:
+    """The colour of image `i` of a class: each a little lighter than the one before."""
+    r, g, b = (min(255, c + 9 * i) for c in COLOURS[cls])
+    return r, g, b
+
+
+def shade(cls: str, i: int) -> str:
+    return "#{:02X}{:02X}{:02X}".format(*rgb_of(cls, i))
+
+
+def make_run(folder: Path, *, history: str | None = "overfitting", test: bool = True) -> Path:
+    """A run folder written by hand (no training): 3 classes of 6 images, two confident mistakes.
+
+    `history` is the kind of training curves (a key of HISTORIES), None for a feature run without epochs.
+    """
     data = folder / "data"
-    for cls, rgb in COLOURS.items():
+    for cls in COLOURS:
         (data / cls).mkdir(parents=True)
         for i in range(6):
-            Image.new("RGB", (48 + 4 * i, 40), tuple(min(255, c + 9 * i) for c in rgb)).save(data / cls / f"{i}.png")
+            Image.new("RGB", (48 + 4 * i, 40), rgb_of(cls, i)).save(data / cls / f"{i}.png")
     run = folder / "run"
     run.mkdir()
     classes = list(COLOURS)
@@ -93,7 +106,7 @@ def make_run(folder: Path, *, history: bool = True, test: bool = True) -> Path:
         levels=(),
         head=HeadSpec(num_classes=3, in_features=512),
         preprocessing=Preprocessing((224, 224), (0.5,) * 3, (0.5,) * 3, interpolation="bicubic", crop_pct=0.875),
-        method="finetune" if history else "features",
+        method="features" if history is None else "scratch" if history == "underfitting" else "finetune",
         details={
             "auto": auto_record(),
             "unfreeze": 2,
@@ -108,15 +121,42 @@ def make_run(folder: Path, *, history: bool = True, test: bool = True) -> Path:
         created="2025-01-01T00:00:00+00:00",
     ).to_dict()
     (run / "tlearn.json").write_text(json.dumps(config))
-    if history:
-        lines = ["phase,epoch,train_loss,train_acc,val_loss,val_acc,lr,seconds,best"]
-        for e in range(1, 5):
-            lines.append(f"head,{e},{1.2 - 0.2 * e},{0.5 + 0.08 * e},{1.1 - 0.18 * e},{0.52 + 0.07 * e},0.001,2,1")
-        for e in range(5, 11):  # phase 2: training accuracy climbs, validation loss bottoms out at epoch 6
-            train_acc, val_loss = min(0.84 + 0.03 * (e - 4), 1), 0.35 + 0.04 * (e - 6) ** 2
-            lines.append(f"finetune,{e},{0.4 / (e - 3)},{train_acc},{val_loss},0.86,0.0001,5,{int(e <= 6)}")
-        (run / "history.csv").write_text("\n".join(lines) + "\n")
+    if history is not None:
+        write_history(run / "history.csv", HISTORIES[history]())
     return run
+
+
+def overfitting() -> list[HistoryRow]:
+    """Phase 1 healthy; in phase 2 training accuracy climbs to 100% while validation stays at 86% and its
+    loss bottoms out at epoch 6: a gap of 12 points that grew, and a turn of the loss."""
+    head = [HistoryRow("head", e, 1.2 - 0.2 * e, 0.5 + 0.08 * e, 1.1 - 0.18 * e, 0.52 + 0.07 * e, 1e-3, 2, True)
+            for e in range(1, 5)]  # fmt: skip
+    tune = [
+        HistoryRow("finetune", e, 0.4 / (e - 3), min(0.84 + 0.03 * (e - 4), 1), 0.35 + 0.04 * (e - 6) ** 2, 0.86,
+                   1e-4, 5, e <= 6)
+        for e in range(5, 11)
+    ]  # fmt: skip
+    return head + tune
+
+
+def healthy() -> list[HistoryRow]:
+    """Validation accuracy a point under training accuracy all along, both levelling off at 95% and 94%;
+    validation loss falls to the end."""
+    rows = []
+    for e in range(1, 11):
+        acc = min(0.5 + 0.08 * e, 0.95)
+        rows.append(HistoryRow("head" if e <= 4 else "finetune", e, 1.2 - 0.1 * e, acc, 1.1 - 0.08 * e, acc - 0.01,
+                               1e-3, 2, True))  # fmt: skip
+    return rows
+
+
+def underfitting() -> list[HistoryRow]:
+    """A network from scratch that gets only about half its own training images right after 6 epochs."""
+    return [HistoryRow("scratch", e, 2.0 - 0.1 * e, 0.30 + 0.04 * e, 2.0 - 0.1 * e, 0.29 + 0.04 * e, 1e-2, 1, True)
+            for e in range(1, 7)]  # fmt: skip
+
+
+HISTORIES = {"overfitting": overfitting, "healthy": healthy, "underfitting": underfitting}
 
 
 class StrictHTML(HTMLParser):
@@ -158,6 +198,35 @@ def decode_image(src: str) -> Image.Image:
     return img
 
 
+def pixels(picture: Path | Image.Image) -> np.ndarray:
+    """(H, W, 3) int RGB of a picture file or image."""
+    img = picture if isinstance(picture, Image.Image) else Image.open(picture)
+    return np.asarray(img.convert("RGB")).astype(int)
+
+
+def coloured(rgb: np.ndarray, colour: str, *, tol: int = 30) -> int:
+    """How many pixels are this "#RRGGBB" colour, to `tol` summed over the channels."""
+    target = np.array([int(colour[i : i + 2], 16) for i in (1, 3, 5)])
+    return int((np.abs(rgb - target).sum(axis=2) < tol).sum())
+
+
+def grey_columns(rgb: np.ndarray) -> list[int]:
+    """Columns that are mostly dark grey top to bottom: vertical lines (axes, phase changes)."""
+    grey = (rgb.max(axis=2) - rgb.min(axis=2) < 25) & (rgb.mean(axis=2) < 180)
+    return [int(x) for x in np.nonzero(grey.sum(axis=0) > 0.2 * rgb.shape[0])[0]]
+
+
+def dark_cells(rgb: np.ndarray) -> np.ndarray:
+    """The cells of a confusion matrix near the top of its colour scale (not the colour bar's end)."""
+    from scipy import ndimage
+
+    dark = np.abs(rgb - np.array([8, 48, 107])).sum(axis=2) < 60
+    labels, n = ndimage.label(dark)
+    sizes = ndimage.sum(dark, labels, range(1, n + 1))
+    big = [i + 1 for i, size in enumerate(sizes) if size > 0.01 * dark.size]
+    return np.isin(labels, big)
+
+
 def test_report_has_every_section_and_embeds_its_pictures(tmp_path: Path) -> None:
     run = make_run(tmp_path)
     path = write_report(run)
@@ -168,14 +237,17 @@ def test_report_has_every_section_and_embeds_its_pictures(tmp_path: Path) -> Non
     assert list(SECTIONS) == [i for i in doc.ids if i in SECTIONS]
     for key, title in SECTIONS.items():
         assert f"<h2>{title}</h2>" in html, key
-    assert len(doc.images) == 5
+    drawn = {p.name: p.read_bytes() for p in (run / "plots").iterdir()}
+    embedded = [base64.b64decode(src.partition(";base64,")[2]) for src in doc.images]
+    assert sorted(embedded) == sorted(drawn.values())  # every picture drawn is in the page, once
     for src in doc.images:
-        assert decode_image(src).width > 200
+        decode_image(src)  # its MIME type says what it is
     assert sorted(p.name for p in (run / "plots").iterdir()) == [
         "class_counts.png", "confusion.png", "confusion_normalised.png", "curves.png", "mistakes.jpg",
     ]  # fmt: skip
     for external in ('src="http', "<link", "<script", "url("):
         assert external not in html
+    assert "<style>" in html and ".card .value {" in html  # styled without any other file
 
     assert '<div class="value">66.7%</div><div class="label">test accuracy</div>' in html  # 2 of 3 right
     explanation = html_module.escape(auto_record()["explanation"])  # type: ignore[arg-type]
@@ -183,14 +255,31 @@ def test_report_has_every_section_and_embeds_its_pictures(tmp_path: Path) -> Non
     assert "small and different" in html and "81.0%" in html and "74.0%" in html
     assert "{&#x27;" not in html and "{'" not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html  # unknown detail keys shown, escaped
-    assert "Overfitting." in html or "overfits slightly" in html
+    assert '<p class="verdict bad"><b>Overfitting.</b> The model overfits: it is right on about 98%' in html
     assert "Validation loss turned at epoch 6" in html and "<code>--unfreeze 1</code>" in html
     assert "cat/3.png" in html and "fox/5.png" in html  # the mistakes table
     assert f"tlearn train {run.parent / 'data'} --method auto" in html and "torch==2.4.0" in html
 
 
+@pytest.mark.parametrize(
+    ("kind", "colour", "advice"),
+    [
+        ("overfitting", "bad", "<li>Unfreeze fewer stages: <code>--unfreeze 1</code>"),
+        ("healthy", "good", "<li>Nothing to fix.</li>"),
+        ("underfitting", "meh", "<li>Train for more epochs (<code>--epochs</code>)"),
+    ],
+)
+def test_report_gives_the_verdict_the_curves_show(kind: str, colour: str, advice: str, tmp_path: Path) -> None:
+    html = write_report(make_run(tmp_path, history=kind)).read_text(encoding="utf-8")
+    assert f'<div class="card {colour}"><div class="value">{kind}</div><div class="label">diagnosis</div>' in html
+    assert f'<p class="verdict {colour}"><b>{kind.capitalize()}.</b>' in html
+    assert advice in html
+    others = {"overfitting": "Overfitting.", "healthy": "Healthy.", "underfitting": "Underfitting."}
+    assert [v for v in others.values() if f"<b>{v}</b>" in html] == [others[kind]]
+
+
 def test_a_feature_run_without_test_part_is_reported_on_validation(tmp_path: Path) -> None:
-    run = make_run(tmp_path, history=False, test=False)
+    run = make_run(tmp_path, history=None, test=False)
     html = write_report(run).read_text(encoding="utf-8")
     doc = parse(html)
     assert len(doc.images) == 4  # no curves
@@ -230,6 +319,9 @@ def test_report_of_a_folder_that_is_not_a_run_is_one_line(run_cli, tmp_path: Pat
     (tmp_path / "tlearn.json").write_text("{ damaged")
     res = run_cli("report", tmp_path)
     assert res.code == 1 and "Cannot read" in res.err and "Traceback" not in res.err
+    (tmp_path / "tlearn.json").write_text(json.dumps({"format": 1, "classes": ["a", "b"], "architecture": "resnet18"}))
+    res = run_cli("report", tmp_path)  # written by hand, not by `tlearn train`
+    assert res.code == 1 and "it has no 'head' field" in res.err and "Traceback" not in res.err
 
 
 @pytest.mark.parametrize("k", [2, 100])
@@ -242,20 +334,55 @@ def test_confusion_matrix_grows_with_the_classes(k: int, tmp_path: Path) -> None
     assert 400 < size[0] < 800 if k == 2 else size[0] > 1800
 
 
-def test_curves_and_mistakes_draw_what_they_can(tmp_path: Path) -> None:
-    history = tmp_path / "history.csv"
-    history.write_text(
-        "phase,epoch,train_loss,train_acc,val_loss,val_acc,lr,seconds,best\nscratch,1,2.0,0.3,,,0.01,1,1\n"
-    )
-    with Image.open(plot_history(read_history(history), tmp_path / "curves.png")) as png:
-        assert png.width > 800
+def test_curves_mark_the_phase_change_in_both_panels(tmp_path: Path) -> None:
+    """A dashed grey line between phase 1 and phase 2, in the accuracy and in the loss panel; none without phases."""
+    two = grey_columns(pixels(plot_history(overfitting(), tmp_path / "two.png")))
+    one = grey_columns(pixels(plot_history([replace(r, phase="head") for r in overfitting()], tmp_path / "one.png")))
+    width = pixels(tmp_path / "two.png").shape[1]
+    lines = sorted(set(two) - set(one))  # the axes' own spines are in both
+    assert lines, "no phase line"
+    assert any(x < width / 2 for x in lines) and any(x > width / 2 for x in lines)
+    assert max(lines) - min(lines) > width / 3  # one per panel, not one thick line
+
+
+def test_curves_show_validation_in_its_own_colour_and_only_when_there_is_validation(tmp_path: Path) -> None:
+    with_val = pixels(plot_history(overfitting(), tmp_path / "val.png"))
+    no_val = [replace(r, val_loss=None, val_acc=None) for r in overfitting()]
+    without = pixels(plot_history(no_val, tmp_path / "train.png"))
+    train, val = SPLIT_COLOURS["train"], SPLIT_COLOURS["val"]
+    assert coloured(with_val, train) > 500 and coloured(with_val, val) > 500
+    assert coloured(without, train) > 500 and coloured(without, val) == 0
+
+
+def test_confusion_matrix_of_a_perfect_model_is_a_diagonal_and_of_a_one_class_model_a_column(tmp_path: Path) -> None:
+    perfect = dark_cells(pixels(plot_confusion(np.diag([5, 5, 5]), list(COLOURS), tmp_path / "p.png", normalise=True)))
+    one_class = np.array([[5, 0, 0], [5, 0, 0], [5, 0, 0]])  # says "cat" to everything
+    column = dark_cells(pixels(plot_confusion(one_class, list(COLOURS), tmp_path / "c.png", normalise=True)))
+    ys, xs = np.nonzero(perfect)
+    assert np.corrcoef(xs, ys)[0, 1] > 0.8  # top left to bottom right
+    ys, xs = np.nonzero(column)
+    assert np.ptp(xs) < 0.5 * np.ptp(ys)  # one column, three times as tall as wide
+    assert xs.mean() < np.nonzero(perfect)[1].mean()  # the first column: predicted "cat"
+
+
+def test_mistakes_grid_shows_the_photo_and_a_grey_tile_for_a_missing_one(tmp_path: Path) -> None:
     Image.new("RGB", (80, 60), (10, 200, 10)).save(tmp_path / "frog.png")
     mistakes = [
         PredictionRow("test", "frog.png", "frog", "toad", 0.97, 0.02),
         PredictionRow("test", "gone.png", "a very long class name indeed", "toad", 0.9, 0.05),
     ]
-    with Image.open(plot_mistakes(mistakes, tmp_path / "m.png", root=tmp_path)) as png:
-        assert png.width > 400
+    grid = pixels(plot_mistakes(mistakes, tmp_path / "m.png", root=tmp_path))
+    assert coloured(grid, "#0AC80A") > 5000  # the frog photo
+    assert coloured(grid, "#E1E1E1") > 5000  # the tile of the image that is gone
+
+
+def test_report_mistakes_grid_shows_the_photos_the_model_got_wrong(tmp_path: Path) -> None:
+    run = make_run(tmp_path)
+    doc = parse(write_report(run).read_text(encoding="utf-8"))
+    (grid,) = [pixels(decode_image(s)) for s in doc.images if s.startswith("data:image/jpeg")]
+    assert coloured(grid, shade("cat", 3), tol=40) > 5000  # cat/3.png, taken for a dog
+    assert coloured(grid, shade("fox", 5), tol=40) > 5000  # fox/5.png, taken for a cat
+    assert coloured(grid, shade("dog", 3), tol=60) < 100  # no dog was mistaken
 
 
 def test_plots_folder_is_rebuilt_in_place(tmp_path: Path) -> None:
