@@ -24,9 +24,11 @@ def test_sample_data_then_check(run_cli, tmp_path: Path) -> None:  # type: ignor
     made = run_cli("sample-data", tmp_path / "demo", "--per-class", "12")
     assert made.code == 0
     assert "Wrote 48 images in 4 classes" in made.out
+    assert made.out.rstrip().endswith(f"Next: tlearn check {tmp_path / 'demo'}")
     res = run_cli("check", tmp_path / "demo")
     assert res.code == 0, res.err
     assert "Usable: 48 images in 4 classes" in res.out
+    assert res.out.rstrip().endswith(f"Next: tlearn train {tmp_path / 'demo'}")
     assert "red_circle" in res.out
 
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from tlearn.cli import options as opt
@@ -29,7 +31,7 @@ def sample_data(
 
     make_sample_dataset(out, classes=classes, per_class=per_class, seed=seed)
     console.print(f"Wrote {classes * per_class} images in {classes} classes to [bold]{out}[/].")
-    console.print(f"Next: [bold]tlearn check {out}[/]")
+    console.print(f"Next: [bold]tlearn check {escape(shlex.quote(str(out)))}[/]")
 
 
 @app.command("check")
@@ -55,6 +57,8 @@ def check(
         _render_report(report, show=show)
         if plot is not None and report.counts:
             console.print(f"Class balance chart: [bold]{plot}[/]")
+        if report.usable:
+            console.print(f"Next: [bold]tlearn train {escape(shlex.quote(str(data)))}[/]")
     raise typer.Exit(0 if report.usable else 1)
 
 
