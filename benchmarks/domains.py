@@ -76,7 +76,7 @@ def run(data: Path, weights: Path, method: str, out: Path) -> dict[str, Any]:
     start = time.perf_counter()
     result = train(cfg)
     row: dict[str, Any] = {"seconds": time.perf_counter() - start, "test_accuracy": result.metrics["test"].accuracy}
-    auto = result.details.get("auto")
+    auto = result.details.to_dict().get("auto")
     if auto:
         e, d = auto["evidence"], auto["decision"]
         last = next(p for p in e["probes"] if p["layer"] == "last")

@@ -48,8 +48,10 @@ def run_method(method: str, data: Path, weights: Path, out: Path, *, seed: int, 
         "seconds": seconds,
         "stages": result.timings,
         "split": result.split_counts,
-        "details": {k: v for k, v in result.details.items() if k in ("C", "unfrozen", "best_epoch", "summary")},
-        "auto": result.details.get("auto", {}).get("explanation"),
+        "details": {
+            k: v for k, v in result.details.to_dict().items() if k in ("C", "unfrozen", "best_epoch", "summary")
+        },
+        "auto": result.details.auto.explanation if result.details.auto is not None else None,
     }
 
 

@@ -6,6 +6,7 @@ import csv
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -24,6 +25,7 @@ TINY = ["--backbone", "test_efficientnet", "--weights", "none", "--input-size", 
 # Short, at high rates, C fixed (no cross-validation): the numbers are not the point here, the files are.
 FAST = ["--C", "1", "--views", "1", "--head-epochs", "3", "--head-lr", "0.05", "--epochs", "2", "--lr", "0.01"]
 FAST += ["--patience", "0"]
+CLASSES = ("blue_triangle", "green_square", "red_circle", "yellow_star")
 
 
 def test_scratch_cnn_learns_the_synthetic_shapes_well_above_chance(shapes: Path, tmp_path: Path) -> None:
@@ -38,7 +40,7 @@ def test_scratch_cnn_learns_the_synthetic_shapes_well_above_chance(shapes: Path,
     widths = [block[0].out_channels for block in classifier.trunk.backbone.blocks]
     assert widths == [32, 64, 128, 128] and config.head.hidden == 512 and config.head.dropout == 0.5
     trained, total = count_parameters(result.out)
-    assert trained == total == result.details["trained_parameters"]  # from scratch, everything trains
+    assert trained == total == result.details.epochs.trained_parameters  # from scratch, everything trains
 
 
 def test_compare_writes_the_table_the_chart_the_json_and_one_bundle_per_method(
@@ -60,9 +62,20 @@ def test_compare_writes_the_table_the_chart_the_json_and_one_bundle_per_method(
         assert entry["ok"] and entry["error"] is None, method
         assert 0 <= entry["accuracy"] <= 1 and entry["images"] == 16 and entry["seconds"] > 0
         assert 0 < entry["trained_parameters"] <= entry["total_parameters"]
+        # The bundle is the model that was scored: reloaded, it predicts the test images as the run did.
         clf = tlearn.load(out / entry["bundle"])
-        assert clf.predict(shapes / "red_circle" / "red_circle_000.jpg")[0] in clf.classes
+        assert clf.classes == CLASSES, method
+        rows = scored_rows(out / entry["bundle"])
+        predicted = clf.predict([shapes / r["path"] for r in rows])
+        assert list(predicted) == [r["predicted"] for r in rows], method
+        right = sum(p == r["true"] for p, r in zip(predicted, rows, strict=True))
+        assert right / len(rows) == pytest.approx(entry["accuracy"]), method
     features, finetune, scratch = (doc["methods"][m] for m in ("features", "finetune", "scratch"))
+    # C fixed, no CV: the feature method still learns the shapes, and its bundle classifies them (all 96).
+    assert features["accuracy"] >= 0.75
+    clf = tlearn.load(out / "features")
+    images = sorted(shapes.glob("*/*.jpg"))
+    assert np.mean(clf.predict(images) == np.array([p.parent.name for p in images])) >= 0.85
     _, features_config = load_bundle(out / "features")
     assert features["trained_parameters"] == (features_config.head.in_features + 1) * 4  # linear head: W and b
     assert features["trained_parameters"] < finetune["trained_parameters"] < finetune["total_parameters"]
@@ -81,10 +94,15 @@ def test_compare_writes_the_table_the_chart_the_json_and_one_bundle_per_method(
     assert len(scored["features"]) == 16 and scored["features"] == scored["finetune"] == scored["scratch"]
 
 
+def scored_rows(bundle: Path) -> list[dict[str, str]]:
+    """The test rows of a run's predictions.csv."""
+    with (bundle / "predictions.csv").open(newline="") as fh:
+        return [r for r in csv.DictReader(fh) if r["split"] == "test"]
+
+
 def scored_images(bundle: Path) -> list[str]:
     """The test images a run was scored on (its predictions.csv)."""
-    with (bundle / "predictions.csv").open(newline="") as fh:
-        return sorted(r["path"] for r in csv.DictReader(fh) if r["split"] == "test")
+    return sorted(r["path"] for r in scored_rows(bundle))
 
 
 def test_a_failing_method_is_reported_and_the_others_still_run(

@@ -50,7 +50,7 @@ def test_phase_one_leaves_every_base_parameter_bit_identical(shapes: Path, tmp_p
     before = initial_state()
     assert after.keys() == before.keys()
     assert all(torch.equal(after[k], before[k]) for k in before)
-    assert result.details["head_epochs_run"] == 3 and "unfrozen" not in result.details
+    assert result.details.epochs.head_epochs_run == 3 and not result.details.epochs.unfrozen
 
 
 def test_unfreeze_one_changes_only_the_last_stage_and_batchnorm_statistics_stay(shapes: Path, tmp_path: Path) -> None:
@@ -62,7 +62,7 @@ def test_unfreeze_one_changes_only_the_last_stage_and_batchnorm_statistics_stay(
     assert changed, "phase 2 trained nothing"
     assert {k for k in changed if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))} <= last
     assert not any(k.endswith(("running_mean", "running_var", "num_batches_tracked")) for k in changed)
-    assert result.details["unfrozen"] == [stages[-1].name]
+    assert result.details.epochs.unfrozen == (stages[-1].name,)
 
 
 def test_history_has_one_row_per_epoch_of_both_phases(shapes: Path, tmp_path: Path) -> None:
@@ -190,7 +190,7 @@ def test_ctrl_c_keeps_a_usable_bundle_from_the_best_epoch(
         hook.remove()
 
     # The run says it was interrupted, in the result, the bundle and the log.
-    assert result.details["interrupted"] == "finetune"
+    assert result.details.interrupted == "finetune"
     assert load_bundle(out)[1].details["interrupted"] == "finetune"
     assert "Interrupted during finetune epoch 7: keeping the best epoch so far." in caplog.text
     assert (out / "checkpoint.pt").exists()  # --resume can continue it
@@ -204,7 +204,7 @@ def test_ctrl_c_keeps_a_usable_bundle_from_the_best_epoch(
     last = tuned[-1]
     assert int(best["epoch"]) in (4, 5) and last["best"] == "0"
     assert float(last["val_loss"]) > float(best["val_loss"]) + 1.0  # the wrecked epoch is far worse
-    assert result.details["best_epoch"] == int(best["epoch"])
+    assert result.details.epochs.best_epoch == int(best["epoch"])
 
     # The reloaded bundle scores the validation images as the best epoch did, not as the last one.
     loss = val_log_loss(out, shapes)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import re
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -73,7 +74,7 @@ def test_python_api_returns_a_result_and_a_loadable_bundle(shapes: Path, tmp_pat
         shapes, method="features", backbone="test_efficientnet", weights="none", input_size=64,
         out=tmp_path / "run", views=1,
     )  # fmt: skip
-    assert result.method == "features" and result.details["views"] == 1
+    assert result.method == "features" and result.details.linear.views == 1
     assert result.split_counts["train"] + result.split_counts["val"] + result.split_counts["test"] == 96
     assert result.metrics["test"].accuracy >= 0.7
     clf = tlearn.load(result.out)
@@ -123,3 +124,29 @@ def test_feature_method_runs_convnets_above_their_input_size_and_the_bundle_reme
     result = tlearn.train(shapes, method="features", backbone="test_efficientnet", weights="none", out=tmp_path / "r")
     _, saved = load_bundle(result.out)
     assert tuple(saved.preprocessing.input_size) == larger
+
+
+def test_balanced_class_weight_raises_the_minority_class_recall(shapes_master: Path, tmp_path: Path) -> None:
+    data = Path(shutil.copytree(shapes_master, tmp_path / "imbalanced"))
+    minority = "red_circle"
+    removed = sorted((data / minority).iterdir())[6:]  # 6 red circles left, 24 of every other class
+    for f in removed:
+        f.unlink()
+    unseen = [shapes_master / minority / f.name for f in removed]  # red circles no run has seen
+    others = [p for p in sorted(shapes_master.glob("*/*.jpg")) if p.parent.name != minority]
+    recall, mean_p, stolen = {}, {}, {}
+    for weighting in ("none", "balanced"):
+        result = tlearn.train(
+            data, method="features", backbone="test_efficientnet", weights="none", input_size=64, C=1.0,
+            class_weight=weighting, min_per_class=1, out=tmp_path / weighting,
+        )  # fmt: skip
+        assert result.dataset.imbalance == 4.0
+        clf = tlearn.load(result.out)
+        k = clf.classes.index(minority)
+        proba = clf.predict_proba(unseen)
+        recall[weighting] = float((proba.argmax(1) == k).mean())
+        mean_p[weighting] = float(proba[:, k].mean())
+        stolen[weighting] = float((clf.predict_proba(others).argmax(1) == k).mean())
+    assert recall["balanced"] > recall["none"], recall
+    assert mean_p["balanced"] > mean_p["none"] + 0.05, mean_p
+    assert stolen["balanced"] <= 0.05, stolen  # and the other classes are not given away for it

@@ -22,6 +22,7 @@ from tlearn.cli.render import console, progress_bar, short_path
 from tlearn.core.progress import no_progress
 
 if TYPE_CHECKING:
+    from tlearn.artifacts.details import MethodDetails
     from tlearn.training.run import TrainResult
 
 FEAT = "Feature method (--method features, auto)"
@@ -121,9 +122,8 @@ def render_result(result: TrainResult) -> None:
         console.print(f"  [yellow]skipped[/] {short_path(u.path, report.root)}: {u.reason}")
     for note in result.notes:
         console.print(f"  {note}")
-    auto = result.details.get("auto")
-    if auto:
-        console.print(f"[bold]Auto:[/] {auto['explanation']}")
+    if result.details.auto is not None:
+        console.print(f"[bold]Auto:[/] {result.details.auto.explanation}")
     console.print(describe_method(result.details))
 
     table = Table()
@@ -150,31 +150,25 @@ def render_result(result: TrainResult) -> None:
     console.print(f"Time: {times}")
     console.print(f"Bundle: [bold]{result.out}[/]  (load it with tlearn.load('{result.out}'))")
     console.print(f"Report: [bold]{result.out / 'report.html'}[/]")
-    if result.details.get("interrupted"):
+    if result.details.interrupted:
         console.print(
             f"[yellow]Interrupted:[/] the bundle holds the best epoch so far. To continue the run, repeat the "
             f"command with --resume {result.out}"
         )
 
 
-def describe_method(details: dict[str, Any]) -> str:
-    method = details.get("method", "?")
-    if method == "features":
-        cv = (
-            f"C={details['C']:.3g} by {details['cv_folds']}-fold CV"
-            if details.get("cv_folds")
-            else f"C={details['C']:.3g}"
-        )
+def describe_method(details: MethodDetails) -> str:
+    lin = details.linear
+    if lin is not None:
+        cv = "" if lin.C is None else f", C={lin.C:.3g}" + (f" by {lin.cv_folds}-fold CV" if lin.cv_folds else "")
         extras = []
-        if details.get("mirror"):
+        if lin.mirror:
             extras.append("mirror views and test-time flip")
-        if details.get("views"):
-            extras.append(f"{details['views']} augmented views per image")
-        layer = details.get("feature_layer", "last")
+        if lin.views:
+            extras.append(f"{lin.views} augmented views per image")
         return (
-            f"Method: features ({layer} layer, {details.get('feature_dim')}-d) + {details.get('head')} head, {cv}"
+            f"Method: features ({lin.feature_layer} layer, {lin.feature_dim}-d) + {lin.head} head{cv}"
             + (f"; {', '.join(extras)}" if extras else "")
             + "."
         )
-    summary = details.get("summary")
-    return f"Method: {method}" + (f": {summary}" if summary else ".")
+    return f"Method: {details.method}" + (f": {details.summary}" if details.summary else ".")

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from tlearn.artifacts.details import AutoRecord
 from tlearn.artifacts.metrics import compute_metrics
 from tlearn.core import distributed
 from tlearn.core.precision import autocast
@@ -349,28 +350,21 @@ def fit_auto(
     # Timings differ between processes: under torchrun, rank 0's measurements decide for every rank.
     decision = distributed.from_main(lambda: decide(evidence, num_stages=len(backbone.stages)))
     log.debug("%s", decision.explanation)  # the CLI prints it, the bundle and the result keep it
-    auto: dict[str, Any] = {
-        "evidence": evidence.to_dict(),
-        "decision": asdict(decision),
-        "explanation": decision.explanation,
-    }
+    record = AutoRecord(evidence=evidence.to_dict(), decision=asdict(decision), explanation=decision.explanation)
     features = fit_feature_method(
         features_backbone, data, replace(cfg, feature_layer=decision.feature_layer), progress=progress
     )
     if decision.method == "features":
-        return replace(features, details={**features.details, "auto": auto})
+        return replace(features, details=replace(features.details, auto=record))
     ft_cfg = replace(
         cfg, finetune=replace(cfg.finetune, unfreeze=decision.unfreeze, epochs=cfg.finetune.epochs or decision.epochs)
     )
     tuned = fit_finetune(backbone, data, ft_cfg, out=out, progress=progress, on_epoch_end=on_epoch_end)
     choice, scores = _better_on_validation(features, tuned, data)
-    auto["validation"] = scores
-    auto["chosen"] = choice
     winner = tuned if choice == "finetune" else features
-    auto["explanation"] += (
-        f" On validation: features {scores['features']:.1%}, fine-tuned {scores['finetune']:.1%}: {choice} kept."
-    )
-    return replace(winner, details={**winner.details, "auto": auto}, history=tuned.history)
+    said = f" On validation: features {scores['features']:.1%}, fine-tuned {scores['finetune']:.1%}: {choice} kept."
+    record = replace(record, validation=scores, chosen=choice, explanation=record.explanation + said)
+    return replace(winner, details=replace(winner.details, auto=record), history=tuned.history)
 
 
 def _better_on_validation(features: Fitted, tuned: Fitted, data: LabelledImages) -> tuple[str, dict[str, float]]:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from tlearn.artifacts.bundle import HISTORY_FILE, SPLIT_FILE, load_bundle
+from tlearn.artifacts.details import MethodDetails
 from tlearn.artifacts.metrics import Metrics
 from tlearn.core.errors import BackboneError, ConfigError, TlearnError
 from tlearn.core.files import write_json_atomic
@@ -223,7 +224,8 @@ def count_parameters(bundle: Path) -> tuple[int, int]:
     from tlearn.models.backbones import model_stages
 
     backbone = classifier.trunk.backbone
-    unfrozen = set(config.details.get("unfrozen") or ())
+    done = MethodDetails.from_dict(config.details).epochs
+    unfrozen = set(done.unfrozen if done is not None else ())
     names = {n for s in model_stages(backbone) if s.name in unfrozen for n in s.params}
     stages = sum(p.numel() for n, p in backbone.named_parameters() if n in names)
     return sum(p.numel() for p in classifier.head.parameters()) + stages, total
@@ -250,7 +252,7 @@ def _run_method(cfg: TrainConfig, out: Path, *, progress: Progress, on_epoch_end
         error = f"Unexpected error: {type(err).__name__}: {err}. This is a bug in tlearn (TLEARN_DEBUG=1 shows it)."
         return MethodRun(cfg.method, out, time.perf_counter() - start, error=error)
     return MethodRun(
-        cfg.method, result.out, seconds, result=result, interrupted=bool(result.details.get("interrupted")),
+        cfg.method, result.out, seconds, result=result, interrupted=bool(result.details.interrupted),
         trained_parameters=trained, total_parameters=total, history=history,
     )  # fmt: skip
 

@@ -16,6 +16,7 @@ import torch
 from scipy.special import softmax
 from torch import nn
 
+from tlearn.artifacts.details import LinearHead, MethodDetails
 from tlearn.core.progress import Progress, no_progress
 from tlearn.data.labelled import LabelledImages
 from tlearn.models.backbones import Backbone
@@ -152,16 +153,9 @@ def fit_feature_method(
         return mirror_logits(z, fit.logits(feats.mirror[idx])) if feats.mirror is not None else z
 
     proba = {part: softmax(logits(idx), axis=1) for part, idx in data.split.parts().items()}
-    details = {
-        "method": "features",
-        "head": fit.kind,
-        "C": fit.C,
-        "cv_folds": fit.folds,
-        "cv_scores": [[c, s] for c, s in fit.cv_scores],
-        "views": cfg.views_for("features"),
-        "mirror": mirror,
-        "feature_layer": cfg.feature_layer,
-        "feature_dim": int(x.shape[1]),
-        "train_rows": len(x),
-    }
+    linear = LinearHead(
+        head=fit.kind, C=fit.C, cv_folds=fit.folds, cv_scores=tuple(fit.cv_scores), views=cfg.views_for("features"),
+        mirror=mirror, feature_layer=cfg.feature_layer, feature_dim=int(x.shape[1]), train_rows=len(x),
+    )  # fmt: skip
+    details = MethodDetails("features", linear=linear)
     return Fitted(classifier=classifier.eval(), head=spec, details=details, proba=proba, preprocessing=prep)

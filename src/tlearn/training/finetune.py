@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from tlearn.artifacts.details import Epochs, MethodDetails
 from tlearn.core import distributed
 from tlearn.core.preprocessing import Preprocessing
 from tlearn.core.progress import Progress, no_progress
@@ -89,7 +90,7 @@ def fit_finetune(
         )  # fmt: skip
         earlier, resume = phase1.rows, None
         if phase1.interrupted:
-            return _finish(plan, data, cfg, prep, earlier, {"interrupted": "head"}, checkpoint)
+            return _finish(plan, data, cfg, prep, earlier, {"head_epochs_run": len(earlier)}, checkpoint, "head")
 
     details: dict[str, Any] = {"head_epochs_run": len(earlier)}
     if plan.stages:
@@ -103,9 +104,9 @@ def fit_finetune(
             best_epoch=phase2.best_epoch,
             stopped_early=phase2.stopped_early,
         )
-        if phase2.interrupted:
-            details["interrupted"] = "finetune"
         earlier = earlier + phase2.rows
+        if phase2.interrupted:
+            return _finish(plan, data, cfg, prep, earlier, details, checkpoint, "finetune")
     return _finish(plan, data, cfg, prep, earlier, details, checkpoint)
 
 
@@ -162,17 +163,19 @@ def _finish(
     cfg: TrainConfig,
     prep: Preprocessing,
     history: list[dict[str, Any]],
-    details: dict[str, Any],
+    done: dict[str, Any],
     checkpoint: Path,
+    interrupted: str | None = None,
 ) -> Fitted:
     ft, spec = cfg.finetune, plan.spec
     summary = f"head {spec.hidden or 'linear'} with dropout {spec.dropout}, then "
     summary += (
-        f"unfroze {', '.join(details['unfrozen'])} at lr {ft.lr_for('finetune'):g} (x{ft.lr_decay:g} per earlier stage)"
-        if details.get("unfrozen")
+        f"unfroze {', '.join(done['unfrozen'])} at lr {ft.lr_for('finetune'):g} (x{ft.lr_decay:g} per earlier stage)"
+        if done.get("unfrozen")
         else "no fine-tuning of the base"
     )
-    details = {"method": "finetune", "summary": summary, **details}
+    done["unfrozen"] = tuple(done.get("unfrozen", ()))
+    details = MethodDetails("finetune", epochs=Epochs(summary=summary, **done), interrupted=interrupted)
     return finish_fitted(plan.classifier, spec, data, prep, history, details, checkpoint)
 
 
@@ -182,7 +185,7 @@ def finish_fitted(
     data: LabelledImages,
     prep: Preprocessing,
     history: list[dict[str, Any]],
-    details: dict[str, Any],
+    details: MethodDetails,
     checkpoint: Path,
 ) -> Fitted:
     """Write the history, predict val/test with the final network, drop the checkpoint of a finished run."""
@@ -194,7 +197,7 @@ def finish_fitted(
         for part, idx in data.split.parts().items()
         if part != "train" and len(idx)
     }
-    if not details.get("interrupted") and distributed.is_main():
+    if not details.interrupted and distributed.is_main():
         checkpoint.unlink(missing_ok=True)  # the run finished: the bundle replaces it
     return Fitted(classifier=classifier, head=spec, details=details, proba=proba, history=history)
 

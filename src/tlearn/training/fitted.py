@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from tlearn.artifacts.details import MethodDetails
 from tlearn.core.preprocessing import Preprocessing
 from tlearn.models.classifier import Classifier, HeadSpec
 
@@ -17,7 +18,7 @@ class Fitted:
 
     classifier: Classifier
     head: HeadSpec
-    details: dict[str, Any] = field(default_factory=dict)
+    details: MethodDetails
     proba: dict[str, np.ndarray] = field(default_factory=dict)  # "train" / "val" / "test" -> (n, K)
     history: list[dict[str, Any]] = field(default_factory=list)  # one row per epoch
     preprocessing: Preprocessing | None = None  # when it differs from the backbone's (see for_features)

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from tlearn.artifacts.bundle import HISTORY_FILE, SPLIT_FILE, BundleConfig, save_bundle
+from tlearn.artifacts.details import MethodDetails
 from tlearn.artifacts.metrics import Metrics, compute_metrics
 from tlearn.artifacts.predictions import PREDICTIONS_FILE
 from tlearn.core import distributed
@@ -58,7 +59,7 @@ class TrainResult:
     timings: dict[str, float]  # seconds per stage
     dataset: DatasetReport
     split_counts: dict[str, int]
-    details: dict[str, Any] = field(default_factory=dict)
+    details: MethodDetails = field(default_factory=lambda: MethodDetails(""))
     notes: tuple[str, ...] = ()
 
     @property
@@ -134,7 +135,7 @@ def _run(cfg: TrainConfig, *, progress: Progress, on_epoch_end: EpochCallback | 
             write_report(out)
     return TrainResult(
         out=out,
-        method=str(fitted.details.get("method", cfg.method)),
+        method=fitted.details.method,
         classes=data.classes,
         metrics=metrics,
         timings=dict(timer.seconds),
@@ -229,9 +230,9 @@ def _bundle_config(
         levels=tuple(fitted.classifier.trunk.levels),
         head=fitted.head,
         preprocessing=fitted.preprocessing or backbone.preprocessing,
-        method=str(fitted.details.get("method", cfg.method)),
+        method=fitted.details.method,
         flip_tta=fitted.classifier.flip_tta,
-        details={**fitted.details, "timings": dict(timer.seconds), "config": cfg.to_dict()},
+        details={**fitted.details.to_dict(), "timings": dict(timer.seconds), "config": cfg.to_dict()},
         metrics={part: m.to_dict() for part, m in metrics.items()},
         seed=cfg.seed,
         data=str(Path(cfg.data).resolve()),

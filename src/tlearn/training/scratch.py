@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tlearn.artifacts.details import Epochs, MethodDetails
 from tlearn.core.progress import Progress, no_progress
 from tlearn.data.labelled import LabelledImages
 from tlearn.models.backbones import Backbone
@@ -45,15 +46,13 @@ def fit_scratch(
         class_weight=class_weights(data, cfg.class_weight), checkpoint=checkpoint,
         resume=load_checkpoint(checkpoint) if cfg.resume else None, on_epoch_end=on_epoch_end,
     )  # fmt: skip
-    details: dict[str, Any] = {
-        "method": "scratch",
-        "summary": f"a {len(backbone.stages)}-block CNN trained from random weights at lr {lr:g}, "
+    epochs_done = Epochs(
+        summary=f"a {len(backbone.stages)}-block CNN trained from random weights at lr {lr:g}, "
         f"{prep.input_size[0]} px input",
-        "epochs_run": len(result.rows),
-        "best_epoch": result.best_epoch,
-        "stopped_early": result.stopped_early,
-        "trained_parameters": sum(p.numel() for p in classifier.parameters()),
-    }
-    if result.interrupted:
-        details["interrupted"] = "scratch"
+        epochs_run=len(result.rows),
+        best_epoch=result.best_epoch,
+        stopped_early=result.stopped_early,
+        trained_parameters=sum(p.numel() for p in classifier.parameters()),
+    )
+    details = MethodDetails("scratch", epochs=epochs_done, interrupted="scratch" if result.interrupted else None)
     return finish_fitted(classifier, spec, data, prep, result.rows, details, checkpoint)
