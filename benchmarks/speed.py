@@ -80,7 +80,7 @@ def plain_model(weights: Path, num_classes: int) -> nn.Module:
 def loader(paths: list[Path], labels: np.ndarray, *, train: bool) -> torch.utils.data.DataLoader[Any]:
     return torch.utils.data.DataLoader(
         Photos(paths, labels, plain_transforms(train)), batch_size=PLAIN_BATCH, shuffle=train,
-        num_workers=len(os.sched_getaffinity(0)),
+        num_workers=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1,
     )  # fmt: skip
 
 
@@ -281,8 +281,8 @@ def main() -> None:
             note=f"{note}; tlearn: whole run, decode to bundle")  # fmt: skip
 
         # 5. prediction on 1,000 images with the ONNX engine
+        from tlearn.infer.inputs import find_images
         from tlearn.infer.load import load
-        from tlearn.infer.predictor import find_images
 
         folder = Path(tmp) / "photos"
         folder.mkdir()

@@ -12,8 +12,8 @@ from PIL import Image
 
 import tlearn
 from tlearn.artifacts.bundle import load_bundle
+from tlearn.artifacts.history import HistoryRow
 from tlearn.core.errors import TlearnError
-from tlearn.report.diagnosis import HistoryRow
 from tlearn.report.plots import MethodCurve, plot_comparison
 from tlearn.training import feature_method
 from tlearn.training import scratch as baseline

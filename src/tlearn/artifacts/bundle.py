@@ -34,7 +34,7 @@ BUNDLE_FORMAT = 1
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "tlearn.json"
 SPLIT_FILE = "split.json"
-HISTORY_FILE = "history.csv"
+CHECK_FILE = "check.json"  # the dataset check of the run
 
 
 @dataclass(frozen=True)

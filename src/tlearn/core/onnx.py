@@ -7,7 +7,6 @@ need them, and a missing one raises ExtraMissingError naming the extra to instal
 from __future__ import annotations
 
 import io
-import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +17,7 @@ import torch
 from torch import nn
 
 from tlearn.core.errors import BundleError, ExtraMissingError
+from tlearn.core.threads import usable_cpus
 
 OPSET = 17  # the classic exporter supports 7 to 20; 17 runs on every ONNX Runtime since 1.11
 
@@ -33,7 +33,7 @@ def import_onnxruntime() -> ModuleType:
 
 def physical_cores() -> int:
     """Physical cores among the CPUs this process may run on (hyper-thread siblings count once)."""
-    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
+    cpus = usable_cpus()
     cores: set[tuple[str, str]] = set()
     for cpu in cpus:
         topology = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")

@@ -8,6 +8,7 @@ magnitude (measured here: 65 ms per L-BFGS step on 2 threads under load, 0.8 ms 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -23,3 +24,16 @@ def torch_threads(n: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def usable_cpus() -> list[int]:
+    """The CPUs this process may run on: its affinity on Linux (a container or taskset may limit it),
+    all of the machine's elsewhere (os.sched_getaffinity does not exist on macOS or Windows)."""
+    if hasattr(os, "sched_getaffinity"):
+        return sorted(os.sched_getaffinity(0))
+    return list(range(os.cpu_count() or 1))
+
+
+def cpu_workers(cap: int) -> int:
+    """Worker threads or processes for work that scales with the CPUs: one per usable CPU, at most `cap`."""
+    return max(1, min(cap, len(usable_cpus())))

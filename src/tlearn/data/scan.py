@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +27,7 @@ from tlearn.core.cache import cache_root
 from tlearn.core.errors import ImageError
 from tlearn.core.files import atomic_path
 from tlearn.core.progress import Progress, no_progress
+from tlearn.core.threads import cpu_workers
 from tlearn.data.images import decode_image
 from tlearn.data.sources import Sample
 
@@ -44,10 +44,6 @@ class Unreadable:
     path: Path
     label: str
     reason: str
-
-    @property
-    def is_not_image(self) -> bool:
-        return self.reason.startswith("not an image")
 
 
 class _Decoded:
@@ -280,4 +276,4 @@ class MetaStore:
 
 
 def _threads() -> int:
-    return min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    return cpu_workers(8)

@@ -13,7 +13,6 @@ turns a batch of model inputs into probabilities.
 
 from __future__ import annotations
 
-import os
 import time
 from abc import ABC, abstractmethod
 from collections import deque
@@ -28,22 +27,15 @@ from PIL import Image
 from tlearn.artifacts.bundle import BundleConfig
 from tlearn.core.errors import ConfigError, ImageError
 from tlearn.core.progress import Progress, no_progress
+from tlearn.core.threads import cpu_workers
 from tlearn.data.augment import build_eval_transform
 from tlearn.data.images import MAX_PIXELS
 from tlearn.infer.inputs import ImageInput, as_list, decode_input, input_name
-from tlearn.infer.inputs import find_images as find_images  # re-exported: benchmarks/speed.py imports it from here
 from tlearn.infer.results import Failure, Prediction, Predictions, Scored
 from tlearn.models.tta import mirror_proba
 
-
-def _decode_workers() -> int:
-    """Pillow releases the GIL while it decodes and resizes, so decoding threads scale with the CPUs this
-    process may use (os.sched_getaffinity exists on Linux only; elsewhere, all of them), up to 8."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 4
-    return max(1, min(8, cpus))
-
-
-DECODE_WORKERS = _decode_workers()
+# Pillow releases the GIL while it decodes and resizes, so decoding threads scale with the CPUs, up to 8.
+DECODE_WORKERS = cpu_workers(8)
 
 
 class BasePredictor(ABC):

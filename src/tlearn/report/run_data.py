@@ -11,15 +11,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tlearn.artifacts.bundle import CONFIG_FILE, SPLIT_FILE, BundleConfig
+from tlearn.artifacts.bundle import CHECK_FILE, CONFIG_FILE, SPLIT_FILE, BundleConfig
 from tlearn.artifacts.history import HISTORY_FILE, HistoryRow, read_history
 from tlearn.artifacts.metrics import Metrics
 from tlearn.artifacts.predictions import PREDICTIONS_FILE, PredictionRow, read_predictions
 from tlearn.core.errors import BundleError
 from tlearn.core.files import read_json, read_json_object
 from tlearn.report.details import MethodDetails, read_details
-
-CHECK_FILE = "check.json"  # the dataset check `tlearn train` writes into the run folder
 
 
 @dataclass(frozen=True)

@@ -17,13 +17,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from tlearn.artifacts.bundle import HISTORY_FILE, SPLIT_FILE, load_bundle
+from tlearn.artifacts.bundle import SPLIT_FILE, load_bundle
 from tlearn.artifacts.details import MethodDetails
+from tlearn.artifacts.history import HISTORY_FILE, HistoryRow, read_history
 from tlearn.artifacts.metrics import Metrics
 from tlearn.core.errors import BackboneError, ConfigError, TlearnError
 from tlearn.core.files import write_json_atomic
 from tlearn.core.progress import Progress, no_progress
-from tlearn.report.diagnosis import HistoryRow, read_history
 from tlearn.training.config import METHODS, TrainConfig
 from tlearn.training.run import EpochCallback, TrainResult, run
 

@@ -28,6 +28,7 @@ from tlearn.core.errors import ExtraMissingError
 from tlearn.core.files import atomic_path
 from tlearn.core.onnx import create_session, to_onnx
 from tlearn.core.progress import Progress, no_progress
+from tlearn.core.threads import cpu_workers
 
 log = logging.getLogger(__name__)
 
@@ -234,4 +235,4 @@ def input_workers() -> int:
     env = os.environ.get("TLEARN_WORKERS")
     if env is not None:
         return max(0, int(env))
-    return min(4, len(os.sched_getaffinity(0)))
+    return cpu_workers(4)

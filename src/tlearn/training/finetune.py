@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from tlearn.artifacts.details import Epochs, MethodDetails
+from tlearn.artifacts.history import HISTORY_FILE
 from tlearn.core import distributed
 from tlearn.core.preprocessing import Preprocessing
 from tlearn.core.progress import Progress, no_progress
@@ -73,7 +74,7 @@ def fit_finetune(
 ) -> Fitted:
     checkpoint = out / CHECKPOINT_FILE
     resume = load_checkpoint(checkpoint) if cfg.resume else None
-    history = distributed.from_main(lambda: read_history(out / "history.csv")) if resume else []
+    history = distributed.from_main(lambda: read_history(out / HISTORY_FILE)) if resume else []
     earlier = [r for r in history if r["phase"] == "head"]
     plan = _plan(backbone, data, cfg)
     mirror, prep = cfg.mirror, backbone.preprocessing
@@ -190,7 +191,7 @@ def finish_fitted(
 ) -> Fitted:
     """Write the history, predict val/test with the final network, drop the checkpoint of a finished run."""
     if distributed.is_main():
-        write_history(checkpoint.parent / "history.csv", history)
+        write_history(checkpoint.parent / HISTORY_FILE, history)
     classifier.eval()
     proba = {
         part: predict_images(classifier, data.pixels.subset(idx), prep)

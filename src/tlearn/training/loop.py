@@ -15,8 +15,6 @@ same step. The last checkpoint stays for --resume.
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import math
 import time
@@ -30,12 +28,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from tlearn.artifacts import history
+from tlearn.artifacts.history import HISTORY_FILE, HistoryRow
 from tlearn.core import distributed
 from tlearn.core.files import atomic_path
 
 log = logging.getLogger(__name__)
 
-HISTORY_COLUMNS = ("phase", "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "best")
 CHECKPOINT_FILE = "checkpoint.pt"
 
 
@@ -112,7 +111,7 @@ def run_epochs(
         row = _row(phase, epoch, train_loss, train_acc, val, lr, time.perf_counter() - t0, best.epoch == epoch)
         rows.append(row)
         if checkpoint is not None and distributed.is_main():
-            write_history(checkpoint.parent / "history.csv", [*(history or []), *rows])
+            write_history(checkpoint.parent / HISTORY_FILE, [*(history or []), *rows])
             save_checkpoint(checkpoint, _checkpoint_state(phase, model, optimizer, scheduler, rows, best))
         if on_epoch_end is not None and distributed.is_main():
             on_epoch_end(row)
@@ -198,31 +197,13 @@ def _copy_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def write_history(path: Path, rows: list[dict[str, Any]]) -> None:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=HISTORY_COLUMNS, extrasaction="ignore")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: _fmt(row.get(k)) for k in HISTORY_COLUMNS})
-    with atomic_path(path) as tmp:
-        tmp.write_text(buf.getvalue(), encoding="utf-8")
+    """The loop's row dicts as history.csv (the one format: `tlearn.artifacts.history`)."""
+    history.write_history(path, [HistoryRow.from_dict(r) for r in rows])
 
 
 def read_history(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    with path.open(newline="", encoding="utf-8") as fh:
-        return [
-            {k: (v if k == "phase" else (None if v == "" else float(v))) for k, v in row.items()}
-            for row in csv.DictReader(fh)
-        ]
-
-
-def _fmt(value: Any) -> Any:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    return value
+    """history.csv as the loop's row dicts; [] when there is none."""
+    return [r.to_dict() for r in history.read_history(path)]
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:

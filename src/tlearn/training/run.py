@@ -21,8 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from tlearn.artifacts.bundle import HISTORY_FILE, SPLIT_FILE, BundleConfig, save_bundle
+from tlearn.artifacts.bundle import CHECK_FILE, SPLIT_FILE, BundleConfig, save_bundle
 from tlearn.artifacts.details import MethodDetails
+from tlearn.artifacts.history import HISTORY_FILE
 from tlearn.artifacts.metrics import Metrics, compute_metrics
 from tlearn.artifacts.predictions import PREDICTIONS_FILE
 from tlearn.core import distributed
@@ -45,7 +46,6 @@ from tlearn.training.loop import CHECKPOINT_FILE
 
 log = logging.getLogger(__name__)
 
-CHECK_FILE = "check.json"
 
 EpochCallback = Callable[[dict[str, Any]], None]
 
