@@ -228,7 +228,7 @@ def test_finetune_learns_the_synthetic_shapes(shapes: Path, tmp_path: Path) -> N
 def test_balanced_class_weights_are_the_inverse_class_frequencies_of_the_training_part() -> None:
     from types import SimpleNamespace
 
-    from tlearn.training.finetune import class_weights
+    from tlearn.training.head_phase import class_weights
 
     labels = np.array([0] * 30 + [1] * 10 + [3] * 20 + [1] * 50)  # the last 50 are not training images
     data = SimpleNamespace(labels=labels, classes=("a", "b", "c", "d"), split=SimpleNamespace(train=np.arange(60)))

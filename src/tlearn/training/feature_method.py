@@ -8,8 +8,9 @@ views of each training image (extracted once, cached too), the cheap augmentatio
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import torch
@@ -25,6 +26,7 @@ from tlearn.models.tta import mirror_logits
 from tlearn.training.config import TrainConfig
 from tlearn.training.features import FeatureCache, extract_features
 from tlearn.training.fitted import Fitted
+from tlearn.training.head_phase import class_weights, seeded_head, train_head
 from tlearn.training.linear import fit_linear
 from tlearn.training.views import FeatureSet, plan_views
 
@@ -122,17 +124,54 @@ def compute_features(
 def fit_feature_method(
     backbone: Backbone, data: LabelledImages, cfg: TrainConfig, *, progress: Progress = no_progress
 ) -> Fitted:
-    """Features -> cross-validated linear head -> one Classifier (trunk + nn.Linear head)."""
+    """Features -> a linear head on them -> one Classifier (trunk + nn.Linear head).
+
+    `--head logistic` (default) and `svm` fit scikit-learn models with C chosen by cross-validation;
+    `softmax` trains a linear softmax layer on the same cached features with AdamW, as fine-tuning's
+    phase 1 does (weight decay, label smoothing, early stopping on validation loss).
+    """
     shell = feature_trunk(backbone, cfg.feature_layer)
     mirror = cfg.mirror
     feats = compute_features(
         shell, backbone, data, views=cfg.views_for("features"), mirror=mirror, cfg=cfg, progress=progress
     )
+    x, y, owners = _training_rows(feats, data)
+    spec = HeadSpec(num_classes=len(data.classes), in_features=x.shape[1])
+    if cfg.head == "softmax":
+        head, score, fit_info = _softmax_head(spec, feats, data, cfg)
+    else:
+        head, score, fit_info = _sklearn_head(x, y, owners, data, cfg)
+    prep = backbone.preprocessing
+    classifier = Classifier(shell.trunk, head, mean=prep.mean, std=prep.std, flip_tta=mirror)
+
+    def logits(idx: np.ndarray) -> np.ndarray:  # what the classifier computes, from cached features
+        z = score(feats.clean[idx])
+        return mirror_logits(z, score(feats.mirror[idx])) if feats.mirror is not None else z
+
+    proba = {part: softmax(logits(idx), axis=1) for part, idx in data.split.parts().items()}
+    linear = LinearHead(
+        **fit_info, views=cfg.views_for("features"), mirror=mirror, feature_layer=cfg.feature_layer,
+        feature_dim=int(x.shape[1]), train_rows=len(x),
+    )  # fmt: skip
+    details = MethodDetails("features", linear=linear)
+    return Fitted(classifier=classifier.eval(), head=spec, details=details, proba=proba, preprocessing=prep)
+
+
+Score: TypeAlias = Callable[[np.ndarray], np.ndarray]  # cached features (n, D) -> logits (n, K)
+
+
+def _training_rows(feats: FeatureSet, data: LabelledImages) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every training row (clean, mirror, views), its label and the image it came from."""
     train = data.split.train
     rows = [feats.clean[train]] + ([feats.mirror[train]] if feats.mirror is not None else []) + [feats.views]
     owners = np.concatenate([train] * (2 if feats.mirror is not None else 1) + [feats.view_owner])
-    x = np.concatenate(rows)
-    y = data.labels[owners]
+    return np.concatenate(rows), data.labels[owners], owners
+
+
+def _sklearn_head(
+    x: np.ndarray, y: np.ndarray, owners: np.ndarray, data: LabelledImages, cfg: TrainConfig
+) -> tuple[nn.Sequential, Score, dict[str, Any]]:
+    """Logistic regression or a linear SVM, C by cross-validation grouped by image (views stay together)."""
     fit = fit_linear(
         x,
         y,
@@ -143,19 +182,29 @@ def fit_feature_method(
         groups=owners,
         seed=cfg.seed,
     )
-    spec = HeadSpec(num_classes=len(data.classes), in_features=x.shape[1])
-    head = nn.Sequential(nn.Dropout(0.0), fit.to_linear())
-    prep = backbone.preprocessing
-    classifier = Classifier(shell.trunk, head, mean=prep.mean, std=prep.std, flip_tta=mirror)
+    info = {"head": fit.kind, "C": fit.C, "cv_folds": fit.folds, "cv_scores": tuple(fit.cv_scores)}
+    return nn.Sequential(nn.Dropout(0.0), fit.to_linear()), fit.logits, info
 
-    def logits(idx: np.ndarray) -> np.ndarray:  # what the classifier computes, from cached features
-        z = fit.logits(feats.clean[idx])
-        return mirror_logits(z, fit.logits(feats.mirror[idx])) if feats.mirror is not None else z
 
-    proba = {part: softmax(logits(idx), axis=1) for part, idx in data.split.parts().items()}
-    linear = LinearHead(
-        head=fit.kind, C=fit.C, cv_folds=fit.folds, cv_scores=tuple(fit.cv_scores), views=cfg.views_for("features"),
-        mirror=mirror, feature_layer=cfg.feature_layer, feature_dim=int(x.shape[1]), train_rows=len(x),
-    )  # fmt: skip
-    details = MethodDetails("features", linear=linear)
-    return Fitted(classifier=classifier.eval(), head=spec, details=details, proba=proba, preprocessing=prep)
+def _softmax_head(
+    spec: HeadSpec, feats: FeatureSet, data: LabelledImages, cfg: TrainConfig
+) -> tuple[nn.Sequential, Score, dict[str, Any]]:
+    """A linear softmax layer trained on the cached features until the validation loss stops improving."""
+    # Train on features scaled to unit mean square (as the scikit-learn heads are), then fold the
+    # scale into the layer so the head takes the raw features.
+    rms = float(np.sqrt(np.mean(_training_rows(feats, data)[0] ** 2))) or 1.0
+    scaled = FeatureSet(
+        feats.clean / rms, None if feats.mirror is None else feats.mirror / rms, feats.views / rms, feats.view_owner
+    )
+    head = seeded_head(spec, cfg.seed)
+    weights = class_weights(data, cfg.class_weight)
+    train_head(head, scaled, data, cfg.finetune, seed=cfg.seed, class_weight=weights, mirror=cfg.mirror)
+    head.eval()
+    with torch.no_grad():
+        head[-1].weight /= rms  # type: ignore[operator]
+
+    def score(f: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return head(torch.from_numpy(f)).numpy()
+
+    return head, score, {"head": "softmax", "C": None, "cv_folds": 0, "cv_scores": ()}

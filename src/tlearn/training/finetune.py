@@ -34,13 +34,13 @@ from tlearn.data.augment import build_eval_transform
 from tlearn.data.labelled import LabelledImages
 from tlearn.data.scan import Pixels
 from tlearn.models.backbones import Backbone, Stage
-from tlearn.models.classifier import Classifier, HeadSpec, build_head
+from tlearn.models.classifier import Classifier, HeadSpec
 from tlearn.models.cut import Cut, cut_trunk
 from tlearn.training.config import TrainConfig
 from tlearn.training.feature_method import compute_features, feature_trunk
 from tlearn.training.features import extract_features
 from tlearn.training.fitted import Fitted
-from tlearn.training.head_phase import train_head
+from tlearn.training.head_phase import class_weights, seeded_head, train_head
 from tlearn.training.loop import CHECKPOINT_FILE, PhaseResult, load_checkpoint, read_history, write_history
 from tlearn.training.network_phase import train_network
 from tlearn.training.top_phase import boundary_activations, top_features, train_top
@@ -221,22 +221,6 @@ def predict_images(classifier: Classifier, pixels: Pixels, prep: Preprocessing) 
     """`predict_pixels` of a run's images (decoded on threads first), on this run's device."""
     with distributed.moved(classifier, distributed.device()):
         return predict_pixels(classifier, pixels.load(), prep)
-
-
-def seeded_head(spec: HeadSpec, seed: int) -> nn.Sequential:
-    """A new head whose initial weights depend on the seed only (not on what ran before in the process)."""
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        return build_head(spec)
-
-
-def class_weights(data: LabelledImages, mode: str) -> torch.Tensor | None:
-    """Inverse class frequency in the training part ("balanced"), or None."""
-    if mode != "balanced":
-        return None
-    counts = np.bincount(data.labels[data.split.train], minlength=len(data.classes)).astype(np.float64)
-    weights = np.where(counts > 0, counts.sum() / (len(counts) * np.maximum(counts, 1)), 0.0)
-    return torch.tensor(weights, dtype=torch.float32)
 
 
 def _stages_to_unfreeze(stages: Sequence[Stage], unfreeze: int | str, classifier: Classifier) -> list[Stage]:

@@ -18,6 +18,7 @@ from torch import nn
 from tlearn.core import distributed
 from tlearn.core.threads import torch_threads
 from tlearn.data.labelled import LabelledImages
+from tlearn.models.classifier import HeadSpec, build_head
 from tlearn.models.tta import mirror_logits
 from tlearn.training.config import FinetuneConfig
 from tlearn.training.epoch import Batch, global_batches, loss_denominator, train_one_epoch, validation_result
@@ -87,3 +88,19 @@ def _training_rows(feats: FeatureSet, data: LabelledImages) -> tuple[torch.Tenso
     rows = [feats.clean[train], *([feats.mirror[train]] if feats.mirror is not None else []), feats.views]
     owners = np.concatenate([train] * (2 if feats.mirror is not None else 1) + [feats.view_owner])
     return torch.from_numpy(np.concatenate(rows)), torch.from_numpy(data.labels[owners])
+
+
+def seeded_head(spec: HeadSpec, seed: int) -> nn.Sequential:
+    """A new head whose initial weights depend on the seed only (not on what ran before in the process)."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return build_head(spec)
+
+
+def class_weights(data: LabelledImages, mode: str) -> torch.Tensor | None:
+    """Inverse class frequency in the training part ("balanced"), or None."""
+    if mode != "balanced":
+        return None
+    counts = np.bincount(data.labels[data.split.train], minlength=len(data.classes)).astype(np.float64)
+    weights = np.where(counts > 0, counts.sum() / (len(counts) * np.maximum(counts, 1)), 0.0)
+    return torch.tensor(weights, dtype=torch.float32)

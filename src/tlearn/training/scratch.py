@@ -17,8 +17,9 @@ from tlearn.models.backbones import Backbone
 from tlearn.models.classifier import Classifier, FeatureTrunk, HeadSpec
 from tlearn.models.scratch_cnn import SCRATCH_DROPOUT, SCRATCH_HIDDEN
 from tlearn.training.config import TrainConfig
-from tlearn.training.finetune import class_weights, finish_fitted, seeded_head
+from tlearn.training.finetune import finish_fitted
 from tlearn.training.fitted import Fitted
+from tlearn.training.head_phase import class_weights, seeded_head
 from tlearn.training.loop import CHECKPOINT_FILE, load_checkpoint
 from tlearn.training.network_phase import train_network
 
