@@ -201,7 +201,9 @@ def _softmax_head(
     train_head(head, scaled, data, cfg.finetune, seed=cfg.seed, class_weight=weights, mirror=cfg.mirror)
     head.eval()
     with torch.no_grad():
-        head[-1].weight /= rms  # type: ignore[operator]
+        layer = head[-1]
+        assert isinstance(layer, nn.Linear)  # build_head ends in the output layer
+        layer.weight.div_(rms)
 
     def score(f: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
