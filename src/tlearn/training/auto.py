@@ -112,8 +112,7 @@ def decide(e: Evidence, *, num_stages: int) -> Decision:
     """The method, layer, stages and epochs for these measurements. Pure: no I/O, no randomness."""
     size = "large" if e.per_class_median >= LARGE_PER_CLASS else "small"
     earlier = e.best_earlier
-    different = earlier is not None and earlier.accuracy > e.last.accuracy + SIMILAR_MARGIN
-    domain = "different" if different else "similar"
+    domain = "different" if is_different(e.probes) else "similar"
     lines = [
         f"{e.train_images} training images, {e.per_class_median:.0f} per class (median): {size}.",
         f"Linear probe: last layer {e.last.accuracy:.1%}"
@@ -121,7 +120,7 @@ def decide(e: Evidence, *, num_stages: int) -> Decision:
         + (": similar to the pretraining data." if domain == "similar" else ": different from the pretraining data."),
     ]
     fits = {int(k): v for k, v in e.finetune_estimates.items() if k != "all" and v <= e.budget_s}
-    saturated = domain == "similar" and e.last.accuracy >= SATURATED
+    saturated = is_saturated(e.probes)
     if saturated:
         unfreeze, layer = 0, "last"
     elif domain == "similar":
@@ -165,6 +164,20 @@ def decide(e: Evidence, *, num_stages: int) -> Decision:
         epochs=FINETUNE_EPOCHS if unfreeze else 0,
         explanation=" ".join(lines),
     )
+
+
+def is_different(probes: tuple[Probe, ...]) -> bool:
+    """An earlier layer beats the last: the data is far from the pretraining data."""
+    last = next(p for p in probes if p.layer == "last")
+    earlier = [p.accuracy for p in probes if p.layer != "last"]
+    return bool(earlier) and max(earlier) > last.accuracy + SIMILAR_MARGIN
+
+
+def is_saturated(probes: tuple[Probe, ...]) -> bool:
+    """Similar data whose last-layer features already separate the classes: features only, whatever
+    fine-tuning would cost (so its cost need not be measured)."""
+    last = next(p for p in probes if p.layer == "last")
+    return not is_different(probes) and last.accuracy >= SATURATED
 
 
 # --- measuring -----------------------------------------------------------------------------------
@@ -243,7 +256,8 @@ def measure(
         per_class_min=int(counts.min()),
         probes=tuple(probes),
         forward_ips=float(ips),
-        finetune_estimates=_finetune_estimates(native or backbone, data, cfg),
+        # Timing fine-tuning costs seconds; skipped where the decision cannot depend on it.
+        finetune_estimates={} if is_saturated(tuple(probes)) else _finetune_estimates(native or backbone, data, cfg),
         budget_s=cfg.time_budget or DEFAULT_BUDGET_S,
     )
 
