@@ -69,6 +69,12 @@ class Metrics:
             confusion=np.array(d["confusion"], dtype=np.int64),
         )
 
+    def _repr_html_(self) -> str:
+        """A small table in a notebook: the headline numbers, then each class."""
+        from tlearn.artifacts.notebook import metrics_html
+
+        return metrics_html(self)
+
 
 def compute_metrics(y_true: np.ndarray, proba: np.ndarray, classes: tuple[str, ...] | list[str]) -> Metrics:
     """`y_true` (N,) class indices, `proba` (N, K) probabilities whose rows sum to 1."""
