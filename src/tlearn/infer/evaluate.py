@@ -93,6 +93,12 @@ class Evaluation:
             "mistakes": [asdict(p) for p in self.mistakes(mistakes)],
         }
 
+    def _repr_html_(self) -> str:
+        """A small table in a notebook: what was scored, the metrics, each class, the worst mistakes."""
+        from tlearn.infer.notebook import evaluation_html
+
+        return evaluation_html(self)
+
 
 def evaluate_bundle(
     bundle: str | Path,

@@ -59,3 +59,9 @@ class Predictions:
     def images_per_second(self) -> float:
         n = len(self.items) + len(self.failures)
         return n / self.seconds if self.seconds > 0 else 0.0
+
+    def _repr_html_(self) -> str:
+        """A small table in a notebook: the top-k classes of each image, then the inputs that failed."""
+        from tlearn.infer.notebook import predictions_html
+
+        return predictions_html(self)
