@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import json
+from dataclasses import asdict
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -10,7 +12,9 @@ import numpy as np
 import pytest
 import torch
 
+from tlearn.models.backbones import create_backbone
 from tlearn.training.auto import (
+    FINETUNE_EPOCHS,
     LARGE_PER_CLASS,
     SATURATED,
     SIMILAR_MARGIN,
@@ -105,32 +109,88 @@ def test_a_tie_between_layers_counts_as_similar() -> None:
     assert beaten.domain == "different"
 
 
-TINY = ["--backbone", "test_efficientnet", "--weights", "none", "--input-size", "64"]
+def test_without_earlier_probes_the_data_counts_as_similar() -> None:
+    e = evidence(per_class=40, last=0.6, earlier=0.8)
+    only_last = Evidence(**{**asdict(e), "probes": (e.last,)})
+    d = decide(only_last, num_stages=STAGES)
+    assert (d.domain, d.method, d.feature_layer, d.unfreeze) == ("similar", "finetune", "last", 2)
 
 
-def test_auto_explains_itself_and_records_the_evidence(run_cli, shapes: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    res = run_cli(
-        "train",
-        shapes,
-        *TINY,
-        "--out",
-        tmp_path / "run",
-        "--head-lr",
-        "0.05",
-        "--lr",
-        "0.01",
-        "--head-epochs",
-        "3",
-        "--epochs",
-        "2",
+def test_fine_tuning_gets_its_epochs_and_features_none() -> None:
+    tuned = decide(evidence(per_class=40, last=0.9, earlier=0.7), num_stages=STAGES)
+    kept = decide(evidence(per_class=40, last=0.9, earlier=0.7, budget=30), num_stages=STAGES)
+    assert (tuned.method, tuned.epochs) == ("finetune", FINETUNE_EPOCHS) and (kept.method, kept.epochs) == (
+        "features",
+        0,
     )
+    assert decide(evidence(per_class=40, last=0.9, earlier=0.7), num_stages=STAGES) == tuned  # pure
+
+
+TINY = ["--backbone", "test_efficientnet", "--weights", "none", "--input-size", "64"]
+FAST = ["--head-lr", "0.05", "--lr", "0.01", "--head-epochs", "3", "--epochs", "2"]
+
+
+def recorded(run: Path) -> dict:  # type: ignore[type-arg]
+    return json.loads((run / "tlearn.json").read_text())["details"]["auto"]
+
+
+def decided_again(auto: dict) -> dict:  # type: ignore[type-arg]
+    """What `decide` makes of the evidence the run recorded: the run must have done just that."""
+    ev = dict(auto["evidence"])
+    ev["probes"] = tuple(Probe(**p) for p in ev["probes"])
+    stages = len(create_backbone("test_efficientnet", weights="none", input_size=64, warn_random=False).stages)
+    return asdict(decide(Evidence(**ev), num_stages=stages))
+
+
+def mislabel(root: Path, per_class: int = 2) -> None:
+    """Move `per_class` images of each class into the next class's folder: labels a probe cannot learn."""
+    folders = sorted(p for p in root.iterdir() if p.is_dir())
+    for here, there in zip(folders, folders[1:] + folders[:1], strict=True):
+        for f in sorted(here.iterdir())[:per_class]:
+            f.rename(there / f.name)
+
+
+def test_auto_fine_tunes_when_the_features_leave_room_and_time_allows(run_cli, shapes: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    # 8 of 96 labels wrong: no probe reaches SATURATED, so with an hour to spend auto must fine-tune
+    # (2 stages for similar data, 3 for different), with the features as the fallback.
+    mislabel(shapes)
+    out = tmp_path / "run"
+    res = run_cli("train", shapes, *TINY, *FAST, "--time-budget", "1h", "--out", out)
     assert res.code == 0, res.err
-    assert "Auto:" in res.out and "Linear probe: last layer" in res.out
-    doc = json.loads((tmp_path / "run" / "tlearn.json").read_text())
-    auto = doc["details"]["auto"]
+    auto = recorded(out)
+    assert auto["decision"] == decided_again(auto)
+    assert max(p["accuracy"] for p in auto["evidence"]["probes"]) < SATURATED
     assert {p["layer"] for p in auto["evidence"]["probes"]} >= {"last"}
-    assert auto["decision"]["size"] == "small" and auto["explanation"]
-    assert doc["method"] in ("features", "finetune")
+    decision = auto["decision"]
+    assert (decision["size"], decision["method"]) == ("small", "finetune")
+    assert decision["unfreeze"] == (2 if decision["domain"] == "similar" else 3)
+    assert "Auto:" in res.out and "Fine-tuning the last" in res.out
+
+    # Both ran; the fine-tuned model is kept unless the features are right on more validation images.
+    scores = auto["validation"]
+    assert auto["chosen"] == ("finetune" if scores["finetune"] >= scores["features"] else "features")
+    doc = json.loads((out / "tlearn.json").read_text())
+    assert doc["method"] == auto["chosen"]
+    assert f"{auto['chosen']} kept." in auto["explanation"]
+    with (out / "history.csv").open() as fh:
+        phases = [r["phase"] for r in csv.DictReader(fh)]
+    assert phases == ["head"] * 3 + ["finetune"] * 2
+
+
+def test_auto_keeps_the_features_when_fine_tuning_cannot_fit_the_budget(run_cli, shapes: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "run"
+    res = run_cli("train", shapes, *TINY, *FAST, "--time-budget", "0.001", "--out", out)
+    assert res.code == 0, res.err
+    auto = recorded(out)
+    assert auto["decision"] == decided_again(auto)
+    assert auto["evidence"]["budget_s"] == 0.001
+    assert all(seconds > 0.001 for seconds in auto["evidence"]["finetune_estimates"].values())
+    assert (auto["decision"]["method"], auto["decision"]["unfreeze"], auto["decision"]["epochs"]) == ("features", 0, 0)
+    assert "Fine-tuning the last" not in auto["explanation"] and "On validation" not in auto["explanation"]
+    assert auto.get("validation") is None and auto.get("chosen") is None  # no fine-tuning to compare with
+    assert json.loads((out / "tlearn.json").read_text())["method"] == "features"
+    assert not (out / "history.csv").exists() and not (out / "checkpoint.pt").exists()  # nothing trained in epochs
+    assert res.out.count("Auto:") == 1
 
 
 @pytest.mark.parametrize("layer", ["last", "3"])

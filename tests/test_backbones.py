@@ -11,7 +11,7 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-from conftest import MOBILENET
+from shared_data import FLOWERS, IMAGENET_LABELS, MOBILENET, needs
 from tlearn.core.errors import BackboneError, OfflineError
 from tlearn.models import backbones as bb
 from tlearn.models.backbones import BUILTIN_NAME, create_backbone, set_train_mode_frozen_bn
@@ -231,15 +231,14 @@ def test_an_unreadable_weights_file_is_one_line(tmp_path: Path) -> None:
 
 
 @pytest.mark.real_data
-@pytest.mark.skipif(not MOBILENET.exists(), reason="needs ../shared/weights")
+@needs(MOBILENET, IMAGENET_LABELS, FLOWERS)
 def test_shared_mobilenet_classifies_flowers_as_imagenet_would() -> None:
-    from conftest import FLOWERS
     from tlearn.data.images import decode_image
 
     b = create_backbone(weights=MOBILENET)
     assert b.preprocessing.mean == (0.5, 0.5, 0.5)  # from the sidecar, not ImageNet statistics
     head = read_state_dict(MOBILENET)
-    labels = (MOBILENET.parent / "imagenet_labels.txt").read_text().splitlines()[1:]
+    labels = IMAGENET_LABELS.read_text().splitlines()[1:]
     hits = 0
     for cls, expected in (("Daisy", "daisy"), ("Sunflower", "daisy")):
         for f in sorted((FLOWERS / cls).iterdir())[:4]:

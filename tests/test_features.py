@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import timm
 import torch
 from torch import nn
 
+from tlearn.core.errors import ExtraMissingError
 from tlearn.training import features
 from tlearn.training.features import FeatureCache, extract_features
 
@@ -69,3 +73,90 @@ def test_interrupted_extraction_keeps_what_it_computed(tmp_path: Path, monkeypat
     model = Counting()
     extract_features(model, inputs(12), keys=keys, cache=FeatureCache({"m": 1}, tmp_path), batch_size=4)
     assert model.seen == 4  # the first two batches were saved; only the third is computed again
+
+
+# --- ONNX Runtime ------------------------------------------------------------------------------------
+
+
+class Watched(nn.Module):
+    """A tiny timm network (pooled features), counting the images its PyTorch forward pass saw."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = timm.create_model("test_efficientnet", pretrained=False, num_classes=0)
+        self.seen = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen += len(x)
+        return self.net(x)
+
+
+class NotExportable(Watched):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.onnx.is_in_onnx_export():
+            raise RuntimeError("this network cannot be traced")
+        return super().forward(x)
+
+
+def images(n: int) -> list:  # type: ignore[type-arg]
+    pixels = torch.rand(n, 3, 48, 48, generator=torch.Generator().manual_seed(0))
+    return [lambda i=i: pixels[i] for i in range(n)]
+
+
+@pytest.fixture
+def onnx_from_4_images(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("onnxruntime")
+    monkeypatch.setattr(features, "ONNX_MIN_IMAGES", 4)
+
+
+def test_onnx_runtime_gives_the_features_pytorch_gives(onnx_from_4_images: None) -> None:
+    eager, exported = Watched(), Watched()
+    reference = extract_features(eager, images(10), batch_size=4, engine="torch")
+    assert eager.seen == 10
+    for engine in ("auto", "onnx"):
+        exported.seen = 0
+        got = extract_features(exported, images(10), batch_size=4, engine=engine)
+        assert exported.seen < 4, engine  # traced once for the export; ONNX Runtime ran the batches (4, 4, 2)
+        assert got.shape == reference.shape == (10, exported.net.num_features)
+        np.testing.assert_allclose(got, reference, rtol=1e-5, atol=1e-5)
+
+
+def test_few_images_run_in_pytorch_without_an_export(onnx_from_4_images: None) -> None:
+    model = Watched()
+    extract_features(model, images(3), batch_size=4, engine="auto")
+    assert model.seen == 3
+
+
+def test_onnx_features_go_to_the_same_cache(onnx_from_4_images: None, tmp_path: Path) -> None:
+    keys = [f"k{i}" for i in range(8)]
+    first = extract_features(Watched(), images(8), keys=keys, cache=FeatureCache({"m": 1}, tmp_path), engine="onnx")
+    again = Watched()
+    second = extract_features(again, images(8), keys=keys, cache=FeatureCache({"m": 1}, tmp_path), engine="torch")
+    assert again.seen == 0
+    np.testing.assert_array_equal(first, second)
+
+
+def test_a_failed_export_falls_back_on_pytorch_unless_onnx_was_asked_for(
+    onnx_from_4_images: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    reference = extract_features(Watched(), images(8), batch_size=4, engine="torch")
+    model = NotExportable()
+    with caplog.at_level(logging.INFO, logger=features.__name__):
+        got = extract_features(model, images(8), batch_size=4, engine="auto")
+    np.testing.assert_allclose(got, reference, rtol=1e-6, atol=1e-6)
+    assert model.seen == 8  # every batch in PyTorch
+    assert "exporting to ONNX failed (this network cannot be traced)" in caplog.text
+    with pytest.raises(RuntimeError, match="cannot be traced"):
+        extract_features(NotExportable(), images(8), batch_size=4, engine="onnx")
+
+
+def test_without_the_export_extra_auto_runs_pytorch_and_onnx_says_what_to_install(
+    onnx_from_4_images: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "onnx", None)  # `import onnx` fails, as when it is not installed
+    model = Watched()
+    extract_features(model, images(8), batch_size=4, engine="auto")
+    assert model.seen == 8
+    with pytest.raises(ExtraMissingError, match=r"pip install 'tlearn\[export\]'"):
+        extract_features(Watched(), images(8), batch_size=4, engine="onnx")

@@ -54,13 +54,63 @@ def test_binary_problem_gives_two_columns_that_agree_with_scikit_learn() -> None
     np.testing.assert_allclose(p1, reference.predict_proba(x / rms)[:, 1], atol=2e-4)
 
 
-def test_cross_validation_picks_c_from_the_grid_and_separates_the_blobs() -> None:
+def blobs_with(*, n: int = 90, spread: float = 2.0, noise: float = 1.5, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 3
+    x = rng.normal(0, spread, size=(3, 12))[y] + rng.normal(0, noise, size=(n, 12)) + 5.0
+    return x.astype(np.float32), y
+
+
+def test_cross_validation_separates_the_blobs_with_the_c_it_reports() -> None:
     x, y = blobs(n=120)
     fit = fit_linear(x, y, num_classes=3)
-    assert fit.C in C_GRID and fit.folds == 3
-    assert len(fit.cv_scores) == len(C_GRID)
+    assert fit.folds == 3 and [c for c, _ in fit.cv_scores] == list(C_GRID)
+    assert fit.C in C_GRID
     assert max(s for _, s in fit.cv_scores) > 0.8
     assert (layer_out(fit, x).argmax(1) == y).mean() > 0.85
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_well_separated_classes_get_little_regularisation(seed: int) -> None:
+    x, y = blobs_with(spread=3.0, noise=0.3, seed=seed)  # far apart: confident predictions cost nothing
+    fit = fit_linear(x, y, num_classes=3, seed=seed)
+    assert fit.C >= 10, fit.cv_scores
+    assert min(s for _, s in fit.cv_scores) == 1.0  # every C separates them; log loss prefers the weakest
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_features_that_say_nothing_about_the_labels_get_the_strongest_regularisation(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(90, 100)).astype(np.float32)  # 100 dimensions of noise: anything learnt is overfitting
+    fit = fit_linear(x, np.arange(90) % 3, num_classes=3, seed=seed)
+    assert fit.C <= 0.1, fit.cv_scores
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_noisy_labels_need_more_regularisation_than_clean_ones(seed: int) -> None:
+    x, y = blobs_with(n=120, seed=seed)
+    flipped = np.random.default_rng(seed).random(len(y)) < 0.3
+    noisy = np.where(flipped, (y + 1) % 3, y)  # 30% of the labels wrong
+    clean_fit = fit_linear(x, y, num_classes=3, seed=seed)
+    noisy_fit = fit_linear(x, noisy, num_classes=3, seed=seed)
+    assert noisy_fit.C * 10 <= clean_fit.C, (noisy_fit.C, clean_fit.C)
+    assert noisy_fit.C <= 1.0
+
+
+@pytest.mark.parametrize(("spread", "noise"), [(3.0, 0.3), (2.0, 1.5), (0.0, 1.0)])
+def test_svm_takes_the_strongest_regularisation_among_the_best_cross_validated_accuracies(
+    spread: float, noise: float
+) -> None:
+    x, y = blobs_with(spread=spread, noise=noise)
+    fit = fit_linear(x, y, num_classes=3, kind="svm")
+    best = max(s for _, s in fit.cv_scores)
+    assert min(c for c, s in fit.cv_scores if s == best) == fit.C, fit.cv_scores
+
+
+def test_a_given_c_skips_cross_validation() -> None:
+    x, y = blobs()
+    fit = fit_linear(x, y, num_classes=3, C=0.3)
+    assert (fit.C, fit.cv_scores, fit.folds) == (0.3, (), 0)
 
 
 def test_class_missing_from_training_is_never_predicted() -> None:

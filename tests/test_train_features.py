@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 import tlearn
-from conftest import FLOWERS, MOBILENET, add_broken_files
+from conftest import add_broken_files
+from shared_data import FLOWERS, MOBILENET, needs
 from tlearn.artifacts.bundle import load_bundle
 from tlearn.models.backbones import create_backbone
 from tlearn.training import features
@@ -96,7 +97,7 @@ def test_bad_options_are_reported_together(run_cli, shapes: Path) -> None:  # ty
 
 
 @pytest.mark.real_data
-@pytest.mark.skipif(not (MOBILENET.exists() and FLOWERS.exists()), reason="needs ../shared")
+@needs(MOBILENET, FLOWERS)
 def test_flowers_subset_with_the_shared_weights(tmp_path: Path) -> None:
     subset = tmp_path / "flowers5"
     for cls in ("Daffodil", "Iris", "Pansy", "Sunflower", "Tulip"):
