@@ -70,10 +70,22 @@ class TrainResult:
                 return part, self.metrics[part]
         return None
 
+    def _repr_html_(self) -> str:
+        """A small table in a notebook: the method, metrics per part and per class, the bundle's path."""
+        from tlearn.training.notebook import train_result_html
+
+        return train_result_html(self)
+
 
 def train(data: str | Path, **options: Any) -> TrainResult:
-    """Python entry point: `tlearn.train("photos/", method="features", backbone="resnet50")`."""
-    return run(TrainConfig(data=Path(data), **options))
+    """Python entry point: `tlearn.train("photos/", method="features", backbone="resnet50")`.
+
+    In a Jupyter notebook it draws a progress bar per stage (tqdm); elsewhere it reports nothing.
+    """
+    from tlearn.core.notebook import in_notebook, notebook_progress
+
+    progress = notebook_progress() if in_notebook() else no_progress
+    return run(TrainConfig(data=Path(data), **options), progress=progress)
 
 
 def run(
