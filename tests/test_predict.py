@@ -207,13 +207,13 @@ def test_bad_options_are_one_line(run_cli, tiny_bundle: Path, shapes_master: Pat
 
 
 def test_decoding_threads_are_counted_where_sched_getaffinity_does_not_exist(monkeypatch: pytest.MonkeyPatch) -> None:
-    """macOS and Windows have no os.sched_getaffinity: the CPU count stands in for it."""
-    from tlearn.infer import predictor
+    """macOS and Windows have no os.sched_getaffinity: the CPU count stands in for it (one when unknown)."""
+    from tlearn.core.threads import cpu_workers
 
     monkeypatch.delattr(os, "sched_getaffinity", raising=False)
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
-    assert predictor._decode_workers() == 2
+    assert cpu_workers(8) == 2
     monkeypatch.setattr(os, "cpu_count", lambda: 64)
-    assert predictor._decode_workers() == 8
+    assert cpu_workers(8) == 8
     monkeypatch.setattr(os, "cpu_count", lambda: None)  # unknown
-    assert predictor._decode_workers() == 4
+    assert cpu_workers(8) == 1
