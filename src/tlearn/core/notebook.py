@@ -51,6 +51,8 @@ class NotebookProgress:
         self._finished: tuple[str, int] | None = None  # (stage, total) of the bar closed last
 
     def __call__(self, stage: str, done: int, total: int) -> None:
+        if total <= 0:  # a stage with nothing to do ("views" without augmented views): no bar
+            return
         bar = self._bar
         if bar is None or stage != self._stage or total != bar.total or done < bar.n:
             if bar is None and self._finished == (stage, total) and done >= total:

@@ -22,6 +22,7 @@ from string import Template
 from tlearn.artifacts.predictions import PredictionRow, worst_mistakes
 from tlearn.core.files import write_text_atomic
 from tlearn.report.html import escape
+from tlearn.report.model_card import write_model_card
 from tlearn.report.run_data import Run, read_run
 from tlearn.report.sections import MISTAKES_SHOWN, SECTIONS, render_body
 
@@ -35,7 +36,8 @@ PICTURE_FILES = frozenset(
 
 
 def write_report(run_dir: str | Path) -> Path:
-    """Draw the pictures into `run_dir/plots/` and write `run_dir/report.html`; returns its path.
+    """Draw the pictures into `run_dir/plots/` and write `run_dir/report.html` and the model card
+    `run_dir/README.md`; returns the report's path.
 
     Raises BundleError when `run_dir` has no readable tlearn.json. Rebuilding is safe: files are replaced atomically.
     """
@@ -43,6 +45,7 @@ def write_report(run_dir: str | Path) -> Path:
     pictures = draw_pictures(run, run.folder / PLOTS_DIR)
     path = run.folder / REPORT_FILE
     write_text_atomic(path, render_html(run, pictures))
+    write_model_card(run)
     return path
 
 

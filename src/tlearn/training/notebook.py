@@ -15,8 +15,12 @@ def train_result_html(result: TrainResult) -> str:
     """The method and its summary, the classes, the split, the bundle's path; metrics per part and per class."""
     r = result
     facts = {"method": r.method}
+    linear = r.details.linear
     if r.details.summary:
         facts["what was trained"] = r.details.summary
+    elif linear is not None:
+        strength = f", C {linear.C:.3g}" if linear.C is not None else ""
+        facts["what was trained"] = f"a {linear.head} head on {linear.feature_layer} features{strength}"
     facts |= {
         "classes": f"{len(r.classes)}: " + ", ".join(r.classes),
         "split": ", ".join(f"{part} {n:,}" for part, n in r.split_counts.items()),
