@@ -5,10 +5,14 @@ answered by why, and why is the type of the decoder's ImageError, never the word
 
     EmptyFile 400 empty_file   NotAnImage 415 not_an_image   ImageTooLarge 413 too_many_pixels
     TruncatedImage 422 corrupt_image   any other ImageError 422 bad_image
+
+Anything else that escapes an endpoint is a bug: it is logged with its traceback and answered with a
+JSON 500 naming only the exception's type, so a client never sees a reset connection or a stack.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -18,6 +22,8 @@ from starlette.exceptions import HTTPException
 
 from tlearn.core.errors import EmptyFile, ImageError, ImageTooLarge, NotAnImage, TruncatedImage
 from tlearn.infer.results import Failure
+
+log = logging.getLogger(__name__)
 
 MB = 1024 * 1024
 
@@ -53,10 +59,11 @@ def too_large(limit: int) -> ApiError:
 
 
 def add_error_handlers(app: FastAPI) -> None:
-    """Answer ApiError, FastAPI's own HTTP errors and invalid parameters as {"error", "detail"} JSON."""
+    """Answer ApiError, FastAPI's own HTTP errors, invalid parameters and bugs as {"error", "detail"} JSON."""
     app.exception_handler(ApiError)(_api_error)
     app.exception_handler(HTTPException)(_http_error)
     app.exception_handler(RequestValidationError)(_invalid)
+    app.exception_handler(Exception)(_bug)
 
 
 async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -71,3 +78,9 @@ async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
 async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
     problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
     return JSONResponse({"error": "invalid_request", "detail": problems}, status_code=422)
+
+
+async def _bug(request: Request, exc: Exception) -> JSONResponse:
+    log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+    detail = f"The server failed on this request ({type(exc).__name__})."
+    return JSONResponse({"error": "internal_error", "detail": detail}, status_code=500)

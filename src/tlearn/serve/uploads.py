@@ -2,6 +2,9 @@
 
 Bodies are counted as they arrive, so an oversized upload is cut off rather than read: the cap is
 what `max_files` files of the per-file limit need, plus an envelope for boundaries, headers and keys.
+JSON is scanned before it is parsed (`check_json_structure`): `json.loads` recurses once per level of
+nesting and builds an object per value, so a few hundred KB of `[[[[...` or `[{},{},...]` would exhaust
+the stack or the memory; such a body is refused with a 400 instead.
 """
 
 from __future__ import annotations
@@ -9,17 +12,26 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
 from fastapi import Request
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
 from tlearn.serve.errors import MB, ApiError, too_large
 
 _ENVELOPE = 64 * 1024  # multipart boundaries and headers, JSON keys: the part of a body that is not the image
+
+# {"images": ["...", ...]} is 2 levels deep and has 4 tokens per image; room for a few fields of a client's own.
+MAX_JSON_DEPTH = 8
+_JSON_SPARE_TOKENS = 64
+_JSON_SHAPE = '{"image": "<base64>"} or {"images": ["<base64>", ...]}'
+_JSON_TOKEN = re.compile(rb'["\[\]{},:]')  # what the structure is made of; numbers and literals need no count
+_JSON_STRING_REST = re.compile(rb'(?:[^"\\]++|\\.)*+"', re.DOTALL)  # possessive: one pass, no backtracking
 
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 
@@ -49,7 +61,9 @@ async def read_uploads(request: Request, *, file_limit: int, max_files: int, fie
         if kind == "multipart/form-data":
             return await _multipart(capped, max_files=max_files, field=field)
         if kind == "application/json":
-            return _from_json(await capped.body(), max_files=max_files)
+            body = await capped.body()
+            # Scanning and decoding megabytes of base64 is work for a thread, not for the event loop.
+            return await run_in_threadpool(_from_json, body, max_files=max_files)
         if kind.startswith("image/") or kind == "application/octet-stream":
             return [Upload("upload", await capped.body())]
     except _BodyTooLarge:
@@ -91,9 +105,45 @@ async def _multipart(request: Request, *, max_files: int, field: str) -> list[Up
         await form.close()
 
 
+def check_json_structure(body: bytes, *, max_tokens: int) -> None:
+    """Refuse JSON nested over MAX_JSON_DEPTH levels or made of over `max_tokens` tokens, without parsing it.
+
+    Tokens are strings and the characters `[ ] { } , :`; brackets inside strings do not count. The scan
+    is one pass of the regular-expression engine over the bytes, and at most `max_tokens` steps here.
+    Invalid JSON that passes is left for `json.loads` to describe.
+    """
+    depth = tokens = at = 0
+    while (token := _JSON_TOKEN.search(body, at)) is not None:
+        tokens += 1
+        if tokens > max_tokens:
+            raise ApiError(
+                400,
+                "json_too_complex",
+                f"The JSON has more than {max_tokens} values and separators: send {_JSON_SHAPE}.",
+            )
+        at = token.end()
+        char = body[token.start()]
+        if char == ord('"'):
+            rest = _JSON_STRING_REST.match(body, at)
+            if rest is None:  # an unterminated string: json.loads says so
+                return
+            at = rest.end()
+        elif char in b"[{":
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                raise ApiError(
+                    400,
+                    "json_too_deep",
+                    f"The JSON is nested more than {MAX_JSON_DEPTH} levels deep: send {_JSON_SHAPE}.",
+                )
+        elif char in b"]}":
+            depth -= 1
+
+
 def _from_json(body: bytes, *, max_files: int) -> list[Upload]:
     if not body.strip():
         raise ApiError(400, "empty_body", "The request has no body: send an image.")
+    check_json_structure(body, max_tokens=4 * max_files + _JSON_SPARE_TOKENS)
     try:
         doc = json.loads(body)
     except (ValueError, UnicodeDecodeError) as err:
@@ -103,7 +153,7 @@ def _from_json(body: bytes, *, max_files: int) -> list[Upload]:
     elif isinstance(doc, dict) and isinstance(doc.get("images"), list):
         encoded = doc["images"]
     else:
-        raise ApiError(400, "bad_json", 'Expected {"image": "<base64>"} or {"images": ["<base64>", ...]}.')
+        raise ApiError(400, "bad_json", f"Expected {_JSON_SHAPE}.")
     if not encoded:
         raise ApiError(400, "no_file", 'The list "images" is empty.')
     if len(encoded) > max_files:
