@@ -27,6 +27,7 @@ from safetensors.torch import load_file, save_file
 from tlearn.core.errors import BundleError
 from tlearn.core.files import atomic_path, read_json, write_json_atomic
 from tlearn.core.preprocessing import Preprocessing
+from tlearn.data.sources import display_path
 from tlearn.models.backbones import rebuild_model
 from tlearn.models.classifier import Classifier, FeatureTrunk, HeadSpec, build_head
 
@@ -137,21 +138,21 @@ def load_bundle(path: str | Path) -> tuple[Classifier, BundleConfig]:
         folder = folder.parent
     config_path, weights_path = folder / CONFIG_FILE, folder / WEIGHTS_FILE
     if not folder.exists():
-        raise BundleError(f"No such bundle: {folder}.", hint="Pass the folder that `tlearn train` wrote.")
+        raise BundleError(f"No such bundle: {display_path(folder)}.", hint="Pass the folder that `tlearn train` wrote.")
     if not config_path.is_file() or not weights_path.is_file():
         raise BundleError(
-            f"{folder} is not a tlearn bundle: it lacks {CONFIG_FILE} or {WEIGHTS_FILE}.",
+            f"{display_path(folder)} is not a tlearn bundle: it lacks {CONFIG_FILE} or {WEIGHTS_FILE}.",
             hint="Pass the folder that `tlearn train` wrote (it holds both files).",
         )
     try:
         raw = read_json(config_path)
     except (OSError, ValueError) as err:
-        raise BundleError(f"Cannot read {config_path}: {err}.") from None
+        raise BundleError(f"Cannot read {display_path(config_path)}: {err}.") from None
     fmt = raw.get("format") if isinstance(raw, dict) else None
     if fmt != BUNDLE_FORMAT:
         made_by = raw.get("versions", {}).get("tlearn", "an unknown version") if isinstance(raw, dict) else "?"
         raise BundleError(
-            f"{folder} is a bundle of format {fmt} (made by tlearn {made_by}); this tlearn reads format "
+            f"{display_path(folder)} is a bundle of format {fmt} (made by tlearn {made_by}); this tlearn reads format "
             f"{BUNDLE_FORMAT}.",
             hint="Load it with the tlearn version that made it, or train it again with this one.",
         )
@@ -161,7 +162,7 @@ def load_bundle(path: str | Path) -> tuple[Classifier, BundleConfig]:
         state = load_file(str(weights_path))
         classifier.load_state_dict(state, strict=True)
     except Exception as err:  # a damaged file fails in many ways (safetensors, torch, JSON fields)
-        raise BundleError(f"The bundle {folder} is damaged or incomplete: {err}.") from None
+        raise BundleError(f"The bundle {display_path(folder)} is damaged or incomplete: {err}.") from None
     return classifier.eval(), config
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -13,7 +12,7 @@ from rich.table import Table
 
 from tlearn.cli import options as opt
 from tlearn.cli.app import app
-from tlearn.cli.render import console, err_console, progress_bar, short_path
+from tlearn.cli.render import console, err_console, progress_bar, shell_word, short_path
 
 if TYPE_CHECKING:
     from tlearn.data.checks import DatasetReport
@@ -30,8 +29,10 @@ def sample_data(
     from tlearn.data.synthetic import make_sample_dataset
 
     make_sample_dataset(out, classes=classes, per_class=per_class, seed=seed)
-    console.print(f"Wrote {classes * per_class} images in {classes} classes to [bold]{out}[/].")
-    console.print(f"Next: [bold]tlearn check {escape(shlex.quote(str(out)))}[/]")
+    console.print(
+        f"Wrote {classes * per_class} images in {classes} classes to [bold]{escape(short_path(out, None))}[/]."
+    )
+    console.print(f"Next: [bold]tlearn check {escape(shell_word(out))}[/]")
 
 
 @app.command("check")
@@ -56,16 +57,16 @@ def check(
     else:
         _render_report(report, show=show)
         if plot is not None and report.counts:
-            console.print(f"Class balance chart: [bold]{plot}[/]")
+            console.print(f"Class balance chart: [bold]{escape(short_path(plot, None))}[/]")
         if report.usable:
-            console.print(f"Next: [bold]tlearn train {escape(shlex.quote(str(data)))}[/]")
+            console.print(f"Next: [bold]tlearn train {escape(shell_word(data))}[/]")
     raise typer.Exit(0 if report.usable else 1)
 
 
 def _render_report(report: DatasetReport, *, show: int) -> None:
     root = report.root
     kinds = {"folders": "one folder per class", "splits": "split folders", "csv": "CSV file"}
-    console.print(f"[bold]{root}[/] ({kinds.get(report.kind, report.kind)})")
+    console.print(f"[bold]{escape(short_path(root, None))}[/] ({kinds.get(report.kind, report.kind)})")
     table = Table()
     table.add_column("class")
     splits = [s for s in ("train", "val", "test") if s in report.split_counts]
@@ -74,10 +75,10 @@ def _render_report(report: DatasetReport, *, show: int) -> None:
     table.add_column("images", justify="right")
     for c in report.classes:
         style = "yellow" if c in report.small_classes else None
-        row = [c] + [str(report.split_counts[s].get(c, 0)) for s in splits] + [str(report.counts[c])]
+        row = [escape(c)] + [str(report.split_counts[s].get(c, 0)) for s in splits] + [str(report.counts[c])]
         table.add_row(*row, style=style)
     for c in report.empty_classes:
-        table.add_row(c, *["0"] * len(splits), "0", style="red")
+        table.add_row(escape(c), *["0"] * len(splits), "0", style="red")
     table.add_section()
     totals = [str(sum(report.split_counts[s].values())) for s in splits]
     table.add_row("total", *totals, str(report.total), style="bold")
@@ -94,13 +95,13 @@ def _render_report(report: DatasetReport, *, show: int) -> None:
         bad.add_column("file")
         bad.add_column("reason")
         for u in report.unreadable[:show]:
-            bad.add_row(short_path(u.path, root), u.reason)
+            bad.add_row(escape(short_path(u.path, root)), escape(u.reason))
         console.print(bad)
         _more(len(report.unreadable), show)
     if report.ignored:
         console.print(f"Ignored {len(report.ignored)} files that are not images:")
         for i in report.ignored[:show]:
-            console.print(f"  {short_path(i.path, root)}: {i.reason}")
+            console.print(f"  {escape(short_path(i.path, root))}: {escape(i.reason)}")
         _more(len(report.ignored), show)
     if report.duplicates:
         dup = Table(title=f"Duplicate groups ({len(report.duplicates)})", title_justify="left")
@@ -109,16 +110,16 @@ def _render_report(report: DatasetReport, *, show: int) -> None:
         dup.add_column("files")
         for g in report.duplicates[:show]:
             style = "red" if g.label_conflict or g.leaks else None
-            dup.add_row(g.kind, g.scope, ", ".join(short_path(p, root) for p in g.paths), style=style)
+            dup.add_row(g.kind, g.scope, escape(", ".join(short_path(p, root) for p in g.paths)), style=style)
         console.print(dup)
         _more(len(report.duplicates), show)
     for w in report.warnings:
-        console.print(f"[yellow]Warning:[/] {w}")
+        console.print(f"[yellow]Warning:[/] {escape(w)}")
     if report.usable:
         console.print(f"[green]Usable:[/] {report.total:,} images in {len(report.classes)} classes.")
     else:
         for p in report.problems:
-            err_console.print(f"[bold red]Not usable:[/] {p}")
+            err_console.print(f"[bold red]Not usable:[/] {escape(p)}")
 
 
 def _more(n: int, show: int) -> None:

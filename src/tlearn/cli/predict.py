@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from tlearn.cli.app import app
-from tlearn.cli.render import console, err_console, progress_bar
+from tlearn.cli.render import console, err_console, progress_bar, short_path
 from tlearn.core.errors import ConfigError
 from tlearn.core.progress import no_progress
 
@@ -146,14 +146,14 @@ def export(
 def _render_export(r: ExportResult) -> None:
     c, h, w = r.input_shape
     dtype, value_range = ("uint8", "0-255") if r.input_type == "uint8" else ("float32", "[0, 1]")
-    console.print(f"Exported [bold]{escape(str(r.path))}[/] ({r.size_bytes / 1e6:.2f} MB, {r.format}).")
+    console.print(f"Exported [bold]{escape(short_path(r.path, None))}[/] ({r.size_bytes / 1e6:.2f} MB, {r.format}).")
     console.print(
         escape(f"  input  'image'          {dtype} [batch, {c}, {h}, {w}], RGB in {value_range}, normalisation inside")
     )
     console.print(
         escape(f"  output 'probabilities'  float32 [batch, {len(r.classes)}], classes in the order of the JSON")
     )
-    console.print(f"Classes and preprocessing: [bold]{escape(str(r.sidecar))}[/]")
+    console.print(f"Classes and preprocessing: [bold]{escape(short_path(r.sidecar, None))}[/]")
     runtime = "ONNX Runtime" if r.format == "onnx" else "the reloaded TorchScript module"
     ck = r.check
     console.print(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+import shlex
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from rich.progress import (
 )
 
 from tlearn.core.progress import Progress as ProgressFn
+from tlearn.data.sources import display_path
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
@@ -59,9 +62,34 @@ def progress_bar(*, transient: bool = True) -> Iterator[ProgressFn]:
 
 
 def short_path(path: Path, root: Path | None) -> str:
-    """`path` relative to `root` when it lies below it (shorter lines), else as given."""
+    """`path` relative to `root` when it lies below it (shorter lines), else as given; as `display_path`
+    shows it (bytes that are not UTF-8 escaped), not yet escaped for Rich markup."""
     if root is not None:
         base = root if root.is_dir() else root.parent
         if path.is_relative_to(base):
-            return path.relative_to(base).as_posix()
-    return str(path)
+            return display_path(path.relative_to(base).as_posix())
+    return display_path(path)
+
+
+def shell_word(arg: str | os.PathLike[str]) -> str:
+    """One argument quoted for a POSIX shell, so a printed command can be pasted and run.
+
+    A name that is not valid UTF-8 cannot be printed as itself: it is written in ANSI-C quotes,
+    $'caf\\xe9', which bash, zsh and ksh read as the original bytes (shlex.quote would print the
+    surrogate escapes, which a UTF-8 terminal cannot show).
+    """
+    text = os.fspath(arg)
+    if display_path(text) == text:
+        return shlex.quote(text)
+    return "$'" + "".join(_ansi_c(b) for b in os.fsencode(text)) + "'"
+
+
+def shell_join(args: Iterable[str | os.PathLike[str]]) -> str:
+    """A command line as `shell_word`s: valid UTF-8 text for any arguments (for messages and tlearn.json)."""
+    return " ".join(shell_word(a) for a in args)
+
+
+def _ansi_c(byte: int) -> str:
+    if byte in (0x27, 0x5C):  # ' and \
+        return "\\" + chr(byte)
+    return chr(byte) if 0x20 <= byte < 0x7F else f"\\x{byte:02x}"

@@ -16,7 +16,7 @@ import numpy as np
 
 from tlearn.core.progress import Progress, no_progress
 from tlearn.data.scan import CHECK_SHORT_SIDE, ScannedImages, Unreadable, scan_images
-from tlearn.data.sources import Dataset, Ignored, load_dataset
+from tlearn.data.sources import Dataset, Ignored, display_path, load_dataset
 
 MIN_PER_CLASS = 10
 IMBALANCE_WARNING = 3.0
@@ -84,8 +84,9 @@ class DatasetReport:
         return sum(self.counts.values())
 
     def to_dict(self) -> dict[str, Any]:
+        """The report as JSON-ready values; paths as `display_path` shows them, so the JSON is valid UTF-8."""
         return {
-            "root": str(self.root),
+            "root": display_path(self.root),
             "kind": self.kind,
             "usable": self.usable,
             "problems": list(self.problems),
@@ -100,14 +101,16 @@ class DatasetReport:
             "width_range": list(self.width_range),
             "height_range": list(self.height_range),
             "modes": self.modes,
-            "unreadable": [{"path": str(u.path), "label": u.label, "reason": u.reason} for u in self.unreadable],
-            "ignored": [{"path": str(i.path), "reason": i.reason} for i in self.ignored],
+            "unreadable": [
+                {"path": display_path(u.path), "label": u.label, "reason": u.reason} for u in self.unreadable
+            ],
+            "ignored": [{"path": display_path(i.path), "reason": i.reason} for i in self.ignored],
             "empty_classes": list(self.empty_classes),
             "duplicates": [
                 {
                     "kind": g.kind,
                     "scope": g.scope,
-                    "paths": [str(p) for p in g.paths],
+                    "paths": [display_path(p) for p in g.paths],
                     "labels": list(g.labels),
                     "splits": list(g.splits),
                 }

@@ -2,11 +2,16 @@
 
 `load_dataset(path)` only lists files; it reads no pixels. Files it cannot use (a text file in a
 class folder, a CSV row without a label) are recorded in `Dataset.ignored` with the reason.
+
+Paths are kept as the file system gives them, so every file is read by its real name; `display_path`
+is the one way a path becomes text for a user (messages, tables, JSON, CSV).
 """
 
 from __future__ import annotations
 
 import csv
+import os
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +33,35 @@ SPLIT_FOLDERS: dict[str, SplitName] = {
 _PATH_COLUMNS = ("path", "file", "filename", "image", "filepath")
 _LABEL_COLUMNS = ("label", "class", "category", "target")
 _JUNK = {"__MACOSX", "Thumbs.db", "desktop.ini"}
+
+
+# Characters shown escaped even though they are valid text: they would end a line of a table or a
+# message, or make a name read differently from what it is (bidirectional overrides).
+_UNSAFE_FORMAT = frozenset("\u2028\u2029\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def display_path(path: str | os.PathLike[str]) -> str:
+    """A path (or a file name) as text a user can read and any UTF-8 output can hold.
+
+    On Linux a name is bytes: one that is not UTF-8 (a Latin-1 name from an old USB disk) reaches
+    Python with each bad byte as a surrogate escape, which no UTF-8 writer accepts. Such a byte is
+    shown as \\xNN (`caf\\xe9.jpg`), as are control characters; valid names come back unchanged.
+    Backslashes are not doubled (Windows paths stay readable), so the text is for reading: open the
+    file by its path, never by this text.
+    """
+    text = os.fspath(path)
+    if text.isprintable():  # the common case, one C loop
+        return text
+    return "".join(_shown(c) for c in text)
+
+
+def _shown(c: str) -> str:
+    code = ord(c)
+    if 0xDC80 <= code <= 0xDCFF:  # os.fsdecode's escape for the byte code - 0xDC00
+        return f"\\x{code - 0xDC00:02x}"
+    if unicodedata.category(c) in ("Cc", "Cs") or c in _UNSAFE_FORMAT:
+        return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    return c
 
 
 @dataclass(frozen=True)
@@ -62,15 +96,16 @@ class Dataset:
 def load_dataset(path: str | Path) -> Dataset:
     """List the images and labels found at `path` (a folder or a CSV file). Raises DataError."""
     root = Path(path).expanduser()
+    shown = display_path(root)
     if not root.exists():
         raise DataError(
-            f"No such file or folder: {root}.",
+            f"No such file or folder: {shown}.",
             hint="Check the path: pass a folder with one subfolder per class, or a CSV of path,label.",
         )
     if root.is_file():
         if root.suffix.lower() != ".csv":
             raise DataError(
-                f"{root} is a file, not a dataset.",
+                f"{shown} is a file, not a dataset.",
                 hint="Pass a folder with one subfolder per class, or a CSV file with path,label columns.",
             )
         return _from_csv(root)
@@ -82,18 +117,18 @@ def load_dataset(path: str | Path) -> Dataset:
         n_images = sum(1 for f in _visible_children(root) if f.is_file() and is_image_path(f))
         if n_images:
             raise DataError(
-                f"No class folders in {root}: it holds {n_images} images directly.",
-                hint=f"Put each class's images in its own subfolder ({root / 'cat'}/, {root / 'dog'}/ ...), "
+                f"No class folders in {shown}: it holds {n_images} images directly.",
+                hint=f"Put each class's images in its own subfolder ({shown}/cat/, {shown}/dog/ ...), "
                 "or pass a CSV file with path,label columns.",
             )
         raise DataError(
-            f"No images found in {root}: it is empty.",
+            f"No images found in {shown}: it is empty.",
             hint="Pass a folder with one subfolder of images per class.",
         )
     if split_dirs:
         names = ", ".join(sorted(d.name + "/" for d in split_dirs))
         raise DataError(
-            f"{root} mixes split folders ({names}) with class folders.",
+            f"{shown} mixes split folders ({names}) with class folders.",
             hint="Use either train/ val/ test/ folders that each hold class folders, or class folders only.",
         )
     samples, empty, ignored = _from_class_folders(subdirs, split=None)
@@ -107,15 +142,16 @@ def _from_class_folders(
     empty: list[str] = []
     ignored: list[Ignored] = []
     for class_dir in sorted(class_dirs, key=lambda d: d.name):
+        label = display_path(class_dir.name)  # a class name is text: it goes into tlearn.json, tables, JSON
         found = 0
         for f in _walk_files(class_dir):
             if is_image_path(f):
-                samples.append(Sample(f, class_dir.name, split))
+                samples.append(Sample(f, label, split))
                 found += 1
             else:
                 ignored.append(Ignored(f, "not an image file extension"))
         if not found:
-            empty.append(class_dir.name)
+            empty.append(label)
     return samples, empty, ignored
 
 
@@ -123,7 +159,7 @@ def _from_split_folders(root: Path, split_dirs: dict[Path, SplitName]) -> Datase
     if "train" not in split_dirs.values():
         names = ", ".join(sorted(d.name + "/" for d in split_dirs))
         raise DataError(
-            f"{root} holds {names} but no train/ folder.",
+            f"{display_path(root)} holds {names} but no train/ folder.",
             hint="Add a train/ folder with one subfolder per class, or pass a folder of class folders.",
         )
     samples: list[Sample] = []
@@ -146,16 +182,22 @@ def _from_csv(csv_path: Path) -> Dataset:
     try:
         with csv_path.open(newline="", encoding="utf-8-sig") as fh:
             rows = list(csv.reader(fh))
-    except (OSError, UnicodeDecodeError) as err:
-        raise DataError(f"Cannot read the CSV file {csv_path}: {err}.") from None
+    except OSError as err:
+        raise DataError(f"Cannot read the CSV file {display_path(csv_path)}: {err.strerror}.") from None
+    except UnicodeDecodeError as err:
+        raise DataError(
+            f"Cannot read the CSV file {display_path(csv_path)}: it is not UTF-8 text "
+            f"({err.reason} at byte {err.start}).",
+            hint="Save it as UTF-8 (CSV UTF-8 in a spreadsheet's Save As).",
+        ) from None
     if not rows:
-        raise DataError(f"The CSV file {csv_path} is empty.", hint="It needs a header row: path,label.")
+        raise DataError(f"The CSV file {display_path(csv_path)} is empty.", hint="It needs a header row: path,label.")
     header = [h.strip().lower() for h in rows[0]]
     path_col = next((header.index(c) for c in _PATH_COLUMNS if c in header), None)
     label_col = next((header.index(c) for c in _LABEL_COLUMNS if c in header), None)
     if path_col is None or label_col is None:
         raise DataError(
-            f"The CSV file {csv_path} needs 'path' and 'label' columns. Got header: {','.join(rows[0])}.",
+            f"The CSV file {display_path(csv_path)} needs 'path' and 'label' columns. Got header: {','.join(rows[0])}.",
             hint="Make the first row: path,label (paths relative to the CSV file).",
         )
     split_col = header.index("split") if "split" in header else None
@@ -174,11 +216,11 @@ def _from_csv(csv_path: Path) -> Dataset:
         samples.append(Sample(base / rel, label, split))
     if samples and any(s.split for s in samples) and not all(s.split for s in samples):
         raise DataError(
-            f"The CSV file {csv_path} gives a split for some rows but not for others.",
+            f"The CSV file {display_path(csv_path)} gives a split for some rows but not for others.",
             hint="Fill the split column (train, val or test) on every row, or drop the column.",
         )
     if samples and any(s.split for s in samples) and not any(s.split == "train" for s in samples):
-        raise DataError(f"The CSV file {csv_path} has a split column but no 'train' rows.")
+        raise DataError(f"The CSV file {display_path(csv_path)} has a split column but no 'train' rows.")
     return _build(csv_path, "csv", samples, [], ignored)
 
 
@@ -192,7 +234,7 @@ def _csv_split(value: str, where: Path) -> SplitName | None:
         return None
     if value.lower() not in SPLIT_FOLDERS:
         raise DataError(
-            f"Unknown split '{value}' in {where}.",
+            f"Unknown split '{value}' in {display_path(where)}.",
             hint="The split column takes train, val or test (or leave it empty on every row).",
         )
     return SPLIT_FOLDERS[value.lower()]
@@ -207,7 +249,7 @@ def _build(
 ) -> Dataset:
     if not samples:
         raise DataError(
-            f"No images found in {root}.",
+            f"No images found in {display_path(root)}.",
             hint="Supported formats: JPEG, PNG, BMP, GIF, WebP, TIFF, one subfolder per class.",
         )
     classes = tuple(sorted({s.label for s in samples}))
@@ -218,7 +260,7 @@ def _visible_children(folder: Path) -> list[Path]:
     try:
         children = sorted(folder.iterdir())
     except PermissionError:
-        raise DataError(f"Permission denied reading {folder}.") from None
+        raise DataError(f"Permission denied reading {display_path(folder)}.") from None
     return [c for c in children if not c.name.startswith(".") and c.name not in _JUNK]
 
 

@@ -30,6 +30,7 @@ from tlearn.core.errors import BundleError, ConfigError
 from tlearn.core.files import atomic_path, write_json_atomic
 from tlearn.core.onnx import OPSET, create_session
 from tlearn.core.progress import Progress, no_progress
+from tlearn.data.sources import display_path
 from tlearn.infer.bundle_images import Splits, labelled_splits
 from tlearn.infer.int8 import Int8Report, quantize_bundle_model
 from tlearn.infer.load import load
@@ -72,7 +73,9 @@ def export_bundle(
     _check_options(format=format, input_type=input_type, int8=int8, opset=opset, out=out)
     folder = Path(bundle).expanduser()
     if folder.suffix.lower() in (".onnx", ".pt"):
-        raise BundleError(f"{folder} is already an export.", hint="Pass the bundle folder that `tlearn train` wrote.")
+        raise BundleError(
+            f"{display_path(folder)} is already an export.", hint="Pass the bundle folder that `tlearn train` wrote."
+        )
     predictor = load(folder, engine="torch")
     assert isinstance(predictor, Predictor)  # engine="torch" gives the PyTorch engine
     path = Path(out) if out is not None else folder / _default_name(format, input_type, int8)
@@ -172,7 +175,7 @@ def _check_options(*, format: str, input_type: str, int8: bool, opset: int, out:
         problems.append(f"--opset must be between 17 and 20. Got {opset}.")
     suffix = {"onnx": ".onnx", "torchscript": ".pt"}.get(format)
     if out is not None and suffix and Path(out).suffix.lower() != suffix:
-        problems.append(f"--out must end in {suffix} for --format {format}. Got {str(out)!r}.")
+        problems.append(f"--out must end in {suffix} for --format {format}. Got {display_path(out)!r}.")
     if problems:
         raise ConfigError(" ".join(problems))
 

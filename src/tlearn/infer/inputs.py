@@ -18,6 +18,7 @@ from PIL import Image
 from tlearn.core.errors import ConfigError, ImageError
 from tlearn.core.preprocessing import Preprocessing
 from tlearn.data.images import MAX_PIXELS, decode_image, is_image_path, shrink_to_short_side, upright_rgb
+from tlearn.data.sources import display_path
 from tlearn.infer.results import Failure
 
 ImageInput = str | Path | bytes | Image.Image | np.ndarray
@@ -39,7 +40,7 @@ def find_images(paths: Sequence[str | Path]) -> tuple[list[Path], list[Failure]]
         if path.is_dir():
             images = list(_images_below(path))
             if not images:
-                failures.append(Failure(str(path), "folder holds no image files"))
+                failures.append(Failure(display_path(path), "folder holds no image files"))
             found.update(dict.fromkeys(images))
         elif path.is_file() and path.suffix.lower() in LIST_SUFFIXES and not from_list:
             for line in _list_lines(path):
@@ -48,7 +49,7 @@ def find_images(paths: Sequence[str | Path]) -> tuple[list[Path], list[Failure]]
         elif path.exists():
             found[path] = None
         else:
-            failures.append(Failure(str(path), "no such file or folder"))
+            failures.append(Failure(display_path(path), "no such file or folder"))
 
     for p in paths:
         add(Path(p).expanduser())
@@ -92,8 +93,9 @@ def as_list(images: Sequence[ImageInput] | ImageInput) -> list[ImageInput]:
 
 
 def input_name(item: ImageInput, i: int) -> str:
-    """How an input is named in results and messages: its path as given, else "image i"."""
-    return str(item) if isinstance(item, str | Path) else f"image {i}"
+    """How an input is named in results and messages: its path as given (as `display_path` shows it,
+    so JSON and CSV of the results are valid UTF-8), else "image i"."""
+    return display_path(item) if isinstance(item, str | Path) else f"image {i}"
 
 
 def _images_below(folder: Path) -> Iterator[Path]:
@@ -108,8 +110,13 @@ def _images_below(folder: Path) -> Iterator[Path]:
 def _list_lines(path: Path) -> list[str]:
     try:
         text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"Cannot read the list of images {path}: {err}.") from None
+    except OSError as err:
+        raise ConfigError(f"Cannot read the list of images {display_path(path)}: {err.strerror}.") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"Cannot read the list of images {display_path(path)}: it is not UTF-8 text "
+            f"({err.reason} at byte {err.start})."
+        ) from None
     return [s for s in (line.strip() for line in text.splitlines()) if s and not s.startswith("#")]
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from tlearn.artifacts.bundle import CONFIG_FILE, load_bundle
 from tlearn.core.errors import BundleError, ConfigError
+from tlearn.data.sources import display_path
 from tlearn.infer.onnx_files import config_of, read_sidecar, sidecar_path, weights_digest
 from tlearn.infer.onnx_graph import bundle_to_onnx
 from tlearn.infer.onnx_predictor import BUNDLE_ONNX, OnnxPredictor
@@ -31,9 +32,9 @@ def load(bundle: str | Path, *, engine: str = "auto") -> BasePredictor:
     if engine == "onnx" or (engine == "auto" and is_onnx_file):
         return load_onnx(path)
     if is_onnx_file:
-        raise ConfigError(f"{path} is an ONNX file: it runs with --engine onnx, not {engine}.")
+        raise ConfigError(f"{display_path(path)} is an ONNX file: it runs with --engine onnx, not {engine}.")
     classifier, config = load_bundle(path)
-    return Predictor(classifier, config, source=str(path))
+    return Predictor(classifier, config, source=display_path(path))
 
 
 def load_onnx(path: str | Path) -> OnnxPredictor:
@@ -48,17 +49,17 @@ def load_onnx(path: str | Path) -> OnnxPredictor:
         if exported.is_file() and sidecar_path(exported).is_file():
             doc = read_sidecar(exported)
             if doc.get("weights_sha256") == weights_digest(path):
-                return OnnxPredictor(exported, config_of(doc, exported), source=str(path))
+                return OnnxPredictor(exported, config_of(doc, exported), source=display_path(path))
             log.info("%s was exported from other weights: exporting the bundle again, in memory.", exported)
         classifier, config = load_bundle(path)
-        predictor = Predictor(classifier, config, source=str(path))
-        return OnnxPredictor(bundle_to_onnx(predictor), predictor.config, source=str(path))
+        predictor = Predictor(classifier, config, source=display_path(path))
+        return OnnxPredictor(bundle_to_onnx(predictor), predictor.config, source=display_path(path))
     if not path.is_file():
         raise BundleError(
-            f"No such bundle or ONNX file: {path}.",
+            f"No such bundle or ONNX file: {display_path(path)}.",
             hint="Pass the folder that `tlearn train` wrote or the .onnx file that `tlearn export` wrote.",
         )
     if path.suffix.lower() != ".onnx":
-        raise BundleError(f"{path} is not an ONNX file.", hint="Pass a bundle folder or a .onnx file.")
+        raise BundleError(f"{display_path(path)} is not an ONNX file.", hint="Pass a bundle folder or a .onnx file.")
     doc = read_sidecar(path)
-    return OnnxPredictor(path, config_of(doc, path), source=str(path))
+    return OnnxPredictor(path, config_of(doc, path), source=display_path(path))

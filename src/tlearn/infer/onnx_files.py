@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from tlearn.artifacts.bundle import BUNDLE_FORMAT, WEIGHTS_FILE, BundleConfig
 from tlearn.core.errors import BundleError
 from tlearn.core.files import file_sha256, read_json
+from tlearn.data.sources import display_path
 from tlearn.infer.onnx_graph import INPUT_NAME, OUTPUT_NAME
 
 if TYPE_CHECKING:
@@ -33,17 +34,18 @@ def read_sidecar(model_path: Path) -> dict[str, Any]:
     side = sidecar_path(model_path)
     if not side.is_file():
         raise BundleError(
-            f"{model_path} has no {side.name} beside it: the classes and preprocessing are unknown.",
+            f"{display_path(model_path)} has no {display_path(side.name)} beside it: the classes and preprocessing "
+            "are unknown.",
             hint="Export the bundle again with `tlearn export BUNDLE --out FILE.onnx`; it writes both files.",
         )
     try:
         doc = read_json(side)
     except (OSError, ValueError) as err:
-        raise BundleError(f"Cannot read {side}: {err}.") from None
+        raise BundleError(f"Cannot read {display_path(side)}: {err}.") from None
     if not isinstance(doc, dict) or doc.get("format") != SIDECAR_FORMAT or not isinstance(doc.get("bundle"), dict):
         made_by = doc.get("tlearn", "an unknown version") if isinstance(doc, dict) else "?"
         raise BundleError(
-            f"{side} is not an export description this tlearn reads (made by tlearn {made_by}).",
+            f"{display_path(side)} is not an export description this tlearn reads (made by tlearn {made_by}).",
             hint="Export the bundle again with this tlearn.",
         )
     return doc
@@ -53,14 +55,14 @@ def config_of(doc: dict[str, Any], model_path: Path) -> BundleConfig:
     bundle = doc["bundle"]
     if bundle.get("format") != BUNDLE_FORMAT:
         raise BundleError(
-            f"{model_path} was exported from a bundle of format {bundle.get('format')}; this tlearn reads format "
-            f"{BUNDLE_FORMAT}.",
+            f"{display_path(model_path)} was exported from a bundle of format {bundle.get('format')}; this tlearn "
+            f"reads format {BUNDLE_FORMAT}.",
             hint="Export it again with this tlearn version.",
         )
     try:
         return BundleConfig.from_dict(bundle)
     except (KeyError, TypeError, ValueError) as err:
-        raise BundleError(f"The description beside {model_path} is damaged: {err}.") from None
+        raise BundleError(f"The description beside {display_path(model_path)} is damaged: {err}.") from None
 
 
 def sidecar_doc(
