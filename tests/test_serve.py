@@ -92,7 +92,8 @@ def test_health_and_model(client: TestClient) -> None:
     assert info["classes"] == ["blue_triangle", "green_square", "red_circle", "yellow_star"]
     assert info["input_size"] == [64, 64] and info["version"] == tlearn.__version__
     assert set(info["metrics"]) == {"val", "test"} and 0.5 <= info["metrics"]["test"]["accuracy"] <= 1
-    assert info["limits"] == {"max_mb": 0.25, "max_batch": MAX_BATCH, "max_megapixels": 50.0}
+    limits = info["limits"]
+    assert (limits["max_mb"], limits["max_batch"], limits["max_megapixels"]) == (0.25, MAX_BATCH, 50.0)
 
 
 def test_page_is_self_contained(client: TestClient) -> None:
@@ -329,11 +330,26 @@ def test_cli_serves_on_loopback_and_warns_about_open_hosts(  # type: ignore[no-u
     page = TestClient(calls[-1]["app"]).get("/")
     assert page.status_code == 200
 
-    res = run_cli("serve", tiny_bundle, "--host", "0.0.0.0", "--port", port, "--max-mb", "2")
+    assert calls[-1]["timeout_keep_alive"] == 5 and calls[-1]["limit_concurrency"] == 64  # idle connections close
+
+    res = run_cli(
+        "serve", tiny_bundle, "--host", "0.0.0.0", "--port", port, "--max-mb", "2",
+        "--threads", "1", "--max-pending", "20", "--timeout", "12.5", "--max-batch-mp", "60",
+    )  # fmt: skip
     assert res.code == 0, res.err
-    assert calls[-1]["host"] == "0.0.0.0"
+    assert calls[-1]["host"] == "0.0.0.0" and calls[-1]["limit_concurrency"] == 80
     assert "Listening on 0.0.0.0: any machine that can reach this one can use the model" in res.out
-    assert TestClient(calls[-1]["app"]).get("/model").json()["limits"]["max_mb"] == 2
+    limits = TestClient(calls[-1]["app"]).get("/model").json()["limits"]
+    assert limits["max_mb"] == 2 and limits["threads"] == 1 and limits["max_pending"] == 20
+    assert limits["timeout_seconds"] == 12.5 and limits["max_batch_megapixels"] == 60
+
+
+def test_cli_says_every_bad_limit_at_once_before_loading(run_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    res = run_cli("serve", tmp_path / "no-bundle", "--threads", "0", "--timeout", "0", "--max-batch-mp", "10")
+    assert res.code == 1
+    assert "--threads must be 1 or more. Got 0." in res.err and "--timeout must be more than 0 seconds" in res.err
+    assert "--max-batch-mp must be at least the per-image limit (50 MP)" in res.err
+    assert "no-bundle" not in res.err  # the limits are checked first: no model was looked for
 
 
 def test_cli_says_when_the_port_is_taken(run_cli, tiny_bundle: Path) -> None:  # type: ignore[no-untyped-def]

@@ -5,9 +5,11 @@ pixels per request, seconds per request)."""
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -15,14 +17,16 @@ import pytest
 
 import tlearn
 import tlearn.infer.inputs
+from tlearn.core.errors import ConfigError
 from tlearn.infer.predictor import BasePredictor
 
 pytest.importorskip("fastapi")
 import httpx
 from fastapi.testclient import TestClient
 
-from test_serve import running_server
+from test_serve import png_claiming, running_server
 from tlearn.serve.app import create_app
+from tlearn.serve.limits import Limits
 
 
 @pytest.fixture(scope="module")
@@ -136,3 +140,122 @@ def test_an_unexpected_error_is_a_json_500(
     )
     assert res.status_code == 500
     assert res.json() == {"error": "internal_error", "detail": "The server failed on this request (RuntimeError)."}
+
+
+# 2. Bounded work: images decoding at once, requests in progress, pixels per request, time per request.
+
+
+def test_at_most_threads_images_decode_at_once(
+    predictor: BasePredictor, photo: bytes, gauge: Callable[..., Gauge]
+) -> None:
+    g = gauge(delay=0.05)
+    app = create_app(predictor, max_batch=4, threads=2, max_pending=8)
+    with running_server(app) as url:
+
+        def one_client(k: int) -> int:
+            with httpx.Client(base_url=url, timeout=30) as http:
+                return http.post("predict/batch", files=batch(photo, 4)).status_code
+
+        with ThreadPoolExecutor(4) as pool:
+            codes = list(pool.map(one_client, range(4)))
+    assert codes == [200] * 4
+    assert g.calls == 16 and g.peak == 2  # 16 images from 4 clients at once, never more than 2 decoding
+
+
+def test_a_full_server_answers_503_with_retry_after(
+    predictor: BasePredictor, photo: bytes, gauge: Callable[..., Gauge]
+) -> None:
+    g = gauge(hold=True)
+    app = create_app(predictor, threads=1, max_pending=1)
+    with running_server(app) as url, httpx.Client(base_url=url, timeout=30) as http, ThreadPoolExecutor(1) as pool:
+        first = pool.submit(http.post, "predict", content=photo, headers={"content-type": "image/jpeg"})
+        assert g.started.wait(10)
+        res = http.post("predict", content=photo, headers={"content-type": "image/jpeg"})
+        assert res.status_code == 503, res.text
+        assert res.json()["error"] == "busy" and "1 request" in res.json()["detail"]
+        assert int(res.headers["retry-after"]) >= 1
+        assert http.get("health").status_code == 200  # the model's page and status are not queued
+        g.release.set()
+        assert first.result(timeout=30).status_code == 200
+        assert http.post("predict", content=photo, headers={"content-type": "image/jpeg"}).status_code == 200
+
+
+def test_the_pixels_of_a_batch_are_capped_before_decoding(
+    predictor: BasePredictor, gauge: Callable[..., Gauge]
+) -> None:
+    """16 images of 49 MP are each under the 50 MP limit; together they are refused, and nothing is decoded."""
+    g = gauge()
+    c = TestClient(create_app(predictor, max_batch=16, max_batch_pixels=200_000_000))
+    bombs = [("files", (f"{i}.png", png_claiming(7000, 7000), "image/png")) for i in range(16)]
+    res = c.post("/predict/batch", files=bombs)
+    assert res.status_code == 413, res.text
+    assert res.json() == {
+        "error": "too_many_pixels",
+        "detail": "The images of this request hold 784 megapixels together, over the 200 MP limit of one "
+        "request: send fewer or smaller images per request.",
+    }
+    assert g.calls == 0
+    # An image over the per-image limit is refused on its own without decoding, so it does not count.
+    res = c.post("/predict/batch", files=[bombs[0], ("files", ("big.png", png_claiming(10_000, 10_000), "image/png"))])
+    assert res.status_code == 422  # neither is usable: a 1-pixel body claiming 49 MP is corrupt; 100 MP is a bomb
+    assert [r["error"] for r in res.json()["results"]] == ["corrupt_image", "too_many_pixels"]
+
+
+def test_a_slow_request_is_a_504_and_the_next_one_is_served(
+    predictor: BasePredictor, photo: bytes, gauge: Callable[..., Gauge]
+) -> None:
+    g = gauge(delay=1.5)
+    c = TestClient(create_app(predictor, threads=1, timeout=0.3))
+    start = time.perf_counter()
+    res = c.post("/predict", content=photo, headers={"content-type": "image/jpeg"})
+    assert time.perf_counter() - start < 1.2  # answered at the deadline, not when the decoder is done
+    assert res.status_code == 504
+    assert res.json() == {
+        "error": "timeout",
+        "detail": "The request took longer than the server's limit of 0.3 s: try again, or send fewer or "
+        "smaller images.",
+    }
+    g.delay = 0
+    time.sleep(1.5)  # the running decode finishes (a thread cannot be interrupted); its slot is then free
+    assert c.post("/predict", content=photo, headers={"content-type": "image/jpeg"}).status_code == 200
+
+
+def test_a_body_that_stops_arriving_is_a_408(predictor: BasePredictor) -> None:
+    with running_server(create_app(predictor, timeout=0.5)) as url:
+        port = int(url.rsplit(":", 1)[1].strip("/"))
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(
+                b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: 5000\r\n\r\n"
+            )
+            sock.sendall(b"\xff\xd8" + b"\0" * 100)  # then nothing more
+            answer = b""
+            while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408")
+    assert json.loads(body)["error"] == "body_timeout"
+
+
+def test_limits_are_checked_together_and_name_the_flags() -> None:
+    with pytest.raises(ConfigError) as err:
+        Limits(threads=0, max_pending=0, timeout=0, max_batch_pixels=1)
+    message = str(err.value)
+    for flag in ("--threads", "--max-pending", "--timeout", "--max-batch-mp"):
+        assert flag in message
+    assert "Got 0" in message
+
+
+def test_model_lists_every_limit(client: TestClient) -> None:
+    limits = client.get("/model").json()["limits"]
+    assert limits == {
+        "max_mb": 10,
+        "max_batch": 4,
+        "max_megapixels": 50.0,
+        "max_batch_megapixels": 200.0,
+        "threads": Limits().threads,
+        "max_pending": 16,
+        "timeout_seconds": 30.0,
+    }

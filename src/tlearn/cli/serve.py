@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
@@ -12,6 +13,7 @@ import typer
 from tlearn.cli.app import app
 from tlearn.cli.render import console
 from tlearn.core.errors import ConfigError, ExtraMissingError
+from tlearn.serve.limits import KEEP_ALIVE_SECONDS, SHUTDOWN_SECONDS, Limits
 
 
 @app.command("serve")
@@ -26,9 +28,29 @@ def serve(
     engine: Annotated[
         str | None, typer.Option(help="torch, or onnx for ONNX Runtime (default: torch; onnx for a .onnx file).")
     ] = None,
-    max_mb: Annotated[float, typer.Option("--max-mb", help="Largest image file accepted, in MB.", min=0.01)] = 10,
-    max_batch: Annotated[int, typer.Option(help="Most images in one /predict/batch request.", min=1)] = 16,
+    max_mb: Annotated[
+        float, typer.Option("--max-mb", help="Largest image file accepted, in MB.", min=0.01)
+    ] = Limits.max_mb,
+    max_batch: Annotated[
+        int, typer.Option(help="Most images in one /predict/batch request.", min=1)
+    ] = Limits.max_batch,
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="Classes returned per image by default.", min=1)] = 5,
+    max_batch_mp: Annotated[
+        float, typer.Option("--max-batch-mp", help="Most megapixels in one request, summed over its images.")
+    ] = Limits.max_batch_pixels / 1e6,
+    threads: Annotated[
+        int,
+        typer.Option(
+            help="Images decoded, or batches run through the network, at once (default: one per core, at most 2). "
+            "Each image decoding at the 50 MP limit can take 0.4 to 1.3 GB."
+        ),
+    ] = Limits.threads,
+    max_pending: Annotated[
+        int, typer.Option(help="Requests in progress at once; one more is answered 503 with Retry-After.")
+    ] = Limits.max_pending,
+    timeout: Annotated[
+        float, typer.Option(help="Seconds a request may take; then it is answered 504 (408 while it uploads).")
+    ] = Limits.timeout,
 ) -> None:
     """Serve a model over HTTP: a web page at /, a JSON API (/predict, /predict/batch, /model), docs at /docs."""
     try:
@@ -39,9 +61,17 @@ def serve(
         raise ExtraMissingError(err.name or "fastapi", "serve") from None
     from tlearn.infer.load import load
 
+    limits = Limits(  # checked before the model is loaded
+        max_mb=max_mb,
+        max_batch=max_batch,
+        max_batch_pixels=round(max_batch_mp * 1e6),
+        threads=threads,
+        max_pending=max_pending,
+        timeout=timeout,
+    )
     check_port_free(host, port)
     predictor = load(bundle, engine=engine or "auto")
-    web_app = create_app(predictor, max_mb=max_mb, max_batch=max_batch, top_k=top_k)
+    web_app = create_app(predictor, top_k=top_k, **asdict(limits))
     shown = f"[{host}]" if ":" in host else host
     if not is_loopback(host):
         console.print(
@@ -55,7 +85,15 @@ def serve(
         f"Serving [bold]{predictor.config.backbone}[/] ({len(predictor.classes)} classes, {predictor.engine} engine) "
         f"at [bold]http://{shown}:{port}/[/]  API docs: http://{shown}:{port}/docs  (Ctrl-C stops it)"
     )
-    uvicorn.run(web_app, host=host, port=port, log_level="warning")
+    uvicorn.run(
+        web_app,
+        host=host,
+        port=port,
+        log_level="warning",
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
+        limit_concurrency=limits.connection_limit,
+        timeout_graceful_shutdown=SHUTDOWN_SECONDS,
+    )
 
 
 def is_loopback(host: str) -> bool:

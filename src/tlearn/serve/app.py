@@ -8,14 +8,19 @@
 
 Bad input is the client's fault and is answered with a 4xx and {"error": code, "detail": message}:
 an empty body (400), a file over `max_mb` (413), too many files (400), not an image (415), a
-truncated or corrupt image (422), an image bomb (413, refused before decoding); see `errors.py`.
-Bodies are counted as they arrive, so an oversized upload is cut off rather than read (`uploads.py`).
-Decoding and inference run in worker threads: the event loop stays free to accept requests while
-Pillow and the model work. The endpoints themselves are in `routes.py`.
+truncated or corrupt image (422), an image bomb (413, refused before decoding), JSON nested too
+deep (400); see `errors.py`. Bodies are counted as they arrive, so an oversized upload is cut off
+rather than read (`uploads.py`). A server at its limits says so: 503 with Retry-After when
+`max_pending` requests are in progress, 413 for more pixels in one request than `max_batch_pixels`,
+408 / 504 past `timeout` seconds (`limits.py`, `work.py`). Decoding and inference run on a pool of
+`threads` threads: the event loop stays free to accept requests while Pillow and the model work.
+The endpoints themselves are in `routes.py`.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
 
@@ -26,40 +31,56 @@ from tlearn.core.version import __version__
 from tlearn.infer.predictor import BasePredictor
 from tlearn.serve import routes
 from tlearn.serve.errors import add_error_handlers
-
-# A server decodes what strangers send: 50 MP is a 48 MP phone photo with room to spare, and a
-# sixth of what a 100 MP PNG bomb would allocate (300 MB) per request.
-SERVER_MAX_PIXELS = 50_000_000
+from tlearn.serve.limits import Limits
+from tlearn.serve.work import Work
 
 
 def create_app(
     predictor: BasePredictor,
     *,
-    max_mb: float = 10,
-    max_batch: int = 16,
     top_k: int = 5,
-    max_pixels: int = SERVER_MAX_PIXELS,
+    max_mb: float = Limits.max_mb,
+    max_batch: int = Limits.max_batch,
+    max_pixels: int = Limits.max_pixels,
+    max_batch_pixels: int = Limits.max_batch_pixels,
+    threads: int = Limits.threads,
+    max_pending: int = Limits.max_pending,
+    timeout: float = Limits.timeout,
 ) -> FastAPI:
     """A FastAPI app serving `predictor` (loaded once, shared by every request).
 
-    `max_mb` caps each image file, `max_batch` the images of one /predict/batch request, `top_k`
-    the classes returned unless a request asks for another number (?top_k=N), `max_pixels` the
-    size of image that is decoded at all.
+    `top_k` is the classes returned unless a request asks for another number (?top_k=N); the other
+    keywords are the server's `Limits` (see there). Raises ConfigError for limits that make no sense.
     """
     config = predictor.config
+    limits = Limits(
+        max_mb=max_mb,
+        max_batch=max_batch,
+        max_pixels=max_pixels,
+        max_batch_pixels=max_batch_pixels,
+        threads=threads,
+        max_pending=max_pending,
+        timeout=timeout,
+    )
     served = routes.Served(
         predictor=predictor,
         name=Path(predictor.source).name if predictor.source else config.backbone,
         page=resources.files("tlearn").joinpath("static/index.html").read_text(encoding="utf-8"),
-        max_mb=max_mb,
-        max_batch=max_batch,
         top_k=max(1, min(top_k, len(predictor.classes))),
-        max_pixels=max_pixels,
+        limits=limits,
+        work=Work(predictor, limits),
     )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        served.work.close()
+
     app = FastAPI(
         title=f"tlearn: {served.name}",
         version=__version__,
         description=f"Image classification with {config.backbone} ({len(predictor.classes)} classes).",
+        lifespan=lifespan,
     )
     app.state.served = served
     add_error_handlers(app)

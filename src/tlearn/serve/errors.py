@@ -21,7 +21,6 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from tlearn.core.errors import EmptyFile, ImageError, ImageTooLarge, NotAnImage, TruncatedImage
-from tlearn.infer.results import Failure
 
 log = logging.getLogger(__name__)
 
@@ -40,18 +39,19 @@ OTHER_IMAGE_STATUS = (422, "bad_image")
 class ApiError(Exception):
     """A request the server refuses: HTTP `status`, a short machine-readable `error`, a sentence for people."""
 
-    def __init__(self, status: int, error: str, detail: str) -> None:
+    def __init__(self, status: int, error: str, detail: str, *, headers: dict[str, str] | None = None) -> None:
         super().__init__(detail)
         self.status, self.error, self.detail = status, error, detail
+        self.headers = headers or {}  # e.g. Retry-After on a 503
 
     def to_dict(self) -> dict[str, Any]:
         return {"error": self.error, "detail": self.detail, "status": self.status}
 
 
-def image_error(name: str, failure: Failure) -> ApiError:
+def image_error(name: str, err: ImageError) -> ApiError:
     """The answer to an upload called `name` that the decoder could not use."""
-    status, error = next(((s, e) for kind, s, e in IMAGE_STATUS if issubclass(failure.kind, kind)), OTHER_IMAGE_STATUS)
-    return ApiError(status, error, f"{name}: {failure.reason}.")
+    status, error = next(((s, e) for kind, s, e in IMAGE_STATUS if isinstance(err, kind)), OTHER_IMAGE_STATUS)
+    return ApiError(status, error, f"{name}: {err.message}.")
 
 
 def too_large(limit: int) -> ApiError:
@@ -67,7 +67,7 @@ def add_error_handlers(app: FastAPI) -> None:
 
 
 async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-    return JSONResponse({"error": exc.error, "detail": exc.detail}, status_code=exc.status)
+    return JSONResponse({"error": exc.error, "detail": exc.detail}, status_code=exc.status, headers=exc.headers)
 
 
 async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:

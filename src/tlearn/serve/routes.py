@@ -8,30 +8,26 @@ from typing import Any
 
 from fastapi import Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse
-from starlette.concurrency import run_in_threadpool
 
+from tlearn.core.errors import ImageError
 from tlearn.core.version import __version__
 from tlearn.infer.predictor import BasePredictor
-from tlearn.infer.results import Failure, Prediction
 from tlearn.serve.errors import ApiError, image_error
+from tlearn.serve.limits import Limits
 from tlearn.serve.uploads import Upload, read_uploads, size_problem
+from tlearn.serve.work import Work
 
 
 @dataclass(frozen=True)
 class Served:
-    """One loaded model and the limits it is served with (see `create_app`)."""
+    """One loaded model, the limits it is served with (see `create_app`) and the work in progress."""
 
     predictor: BasePredictor
     name: str
     page: str  # the web page at /
-    max_mb: float
-    max_batch: int
     top_k: int  # classes returned by default, between 1 and the number of classes
-    max_pixels: int
-
-    @property
-    def file_limit(self) -> int:
-        return int(self.max_mb * 1024 * 1024)
+    limits: Limits
+    work: Work
 
 
 K_QUERY = Query(None, ge=1, description="Classes to return (default: the server's; at most all classes).")
@@ -68,17 +64,19 @@ async def model(request: Request) -> dict[str, Any]:
         "trained_with": config.versions.get("tlearn"),
         "created": config.created,
         "top_k": s.top_k,
-        "limits": {"max_mb": s.max_mb, "max_batch": s.max_batch, "max_megapixels": s.max_pixels / 1e6},
+        "limits": s.limits.to_dict(),
     }
 
 
 async def predict(request: Request, top_k: int | None = K_QUERY) -> dict[str, Any]:
     """Top-k classes of one image."""
     start, s = time.perf_counter(), served(request)
-    uploads = await read_uploads(request, file_limit=s.file_limit, max_files=1, field="file")
-    if len(uploads) > 1:
-        raise ApiError(400, "too_many_files", f"/predict takes one image, got {len(uploads)}: use /predict/batch.")
-    (result,) = await answer(s, uploads, top_k or s.top_k)
+    async with s.work.admit() as admitted:
+        uploads = await read_uploads(request, file_limit=s.limits.file_limit, max_files=1, field="file")
+        admitted.body_read()
+        if len(uploads) > 1:
+            raise ApiError(400, "too_many_files", f"/predict takes one image, got {len(uploads)}: use /predict/batch.")
+        (result,) = await answer(s, uploads, top_k or s.top_k)
     if "error" in result:
         raise ApiError(result["status"], result["error"], result["detail"])
     return {**result, "seconds": round(time.perf_counter() - start, 4)}
@@ -87,8 +85,12 @@ async def predict(request: Request, top_k: int | None = K_QUERY) -> dict[str, An
 async def predict_batch(request: Request, top_k: int | None = K_QUERY) -> Any:
     """Top-k classes of several images; each file is answered, and one that fails does not fail the others."""
     start, s = time.perf_counter(), served(request)
-    uploads = await read_uploads(request, file_limit=s.file_limit, max_files=s.max_batch, field="files")
-    results = await answer(s, uploads, top_k or s.top_k)
+    async with s.work.admit() as admitted:
+        uploads = await read_uploads(
+            request, file_limit=s.limits.file_limit, max_files=s.limits.max_batch, field="files"
+        )
+        admitted.body_read()
+        results = await answer(s, uploads, top_k or s.top_k)
     doc = {"results": results, "seconds": round(time.perf_counter() - start, 4)}
     if all("error" in r for r in results):  # nothing to show: the request as a whole failed
         first = results[0]
@@ -99,30 +101,24 @@ async def predict_batch(request: Request, top_k: int | None = K_QUERY) -> Any:
 async def answer(s: Served, uploads: list[Upload], k: int) -> list[dict[str, Any]]:
     """One result per upload, in order: {"file", "predictions"} or {"file", "error", "detail", "status"}.
 
-    Decoding and inference run in a worker thread: the event loop stays free to accept requests.
+    Uploads that are empty or over the size limit are answered without decoding; the others go to the
+    server's bounded pool of decoding threads (`work.py`), so the event loop stays free.
     """
-    problems = {i: p for i, u in enumerate(uploads) if (p := size_problem(u, s.file_limit, s.max_mb))}
+    problems = {i: p for i, u in enumerate(uploads) if (p := size_problem(u, s.limits.file_limit, s.limits.max_mb))}
     ok = [u for i, u in enumerate(uploads) if i not in problems]
-    found = await run_in_threadpool(
-        s.predictor.predict_many,
-        [u.data for u in ok],
-        names=[str(i) for i in range(len(ok))],  # positions: upload names may repeat
-        top_k=k,
-        max_pixels=s.max_pixels,
-    )
-    every: list[Prediction | Failure] = [*found.items, *found.failures]
-    outcome = {int(x.source): x for x in every}
-    decoded = iter(range(len(ok)))
+    found = iter(await s.work.predict([u.data for u in ok], top_k=k))
     out = []
     for i, u in enumerate(uploads):
         if i in problems:
             out.append({"file": u.name, **problems[i].to_dict()})
             continue
-        item = outcome[next(decoded)]
-        if isinstance(item, Prediction):
-            out.append({"file": u.name, "predictions": item.to_dict()["predictions"]})
-        else:
+        item = next(found)
+        if isinstance(item, ImageError):
             out.append({"file": u.name, **image_error(u.name, item).to_dict()})
+        else:
+            out.append(
+                {"file": u.name, "predictions": [{"class": c.label, "probability": c.probability} for c in item]}
+            )
     return out
 
 
