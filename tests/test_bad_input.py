@@ -142,3 +142,82 @@ def test_train_on_a_file_name_not_utf8_finishes(run_cli, tmp_path: Path) -> None
     for name in ("split.json", "check.json", "tlearn.json", "predictions.csv"):
         valid_utf8((out / name).read_bytes().decode("utf-8"))
     assert "caf\\xe9.jpg" in (out / "split.json").read_text(encoding="utf-8")
+
+
+# --- 2. symlink loops and links ---------------------------------------------------------------------
+
+
+def two_classes(root: Path, n: int = 20) -> Path:
+    for cls, rgb in (("cats", (200, 30, 30)), ("dogs", (30, 30, 200))):
+        (root / cls).mkdir(parents=True)
+        for i in range(n):
+            (root / cls / f"{i:02d}.jpg").write_bytes(jpeg_bytes(solid((rgb[0], rgb[1], i * 10))))
+    return root
+
+
+def test_symlink_loop_in_a_class_folder_counts_each_file_once(tmp_path: Path) -> None:
+    data = two_classes(tmp_path / "pets")
+    (data / "cats" / "loop").symlink_to(".")  # ln -s . loop
+    ds = load_dataset(data)
+    assert sum(s.label == "cats" for s in ds.samples) == 20  # not 820
+    assert [(i.path.name, i.reason) for i in ds.ignored] == [("loop", "a link to cats, listed already")]
+
+
+def test_linked_folder_is_followed_once_and_a_second_link_to_it_is_named(tmp_path: Path) -> None:
+    data = two_classes(tmp_path / "pets", n=3)
+    extra = tmp_path / "more cats"
+    extra.mkdir()
+    (extra / "x.jpg").write_bytes(jpeg_bytes(solid((1, 2, 3))))
+    (data / "cats" / "more").symlink_to(extra)  # photos kept elsewhere: followed
+    (data / "cats" / "again").symlink_to(extra)  # the same folder a second time: once is enough
+    ds = load_dataset(data)
+    cats = sorted(s.path.relative_to(data).as_posix() for s in ds.samples if s.label == "cats")
+    assert cats == ["cats/00.jpg", "cats/01.jpg", "cats/02.jpg", "cats/again/x.jpg"]  # sorted: again/ first
+    assert [(i.path.name, i.reason) for i in ds.ignored] == [("more", "a link to cats/again, listed already")]
+
+
+def test_same_file_by_a_link_or_a_hard_link_is_counted_once_and_named(tmp_path: Path) -> None:
+    data = two_classes(tmp_path / "pets", n=3)
+    (data / "cats" / "link.jpg").symlink_to(data / "cats" / "00.jpg")
+    os.link(data / "cats" / "01.jpg", data / "dogs" / "hard.jpg")  # one file under two classes
+    (data / "dogs" / "dangling.jpg").symlink_to(data / "nowhere.jpg")
+    ds = load_dataset(data)
+    assert len(ds.samples) == 6
+    assert {i.path.name: i.reason for i in ds.ignored} == {
+        "link.jpg": "same file as cats/00.jpg (a link)",
+        "hard.jpg": "same file as cats/01.jpg (a hard link)",
+        "dangling.jpg": "a link to nothing (no such file)",
+    }
+
+
+def test_check_counts_a_class_folder_with_a_symlink_loop_once(run_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    data = two_classes(tmp_path / "pets")
+    (data / "cats" / "loop").symlink_to(".")
+    res = run_cli("check", data, "--json")
+    doc = json.loads(res.out)
+    assert doc["counts"] == {"cats": 20, "dogs": 20}
+    assert doc["ignored"] == [{"path": str(data / "cats" / "loop"), "reason": "a link to cats, listed already"}]
+
+
+def test_predict_on_a_folder_with_a_symlink_loop_predicts_each_image_once(
+    run_cli, tiny_bundle: Path, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    data = two_classes(tmp_path / "pets", n=2)
+    (data / "cats" / "loop").symlink_to(".")
+    (data / "cats" / "link.jpg").symlink_to(data / "cats" / "00.jpg")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "z.jpg").write_bytes(jpeg_bytes(solid((9, 9, 9))))
+    (data / "dogs" / "more").symlink_to(elsewhere)  # a linked folder is followed, as training does
+    res = run_cli("predict", tiny_bundle, data, "--format", "json")
+    assert res.code == 0, res.err
+    names = [Path(p["path"]).relative_to(data).as_posix() for p in json.loads(res.out)["predictions"]]
+    assert names == ["cats/00.jpg", "cats/01.jpg", "dogs/00.jpg", "dogs/01.jpg", "dogs/more/z.jpg"]
+
+
+def test_predict_names_each_file_once_however_it_is_given(tiny_bundle: Path, tmp_path: Path) -> None:
+    from tlearn.infer.inputs import find_images
+
+    data = two_classes(tmp_path / "pets", n=1)
+    files, failures = find_images([data, data / "cats" / "00.jpg", tmp_path / "pets" / "cats" / ".." / "cats"])
+    assert [f.relative_to(data).as_posix() for f in files] == ["cats/00.jpg", "dogs/00.jpg"] and not failures

@@ -99,7 +99,7 @@ def _render_report(report: DatasetReport, *, show: int) -> None:
         console.print(bad)
         _more(len(report.unreadable), show)
     if report.ignored:
-        console.print(f"Ignored {len(report.ignored)} files that are not images:")
+        console.print(f"Ignored {len(report.ignored)} files (not images, or listed already):")
         for i in report.ignored[:show]:
             console.print(f"  {escape(short_path(i.path, root))}: {escape(i.reason)}")
         _more(len(report.ignored), show)

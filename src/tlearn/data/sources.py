@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import os
+import stat
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -131,12 +132,12 @@ def load_dataset(path: str | Path) -> Dataset:
             f"{shown} mixes split folders ({names}) with class folders.",
             hint="Use either train/ val/ test/ folders that each hold class folders, or class folders only.",
         )
-    samples, empty, ignored = _from_class_folders(subdirs, split=None)
+    samples, empty, ignored = _from_class_folders(subdirs, split=None, walk=FileWalk(root))
     return _build(root, "folders", samples, empty, ignored)
 
 
 def _from_class_folders(
-    class_dirs: list[Path], split: SplitName | None
+    class_dirs: list[Path], split: SplitName | None, walk: FileWalk
 ) -> tuple[list[Sample], list[str], list[Ignored]]:
     samples: list[Sample] = []
     empty: list[str] = []
@@ -144,8 +145,10 @@ def _from_class_folders(
     for class_dir in sorted(class_dirs, key=lambda d: d.name):
         label = display_path(class_dir.name)  # a class name is text: it goes into tlearn.json, tables, JSON
         found = 0
-        for f in _walk_files(class_dir):
-            if is_image_path(f):
+        for f in walk.files(class_dir):
+            if isinstance(f, Ignored):
+                ignored.append(f)
+            elif is_image_path(f):
                 samples.append(Sample(f, label, split))
                 found += 1
             else:
@@ -165,11 +168,12 @@ def _from_split_folders(root: Path, split_dirs: dict[Path, SplitName]) -> Datase
     samples: list[Sample] = []
     empty: set[str] = set()
     ignored: list[Ignored] = []
+    walk = FileWalk(root)  # one for all splits: a file linked into train/ and test/ is listed once
     for split_dir, split in sorted(split_dirs.items(), key=lambda kv: kv[0].name):
         class_dirs = [d for d in _visible_children(split_dir) if d.is_dir()]
         loose = [f for f in _visible_children(split_dir) if f.is_file()]
         ignored += [Ignored(f, f"not in a class folder of {split_dir.name}/") for f in loose]
-        s, e, i = _from_class_folders(class_dirs, split)
+        s, e, i = _from_class_folders(class_dirs, split, walk)
         samples += s
         empty |= set(e)
         ignored += i
@@ -264,9 +268,82 @@ def _visible_children(folder: Path) -> list[Path]:
     return [c for c in children if not c.name.startswith(".") and c.name not in _JUNK]
 
 
-def _walk_files(folder: Path) -> Iterator[Path]:
-    for child in _visible_children(folder):
-        if child.is_dir():
-            yield from _walk_files(child)
-        elif child.is_file():
-            yield child
+class FileWalk:
+    """The files below folders, each listed once: what training and `tlearn predict` read.
+
+    Links are followed, as a user who links a folder of photos into a class folder expects, but each
+    folder is entered once (by device and inode), so a loop such as `ln -s . loop` is seen at once,
+    not followed 40 times until the kernel refuses. A file reached a second time (a link, a hard
+    link) is not listed again: training on two copies of one file would put one in train and the
+    other in test. Hidden files and the junk of other systems (__MACOSX, Thumbs.db) are skipped.
+    """
+
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = root  # names in reasons are relative to it
+        self._folders: dict[tuple[int, int] | str, Path] = {}
+        self._files: dict[tuple[int, int] | str, Path] = {}
+
+    def files(self, folder: Path) -> Iterator[Path | Ignored]:
+        """Regular files below `folder`, sorted, and an Ignored (with why) for each link not followed."""
+        try:
+            key = _identity(folder, folder.stat())
+        except OSError:
+            return
+        if key in self._folders:
+            return
+        self._folders[key] = folder
+        yield from self._below(folder)
+
+    def listed(self, path: Path) -> bool:
+        """Has the folder or file at `path` been listed already?"""
+        try:
+            key = _identity(path, path.stat())
+        except OSError:
+            return False
+        return key in self._folders or key in self._files
+
+    def add_file(self, path: Path) -> bool:
+        """Record a file named directly; False when it was listed already."""
+        try:
+            key = _identity(path, path.stat())
+        except OSError:
+            return True  # not there: the caller reports it when it reads it
+        return self._files.setdefault(key, path) is path
+
+    def _below(self, folder: Path) -> Iterator[Path | Ignored]:
+        for child in _visible_children(folder):
+            try:
+                st = child.stat()  # follows a link
+            except FileNotFoundError:
+                yield Ignored(child, "a link to nothing (no such file)")
+                continue
+            except OSError as err:
+                yield Ignored(child, f"cannot be read ({err.strerror})")
+                continue
+            key = _identity(child, st)
+            if stat.S_ISDIR(st.st_mode):
+                if key in self._folders:
+                    yield Ignored(child, f"a link to {self._name(self._folders[key])}, listed already")
+                else:
+                    self._folders[key] = child
+                    yield from self._below(child)
+            elif stat.S_ISREG(st.st_mode):
+                first = self._files.setdefault(key, child)
+                if first is child:
+                    yield child
+                else:
+                    how = "a link" if child.is_symlink() or first.is_symlink() else "a hard link"
+                    yield Ignored(child, f"same file as {self._name(first)} ({how})")
+            else:
+                yield Ignored(child, "not a regular file (a pipe, socket or device)")
+
+    def _name(self, path: Path) -> str:
+        if self.root is not None and path.is_relative_to(self.root):
+            return display_path(path.relative_to(self.root).as_posix())
+        return display_path(path)
+
+
+def _identity(path: Path, st: os.stat_result) -> tuple[int, int] | str:
+    """What makes two paths one file: device and inode; the resolved path where a file system has no
+    inode numbers (st_ino 0, as FAT drives on Windows may give)."""
+    return (st.st_dev, st.st_ino) if st.st_ino else str(path.resolve())

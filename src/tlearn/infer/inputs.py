@@ -8,8 +8,7 @@ short side, same interpolation), so a bundle predicts on what it was evaluated o
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,7 @@ from PIL import Image
 from tlearn.core.errors import ConfigError, ImageError
 from tlearn.core.preprocessing import Preprocessing
 from tlearn.data.images import MAX_PIXELS, decode_image, is_image_path, shrink_to_short_side, upright_rgb
-from tlearn.data.sources import display_path
+from tlearn.data.sources import FileWalk, display_path
 from tlearn.infer.results import Failure
 
 ImageInput = str | Path | bytes | Image.Image | np.ndarray
@@ -28,32 +27,37 @@ LIST_SUFFIXES = frozenset({".txt", ".lst"})  # a text file of image paths, one p
 def find_images(paths: Sequence[str | Path]) -> tuple[list[Path], list[Failure]]:
     """Expand what a user names into image files, in order, each once.
 
-    A folder gives its image files (by extension, recursively, sorted, hidden files skipped); a
-    .txt or .lst file gives the paths it lists, one per line (relative to the list's folder; blank
-    lines and # comments skipped); any other file is taken as an image. Paths that do not exist are
-    returned as failures, as are folders without images.
+    A folder gives its image files (by extension, recursively, sorted, hidden files skipped, links
+    followed once: see `FileWalk`); a .txt or .lst file gives the paths it lists, one per line
+    (relative to the list's folder; blank lines and # comments skipped); any other file is taken as
+    an image. A file reached twice (named again, by a link, a hard link) is listed once. Paths that
+    do not exist are returned as failures, as are folders without images.
     """
-    found: dict[Path, None] = {}
+    found: list[Path] = []
     failures: list[Failure] = []
+    walk = FileWalk()
 
     def add(path: Path, *, from_list: bool = False) -> None:
         if path.is_dir():
-            images = list(_images_below(path))
+            if walk.listed(path):
+                return
+            images = [f for f in walk.files(path) if isinstance(f, Path) and is_image_path(f)]
             if not images:
                 failures.append(Failure(display_path(path), "folder holds no image files"))
-            found.update(dict.fromkeys(images))
+            found.extend(images)
         elif path.is_file() and path.suffix.lower() in LIST_SUFFIXES and not from_list:
             for line in _list_lines(path):
                 entry = Path(line).expanduser()
                 add(entry if entry.is_absolute() else path.parent / entry, from_list=True)
         elif path.exists():
-            found[path] = None
+            if walk.add_file(path):
+                found.append(path)
         else:
             failures.append(Failure(display_path(path), "no such file or folder"))
 
     for p in paths:
         add(Path(p).expanduser())
-    return list(found), failures
+    return found, failures
 
 
 def decode_input(image: ImageInput, prep: Preprocessing, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
@@ -96,15 +100,6 @@ def input_name(item: ImageInput, i: int) -> str:
     """How an input is named in results and messages: its path as given (as `display_path` shows it,
     so JSON and CSV of the results are valid UTF-8), else "image i"."""
     return display_path(item) if isinstance(item, str | Path) else f"image {i}"
-
-
-def _images_below(folder: Path) -> Iterator[Path]:
-    for root, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(files):
-            path = Path(root) / name
-            if not name.startswith(".") and is_image_path(path):
-                yield path
 
 
 def _list_lines(path: Path) -> list[str]:
