@@ -73,3 +73,25 @@ def test_page_uploads_a_photo_and_shows_the_prediction(tiny_bundle: Path, shapes
             assert errors == [] and outside == []
         finally:
             browser.close()
+
+
+def test_docs_page_renders_offline(tiny_bundle: Path, tmp_path: Path) -> None:
+    """Swagger UI at /docs from the server's own assets: it lists the endpoints and asks nothing of a CDN."""
+    pytest.importorskip("fastapi_offline")
+    with running_server(create_app(tlearn.load(tiny_bundle))) as url, sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 900})
+            errors: list[str] = []
+            page.on("pageerror", lambda err: errors.append(str(err)))
+            outside: list[str] = []
+            page.on("request", lambda r: None if r.url.startswith(url) else outside.append(r.url))
+            page.goto(url + "docs")
+            expect = sync_api.expect
+            expect(page.locator(".swagger-ui .info .title")).to_contain_text("tlearn: bundle")
+            for path in ("/predict", "/predict/batch", "/model", "/health"):
+                expect(page.locator(f'.opblock-summary-path[data-path="{path}"]')).to_have_count(1)
+            page.screenshot(path=str(screenshot_dir(tmp_path) / "serve-docs.png"), full_page=True)
+            assert errors == [] and outside == []
+        finally:
+            browser.close()

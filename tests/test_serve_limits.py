@@ -1,10 +1,14 @@
-"""`tlearn serve` under hostile or heavy load: every limit answers with a JSON 4xx/5xx that says why, never a
-crash, and the work in progress stays within the stated bounds (images decoding at once, requests waiting,
-pixels per request, seconds per request)."""
+"""`tlearn serve` under hostile or heavy load, and offline.
+
+Every limit answers with a JSON 4xx/5xx that says why, never a crash, and the work in progress stays
+within the stated bounds (images decoding at once, requests waiting, pixels per request, seconds per
+request); /docs needs no network.
+"""
 
 from __future__ import annotations
 
 import json
+import re
 import socket
 import threading
 import time
@@ -25,6 +29,7 @@ import httpx
 from fastapi.testclient import TestClient
 
 from test_serve import png_claiming, running_server
+from tlearn.serve import docs
 from tlearn.serve.app import create_app
 from tlearn.serve.limits import Limits
 
@@ -259,3 +264,34 @@ def test_model_lists_every_limit(client: TestClient) -> None:
         "max_pending": 16,
         "timeout_seconds": 30.0,
     }
+
+
+# 3. /docs works offline.
+
+
+def test_docs_are_served_from_local_assets(client: TestClient) -> None:
+    pytest.importorskip("fastapi_offline")
+    page = client.get("/docs")
+    assert page.status_code == 200 and "SwaggerUIBundle" in page.text
+    links = re.findall(r"""(?:src|href|url)\s*[=:]\s*["']([^"']+)["']""", page.text)
+    assert links and all(not re.match(r"(https?:)?//", link) for link in links), links  # nothing from a CDN
+    assert "validatorUrl" in page.text and '"validatorUrl": null' in page.text  # no badge from validator.swagger.io
+    for name, kind in (("swagger-ui-bundle.js", "javascript"), ("swagger-ui.css", "text/css")):
+        asset = client.get(f"/docs/{name}")
+        assert asset.status_code == 200 and kind in asset.headers["content-type"] and len(asset.content) > 10_000
+    assert client.get("/docs/secrets.txt").status_code == 404
+    assert client.get("/docs/..%2Fapp.py").status_code == 404
+    assert client.get("/redoc").status_code == 404  # its script would come from a CDN
+    assert client.get("/openapi.json").status_code == 200
+
+
+def test_docs_without_the_assets_is_a_page_that_links_the_schema(
+    predictor: BasePredictor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(docs, "swagger_assets", lambda: None)
+    c = TestClient(create_app(predictor))
+    page = c.get("/docs")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert 'href="openapi.json"' in page.text and "pip install fastapi-offline" in page.text
+    assert "<script" not in page.text and not re.search(r"""(src|href)=["']?(https?:)?//""", page.text)
+    assert c.get("/docs/swagger-ui-bundle.js").status_code == 404

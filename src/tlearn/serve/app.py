@@ -5,6 +5,7 @@
                            with Content-Type image/*  ->  {"file", "predictions": [{"class", "probability"}]}
     POST /predict/batch    up to `max_batch` images: multipart fields "files", or JSON {"images": [...]}
     GET  /health, /model   liveness; classes, backbone, input size, metrics, versions, limits
+    GET  /docs             Swagger UI from local files (docs.py); /openapi.json the schema
 
 Bad input is the client's fault and is answered with a 4xx and {"error": code, "detail": message}:
 an empty body (400), a file over `max_mb` (413), too many files (400), not an image (415), a
@@ -30,6 +31,7 @@ from fastapi.responses import HTMLResponse
 from tlearn.core.version import __version__
 from tlearn.infer.predictor import BasePredictor
 from tlearn.serve import routes
+from tlearn.serve.docs import add_docs
 from tlearn.serve.errors import add_error_handlers
 from tlearn.serve.limits import Limits
 from tlearn.serve.work import Work
@@ -81,9 +83,12 @@ def create_app(
         version=__version__,
         description=f"Image classification with {config.backbone} ({len(predictor.classes)} classes).",
         lifespan=lifespan,
+        docs_url=None,  # FastAPI's loads Swagger UI from a CDN: see docs.py
+        redoc_url=None,
     )
     app.state.served = served
     add_error_handlers(app)
+    add_docs(app)
     app.add_api_route("/", routes.index, response_class=HTMLResponse, include_in_schema=False)
     app.add_api_route("/health", routes.health, summary="Liveness: the model is loaded")
     app.add_api_route(
