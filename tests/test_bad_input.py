@@ -221,3 +221,88 @@ def test_predict_names_each_file_once_however_it_is_given(tiny_bundle: Path, tmp
     data = two_classes(tmp_path / "pets", n=1)
     files, failures = find_images([data, data / "cats" / "00.jpg", tmp_path / "pets" / "cats" / ".." / "cats"])
     assert [f.relative_to(data).as_posix() for f in files] == ["cats/00.jpg", "dogs/00.jpg"] and not failures
+
+
+# --- 3. huge files ----------------------------------------------------------------------------------
+
+
+def sparse_file(path: Path, size: int) -> Path:
+    """A file of `size` bytes that takes no disk space (a hole), starting like a JPEG."""
+    with path.open("wb") as fh:
+        fh.write(b"\xff\xd8\xff\xe0")
+        fh.truncate(size)
+    return path
+
+
+def peak_python_memory(fn) -> int:  # type: ignore[no-untyped-def]
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        fn()
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return peak
+
+
+def test_huge_file_named_jpg_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    from tlearn.core.errors import ImageTooLarge
+    from tlearn.data.images import decode_image
+
+    huge = sparse_file(tmp_path / "movie.jpg", 2_100_000_000)  # 2.1 GB
+
+    def decode() -> None:
+        with pytest.raises(ImageTooLarge, match=r"file is 2\.1 GB, over the 200 MB limit for an image file"):
+            decode_image(huge)
+
+    assert peak_python_memory(decode) < 10_000_000  # nothing of it was read
+
+
+def test_check_lists_a_huge_file_as_unreadable_with_its_size(shapes: Path) -> None:
+    sparse_file(shapes / "red_circle" / "backup.jpg", 300_000_000)
+    report = check_path(shapes)
+    assert [(u.path.name, u.reason) for u in report.unreadable] == [
+        ("backup.jpg", "file is 300 MB, over the 200 MB limit for an image file")
+    ]
+    assert report.total == 96
+
+
+def test_predict_lists_a_huge_file_with_its_size(run_cli, tiny_bundle: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    sparse_file(tmp_path / "huge.png", 250_000_000)
+    (tmp_path / "ok.jpg").write_bytes(jpeg_bytes(solid((200, 30, 30))))
+    res = run_cli("predict", tiny_bundle, tmp_path, "--format", "json")
+    assert res.code == 0, res.err
+    assert json.loads(res.out)["errors"] == [
+        {"path": str(tmp_path / "huge.png"), "error": "file is 250 MB, over the 200 MB limit for an image file"}
+    ]
+
+
+def test_a_pipe_named_jpg_is_refused_without_waiting_for_it(tmp_path: Path) -> None:
+    import threading
+
+    from tlearn.core.errors import UnreadableFile
+    from tlearn.data.images import decode_image
+
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)  # reading it waits for a writer, forever if there is none
+    done = threading.Event()
+
+    def writer() -> None:  # so that a decoder that does read it gets bytes and ends, rather than hanging the test
+        while not done.wait(0.01):
+            try:
+                fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError:  # no reader yet
+                continue
+            os.write(fd, b"not an image")
+            os.close(fd)
+            return
+
+    thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(UnreadableFile, match="not a regular file"):
+            decode_image(fifo)
+    finally:
+        done.set()
+        thread.join()

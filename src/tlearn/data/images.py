@@ -10,6 +10,7 @@ reason, so callers can list it and carry on with the others; its type says why (
 from __future__ import annotations
 
 import io
+import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,11 @@ MAX_PIXELS = 100_000_000
 
 # Our limit is checked before decoding; Pillow's is lifted above it so that it does not fire first.
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS * 2
+
+# Files are read whole before decoding, by several threads at once. A camera's largest JPEG is 20 to
+# 40 MB and an uncompressed 8-bit RGB TIFF of 66 MP is 200 MB; a larger file named .jpg is a video, a
+# disk image or a backup, and reading it first would only fill the memory to say "not an image".
+MAX_FILE_BYTES = 200_000_000
 
 
 def is_image_path(path: Path) -> bool:
@@ -115,19 +121,51 @@ def _open(
     return rgb, ((w, h), mode)
 
 
+def read_image_file(path: Path, *, max_bytes: int = MAX_FILE_BYTES) -> bytes:
+    """The bytes of an image file; refused before reading when it is larger than `max_bytes` or is not
+    a regular file (reading a pipe waits for a writer, a device may never end). Raises ImageError."""
+    try:
+        st = path.stat()
+        if stat.S_ISDIR(st.st_mode):
+            raise UnreadableFile("is a folder, not an image file")
+        if not stat.S_ISREG(st.st_mode):
+            raise UnreadableFile("not a regular file (a pipe, socket or device)")
+        _check_size(st.st_size, max_bytes)
+        with path.open("rb") as fh:
+            data = fh.read(max_bytes + 1)  # bounded: the file may have grown since
+    except FileNotFoundError:
+        raise UnreadableFile("file not found") from None
+    except IsADirectoryError:
+        raise UnreadableFile("is a folder, not an image file") from None
+    except OSError as err:
+        raise UnreadableFile(f"cannot be read ({err.strerror})") from None
+    except ValueError:  # a name with a NUL character (from a CSV), which no file system allows
+        raise UnreadableFile("cannot be read (the name holds a NUL character)") from None
+    _check_size(len(data), max_bytes)
+    return data
+
+
+def _check_size(n_bytes: int, max_bytes: int) -> None:
+    if n_bytes > max_bytes:
+        raise ImageTooLarge(
+            f"file is {_megabytes(n_bytes)}, over the {_megabytes(max_bytes)} limit for an image file",
+            hint="If it is an image, save it as JPEG or PNG at a smaller size.",
+        )
+
+
+def _megabytes(n_bytes: int) -> str:
+    return f"{n_bytes / 1e9:.1f} GB" if n_bytes >= 1e9 else f"{n_bytes / 1e6:.0f} MB"
+
+
 def _read_bytes(source: Path | bytes | BinaryIO) -> bytes:
     if isinstance(source, bytes):
+        _check_size(len(source), MAX_FILE_BYTES)
         return source
     if isinstance(source, Path | str):
-        try:
-            return Path(source).read_bytes()
-        except FileNotFoundError:
-            raise UnreadableFile("file not found") from None
-        except IsADirectoryError:
-            raise UnreadableFile("is a folder, not an image file") from None
-        except OSError as err:
-            raise UnreadableFile(f"cannot be read ({err.strerror})") from None
-    return source.read()
+        return read_image_file(Path(source))
+    data = source.read(MAX_FILE_BYTES + 1)
+    _check_size(len(data), MAX_FILE_BYTES)
+    return data
 
 
 def upright_rgb(img: Image.Image) -> Image.Image:

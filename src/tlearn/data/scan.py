@@ -28,7 +28,7 @@ from tlearn.core.errors import ImageError
 from tlearn.core.files import atomic_path
 from tlearn.core.progress import Progress, no_progress
 from tlearn.core.threads import cpu_workers
-from tlearn.data.images import decode_image
+from tlearn.data.images import decode_image, read_image_file
 from tlearn.data.sources import Sample
 
 log = logging.getLogger(__name__)
@@ -189,11 +189,9 @@ def scan_images(
 
 def _scan_one(path: Path, i: int, decoded: _Decoded, store: MetaStore) -> tuple[str, _Meta] | str:
     try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return "file not found"
-    except OSError as err:
-        return f"cannot be read ({err.strerror})"
+        data = read_image_file(path)  # refuses huge files and pipes before reading them
+    except ImageError as err:
+        return err.message
     sha = hashlib.sha256(data).hexdigest()
     known = store.entries.get(sha)
     if known is not None:
