@@ -306,3 +306,41 @@ def test_a_pipe_named_jpg_is_refused_without_waiting_for_it(tmp_path: Path) -> N
     finally:
         done.set()
         thread.join()
+
+
+# --- 4. CSV rows outside the CSV's folder ------------------------------------------------------------
+
+
+def test_csv_rows_outside_its_folder_are_used_with_one_warning_naming_the_first(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    labels = tmp_path / "project" / "labels"
+    labels.mkdir(parents=True)
+    elsewhere = tmp_path / "project" / "images"
+    elsewhere.mkdir()
+    for name in ("a.jpg", "b.jpg"):
+        (elsewhere / name).write_bytes(jpeg_bytes(solid((1, 2, 3))))
+    (labels / "c.jpg").write_bytes(jpeg_bytes(solid((4, 5, 6))))
+    (labels / "sub").mkdir()
+    (labels / "sub" / "d.jpg").write_bytes(jpeg_bytes(solid((7, 8, 9))))
+    csv_file = labels / "labels.csv"
+    csv_file.write_text(
+        f"path,label\nc.jpg,cat\n../images/a.jpg,dog\n{elsewhere / 'b.jpg'},dog\nsub/../sub/d.jpg,cat\n"
+    )
+    with caplog.at_level("WARNING", logger="tlearn"):
+        ds = load_dataset(csv_file)
+    assert len(ds.samples) == 4  # used: a CSV beside its images' folder, or with absolute paths, is common
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == [
+        "2 rows of labels.csv name files outside its folder (first: labels.csv:3, ../images/a.jpg); they are "
+        "used as given. A copy of the folder alone would lack them, and split.json keeps their full paths."
+    ]
+
+
+def test_csv_rows_inside_its_folder_give_no_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    (tmp_path / "img").mkdir()
+    (tmp_path / "img" / "x.jpg").write_bytes(jpeg_bytes(solid((1, 2, 3))))
+    (tmp_path / "labels.csv").write_text(f"path,label\nimg/x.jpg,cat\n{tmp_path / 'img' / 'x.jpg'},dog\n")
+    with caplog.at_level("WARNING", logger="tlearn"):
+        load_dataset(tmp_path / "labels.csv")
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]

@@ -10,6 +10,7 @@ is the one way a path becomes text for a user (messages, tables, JSON, CSV).
 from __future__ import annotations
 
 import csv
+import logging
 import os
 import stat
 import unicodedata
@@ -20,6 +21,8 @@ from typing import Literal
 
 from tlearn.core.errors import DataError
 from tlearn.data.images import is_image_path
+
+log = logging.getLogger(__name__)
 
 SplitName = Literal["train", "val", "test"]
 SPLIT_FOLDERS: dict[str, SplitName] = {
@@ -207,6 +210,7 @@ def _from_csv(csv_path: Path) -> Dataset:
     split_col = header.index("split") if "split" in header else None
     samples: list[Sample] = []
     ignored: list[Ignored] = []
+    outside: list[tuple[int, str]] = []
     for line_no, row in enumerate(rows[1:], start=2):
         if not any(cell.strip() for cell in row):
             continue
@@ -218,6 +222,10 @@ def _from_csv(csv_path: Path) -> Dataset:
             continue
         split = _csv_split(cells[split_col], where) if split_col is not None else None
         samples.append(Sample(base / rel, label, split))
+        if not _inside(base / rel, base):
+            outside.append((line_no, rel))
+    if outside:
+        _warn_outside(csv_path, outside)
     if samples and any(s.split for s in samples) and not all(s.split for s in samples):
         raise DataError(
             f"The CSV file {display_path(csv_path)} gives a split for some rows but not for others.",
@@ -226,6 +234,34 @@ def _from_csv(csv_path: Path) -> Dataset:
     if samples and any(s.split for s in samples) and not any(s.split == "train" for s in samples):
         raise DataError(f"The CSV file {display_path(csv_path)} has a split column but no 'train' rows.")
     return _build(csv_path, "csv", samples, [], ignored)
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    """Does `path` lie in `folder`, by its name ('..' counted, links not followed)?"""
+    return Path(os.path.normpath(path.absolute())).is_relative_to(os.path.normpath(folder.absolute()))
+
+
+def _warn_outside(csv_path: Path, outside: list[tuple[int, str]]) -> None:
+    """One line for the rows that name files outside the CSV's folder: a warning, not an error.
+
+    Absolute paths and '../images/' beside a labels/ folder are common on purpose (a CSV written by a
+    script, labels kept apart from photos), so refusing them would break datasets that work. But a
+    row that leaves the folder by mistake reads images the user did not mean to train on, and a
+    dataset that reaches outside its folder breaks when the folder is copied alone: say so once,
+    with the count and the first row, and go on.
+    """
+    line_no, rel = outside[0]
+    rows = "1 row" if len(outside) == 1 else f"{len(outside)} rows"
+    log.warning(
+        "%s of %s name%s files outside its folder (first: %s:%d, %s); they are used as given. A copy of the "
+        "folder alone would lack them, and split.json keeps their full paths.",
+        rows,
+        display_path(csv_path.name),
+        "s" if len(outside) == 1 else "",
+        display_path(csv_path.name),
+        line_no,
+        display_path(rel),
+    )
 
 
 def _csv_split(value: str, where: Path) -> SplitName | None:
