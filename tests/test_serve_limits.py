@@ -244,6 +244,14 @@ def test_a_body_that_stops_arriving_is_a_408(predictor: BasePredictor) -> None:
     assert json.loads(body)["error"] == "body_timeout"
 
 
+def test_the_app_serves_again_after_its_lifespan_ends(predictor: BasePredictor, photo: bytes) -> None:
+    """Shutdown stops the worker threads; an app started again (tests, some ASGI hosts) makes new ones."""
+    app = create_app(predictor)
+    for _ in range(2):
+        with TestClient(app) as c:  # runs startup and shutdown
+            assert c.post("/predict", content=photo, headers={"content-type": "image/jpeg"}).status_code == 200
+
+
 def test_limits_are_checked_together_and_name_the_flags() -> None:
     with pytest.raises(ConfigError) as err:
         Limits(threads=0, max_pending=0, timeout=0, max_batch_pixels=1)

@@ -59,7 +59,7 @@ class Work:
 
     def __init__(self, predictor: BasePredictor, limits: Limits) -> None:
         self.predictor, self.limits = predictor, limits
-        self._pool = ThreadPoolExecutor(limits.threads, thread_name_prefix="tlearn-serve")
+        self._pool: ThreadPoolExecutor | None = None  # made at first use: an app may be started again after close()
         self._lock = threading.Lock()
         self._pending = 0
         self._seconds = 1.0  # running mean of the seconds a request takes, for Retry-After
@@ -69,7 +69,17 @@ class Work:
         return self._pending
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        """Stop the threads (at the app's shutdown); the next job starts new ones."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def _threads(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.limits.threads, thread_name_prefix="tlearn-serve")
+            return self._pool
 
     @asynccontextmanager
     async def admit(self) -> AsyncIterator[Admitted]:
@@ -126,8 +136,8 @@ class Work:
 
     async def _map(self, fn: Callable[[A], R], items: Sequence[A]) -> list[R]:
         """`fn` of each item, each a job on the pool; if the request is cancelled, its queued jobs are too."""
-        loop = asyncio.get_running_loop()
-        futures = [loop.run_in_executor(self._pool, fn, item) for item in items]
+        loop, pool = asyncio.get_running_loop(), self._threads()
+        futures = [loop.run_in_executor(pool, fn, item) for item in items]
         try:
             return await asyncio.gather(*futures)
         except BaseException:
