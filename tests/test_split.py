@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tlearn.core.errors import ConfigError
+from tlearn.core.errors import ConfigError, DataError
 from tlearn.data.sources import Sample
 from tlearn.data.split import load_split, save_split, split_from_dataset, stratified_split
 
@@ -80,3 +81,81 @@ def test_saved_split_reloads_identically(tmp_path: Path) -> None:
     for p in ("train", "val", "test"):
         assert np.array_equal(s.parts()[p], back.parts()[p])
     assert back.seed == 7 and back.origin == "file"
+
+
+# --- splits given by the dataset, and split files, checked against the dataset ----------------------
+
+
+def test_a_class_in_val_that_train_lacks_is_refused_naming_it_and_its_folder(tmp_path: Path) -> None:
+    root = tmp_path / "photos"
+    samples = [Sample(root / "train" / c / f"{i}.jpg", c, "train") for c in ("cat", "dog") for i in range(10)]
+    samples += [Sample(root / "val" / c / f"{i}.jpg", c, "val") for c in ("cat", "dog", "zebra") for i in range(3)]
+    samples += [Sample(root / "test" / "okapi" / "0.jpg", "okapi", "test")]
+    with pytest.raises(DataError) as info:
+        split_from_dataset(samples, seed=0)
+    message = str(info.value)
+    assert "\n" not in message
+    assert "zebra" in message and str(root / "val" / "zebra") in message
+    assert "okapi" in message and str(root / "test" / "okapi") in message
+    assert "train" in message and "--val-frac" not in message
+
+
+def test_a_csv_split_with_a_class_only_in_test_names_the_class() -> None:
+    samples = [Sample(Path(f"img/{i}.jpg"), "ab"[i % 2], "train") for i in range(20)]
+    samples += [Sample(Path("img/x.jpg"), "c", "test")]
+    with pytest.raises(DataError, match=r"test part holds a class the train part lacks: c\b"):
+        split_from_dataset(samples, seed=0)
+
+
+def saved(tmp_path: Path, labels: list[str], name: str = "data") -> tuple[Path, list[Sample], Path]:
+    root = tmp_path / name
+    samples = [Sample(root / lab / f"{i}.jpg", lab) for i, lab in enumerate(labels)]
+    save_split(stratified_split(labels, seed=0), samples, root, tmp_path / f"{name}-split.json")
+    return tmp_path / f"{name}-split.json", samples, root
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("not json {", "not JSON"),
+        ("[1, 2, 3]", "not a split file"),
+        ('{"train": "a.jpg"}', "not a split file"),
+        ('{"val": ["a.jpg"]}', "not a split file"),
+        ('{"train": [1, 2]}', "not a split file"),
+    ],
+)
+def test_a_malformed_split_file_says_so_and_names_the_file(tmp_path: Path, text: str, why: str) -> None:
+    path = tmp_path / "split.json"
+    path.write_text(text)
+    _, samples, root = saved(tmp_path, LABELS)
+    with pytest.raises(DataError) as info:
+        load_split(path, samples, root)
+    assert why in info.value.message and str(path) in info.value.message
+    assert "--val-frac" not in str(info.value)
+
+
+def test_a_split_file_of_another_dataset_says_how_many_images_it_misses(tmp_path: Path) -> None:
+    path, _, _ = saved(tmp_path, LABELS[:31], name="other")  # a run on 31 images
+    _, samples, root = saved(tmp_path, ["a"] * 60 + ["b"] * 60)  # this dataset: 120 images
+    with pytest.raises(DataError) as info:
+        load_split(path, samples, root)
+    err = info.value
+    assert str(path) in err.message and "120 images" in err.message
+    assert "leaves out 120" in err.message and "31 files" in err.message
+    assert err.hint is not None and "another dataset" in err.hint and "--val-frac" not in err.hint
+
+
+def test_a_split_file_that_covers_part_of_the_dataset_is_refused(tmp_path: Path) -> None:
+    path, samples, root = saved(tmp_path, LABELS)
+    more = [*samples, *(Sample(root / "a" / f"new{i}.jpg", "a") for i in range(5))]
+    with pytest.raises(DataError, match=rf"leaves out 5 of the {len(more)} images"):
+        load_split(path, more, root)
+
+
+def test_a_split_file_that_lists_an_image_twice_is_refused(tmp_path: Path) -> None:
+    path, samples, root = saved(tmp_path, LABELS)
+    doc = json.loads(path.read_text())
+    doc["val"].append(doc["train"][0])
+    path.write_text(json.dumps(doc))
+    with pytest.raises(DataError, match=r"puts 1 image in two parts"):
+        load_split(path, samples, root)

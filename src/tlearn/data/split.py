@@ -9,19 +9,20 @@ run with a validation set is scored on the same test images as a run without one
 from __future__ import annotations
 
 import json
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
 from tlearn.core.errors import ConfigError, DataError
 from tlearn.core.files import write_json_atomic
-from tlearn.data.sources import Sample
+from tlearn.data.sources import SPLIT_FOLDERS, Sample
 
 SPLIT_FORMAT = 1
+PARTS = ("train", "val", "test")
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,7 @@ def split_from_dataset(
         p: np.array([i for i, s in enumerate(samples) if s.split == p], dtype=np.int64)
         for p in ("train", "val", "test")
     }
+    _check_classes_are_trained(samples, given)
     notes = []
     train, val = given["train"], given["val"]
     if len(val) == 0 and val_frac > 0 and len(train):
@@ -122,6 +124,45 @@ def split_from_dataset(
     if len(given["test"]) == 0:
         notes.append("The dataset has no test part: results are reported on the validation part.")
     return Split(train, val, given["test"], origin="dataset", seed=seed, val_frac=val_frac, notes=tuple(notes))
+
+
+def _check_classes_are_trained(samples: Sequence[Sample], given: dict[str, np.ndarray]) -> None:
+    """Raise DataError when val or test hold a class that train lacks: no model could predict it."""
+    trained = {samples[i].label for i in given["train"]}
+    problems = []
+    for part in ("val", "test"):
+        lacking = sorted({samples[i].label for i in given[part]} - trained)
+        if not lacking:
+            continue
+        folders = {c: _class_folder(samples, part, c) for c in lacking}
+        shown = ", ".join(f"{c} ({folders[c]})" if folders[c] else c for c in lacking[:5])
+        shown += f" and {len(lacking) - 5} more" if len(lacking) > 5 else ""
+        folder, train_dir = _split_folder(samples, part), _split_folder(samples, "train") or "train"
+        where, train = (f"{folder}/", f"{train_dir}/") if folder else (f"The {part} part", "the train part")
+        classes = "a class" if len(lacking) == 1 else "classes"
+        problems.append(f"{where} holds {classes} {'that ' if folder else ''}{train} lacks: {shown}.")
+    if problems:
+        raise DataError(
+            " ".join(problems) + " A model cannot learn to predict a class it never sees in training.",
+            hint="Add training images of each such class, or take its images out of val and test.",
+        )
+
+
+def _class_folder(samples: Sequence[Sample], part: str, label: str) -> Path | None:
+    """The folder of class `label` in split folder `part` (photos/val/zebra); None for a CSV's rows."""
+    for s in samples:
+        if s.split == part and s.label == label:
+            for p in s.path.parents:
+                if p.name == label and SPLIT_FOLDERS.get(p.parent.name.lower()) == part:
+                    return p
+            return None
+    return None
+
+
+def _split_folder(samples: Sequence[Sample], part: str) -> str | None:
+    """The name of the folder that holds split `part` ("val", "validation"...); None for a CSV."""
+    folder = next((_class_folder(samples, part, s.label) for s in samples if s.split == part), None)
+    return folder.parent.name if folder is not None else None
 
 
 def save_split(split: Split, samples: Sequence[Sample], root: Path, path: Path) -> None:
@@ -145,25 +186,44 @@ def save_split(split: Split, samples: Sequence[Sample], root: Path, path: Path) 
 
 
 def load_split(path: Path, samples: Sequence[Sample], root: Path) -> Split:
-    """Read a split saved by `save_split`, matched to these samples by relative path."""
-    try:
-        doc = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise DataError(f"Cannot read the split file {path}: {err}.") from None
+    """Read a split saved by `save_split`, matched to these samples by relative path.
+
+    Raises DataError unless the file is a split file that puts each of these samples in exactly one
+    part and names no other file: a split from another dataset (or from before the dataset changed)
+    would quietly train and score on a part of the images.
+    """
+    path = Path(path)
+    doc = _read_split_file(path)
     base = root if root.is_dir() else root.parent
     index = {}
     for i, s in enumerate(samples):
         key = s.path.relative_to(base).as_posix() if s.path.is_relative_to(base) else str(s.path)
         index[key] = i
-    parts: dict[str, np.ndarray] = {}
-    missing: list[str] = []
-    for p in ("train", "val", "test"):
-        listed = doc.get(p, [])
-        missing += [r for r in listed if r not in index]
-        parts[p] = np.array(sorted(index[r] for r in listed if r in index), dtype=np.int64)
-    notes: tuple[str, ...] = ()
-    if missing:
-        notes = (f"{len(missing)} images of the split file are not in the dataset (first: {missing[0]}).",)
+    listed = {p: doc[p] for p in ("train", "val", "test")}
+    names = [r for part in listed.values() for r in part]
+    twice = [r for r, n in Counter(names).items() if n > 1]
+    if twice:
+        raise DataError(
+            f"The split file {path} puts {_images(len(twice))} in two parts (first: {twice[0]}): the model would "
+            "be scored on images it trained on.",
+            hint=_SPLIT_FILE_HINT,
+        )
+    unknown = [r for r in names if r not in index]
+    left_out = len(samples) - (len(names) - len(unknown))
+    if unknown or left_out:
+        said = []
+        if left_out:
+            said.append(f"leaves out {left_out} of the {_images(len(samples))} of {root}")
+        if unknown:
+            said.append(f"names {len(unknown)} files that {root} does not hold (first: {unknown[0]})")
+        raise DataError(
+            f"The split file {path} does not fit the dataset: it {' and '.join(said)}.",
+            hint="The split file is probably from another dataset (or from before this one changed): pass the "
+            "split.json of a run on this dataset, or leave out --split-file for a new split.",
+        )
+    if not listed["train"]:
+        raise DataError(f"The split file {path} puts no images in train.", hint=_SPLIT_FILE_HINT)
+    parts = {p: np.array(sorted(index[r] for r in rows), dtype=np.int64) for p, rows in listed.items()}
     return Split(
         parts["train"],
         parts["val"],
@@ -172,8 +232,41 @@ def load_split(path: Path, samples: Sequence[Sample], root: Path) -> Split:
         seed=doc.get("seed"),
         val_frac=doc.get("val_frac"),
         test_frac=doc.get("test_frac"),
-        notes=notes,
     )
+
+
+_SPLIT_FILE_HINT = "Pass the split.json of an earlier run on this dataset (every bundle holds one)."
+
+
+def _read_split_file(path: Path) -> dict[str, Any]:
+    """The split file as a dict with lists of paths under "train", "val" and "test". Raises DataError."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+        raise DataError(f"Cannot read the split file {path}: {reason}.", hint=_SPLIT_FILE_HINT) from None
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise DataError(
+            f"The split file {path} is not JSON ({err.msg}, line {err.lineno}).", hint=_SPLIT_FILE_HINT
+        ) from None
+    if not isinstance(doc, dict) or "train" not in doc:
+        doc = None
+    else:
+        doc = {**doc, "val": doc.get("val", []), "test": doc.get("test", [])}
+        if not all(isinstance(doc[p], list) and all(isinstance(r, str) for r in doc[p]) for p in PARTS):
+            doc = None
+    if doc is None:
+        raise DataError(
+            f"The file {path} is not a split file: it needs lists of image paths under train, val and test.",
+            hint=_SPLIT_FILE_HINT,
+        )
+    return doc
+
+
+def _images(n: int) -> str:
+    return f"{n} image" if n == 1 else f"{n} images"
 
 
 def _counts(n: int, frac: float) -> int:
