@@ -263,3 +263,17 @@ def test_option_groups_refuse_a_flag_that_two_groups_declare() -> None:
 
     with pytest.raises(TypeError, match=r"command: option groups repeat the parameters \['preset'\]"):
         option_groups(command)
+
+
+def test_head_epochs_0_with_epochs_0_is_refused_naming_the_flags(run_cli, stub_library: list[Any]) -> None:  # type: ignore[no-untyped-def]
+    trains_nothing = "trains nothing (the model would be saved untrained): train at least one epoch."
+    for method in ("finetune", "auto"):
+        res = run_cli("train", "photos", "--method", method, "--head-epochs", "0", "--epochs", "0")
+        assert res.code == 1
+        assert res.err.strip() == f"Error: --head-epochs 0 with --epochs 0 {trains_nothing}"
+    res = run_cli("train", "photos", "--method", "finetune", "--head-epochs", "0", "--unfreeze", "0")
+    assert res.err.strip() == f"Error: --head-epochs 0 with --unfreeze 0 {trains_nothing}"
+    assert stub_library == []
+    # the head alone, or phase 2 alone, is training
+    assert train_config(run_cli, stub_library, "--method", "finetune", "--epochs", "0").finetune.epochs == 0
+    assert train_config(run_cli, stub_library, "--method", "finetune", "--head-epochs", "0").finetune.head_epochs == 0

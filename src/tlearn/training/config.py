@@ -135,8 +135,22 @@ class TrainConfig:
         if self.time_budget is not None and self.time_budget <= 0:
             p.append(f"--time-budget must be above 0. Got {self.time_budget}.")
         p += self.finetune.problems()
+        p += self._trains_nothing()
         if p:
             raise ConfigError(" ".join(p) if len(p) == 1 else "Invalid options: " + " ".join(p))
+
+    def _trains_nothing(self) -> list[str]:
+        """A method whose every phase is set to 0 epochs would save an untrained model (chance accuracy)."""
+        ft, flags = self.finetune, None
+        if self.method in ("finetune", "auto") and ft.head_epochs == 0 and ft.epochs == 0:
+            flags = "--head-epochs 0 with --epochs 0"
+        elif self.method == "finetune" and ft.head_epochs == 0 and ft.unfreeze == 0:
+            flags = "--head-epochs 0 with --unfreeze 0"
+        elif self.method == "scratch" and ft.epochs == 0:
+            flags = "--epochs 0 with --method scratch"
+        if flags is None:
+            return []
+        return [f"{flags} trains nothing (the model would be saved untrained): train at least one epoch."]
 
     @property
     def mirror(self) -> bool:
