@@ -277,3 +277,49 @@ def test_head_epochs_0_with_epochs_0_is_refused_naming_the_flags(run_cli, stub_l
     # the head alone, or phase 2 alone, is training
     assert train_config(run_cli, stub_library, "--method", "finetune", "--epochs", "0").finetune.epochs == 0
     assert train_config(run_cli, stub_library, "--method", "finetune", "--head-epochs", "0").finetune.head_epochs == 0
+
+
+def failing_run(monkeypatch: pytest.MonkeyPatch, error: BaseException) -> None:
+    def run(cfg: Any, **_: Any) -> None:
+        raise error
+
+    monkeypatch.setattr("tlearn.training.run.run", run)
+
+
+@pytest.mark.parametrize(
+    ("error", "line"),
+    [
+        (PermissionError(13, "Permission denied", "/data/runs/x"), "Error: Permission denied: /data/runs/x."),
+        (OSError(30, "Read-only file system", "/mnt/ro/run"), "Error: Read-only file system: /mnt/ro/run."),
+        (NotADirectoryError(20, "Not a directory", "/a/file/run"), "Error: Not a directory: /a/file/run."),
+        (OSError(28, "No space left on device"), "Error: No space left on device."),
+    ],
+)
+def test_a_file_system_refusal_is_a_user_error_naming_the_path(  # type: ignore[no-untyped-def]
+    run_cli, monkeypatch: pytest.MonkeyPatch, error: OSError, line: str
+) -> None:
+    failing_run(monkeypatch, error)
+    res = run_cli("train", "photos")
+    assert res.code == 1
+    lines = res.err.strip().splitlines()
+    assert lines[0] == line and lines[1].startswith("Hint: ") and len(lines) == 2
+    assert "bug" not in res.err
+
+
+@pytest.mark.parametrize("error", [RuntimeError("boom"), FileNotFoundError(2, "No such file", "/tmp/x.npy")])
+def test_a_real_bug_says_so_and_exits_2(run_cli, monkeypatch: pytest.MonkeyPatch, error: Exception) -> None:  # type: ignore[no-untyped-def]
+    failing_run(monkeypatch, error)
+    res = run_cli("train", "photos")
+    assert res.code == 2
+    assert res.err.startswith("Unexpected error: ") and "This is a bug in tlearn" in res.err
+
+
+def test_ctrl_c_exits_130(run_cli, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    from tlearn.core.errors import Interrupted
+
+    failing_run(monkeypatch, Interrupted("Interrupted. Features computed so far are cached.", hint="Run it again."))
+    res = run_cli("train", "photos")
+    assert res.code == 130
+    assert res.err.strip().splitlines() == ["Interrupted. Features computed so far are cached.", "Hint: Run it again."]
+    failing_run(monkeypatch, KeyboardInterrupt())
+    assert run_cli("train", "photos").code == 130

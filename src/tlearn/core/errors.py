@@ -7,6 +7,9 @@ hint) and exits with code 1; nothing else reaches the user as a traceback.
 
 from __future__ import annotations
 
+import errno as _errno
+from typing import ClassVar
+
 
 class TlearnError(Exception):
     """Base class: `message` says what is wrong, `hint` what to do about it."""
@@ -76,3 +79,41 @@ class ImageTooLarge(ImageError):
 
 class UnreadableFile(ImageError):
     """The file system refuses: no such file, a folder, no permission."""
+
+
+class OutputError(TlearnError):
+    """The place given for results cannot take them: an existing bundle, a file, the dataset's own folder,
+    a folder that cannot be written."""
+
+
+class Interrupted(TlearnError):
+    """The user stopped the run (Ctrl-C). The CLI exits with `exit_code`, as a shell does for SIGINT."""
+
+    exit_code: ClassVar[int] = 130  # 128 + SIGINT
+
+
+class FileSystemError(TlearnError):
+    """The file system refused a path the user gave: no permission, read-only, not a folder, no space.
+
+    These are never bugs in tlearn, whichever step met them: `from_os_error` says which OSErrors they
+    are and words them with the path, so the CLI reports them as user errors (exit code 1).
+    """
+
+    HINTS: ClassVar[dict[int, str]] = {
+        _errno.EACCES: "Check its permissions, or choose a place you can write to.",
+        _errno.EPERM: "Check its permissions, or choose a place you can write to.",
+        _errno.EROFS: "It is on a read-only file system: choose a place you can write to.",
+        _errno.ENOTDIR: "A part of the path is a file, not a folder: check the path.",
+        _errno.EISDIR: "It is a folder, where a file was expected: check the path.",
+        _errno.ENOSPC: "The disk is full: free some space, or choose a place on another disk.",
+        **({_errno.EDQUOT: "The disk quota is used up: free some space."} if hasattr(_errno, "EDQUOT") else {}),
+    }
+
+    @classmethod
+    def from_os_error(cls, err: OSError) -> FileSystemError | None:
+        """The user error `err` stands for, or None when it may be a bug (a file tlearn itself lost, say)."""
+        if err.errno not in cls.HINTS:
+            return None
+        reason = err.strerror or type(err).__name__
+        paths = " -> ".join(str(p) for p in (err.filename, err.filename2) if p is not None)
+        return cls(f"{reason}: {paths}." if paths else f"{reason}.", hint=cls.HINTS[err.errno])
