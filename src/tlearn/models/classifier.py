@@ -85,7 +85,9 @@ class Classifier(nn.Module):
     """Float RGB in [0, 1], NCHW -> class logits (N, K).
 
     With `flip_tta` the logits are the mean of the image's and its mirror image's: a cheap, reliable
-    gain wherever a mirrored photo shows the same class (twice the compute at inference).
+    gain wherever a mirrored photo shows the same class (twice the compute at inference). The logits are
+    divided by `temperature` (fitted on validation after training, see `training/calibrate.py`), which
+    calibrates the probabilities without changing any prediction.
     """
 
     def __init__(
@@ -96,11 +98,13 @@ class Classifier(nn.Module):
         mean: Sequence[float],
         std: Sequence[float],
         flip_tta: bool = False,
+        temperature: float = 1.0,
     ) -> None:
         super().__init__()
         self.trunk = trunk
         self.head = head
         self.flip_tta = flip_tta
+        self.temperature = float(temperature)
         self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, 3, 1, 1))
 
@@ -112,7 +116,7 @@ class Classifier(nn.Module):
         logits = self.head(self.features(x))
         if self.flip_tta:
             logits = mirror_logits(logits, self.head(self.features(x.flip(-1))))
-        return logits
+        return logits / self.temperature if self.temperature != 1.0 else logits
 
 
 def parse_levels(spec: str | Sequence[int] | None, num_levels: int) -> tuple[int, ...]:
