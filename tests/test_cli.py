@@ -99,9 +99,9 @@ AUGMENT_FLAGS = [
     "--blur-sigma", "--erasing", "--fill", "--fill-color", "--mixup", "--cutmix",
 ]  # fmt: skip
 TRAIN_OPTIONS = [
-    "--method", "--backbone", "--weights", "--input-size", "--out", "--seed", "--val-frac", "--test-frac",
-    "--split-file", "--class-weight", "--tta", "--batch-size", "--device", "--precision", "--time-budget",
-    "--views", "--help",
+    "--method", "--backbone", "--weights", "--input-size", "--out", "--overwrite", "--seed", "--val-frac",
+    "--test-frac", "--split-file", "--class-weight", "--tta", "--batch-size", "--device", "--precision",
+    "--time-budget", "--views", "--help",
 ]  # fmt: skip
 
 
@@ -123,12 +123,13 @@ def stub_library(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     (the TrainConfig for train, compare's keyword arguments for compare)."""
     given: list[Any] = []
 
-    def run(cfg: Any, **_: Any) -> None:
+    def run(cfg: Any, **_: Any) -> Any:
         given.append(cfg)
+        return SimpleNamespace(details=SimpleNamespace(interrupted=None))
 
     def compare(data: Path, **kwargs: Any) -> Any:
         given.append({"data": data, **kwargs})
-        return SimpleNamespace(ok=True)
+        return SimpleNamespace(ok=True, runs=())
 
     monkeypatch.setattr("tlearn.training.run.run", run)
     monkeypatch.setattr("tlearn.cli.train.render_result", lambda result: None)
@@ -279,6 +280,12 @@ def test_head_epochs_0_with_epochs_0_is_refused_naming_the_flags(run_cli, stub_l
     assert train_config(run_cli, stub_library, "--method", "finetune", "--head-epochs", "0").finetune.head_epochs == 0
 
 
+def test_overwrite_reaches_train_and_compare(run_cli, stub_library: list[Any]) -> None:  # type: ignore[no-untyped-def]
+    assert train_config(run_cli, stub_library, "--overwrite").overwrite is True
+    assert run_cli("compare", "photos", "--overwrite").code == 0
+    assert stub_library.pop()["overwrite"] is True
+
+
 def failing_run(monkeypatch: pytest.MonkeyPatch, error: BaseException) -> None:
     def run(cfg: Any, **_: Any) -> None:
         raise error
@@ -323,3 +330,9 @@ def test_ctrl_c_exits_130(run_cli, monkeypatch: pytest.MonkeyPatch) -> None:  # 
     assert res.err.strip().splitlines() == ["Interrupted. Features computed so far are cached.", "Hint: Run it again."]
     failing_run(monkeypatch, KeyboardInterrupt())
     assert run_cli("train", "photos").code == 130
+
+
+def test_compare_exits_130_when_ctrl_c_stopped_a_method(run_cli, stub_library: list[Any], monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    stopped = SimpleNamespace(ok=True, runs=(SimpleNamespace(interrupted=False), SimpleNamespace(interrupted=True)))
+    monkeypatch.setattr("tlearn.training.compare.compare", lambda data, **kwargs: stopped)
+    assert run_cli("compare", "photos").code == 130

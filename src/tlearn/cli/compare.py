@@ -42,6 +42,7 @@ def compare(
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Folder for the comparison (default runs/<data name>-compare).")
     ] = None,
+    overwrite: opt.Overwrite = False,
     seed: opt.Seed = 0,
     val_frac: opt.ValFrac = 0.15,
     test_frac: opt.TestFrac = 0.15,
@@ -69,10 +70,19 @@ def compare(
         data, methods=methods.split(","), out=out, backbone=backbone, weights=weights, input_size=input_size,
         seed=seed, val_frac=val_frac, test_frac=test_frac, split_file=split_file, class_weight=class_weight,
         tta=tta, batch_size=batch_size, views=views, head=head, C=c, augment=augment.config(),
-        finetune=training.config(), device=device,
+        finetune=training.config(), device=device, overwrite=overwrite,
     )  # fmt: skip
     render_comparison(result)
-    raise typer.Exit(0 if result.ok else 1)
+    raise typer.Exit(_exit_code(result))
+
+
+def _exit_code(result: Comparison) -> int:
+    """130 when Ctrl-C stopped a method (what ran is saved), 1 when every method failed, else 0."""
+    from tlearn.core.errors import Interrupted
+
+    if any(r.interrupted for r in result.runs):
+        return Interrupted.exit_code
+    return 0 if result.ok else 1
 
 
 def _refuse_several_processes() -> None:

@@ -59,6 +59,7 @@ Seed = Annotated[int, typer.Option(help="Random seed (split, augmentation, train
 ValFrac = Annotated[float, typer.Option(help="Fraction of images for validation.")]
 TestFrac = Annotated[float, typer.Option(help="Fraction of images for the test.")]
 SplitFile = Annotated[Path | None, typer.Option(help="Reuse the split.json of an earlier run.")]
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace the bundle already in --out.")]
 ClassWeight = Annotated[str, typer.Option(help="none, or balanced for imbalanced classes.")]
 Tta = Annotated[bool, typer.Option(help="Average predictions with the mirror image (when --hflip).")]
 Device = Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda.")]

@@ -42,6 +42,7 @@ def train(
     weights: opt.Weights = None,
     input_size: Annotated[int | None, typer.Option(help="Model input side in pixels (default: the weights').")] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Run folder (default runs/<data name>).")] = None,
+    overwrite: opt.Overwrite = False,
     seed: opt.Seed = 0,
     val_frac: opt.ValFrac = 0.15,
     test_frac: opt.TestFrac = 0.15,
@@ -78,13 +79,18 @@ def train(
         seed=seed, val_frac=val_frac, test_frac=test_frac, split_file=split_file, batch_size=batch_size,
         feature_layer=feature_layer, views=views, head=head, C=c, class_weight=class_weight, tta=tta,
         augment=augment.config(), finetune=finetune.config(), time_budget=opt.parse_duration(time_budget),
-        resume=resume is not None, device=device, precision=precision, command=shlex.join(["tlearn", *sys.argv[1:]]),
+        resume=resume is not None, overwrite=overwrite, device=device, precision=precision,
+        command=shlex.join(["tlearn", *sys.argv[1:]]),
     )  # fmt: skip
     main = quiet_unless_main()
     with progress_bar() if main else nullcontext(no_progress) as progress:
         result = run(cfg, progress=progress, on_epoch_end=print_epoch if main else None)
     if main:
         render_result(result)
+    if result.details.interrupted:  # the bundle of the best epoch is saved, but the run did not finish
+        from tlearn.core.errors import Interrupted
+
+        raise typer.Exit(Interrupted.exit_code)
 
 
 def quiet_unless_main() -> bool:
@@ -152,8 +158,8 @@ def render_result(result: TrainResult) -> None:
     console.print(f"Report: [bold]{result.out / 'report.html'}[/]")
     if result.details.interrupted:
         console.print(
-            f"[yellow]Interrupted:[/] the bundle holds the best epoch so far. To continue the run, repeat the "
-            f"command with --resume {result.out}"
+            f"[yellow]Interrupted[/] during the {result.details.interrupted} phase: the bundle holds the best epoch "
+            f"so far. To go on from the last epoch, add --resume {result.out} to the command."
         )
 
 

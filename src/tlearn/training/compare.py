@@ -21,11 +21,12 @@ from tlearn.artifacts.bundle import SPLIT_FILE, load_bundle
 from tlearn.artifacts.details import MethodDetails
 from tlearn.artifacts.history import HISTORY_FILE, HistoryRow, read_history
 from tlearn.artifacts.metrics import Metrics
-from tlearn.core.errors import BackboneError, ConfigError, TlearnError
+from tlearn.core.errors import BackboneError, ConfigError, FileSystemError, Interrupted, OutputError, TlearnError
 from tlearn.core.files import write_json_atomic
 from tlearn.core.progress import Progress, no_progress
 from tlearn.training.config import METHODS, TrainConfig
 from tlearn.training.run import EpochCallback, TrainResult, run
+from tlearn.training.run_folder import check_free, check_place, is_run_folder
 
 log = logging.getLogger(__name__)
 
@@ -146,15 +147,18 @@ def compare(
     Options, the dataset's path, the backbone's name and weights file are checked before any work, so a typo
     fails in a second, not after the methods that do not need it have trained. Every method is scored on the
     same split: the one in `split_file` if given, else the one the first run saves. `out` defaults to
-    a new folder `runs/<data name>-compare`. `on_method_start(method)` and `on_method_end(run)` frame
-    each method's progress and epochs for a caller that shows them.
+    a new folder `runs/<data name>-compare`; one that holds an earlier comparison, or a bundle of one of
+    `methods`, is refused before any work unless `overwrite=True`. `on_method_start(method)` and
+    `on_method_end(run)` frame each method's progress and epochs for a caller that shows them.
     """
     methods = check_methods(methods)
     if "method" in train_options:
         raise ConfigError("compare runs several methods: pass them as methods=..., not method=.")
     base = TrainConfig(data=Path(data), method=methods[0], **train_options)  # raises ConfigError on bad options
+    for method in methods[1:]:
+        replace(base, method=method)  # options that do not fit one of the methods (--epochs 0 from scratch)
     _check_before_work(base, methods)
-    root = _out_dir(Path(data), out)
+    root = _out_dir(Path(data), out, methods=methods, overwrite=base.overwrite)
     split_file = base.split_file
     runs: list[MethodRun] = []
     skipped: tuple[str, ...] = ()
@@ -242,8 +246,7 @@ def _run_method(cfg: TrainConfig, out: Path, *, progress: Progress, on_epoch_end
     except KeyboardInterrupt:
         return MethodRun(cfg.method, out, time.perf_counter() - start, error="Interrupted.", interrupted=True)
     except TlearnError as err:
-        # training.run turns Ctrl-C during feature extraction into a TlearnError; its context tells.
-        interrupted = isinstance(err.__context__, KeyboardInterrupt)
+        interrupted = isinstance(err, Interrupted)  # training.run's word for Ctrl-C outside the epochs
         log.debug("--method %s failed.", cfg.method, exc_info=True)
         error = f"{err.message} {err.hint}" if err.hint else err.message
         return MethodRun(cfg.method, out, time.perf_counter() - start, error=error, interrupted=interrupted)
@@ -280,16 +283,40 @@ def _plot(runs: Sequence[MethodRun], path: Path, *, data: Path, part: str | None
     )  # fmt: skip
 
 
-def _out_dir(data: Path, out: str | Path | None) -> Path:
-    """`out`, or a new folder runs/<data name>-compare (-2, -3... when taken)."""
+def _out_dir(data: Path, out: str | Path | None, *, methods: Sequence[str], overwrite: bool) -> Path:
+    """`out`, or a new folder runs/<data name>-compare (-2, -3... when taken), created.
+
+    Raises OutputError, before any work, when `out` holds an earlier comparison or a bundle of one of
+    `methods` (unless `overwrite`), is a training run's bundle, is a file, or is inside the dataset.
+    """
     if out is not None:
-        folder = Path(out)
+        folder = Path(out).expanduser()
+        check_place(folder, data=data)
+        if is_run_folder(folder):
+            raise OutputError(
+                f"--out {folder} is the bundle of a training run, not a comparison folder.",
+                hint="Pass another --out for the comparison.",
+            )
+        if (folder / COMPARE_JSON).exists() and not overwrite:
+            raise OutputError(
+                f"--out {folder} already holds a comparison ({COMPARE_JSON}).",
+                hint="Pass --overwrite to replace it, or another --out.",
+            )
+        for method in methods:
+            check_free(folder / method, overwrite=overwrite, name=str(folder / method), can_resume=False)
     else:
         base = Path("runs") / f"{_data_name(data)}-compare"
+        check_place(base, data=data, name="The default comparison folder runs/")
         folder, n = base, 2
         while folder.exists():
             folder, n = base.with_name(f"{base.name}-{n}"), n + 1
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        known = FileSystemError.from_os_error(err)
+        if known is None:
+            raise
+        raise OutputError(f"Cannot create the comparison folder {folder}: {err.strerror}.", hint=known.hint) from None
     return folder
 
 

@@ -103,6 +103,8 @@ class TrainConfig:
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     time_budget: float | None = None  # seconds, for `auto`
     resume: bool = False  # continue the interrupted run in `out`
+    # replace the run in `out`; without it, a run refuses a folder that holds one (with `resume`, moot)
+    overwrite: bool = False
     command: str = ""
 
     def __post_init__(self) -> None:

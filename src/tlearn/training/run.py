@@ -2,7 +2,9 @@
 
 `run(cfg)` reads top to bottom as the list above; each step takes the previous step's value. The run
 folder is the bundle: weights and config, plus the split, the dataset check, the predictions on
-val/test and (for methods that train in epochs) the history.
+val/test and (for methods that train in epochs) the history. A new run writes it in a temporary folder
+beside `--out` and renames it into place once the bundle is saved (`run_folder`), so a failed run never
+leaves a folder that mixes its files with an older bundle's; `--resume` works in its folder in place.
 
 Launched by torchrun, every process runs this same function inside one `distributed.session`: each
 reads the dataset, the methods split the heavy work between them, and rank 0 alone chooses the run
@@ -17,17 +19,16 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from tlearn.artifacts.bundle import CHECK_FILE, SPLIT_FILE, BundleConfig, save_bundle
 from tlearn.artifacts.details import MethodDetails
-from tlearn.artifacts.history import HISTORY_FILE
 from tlearn.artifacts.metrics import Metrics, compute_metrics
 from tlearn.artifacts.predictions import PREDICTIONS_FILE
 from tlearn.core import distributed
-from tlearn.core.errors import ConfigError, DataError, TlearnError
+from tlearn.core.errors import DataError, FileSystemError, Interrupted, TlearnError
 from tlearn.core.files import atomic_path, write_json_atomic
 from tlearn.core.progress import Progress, no_progress
 from tlearn.core.timing import Timer
@@ -43,11 +44,13 @@ from tlearn.training.feature_method import for_features
 from tlearn.training.features import digest
 from tlearn.training.fitted import Fitted
 from tlearn.training.loop import CHECKPOINT_FILE
+from tlearn.training.run_folder import RunFolder, abandon, check_out, open_folder, publish
 
 log = logging.getLogger(__name__)
 
 
 EpochCallback = Callable[[dict[str, Any]], None]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -92,17 +95,40 @@ def run(
     cfg: TrainConfig, *, progress: Progress = no_progress, on_epoch_end: EpochCallback | None = None
 ) -> TrainResult:
     with distributed.session(cfg.device):
-        return _run(cfg, progress=progress, on_epoch_end=on_epoch_end)
+        try:
+            return _run(cfg, progress=progress, on_epoch_end=on_epoch_end)
+        except KeyboardInterrupt:  # outside the training steps, which say what they keep
+            raise Interrupted("Interrupted.") from None
 
 
 def _run(cfg: TrainConfig, *, progress: Progress, on_epoch_end: EpochCallback | None) -> TrainResult:
-    main = distributed.is_main()
-    if cfg.resume:
-        _check_resume(cfg)
+    # The folder's checks are about paths only: they fail before any work.
+    _on_main(lambda: check_out(cfg.out, data=cfg.data, overwrite=cfg.overwrite, resume=cfg.resume))
     timer = Timer()
     with timer.stage("load"):
         dataset = load_dataset(cfg.data)
         backbone = _backbone(cfg)
+    folder = _on_main(lambda: open_folder(cfg.out, data=cfg.data, overwrite=cfg.overwrite, resume=cfg.resume))
+    try:
+        return _train(cfg, dataset, backbone, folder, timer, progress=progress, on_epoch_end=on_epoch_end)
+    except BaseException:
+        if distributed.is_main():
+            abandon(folder)
+        raise
+
+
+def _train(
+    cfg: TrainConfig,
+    dataset: Dataset,
+    backbone: Backbone,
+    folder: RunFolder,
+    timer: Timer,
+    *,
+    progress: Progress,
+    on_epoch_end: EpochCallback | None,
+) -> TrainResult:
+    """Every step after the run folder exists: all of them write into `folder.work`."""
+    main, out = distributed.is_main(), folder.work
     # Decode at the working size of the network as the method runs it: the feature method runs
     # convolutional networks above their input size (see for_features). auto decodes for fine-tuning,
     # so that its fine-tuning sees the pixels --method finetune sees; its features scale those pixels
@@ -126,13 +152,12 @@ def _run(cfg: TrainConfig, *, progress: Progress, on_epoch_end: EpochCallback | 
         "images, labels and split",
         hint="Every process must read the same dataset at the same path: on several machines, the same copy.",
     )
-    out = distributed.from_main(lambda: _out_dir(cfg))
     if main:
         save_split(split, scanned.samples, dataset.root, out / SPLIT_FILE)
         write_json_atomic(out / CHECK_FILE, report.to_dict())
 
     with timer.stage("fit"):
-        fitted = _fit(cfg, backbone, data, progress=progress, on_epoch_end=on_epoch_end, out=out)
+        fitted = _fit(cfg, backbone, data, progress=progress, on_epoch_end=on_epoch_end, folder=folder)
     with timer.stage("evaluate"):
         metrics = {
             part: compute_metrics(data.labels[idx], fitted.proba[part], data.classes)
@@ -143,10 +168,11 @@ def _run(cfg: TrainConfig, *, progress: Progress, on_epoch_end: EpochCallback | 
         _write_predictions(out / PREDICTIONS_FILE, scanned, data, fitted, dataset.root)
         with timer.stage("save"):
             save_bundle(fitted.classifier, _bundle_config(cfg, backbone, data, fitted, metrics, timer), out)
+            publish(folder)
         with timer.stage("report"):
-            write_report(out)
+            write_report(folder.final)  # in place: the page names its folder
     return TrainResult(
-        out=out,
+        out=folder.final,
         method=fitted.details.method,
         classes=data.classes,
         metrics=metrics,
@@ -177,8 +203,9 @@ def _split(cfg: TrainConfig, dataset: Dataset, scanned: ScannedImages, report: D
     else:
         labels = [s.label for s in scanned.samples]
         split = stratified_split(labels, val_frac=cfg.val_frac, test_frac=cfg.test_frac, seed=cfg.seed, groups=groups)
-    if not len(split.train):
-        raise DataError("The split leaves no images to train on.", hint="Lower --val-frac / --test-frac.")
+    if not len(split.train):  # a split file with an empty train part is refused when read
+        hint = "Lower --val-frac / --test-frac." if split.origin == "random" else "Add images to its train part."
+        raise DataError("The split leaves no images to train on.", hint=hint)
     return split
 
 
@@ -200,14 +227,14 @@ def _fit(
     *,
     progress: Progress,
     on_epoch_end: EpochCallback | None,
-    out: Path,
+    folder: RunFolder,
 ) -> Fitted:
     from tlearn.training.auto import fit_auto
     from tlearn.training.feature_method import fit_feature_method
     from tlearn.training.finetune import fit_finetune
     from tlearn.training.scratch import fit_scratch
 
-    method = cfg.method
+    method, out = cfg.method, folder.work
     try:
         if method == "auto":
             return fit_auto(backbone, data, cfg, out=out, progress=progress, on_epoch_end=on_epoch_end)
@@ -219,9 +246,13 @@ def _fit(
             return fit_scratch(backbone, data, cfg, out=out, progress=progress, on_epoch_end=on_epoch_end)
         raise TlearnError(f"--method {method} is not available yet.")
     except KeyboardInterrupt:
-        resume = f" (or add --resume {out} to go on from the last epoch)" if (out / CHECKPOINT_FILE).exists() else ""
-        raise TlearnError(
-            f"Interrupted. Features computed so far are cached: run the same command again to resume{resume}.",
+        if (out / CHECKPOINT_FILE).exists():  # the run folder keeps it (see run_folder.abandon)
+            raise Interrupted(
+                "Interrupted. The checkpoint of the last finished epoch is kept.",
+                hint=f"Add --resume {folder.final} to the command to go on from it.",
+            ) from None
+        raise Interrupted(
+            "Interrupted. Features computed so far are cached.", hint="Run the same command again to go on faster."
         ) from None
 
 
@@ -252,28 +283,25 @@ def _bundle_config(
     )
 
 
-def _out_dir(cfg: TrainConfig) -> Path:
-    if cfg.out is not None:
-        out = Path(cfg.out)
-    else:
-        base = Path("runs") / (Path(cfg.data).stem or "run")
-        out, n = base, 2
-        while out.exists():
-            out, n = base.with_name(f"{base.name}-{n}"), n + 1
-    out.mkdir(parents=True, exist_ok=True)
-    if not cfg.resume:  # a reused folder must not show the curves or resume the state of an older run
-        for stale in (HISTORY_FILE, CHECKPOINT_FILE):
-            (out / stale).unlink(missing_ok=True)
-    return out
+def _on_main(make: Callable[[], T]) -> T:
+    """`make()` on rank 0 (choosing or checking the run folder), its value or its TlearnError on every rank."""
 
+    def attempt() -> tuple[T | None, tuple[type[TlearnError], str, str | None] | None]:
+        try:
+            return make(), None
+        except TlearnError as err:
+            return None, (type(err), err.message, err.hint)
+        except OSError as err:  # a folder that cannot be read: every rank says so, none waits
+            known = FileSystemError.from_os_error(err)
+            if known is None:
+                raise
+            return None, (FileSystemError, known.message, known.hint)
 
-def _check_resume(cfg: TrainConfig) -> None:
-    folder = Path(cfg.out) if cfg.out is not None else None
-    if folder is None or not distributed.from_main(lambda: (folder / CHECKPOINT_FILE).exists()):
-        raise ConfigError(
-            f"Nothing to resume in {folder}: it has no {CHECKPOINT_FILE} (the run finished, or never started).",
-            hint="Start a new run without --resume.",
-        )
+    value, error = distributed.from_main(attempt)
+    if error is not None:
+        kind, message, hint = error
+        raise kind(message, hint=hint)
+    return value  # type: ignore[return-value]
 
 
 def _write_predictions(path: Path, scanned: ScannedImages, data: LabelledImages, fitted: Fitted, root: Path) -> None:
