@@ -83,6 +83,12 @@ class TrainResult:
 def train(data: str | Path, **options: Any) -> TrainResult:
     """Python entry point: `tlearn.train("photos/", method="features", backbone="resnet50")`.
 
+    Options are TrainConfig's fields. An `out` folder that holds a bundle is refused (OutputError)
+    unless `overwrite=True`. Ctrl-C during the epochs of fine-tuning or training from scratch keeps
+    the best epoch so far: the bundle is saved and the result returned as usual, with
+    `result.details.interrupted` naming the phase it stopped in ("head", "finetune", "scratch");
+    `resume=True` with the same `out` goes on from there. Ctrl-C at any other step raises `Interrupted`.
+
     In a Jupyter notebook it draws a progress bar per stage (tqdm); elsewhere it reports nothing.
     """
     from tlearn.core.notebook import in_notebook, notebook_progress
