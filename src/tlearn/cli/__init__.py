@@ -5,8 +5,8 @@ TlearnError becomes one red line (and a hint) with exit code 1, and so does an O
 user's to fix (no permission, a read-only disk, no space: `FileSystemError`); an interruption (Ctrl-C,
 or the `Interrupted` the library raises for it) exits with 130, as shells do for SIGINT; anything
 else becomes one line that says it is a bug, with exit code 2. `TLEARN_DEBUG=1` shows the full
-traceback instead. In a torchrun job of several processes each line
-starts with the rank that wrote it, so the first failure is easy to find among the others.
+traceback instead. In a torchrun job of several processes each line starts with the rank that wrote
+it, so the first failure is easy to find among the others.
 """
 
 from __future__ import annotations
