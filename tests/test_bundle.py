@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -63,3 +66,66 @@ def test_damaged_weights(tmp_path: Path) -> None:
     (path / "model.safetensors").write_bytes(b"garbage")
     with pytest.raises(BundleError, match="damaged"):
         load_bundle(path)
+
+
+def edit_config(path: Path, **changes: object) -> None:
+    doc = json.loads((path / "tlearn.json").read_text())
+    doc.update(changes)
+    (path / "tlearn.json").write_text(json.dumps(doc))
+
+
+@pytest.mark.parametrize(
+    ("classes", "says"),
+    [
+        (["a", "b"], "tlearn.json lists 2 classes (a, b) but the network has 3 outputs"),
+        (["a", "b", "c", "d"], "tlearn.json lists 4 classes (a, b, c, d) but the network has 3 outputs"),
+        (["a", "a", "c"], "tlearn.json lists the class 'a' twice"),
+    ],
+)
+def test_classes_edited_in_tlearn_json_are_refused_on_load_saying_which_is_wrong(
+    tmp_path: Path, classes: list[str], says: str
+) -> None:
+    _, path = saved(tmp_path)
+    edit_config(path, classes=classes)
+    with pytest.raises(BundleError, match=re.escape(says)) as info:
+        load_bundle(path)
+    assert "\n" not in str(info.value)
+    assert "classes" in (info.value.hint or "")
+
+
+def test_saved_bundle_records_the_sha256_of_its_weights(tmp_path: Path) -> None:
+    _, path = saved(tmp_path)
+    doc = json.loads((path / "tlearn.json").read_text())
+    assert doc["weights_sha256"] == hashlib.sha256((path / "model.safetensors").read_bytes()).hexdigest()
+
+
+def test_weights_replaced_after_saving_are_refused_on_load(tmp_path: Path) -> None:
+    _, path = saved(tmp_path / "one")
+    torch.manual_seed(1)
+    _, other = saved(tmp_path / "two")  # same architecture and shapes, other weights: it would load silently
+    shutil.copy(other / "model.safetensors", path / "model.safetensors")
+    with pytest.raises(BundleError, match=r"model\.safetensors is not the file this bundle saved") as info:
+        load_bundle(path)
+    assert "SHA-256" in info.value.message and "\n" not in str(info.value)
+
+
+def test_bundle_saved_without_a_digest_still_loads(tmp_path: Path) -> None:
+    clf, path = saved(tmp_path)
+    doc = json.loads((path / "tlearn.json").read_text())
+    del doc["weights_sha256"]  # a bundle written before the digest was recorded
+    (path / "tlearn.json").write_text(json.dumps(doc))
+    back, _ = load_bundle(path)
+    x = torch.rand(2, 3, 48, 48)
+    with torch.no_grad():
+        torch.testing.assert_close(back(x), clf(x))
+
+
+def test_damaged_bundle_is_one_line_even_when_torch_says_more(tmp_path: Path) -> None:
+    _, path = saved(tmp_path)
+    doc = json.loads((path / "tlearn.json").read_text())
+    doc["head"]["hidden"] = 16  # the weights hold a hidden layer of 8: torch lists every mismatch, line by line
+    del doc["weights_sha256"]
+    (path / "tlearn.json").write_text(json.dumps(doc))
+    with pytest.raises(BundleError, match="damaged or incomplete") as info:
+        load_bundle(path)
+    assert "\n" not in str(info.value) and len(info.value.message) < 400

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import tlearn
+from tlearn.artifacts.bundle import load_bundle, save_bundle
 from tlearn.core.errors import BundleError, ConfigError
 from tlearn.core.onnx import to_onnx
 from tlearn.infer.export import export_bundle
@@ -148,8 +149,6 @@ def test_torchscript_export(tiny_bundle: Path, tmp_path: Path, torch_clf: Predic
 def test_onnx_engine_reuses_the_bundles_export_only_while_it_is_current(
     tiny_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from safetensors.torch import load_file, save_file
-
     import tlearn.infer.export
     import tlearn.infer.load
 
@@ -160,10 +159,10 @@ def test_onnx_engine_reuses_the_bundles_export_only_while_it_is_current(
     monkeypatch.setattr(tlearn.infer.load, "bundle_to_onnx", lambda *a, **k: calls.append(1) or real(*a, **k))
     assert tlearn.load(bundle, engine="onnx").engine == "onnx" and calls == []  # the file was used
 
-    state = load_file(str(bundle / "model.safetensors"))
-    bias = next(k for k in state if k.startswith("head.") and k.endswith("bias"))
-    state[bias] = state[bias] + torch.tensor([5.0, 0.0, 0.0, 0.0])  # retrained: favours class 0
-    save_file(state, str(bundle / "model.safetensors"))
+    classifier, config = load_bundle(bundle)
+    with torch.no_grad():
+        classifier.head[-1].bias += torch.tensor([5.0, 0.0, 0.0, 0.0])  # retrained: favours class 0
+    save_bundle(classifier, config, bundle)  # new weights, and their digest in tlearn.json
     fresh = tlearn.load(bundle, engine="onnx")
     assert calls == [1]  # model.onnx no longer matches the weights: exported again, in memory
     x = np.random.default_rng(0).random((3, 3, 64, 64), dtype=np.float32)
@@ -197,3 +196,25 @@ def test_missing_onnxruntime_names_the_extra(run_cli, tiny_bundle: Path, monkeyp
     assert res.code == 1
     assert "needs the Python package 'onnxruntime'" in res.err and "pip install 'tlearn[export]'" in res.err
     assert not Path("never.onnx").exists()
+
+
+def test_export_of_a_bundle_whose_classes_were_edited_is_refused_before_writing(
+    tiny_bundle: Path, tmp_path: Path
+) -> None:
+    """It wrote an ONNX model of 4 outputs and a JSON of 3 classes, which disagree."""
+    edited = Path(shutil.copytree(tiny_bundle, tmp_path / "edited"))
+    doc = json.loads((edited / "tlearn.json").read_text())
+    doc["classes"] = doc["classes"][:3]
+    (edited / "tlearn.json").write_text(json.dumps(doc))
+    with pytest.raises(BundleError, match=r"lists 3 classes .* the network has 4 outputs"):
+        export_bundle(edited, out=tmp_path / "out" / "model.onnx")
+    assert not (tmp_path / "out").exists()
+
+
+def test_exported_model_whose_json_lists_other_classes_is_refused_on_load(exported, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    model = Path(shutil.copy(exported.path, tmp_path / "model.onnx"))
+    doc = json.loads(exported.sidecar.read_text())
+    doc["classes"] = doc["bundle"]["classes"] = doc["bundle"]["classes"][:3]
+    (tmp_path / "model.onnx.json").write_text(json.dumps(doc))
+    with pytest.raises(BundleError, match=r"model\.onnx\.json lists 3 classes .* the model has 4 outputs"):
+        tlearn.load(model)

@@ -72,6 +72,20 @@ def test_bundle_of_another_format_is_a_clear_one_line_error(run_cli, tiny_bundle
     assert res.err.startswith("Error: ") and "format 0" in res.err and "Traceback" not in res.err
 
 
+@pytest.mark.parametrize("classes", [CLASSES[:3], (*CLASSES, "zebra")])
+def test_predict_with_classes_edited_in_tlearn_json_is_one_line_saying_which_is_wrong(  # type: ignore[no-untyped-def]
+    run_cli, tiny_bundle: Path, shapes_master: Path, tmp_path: Path, classes: tuple[str, ...]
+) -> None:
+    """Fewer classes than outputs was an IndexError (exit 2); more gave wrong answers without a word."""
+    edited = copy_bundle(tiny_bundle, tmp_path / "edited", classes=list(classes))
+    res = run_cli("predict", edited, shapes_master / "red_circle")
+    assert res.code == 1, res.err
+    assert res.err.startswith("Error: ") and "Traceback" not in res.err
+    assert f"lists {len(classes)} classes" in res.err and "the network has 4 outputs" in res.err
+    with pytest.raises(BundleError, match="the network has 4 outputs"):
+        tlearn.load(edited)  # what `tlearn serve` loads: it fails at start, not with a 500 per request
+
+
 def test_cli_json_equals_the_python_api(run_cli, clf: BasePredictor, tiny_bundle: Path, shapes_master: Path) -> None:  # type: ignore[no-untyped-def]
     res = run_cli("predict", tiny_bundle, shapes_master, "--format", "json", "--top-k", "4", "--batch-size", "7")
     assert res.code == 0, res.err

@@ -8,7 +8,10 @@
     history.csv         one row per epoch (methods that train in epochs)
 
 Weights are safetensors (no pickles). The config is written last, so a folder with a config is a
-complete bundle even if a run was interrupted.
+complete bundle even if a run was interrupted. It records the SHA-256 of the weights file, and
+loading checks it (bundles saved before the digest was recorded load without the check), then checks
+that the classes it lists are as many as the network's outputs: an edited or mismatched tlearn.json is
+one clear error at load, not wrong labels later.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from tlearn.core.errors import BundleError
-from tlearn.core.files import atomic_path, read_json, write_json_atomic
+from tlearn.core.files import atomic_path, file_sha256, read_json, write_json_atomic
 from tlearn.core.preprocessing import Preprocessing
 from tlearn.data.sources import display_path
 from tlearn.models.backbones import rebuild_model
@@ -36,6 +39,7 @@ WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "tlearn.json"
 SPLIT_FILE = "split.json"
 CHECK_FILE = "check.json"  # the dataset check of the run
+DIGEST_KEY = "weights_sha256"  # in tlearn.json, beside the config's own keys: the SHA-256 of WEIGHTS_FILE
 
 
 @dataclass(frozen=True)
@@ -106,16 +110,17 @@ class BundleConfig:
 
 
 def save_bundle(classifier: Classifier, config: BundleConfig, out: Path) -> Path:
-    """Write weights, then the config (stamped with versions and time). Returns the folder."""
+    """Write weights, then the config (stamped with versions, time and the weights' SHA-256). Returns the folder."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in classifier.state_dict().items()}
     with atomic_path(out / WEIGHTS_FILE) as tmp:
         save_file(state, str(tmp), metadata={"format": str(BUNDLE_FORMAT)})
+        digest = file_sha256(tmp)
     stamped = BundleConfig.from_dict(
         {**config.to_dict(), "versions": package_versions(), "created": datetime.now(UTC).isoformat(timespec="seconds")}
     )
-    write_json_atomic(out / CONFIG_FILE, stamped.to_dict())
+    write_json_atomic(out / CONFIG_FILE, {**stamped.to_dict(), DIGEST_KEY: digest})
     return out
 
 
@@ -146,8 +151,10 @@ def load_bundle(path: str | Path) -> tuple[Classifier, BundleConfig]:
         )
     try:
         raw = read_json(config_path)
-    except (OSError, ValueError) as err:
-        raise BundleError(f"Cannot read {display_path(config_path)}: {err}.") from None
+    except OSError as err:
+        raise BundleError(f"Cannot read {display_path(config_path)}: {err.strerror}.") from None
+    except ValueError as err:
+        raise BundleError(f"Cannot read {display_path(config_path)}: {_one_line(err)}.") from None
     fmt = raw.get("format") if isinstance(raw, dict) else None
     if fmt != BUNDLE_FORMAT:
         made_by = raw.get("versions", {}).get("tlearn", "an unknown version") if isinstance(raw, dict) else "?"
@@ -156,14 +163,61 @@ def load_bundle(path: str | Path) -> tuple[Classifier, BundleConfig]:
             f"{BUNDLE_FORMAT}.",
             hint="Load it with the tlearn version that made it, or train it again with this one.",
         )
+    _check_digest(folder, raw.get(DIGEST_KEY))
     try:
         config = BundleConfig.from_dict(raw)
         classifier = build_classifier(config)
         state = load_file(str(weights_path))
         classifier.load_state_dict(state, strict=True)
     except Exception as err:  # a damaged file fails in many ways (safetensors, torch, JSON fields)
-        raise BundleError(f"The bundle {display_path(folder)} is damaged or incomplete: {err}.") from None
+        raise BundleError(f"The bundle {display_path(folder)} is damaged or incomplete: {_one_line(err)}.") from None
+    _check_classes(folder, config, classifier)
     return classifier.eval(), config
+
+
+def _check_digest(folder: Path, recorded: object) -> None:
+    """The weights file must be the one saved with this tlearn.json (when it records a digest)."""
+    if not isinstance(recorded, str) or not recorded:
+        return  # a bundle saved before the digest was recorded: nothing to check against
+    try:
+        found = file_sha256(folder / WEIGHTS_FILE)
+    except OSError as err:
+        raise BundleError(f"Cannot read {display_path(folder / WEIGHTS_FILE)}: {err.strerror}.") from None
+    if found != recorded:
+        raise BundleError(
+            f"{display_path(folder / WEIGHTS_FILE)} is not the file this bundle saved: its SHA-256 is {found[:12]}..., "
+            f"{CONFIG_FILE} records {recorded[:12]}....",
+            hint="It was changed or damaged after saving (a partial copy, weights of another run): copy the bundle "
+            "folder again from where it was trained, or train again.",
+        )
+
+
+def _check_classes(folder: Path, config: BundleConfig, classifier: Classifier) -> None:
+    """The classes listed must name the network's outputs, one each, in order: an edited list shifts every
+    label (or indexes past the end), and an exported model would disagree with its JSON."""
+    outputs = next(m.out_features for m in reversed(classifier.head) if isinstance(m, torch.nn.Linear))
+    classes = config.classes
+    where = display_path(folder / CONFIG_FILE)
+    hint = (
+        f"Restore the 'classes' list of {CONFIG_FILE}: {outputs} names, in the order of training (the bundle's "
+        "check.json and predictions.csv hold them), or train again."
+    )
+    if len(classes) != outputs:
+        shown = ", ".join(str(c) for c in classes[:8]) + (", ..." if len(classes) > 8 else "")
+        raise BundleError(
+            f"{where} lists {len(classes)} classes ({shown}) but the network has {outputs} outputs: the two "
+            "must match, one class per output.",
+            hint=hint,
+        )
+    repeated = next((c for c in classes if classes.count(c) > 1), None)
+    if repeated is not None:
+        raise BundleError(f"{where} lists the class {repeated!r} twice: each output needs its own class.", hint=hint)
+
+
+def _one_line(err: Exception, limit: int = 240) -> str:
+    """An exception's message on one line, cut to `limit` characters (torch lists every mismatched key)."""
+    text = " ".join(str(err).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def package_versions() -> dict[str, str]:

@@ -49,7 +49,7 @@ def load_onnx(path: str | Path) -> OnnxPredictor:
         if exported.is_file() and sidecar_path(exported).is_file():
             doc = read_sidecar(exported)
             if doc.get("weights_sha256") == weights_digest(path):
-                return OnnxPredictor(exported, config_of(doc, exported), source=display_path(path))
+                return _checked(OnnxPredictor(exported, config_of(doc, exported), source=display_path(path)), exported)
             log.info("%s was exported from other weights: exporting the bundle again, in memory.", exported)
         classifier, config = load_bundle(path)
         predictor = Predictor(classifier, config, source=display_path(path))
@@ -62,4 +62,18 @@ def load_onnx(path: str | Path) -> OnnxPredictor:
     if path.suffix.lower() != ".onnx":
         raise BundleError(f"{display_path(path)} is not an ONNX file.", hint="Pass a bundle folder or a .onnx file.")
     doc = read_sidecar(path)
-    return OnnxPredictor(path, config_of(doc, path), source=display_path(path))
+    return _checked(OnnxPredictor(path, config_of(doc, path), source=display_path(path)), path)
+
+
+def _checked(predictor: OnnxPredictor, model_path: Path) -> OnnxPredictor:
+    """The classes of the JSON beside an ONNX model must be as many as its outputs (as load_bundle checks
+    for a bundle): an edited JSON would label every answer wrongly, or index past its list."""
+    width = predictor.session.get_outputs()[0].shape[-1]
+    classes = predictor.config.classes
+    if isinstance(width, int) and width != len(classes):
+        raise BundleError(
+            f"{display_path(sidecar_path(model_path))} lists {len(classes)} classes but the model has {width} "
+            "outputs: the two must match, one class per output.",
+            hint="Export the bundle again (`tlearn export BUNDLE`); it writes both files.",
+        )
+    return predictor
