@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
+import stat
 from pathlib import Path
 
 import pytest
@@ -129,3 +131,15 @@ def test_damaged_bundle_is_one_line_even_when_torch_says_more(tmp_path: Path) ->
     with pytest.raises(BundleError, match="damaged or incomplete") as info:
         load_bundle(path)
     assert "\n" not in str(info.value) and len(info.value.message) < 400
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002])
+def test_weights_file_gets_the_permissions_of_the_rest_of_the_bundle(tmp_path: Path, umask: int) -> None:
+    """model.safetensors was 0600 whatever the umask (safetensors creates it so): others could not read it."""
+    before = os.umask(umask)
+    try:
+        _, path = saved(tmp_path)
+    finally:
+        os.umask(before)
+    modes = {f.name: stat.S_IMODE(f.stat().st_mode) for f in path.iterdir()}
+    assert modes == {"model.safetensors": 0o666 & ~umask, "tlearn.json": 0o666 & ~umask}

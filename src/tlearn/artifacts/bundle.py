@@ -16,7 +16,9 @@ one clear error at load, not wrong labels later.
 
 from __future__ import annotations
 
+import os
 import platform
+import stat
 import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -115,7 +117,10 @@ def save_bundle(classifier: Classifier, config: BundleConfig, out: Path) -> Path
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in classifier.state_dict().items()}
     with atomic_path(out / WEIGHTS_FILE) as tmp:
+        tmp.touch()  # created as any new file is here: 0666 less the umask, as tlearn.json will be
+        mode = stat.S_IMODE(tmp.stat().st_mode)
         save_file(state, str(tmp), metadata={"format": str(BUNDLE_FORMAT)})
+        os.chmod(tmp, mode)  # safetensors writes its file 0600 whatever the umask: others could not read it
         digest = file_sha256(tmp)
     stamped = BundleConfig.from_dict(
         {**config.to_dict(), "versions": package_versions(), "created": datetime.now(UTC).isoformat(timespec="seconds")}
