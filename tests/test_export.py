@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -218,3 +220,68 @@ def test_exported_model_whose_json_lists_other_classes_is_refused_on_load(export
     (tmp_path / "model.onnx.json").write_text(json.dumps(doc))
     with pytest.raises(BundleError, match=r"model\.onnx\.json lists 3 classes .* the model has 4 outputs"):
         tlearn.load(model)
+
+
+@pytest.fixture
+def read_only_bundle(tiny_bundle: Path, tmp_path: Path) -> Iterator[Path]:
+    """A copy of the bundle on a read-only file system (a tmpfs remounted read-only), as on a shared mount.
+
+    Skipped where mounting is not allowed (not root, not Linux): root ignores file permissions, so only
+    a read-only mount shows what a user of one sees.
+    """
+    mnt = tmp_path / "ro"
+    mnt.mkdir()
+    mount = shutil.which("mount")
+    if sys.platform != "linux" or mount is None:
+        pytest.skip("needs mount (Linux)")
+    if subprocess.run([mount, "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("needs permission to mount a file system")
+    try:
+        shutil.copytree(tiny_bundle, mnt / "bundle")
+        subprocess.run([mount, "-o", "remount,ro", str(mnt)], check=True, capture_output=True)
+        yield mnt / "bundle"
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def test_export_from_a_read_only_bundle_says_where_to_write_before_any_work(  # type: ignore[no-untyped-def]
+    run_cli, read_only_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It failed with 'Unexpected error ... a bug' after the whole export (27 s on a real model)."""
+    import tlearn.infer.export
+
+    work: list[Path] = []
+    real = tlearn.infer.export.labelled_splits
+    monkeypatch.setattr(
+        tlearn.infer.export, "labelled_splits", lambda folder, cfg: work.append(folder) or real(folder, cfg)
+    )
+    res = run_cli("export", read_only_bundle)
+    assert res.code == 1, res.err
+    lines = res.err.strip().splitlines()
+    assert (
+        lines[0]
+        == f"Error: Cannot write {read_only_bundle / 'model.onnx'}: {read_only_bundle} is on a read-only file system."
+    )
+    assert lines[1].startswith("Hint: Write it elsewhere with --out")
+    assert work == []  # refused before the export began
+
+    res = run_cli("export", read_only_bundle, "--out", tmp_path / "model.onnx")
+    assert res.code == 0, res.err
+    assert (tmp_path / "model.onnx").is_file() and (tmp_path / "model.onnx.json").is_file()
+
+
+def test_export_to_a_path_below_a_file_fails_before_any_work(
+    tiny_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tlearn.infer.export
+    from tlearn.core.errors import OutputError
+
+    monkeypatch.setattr(tlearn.infer.export, "labelled_splits", lambda *a: pytest.fail("the export began"))
+    (tmp_path / "notes.txt").write_text("a file, not a folder")
+    with pytest.raises(
+        OutputError, match=r"Cannot write .*notes\.txt/model\.onnx: .*notes\.txt is a file, not a folder"
+    ):
+        export_bundle(tiny_bundle, out=tmp_path / "notes.txt" / "model.onnx")
+    (tmp_path / "taken.onnx").mkdir()
+    with pytest.raises(OutputError, match=r"Cannot write .*taken\.onnx: it is a folder"):
+        export_bundle(tiny_bundle, out=tmp_path / "taken.onnx")

@@ -17,6 +17,9 @@ bundle's validation split.
 
 from __future__ import annotations
 
+import errno
+import os
+import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from tlearn.core.errors import BundleError, ConfigError
+from tlearn.core.errors import BundleError, ConfigError, OutputError
 from tlearn.core.files import atomic_path, write_json_atomic
 from tlearn.core.onnx import OPSET, create_session
 from tlearn.core.progress import Progress, no_progress
@@ -76,9 +79,11 @@ def export_bundle(
         raise BundleError(
             f"{display_path(folder)} is already an export.", hint="Pass the bundle folder that `tlearn train` wrote."
         )
+    path = Path(out).expanduser() if out is not None else folder / _default_name(format, input_type, int8)
+    if out is not None or folder.is_dir():  # a missing bundle is load's to report
+        check_writable(path)
     predictor = load(folder, engine="torch")
     assert isinstance(predictor, Predictor)  # engine="torch" gives the PyTorch engine
-    path = Path(out) if out is not None else folder / _default_name(format, input_type, int8)
     splits = labelled_splits(folder, predictor.config)
     samples = check_samples(predictor, splits, input_type)
     report: Int8Report | None = None
@@ -178,6 +183,33 @@ def _check_options(*, format: str, input_type: str, int8: bool, opset: int, out:
         problems.append(f"--out must end in {suffix} for --format {format}. Got {display_path(out)!r}.")
     if problems:
         raise ConfigError(" ".join(problems))
+
+
+def check_writable(path: Path) -> None:
+    """Raise OutputError now if `path` and the JSON beside it cannot be written there, rather than after the
+    export and its checks (seconds to minutes): a bundle on a read-only mount, a path below a file."""
+    if path.is_dir():
+        raise OutputError(f"Cannot write {display_path(path)}: it is a folder.", hint=_elsewhere(path))
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:  # atomic_path makes the missing folders
+        folder = folder.parent
+    if not folder.is_dir():
+        raise OutputError(
+            f"Cannot write {display_path(path)}: {display_path(folder)} is a file, not a folder.", hint=_elsewhere(path)
+        )
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=folder)
+    except OSError as err:
+        why = "is on a read-only file system" if err.errno == errno.EROFS else f"cannot be written ({err.strerror})"
+        raise OutputError(
+            f"Cannot write {display_path(path)}: {display_path(folder)} {why}.", hint=_elsewhere(path)
+        ) from None
+    os.close(fd)
+    os.unlink(probe)
+
+
+def _elsewhere(path: Path) -> str:
+    return f"Write it elsewhere with --out, e.g. --out ./{display_path(path.name)} (its JSON goes beside it)."
 
 
 def _default_name(format: str, input_type: str, int8: bool) -> str:
