@@ -7,6 +7,7 @@ request); /docs needs no network.
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import socket
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image
 
 import tlearn
 import tlearn.infer.inputs
@@ -52,8 +54,15 @@ def photo(shapes_master: Path) -> bytes:
 class Gauge:
     """Stands in for the decoder: counts the decodes running at once, and can hold them until released."""
 
-    def __init__(self, real: Callable[..., Any], *, delay: float = 0.0, hold: bool = False) -> None:
-        self.real, self.delay = real, delay
+    def __init__(
+        self,
+        real: Callable[..., Any],
+        *,
+        delay: float = 0.0,
+        hold: bool = False,
+        only: Callable[[bytes], bool] = lambda data: True,
+    ) -> None:
+        self.real, self.delay, self.only = real, delay, only
         self.now = self.peak = self.calls = 0
         self.started = threading.Event()
         self.release = threading.Event()
@@ -62,6 +71,8 @@ class Gauge:
         self._lock = threading.Lock()
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if not self.only(args[0]):
+            return self.real(*args, **kwargs)
         with self._lock:
             self.now += 1
             self.calls += 1
@@ -167,6 +178,31 @@ def test_at_most_threads_images_decode_at_once(
     assert g.calls == 16 and g.peak == 2  # 16 images from 4 clients at once, never more than 2 decoding
 
 
+def big_png(side: int) -> bytes:
+    buf = io.BytesIO()
+    Image.new("L", (side, side), 128).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_large_decodes_leave_a_thread_for_small_images(
+    predictor: BasePredictor, photo: bytes, gauge: Callable[..., Gauge]
+) -> None:
+    """While two 9 MP PNGs decode (held here), a photo is still answered: they get one of the two threads."""
+    g = gauge(hold=True, only=lambda data: data[:4] == b"\x89PNG")
+    app = create_app(predictor, threads=2, max_batch=4)
+    heavy = [("files", (f"{i}.png", big_png(3000), "image/png")) for i in range(2)]
+    with running_server(app) as url, httpx.Client(base_url=url, timeout=30) as http, ThreadPoolExecutor(1) as pool:
+        batch_of_pngs = pool.submit(http.post, "predict/batch", files=heavy)
+        assert g.started.wait(10)
+        time.sleep(0.2)  # the second PNG would start now if it could
+        res = http.post("predict", content=photo, headers={"content-type": "image/jpeg"}, timeout=5)
+        assert res.status_code == 200 and res.json()["predictions"][0]["class"] == "red_circle"
+        assert g.now == 1  # one PNG decoding, the other waiting for the one thread large images may use
+        g.release.set()
+        assert batch_of_pngs.result(timeout=30).status_code == 200
+    assert g.calls == 2 and g.peak == 1
+
+
 def test_a_full_server_answers_503_with_retry_after(
     predictor: BasePredictor, photo: bytes, gauge: Callable[..., Gauge]
 ) -> None:
@@ -183,6 +219,27 @@ def test_a_full_server_answers_503_with_retry_after(
         g.release.set()
         assert first.result(timeout=30).status_code == 200
         assert http.post("predict", content=photo, headers={"content-type": "image/jpeg"}).status_code == 200
+
+
+def test_uploads_held_at_once_are_capped(predictor: BasePredictor, photo: bytes, gauge: Callable[..., Gauge]) -> None:
+    """With 0.5 MB of uploads allowed, a 0.3 MB request waits (503) while another is in progress; a small one
+    does not; and a request alone is taken whatever its size, up to its own limit."""
+    g = gauge(hold=True)
+    big = photo + bytes(300_000)  # a JPEG with trailing bytes: still decodes
+    app = create_app(predictor, threads=1, max_upload_mb=0.5)
+    post = {"headers": {"content-type": "image/jpeg"}, "timeout": 30}
+    with running_server(app) as url, httpx.Client(base_url=url) as http, ThreadPoolExecutor(2) as pool:
+        first = pool.submit(http.post, "predict", content=big, **post)
+        assert g.started.wait(10)
+        res = http.post("predict", content=big, **post)
+        assert res.status_code == 503 and int(res.headers["retry-after"]) >= 1
+        assert "holds 0.3 MB of uploads, and this one's 0.3 MB would pass its limit of 0.5 MB" in res.json()["detail"]
+        small = pool.submit(http.post, "predict", content=photo, **post)  # admitted: waits for the thread
+        time.sleep(0.3)
+        g.release.set()
+        assert first.result(timeout=30).status_code == 200 and small.result(timeout=30).status_code == 200
+        alone = http.post("predict/batch", files=[("files", (f"{i}.jpg", big, "image/jpeg")) for i in range(3)])
+        assert alone.status_code == 200  # 0.9 MB, over the 0.5 MB, but nothing else is held
 
 
 def test_the_pixels_of_a_batch_are_capped_before_decoding(
@@ -254,9 +311,9 @@ def test_the_app_serves_again_after_its_lifespan_ends(predictor: BasePredictor, 
 
 def test_limits_are_checked_together_and_name_the_flags() -> None:
     with pytest.raises(ConfigError) as err:
-        Limits(threads=0, max_pending=0, timeout=0, max_batch_pixels=1)
+        Limits(threads=0, large_threads=0, max_pending=0, max_upload_mb=0, timeout=0, max_batch_pixels=1)
     message = str(err.value)
-    for flag in ("--threads", "--max-pending", "--timeout", "--max-batch-mp"):
+    for flag in ("--threads", "--large-threads", "--max-pending", "--max-upload-mb", "--timeout", "--max-batch-mp"):
         assert flag in message
     assert "Got 0" in message
 
@@ -269,7 +326,9 @@ def test_model_lists_every_limit(client: TestClient) -> None:
         "max_megapixels": 50.0,
         "max_batch_megapixels": 200.0,
         "threads": Limits().threads,
+        "large_threads": 1,
         "max_pending": 16,
+        "max_upload_mb": 256,
         "timeout_seconds": 30.0,
     }
 

@@ -41,13 +41,25 @@ def serve(
     threads: Annotated[
         int,
         typer.Option(
-            help="Images decoded, or batches run through the network, at once (default: one per core, at most 2). "
-            "Each image decoding at the 50 MP limit can take 0.4 to 1.3 GB."
+            help="Small images decoded, or batches run through the network, at once (default: one per core, at most 2)."
         ),
     ] = Limits.threads,
+    large_threads: Annotated[
+        int,
+        typer.Option(
+            help="Large images (over 4 MP; JPEGs over 64 MP) decoded at once, on threads of their own. Each can "
+            "take 0.4 to 1.5 GB at the 50 MP limit."
+        ),
+    ] = Limits.large_threads,
     max_pending: Annotated[
         int, typer.Option(help="Requests in progress at once; one more is answered 503 with Retry-After.")
     ] = Limits.max_pending,
+    max_upload_mb: Annotated[
+        float,
+        typer.Option(
+            "--max-upload-mb", help="MB of uploads held at once; a request that would pass it is answered 503."
+        ),
+    ] = Limits.max_upload_mb,
     timeout: Annotated[
         float, typer.Option(help="Seconds a request may take; then it is answered 504 (408 while it uploads).")
     ] = Limits.timeout,
@@ -66,7 +78,9 @@ def serve(
         max_batch=max_batch,
         max_batch_pixels=round(max_batch_mp * 1e6),
         threads=threads,
+        large_threads=large_threads,
         max_pending=max_pending,
+        max_upload_mb=max_upload_mb,
         timeout=timeout,
     )
     check_port_free(host, port)

@@ -12,10 +12,11 @@ an empty body (400), a file over `max_mb` (413), too many files (400), not an im
 truncated or corrupt image (422), an image bomb (413, refused before decoding), JSON nested too
 deep (400); see `errors.py`. Bodies are counted as they arrive, so an oversized upload is cut off
 rather than read (`uploads.py`). A server at its limits says so: 503 with Retry-After when
-`max_pending` requests are in progress, 413 for more pixels in one request than `max_batch_pixels`,
-408 / 504 past `timeout` seconds (`limits.py`, `work.py`). Decoding and inference run on a pool of
-`threads` threads: the event loop stays free to accept requests while Pillow and the model work.
-The endpoints themselves are in `routes.py`.
+`max_pending` requests are in progress or their uploads fill `max_upload_mb`, 413 for more pixels
+in one request than `max_batch_pixels`, 408 / 504 past `timeout` seconds (`limits.py`, `work.py`).
+Decoding and inference run on fixed pools of threads (`threads`, and `large_threads` for large
+images): the event loop stays free to accept requests while Pillow and the model work, and memory
+stays within the bound stated in `limits.py`. The endpoints themselves are in `routes.py`.
 """
 
 from __future__ import annotations
@@ -46,7 +47,9 @@ def create_app(
     max_pixels: int = Limits.max_pixels,
     max_batch_pixels: int = Limits.max_batch_pixels,
     threads: int = Limits.threads,
+    large_threads: int = Limits.large_threads,
     max_pending: int = Limits.max_pending,
+    max_upload_mb: float = Limits.max_upload_mb,
     timeout: float = Limits.timeout,
 ) -> FastAPI:
     """A FastAPI app serving `predictor` (loaded once, shared by every request).
@@ -61,7 +64,9 @@ def create_app(
         max_pixels=max_pixels,
         max_batch_pixels=max_batch_pixels,
         threads=threads,
+        large_threads=large_threads,
         max_pending=max_pending,
+        max_upload_mb=max_upload_mb,
         timeout=timeout,
     )
     served = routes.Served(

@@ -1,11 +1,17 @@
 """What one server takes on at once, in one frozen value: checked once, shown at /model, enforced by `work.py`.
 
-Memory is what the limits bound. Decoding is the costly part: Pillow holds the full image while it is
-converted and shrunk, measured at 7.5 bytes per pixel for an RGB PNG, 23 for RGBA and 27 for a 16-bit
-PNG, so a 49 MP image takes 0.4 to 1.3 GB while it decodes (a JPEG, decoded at a reduced scale, a few MB).
-At most `threads` images decode at once, whatever the number of requests, so decoding adds at most
-`threads` times that. The bytes of each request in progress are held until it is answered: at most
-`max_pending` bodies of up to `max_batch` files of `max_mb`.
+Memory is what the limits bound, beyond the model and its runtime:
+  decoding  Pillow holds the whole image while it converts and shrinks it: measured at 7.5 bytes per
+            pixel for an RGB PNG, 23 for RGBA, 27 for a 16-bit PNG and 31 for a float TIFF, so a 50 MP
+            image takes 0.4 to 1.5 GB while it decodes. A JPEG is decoded at a reduced scale (a few MB).
+            Large images (over LARGE_DECODE_PIXELS, JPEGs counted at a sixteenth) decode at most
+            `large_threads` at once, and everything else, small images and batches through the network,
+            on `threads` threads of its own: at most large_threads x 1.5 GB + threads x 0.13 GB.
+  uploads   the bodies of the requests in progress are held until each is answered: at most
+            `max_upload_mb` of them at once (one request is always taken, up to its own limit of
+            `max_batch` files of `max_mb`); JSON needs up to 1.75 times more while it is parsed.
+With the defaults on two cores: 1 x 1.5 + 2 x 0.13 = 1.8 GB for decoding at worst (0.65 GB when the
+large images are RGB), and 256 MB of uploads.
 """
 
 from __future__ import annotations
@@ -22,9 +28,16 @@ SERVER_MAX_PIXELS = 50_000_000
 # Sixteen 12 MP phone photos fit one request; sixteen 49 MP PNGs (785 MP, 16 s of decoding here) do not.
 SERVER_MAX_BATCH_PIXELS = 200_000_000
 
-# One thread per core decodes and runs the network: more would only queue inside Pillow and torch,
-# and each image decoding at once can take a gigabyte (see above).
+# One thread per core decodes small images and runs the network: more would only queue inside Pillow and torch.
 SERVER_THREADS = cpu_workers(2)
+
+# A large image holds a core for a second or more and up to 1.5 GB (see above): one at a time by default,
+# on a thread of its own, so small requests are still answered while it decodes.
+SERVER_LARGE_THREADS = 1
+
+# Over this many pixels an image is large. A JPEG counts for a sixteenth: it is decoded at 1/2 to 1/8 scale.
+LARGE_DECODE_PIXELS = 4_000_000
+JPEG_SHARE = 16
 
 KEEP_ALIVE_SECONDS = 5  # an idle keep-alive connection is closed after this (uvicorn's timeout_keep_alive)
 SHUTDOWN_SECONDS = 5  # Ctrl-C waits at most this long for the requests in progress
@@ -38,8 +51,11 @@ class Limits:
     max_batch         most images in one /predict/batch request (--max-batch)
     max_pixels        largest image decoded, width x height read from its header
     max_batch_pixels  most pixels in one request, summed over its images (--max-batch-mp, in megapixels)
-    threads           images decoding, or batches in the network, at once (--threads)
+    threads           small images decoding, or batches in the network, at once (--threads)
+    large_threads     large images decoding at once, on threads of their own (--large-threads)
     max_pending       requests in progress at once; one more is answered 503 with Retry-After (--max-pending)
+    max_upload_mb     MB of request bodies held at once; a request that would pass it waits its turn as a
+                      503 with Retry-After, unless it is the only one (--max-upload-mb)
     timeout           seconds from a request's admission to its answer: 408 while its body is still
                       arriving, 504 after (--timeout)
     """
@@ -49,18 +65,25 @@ class Limits:
     max_pixels: int = SERVER_MAX_PIXELS
     max_batch_pixels: int = SERVER_MAX_BATCH_PIXELS
     threads: int = SERVER_THREADS
+    large_threads: int = SERVER_LARGE_THREADS
     max_pending: int = 16
+    max_upload_mb: float = 256
     timeout: float = 30
 
     def __post_init__(self) -> None:
         problems = []
         if not self.max_mb > 0:
             problems.append(f"--max-mb must be more than 0. Got {self.max_mb:g}.")
-        for flag, value in (("--max-batch", self.max_batch), ("--threads", self.threads)):
-            if value < 1:
-                problems.append(f"{flag} must be 1 or more. Got {value}.")
-        if self.max_pending < 1:
-            problems.append(f"--max-pending must be 1 or more. Got {self.max_pending}.")
+        for flag, count in (
+            ("--max-batch", self.max_batch),
+            ("--threads", self.threads),
+            ("--large-threads", self.large_threads),
+            ("--max-pending", self.max_pending),
+        ):
+            if count < 1:
+                problems.append(f"{flag} must be 1 or more. Got {count}.")
+        if not self.max_upload_mb > 0:
+            problems.append(f"--max-upload-mb must be more than 0. Got {self.max_upload_mb:g}.")
         if not self.timeout > 0:
             problems.append(f"--timeout must be more than 0 seconds. Got {self.timeout:g}.")
         if self.max_pixels < 1:
@@ -79,6 +102,11 @@ class Limits:
         return int(self.max_mb * 1024 * 1024)
 
     @property
+    def upload_limit(self) -> int:
+        """Bytes of request bodies held at once."""
+        return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
     def connection_limit(self) -> int:
         """Connections past which uvicorn itself answers 503, before the app sees the request: a backstop
         for floods of idle connections; the app's own limit, `max_pending`, answers first."""
@@ -91,6 +119,8 @@ class Limits:
             "max_megapixels": self.max_pixels / 1e6,
             "max_batch_megapixels": self.max_batch_pixels / 1e6,
             "threads": self.threads,
+            "large_threads": self.large_threads,
             "max_pending": self.max_pending,
+            "max_upload_mb": self.max_upload_mb,
             "timeout_seconds": float(self.timeout),
         }

@@ -14,7 +14,7 @@ from tlearn.core.version import __version__
 from tlearn.infer.predictor import BasePredictor
 from tlearn.serve.errors import ApiError, image_error
 from tlearn.serve.limits import Limits
-from tlearn.serve.uploads import Upload, read_uploads, size_problem
+from tlearn.serve.uploads import Upload, announced_body, read_uploads, size_problem
 from tlearn.serve.work import Work
 
 
@@ -71,8 +71,9 @@ async def model(request: Request) -> dict[str, Any]:
 async def predict(request: Request, top_k: int | None = K_QUERY) -> dict[str, Any]:
     """Top-k classes of one image."""
     start, s = time.perf_counter(), served(request)
-    async with s.work.admit() as admitted:
-        uploads = await read_uploads(request, file_limit=s.limits.file_limit, max_files=1, field="file")
+    body = announced_body(request, file_limit=s.limits.file_limit, max_files=1, field="file")
+    async with s.work.admit(body.expected) as admitted:
+        uploads = await read_uploads(request, body, max_files=1, field="file")
         admitted.body_read()
         if len(uploads) > 1:
             raise ApiError(400, "too_many_files", f"/predict takes one image, got {len(uploads)}: use /predict/batch.")
@@ -85,10 +86,9 @@ async def predict(request: Request, top_k: int | None = K_QUERY) -> dict[str, An
 async def predict_batch(request: Request, top_k: int | None = K_QUERY) -> Any:
     """Top-k classes of several images; each file is answered, and one that fails does not fail the others."""
     start, s = time.perf_counter(), served(request)
-    async with s.work.admit() as admitted:
-        uploads = await read_uploads(
-            request, file_limit=s.limits.file_limit, max_files=s.limits.max_batch, field="files"
-        )
+    body = announced_body(request, file_limit=s.limits.file_limit, max_files=s.limits.max_batch, field="files")
+    async with s.work.admit(body.expected) as admitted:
+        uploads = await read_uploads(request, body, max_files=s.limits.max_batch, field="files")
         admitted.body_read()
         results = await answer(s, uploads, top_k or s.top_k)
     doc = {"results": results, "seconds": round(time.perf_counter() - start, 4)}
@@ -102,7 +102,7 @@ async def answer(s: Served, uploads: list[Upload], k: int) -> list[dict[str, Any
     """One result per upload, in order: {"file", "predictions"} or {"file", "error", "detail", "status"}.
 
     Uploads that are empty or over the size limit are answered without decoding; the others go to the
-    server's bounded pool of decoding threads (`work.py`), so the event loop stays free.
+    server's bounded pools of decoding threads (`work.py`), so the event loop stays free.
     """
     problems = {i: p for i, u in enumerate(uploads) if (p := size_problem(u, s.limits.file_limit, s.limits.max_mb))}
     ok = [u for i, u in enumerate(uploads) if i not in problems]

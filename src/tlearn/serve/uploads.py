@@ -33,6 +33,8 @@ _JSON_SHAPE = '{"image": "<base64>"} or {"images": ["<base64>", ...]}'
 _JSON_TOKEN = re.compile(rb'["\[\]{},:]')  # what the structure is made of; numbers and literals need no count
 _JSON_STRING_REST = re.compile(rb'(?:[^"\\]++|\\.)*+"', re.DOTALL)  # possessive: one pass, no backtracking
 
+_READABLE = ("multipart/form-data", "application/json", "application/octet-stream")  # and image/*
+
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 
 
@@ -46,34 +48,49 @@ class _BodyTooLarge(Exception):
     pass
 
 
-async def read_uploads(request: Request, *, file_limit: int, max_files: int, field: str) -> list[Upload]:
-    """The images of a request, read with the body capped at what `max_files` files of `file_limit` need."""
+@dataclass(frozen=True)
+class Body:
+    """What a request says of its body before a byte of it is read (see `announced_body`)."""
+
+    kind: str  # the media type: multipart/form-data, application/json, image/..., application/octet-stream
+    limit: int  # the most bytes it may have: what `max_files` files of the per-file limit need
+    expected: int  # the bytes to make room for: its Content-Length, or `limit` when it declares none
+
+
+def announced_body(request: Request, *, file_limit: int, max_files: int, field: str) -> Body:
+    """The body a request announces in its headers, or the 4xx that refuses it before it is read:
+    an unreadable type (415), a declared length over the limit (413), no body at all (400)."""
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    # base64 makes JSON 4/3 the size of the images it carries.
-    body_limit = (file_limit * 4 // 3 if kind == "application/json" else file_limit) * max_files + _ENVELOPE
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > body_limit:
-        raise too_large(body_limit)
     if declared == "0" or (not kind and not declared):
         raise ApiError(400, "empty_body", "The request has no body: send an image.")
-    capped = Request(request.scope, receive=_capped_receive(request.receive, body_limit))
+    if kind not in _READABLE and not kind.startswith("image/"):
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            f"Cannot read a request of type {kind or '(none)'!r}: send multipart/form-data with the image in "
+            f"'{field}', JSON with base64, or the image bytes with Content-Type image/*.",
+        )
+    # base64 makes JSON 4/3 the size of the images it carries.
+    limit = (file_limit * 4 // 3 if kind == "application/json" else file_limit) * max_files + _ENVELOPE
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large(limit)
+    return Body(kind, limit, int(declared) if declared.isdigit() else limit)
+
+
+async def read_uploads(request: Request, body: Body, *, max_files: int, field: str) -> list[Upload]:
+    """The images of a request whose headers announced `body`, read with the body capped at its limit."""
+    capped = Request(request.scope, receive=_capped_receive(request.receive, body.limit))
     try:
-        if kind == "multipart/form-data":
+        if body.kind == "multipart/form-data":
             return await _multipart(capped, max_files=max_files, field=field)
-        if kind == "application/json":
-            body = await capped.body()
+        data = await capped.body()
+        if body.kind == "application/json":
             # Scanning and decoding megabytes of base64 is work for a thread, not for the event loop.
-            return await run_in_threadpool(_from_json, body, max_files=max_files)
-        if kind.startswith("image/") or kind == "application/octet-stream":
-            return [Upload("upload", await capped.body())]
+            return await run_in_threadpool(_from_json, data, max_files=max_files)
+        return [Upload("upload", data)]
     except _BodyTooLarge:
-        raise too_large(body_limit) from None
-    raise ApiError(
-        415,
-        "unsupported_media_type",
-        f"Cannot read a request of type {kind or '(none)'!r}: send multipart/form-data with the image in "
-        f"'{field}', JSON with base64, or the image bytes with Content-Type image/*.",
-    )
+        raise too_large(body.limit) from None
 
 
 def size_problem(upload: Upload, file_limit: int, max_mb: float) -> ApiError | None:

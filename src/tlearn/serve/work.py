@@ -1,16 +1,19 @@
 """The server's work, kept within its `Limits`: requests admitted or turned away, images decoded and batches
-run on a fixed pool of threads, and a deadline for each request.
+run on fixed pools of threads, and a deadline for each request.
 
-    async with work.admit() as request:            # 503 busy + Retry-After when max_pending are in progress
-        uploads = await read_uploads(...)          # 408 if the body is still arriving at the deadline
-        request.body_read()
+    body = announced_body(request, ...)            # 400 / 413 / 415 from the headers alone
+    async with work.admit(body.expected) as admitted:  # 503 busy + Retry-After: too many requests or bytes
+        uploads = await read_uploads(request, body, ...)  # 408 if the body is still arriving at the deadline
+        admitted.body_read()
         found = await work.predict(datas, top_k=k)  # 413 over max_batch_pixels; 504 at the deadline
 
-Every image decode and every batch through the network is one job on a pool of `threads` threads, so
-no more than that many run at once, however many requests wait. A request's pixels are summed from
-the image headers (Pillow opens lazily) before any is decoded. At the deadline the request's queued
-jobs are cancelled and it is answered; a job already running cannot be interrupted, finishes on its
-thread and is dropped, so the pool, not the deadline, is what bounds memory.
+Every image decode and every batch through the network is one job on a pool of threads: `large_threads`
+for images that are large to decode (known from their headers: Pillow opens lazily), `threads` for the
+rest, so no more than that many run at once however many requests wait, and a small request is not
+queued behind someone's 50 MP PNGs. A request's pixels are summed from the same headers before any is
+decoded. At the deadline the request's queued jobs are cancelled and it is answered; a job already
+running cannot be interrupted, finishes on its thread and is dropped, so the pools, not the deadline,
+are what bound memory.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import warnings
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from functools import partial
 from typing import TypeVar
 
@@ -35,8 +39,8 @@ from starlette.concurrency import run_in_threadpool
 from tlearn.core.errors import ImageError
 from tlearn.infer.predictor import BasePredictor
 from tlearn.infer.results import Scored
-from tlearn.serve.errors import ApiError
-from tlearn.serve.limits import Limits
+from tlearn.serve.errors import MB, ApiError
+from tlearn.serve.limits import JPEG_SHARE, LARGE_DECODE_PIXELS, Limits
 
 NETWORK_BATCH = 32  # images per forward pass, as `predict_many` batches them
 
@@ -54,14 +58,23 @@ class Admitted:
         self.reading = False
 
 
+@dataclass(frozen=True)
+class Header:
+    """What an image's header declares, read without decoding it."""
+
+    pixels: int  # width x height; 0 when Pillow cannot open it (the decoder then refuses it and says why)
+    large: bool  # slow and memory-hungry to decode: over LARGE_DECODE_PIXELS, JPEGs counted at a share
+
+
 class Work:
-    """The pool and the counters of one server; its methods are called from the event loop."""
+    """The pools and the counters of one server; its methods are called from the event loop."""
 
     def __init__(self, predictor: BasePredictor, limits: Limits) -> None:
         self.predictor, self.limits = predictor, limits
-        self._pool: ThreadPoolExecutor | None = None  # made at first use: an app may be started again after close()
+        self._pools: tuple[ThreadPoolExecutor, ThreadPoolExecutor] | None = None  # small, large: made at first use
         self._lock = threading.Lock()
         self._pending = 0
+        self._held = 0  # bytes of the bodies of the requests in progress, as announced
         self._seconds = 1.0  # running mean of the seconds a request takes, for Retry-After
 
     @property
@@ -69,33 +82,44 @@ class Work:
         return self._pending
 
     def close(self) -> None:
-        """Stop the threads (at the app's shutdown); the next job starts new ones."""
+        """Stop the threads (at the app's shutdown); the next job starts new ones, as an app may start again."""
         with self._lock:
-            pool, self._pool = self._pool, None
-        if pool is not None:
+            pools, self._pools = self._pools, None
+        for pool in pools or ():
             pool.shutdown(wait=False, cancel_futures=True)
 
-    def _threads(self) -> ThreadPoolExecutor:
+    def _threads(self) -> tuple[ThreadPoolExecutor, ThreadPoolExecutor]:
         with self._lock:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.limits.threads, thread_name_prefix="tlearn-serve")
-            return self._pool
+            if self._pools is None:
+                self._pools = (
+                    ThreadPoolExecutor(self.limits.threads, thread_name_prefix="tlearn-serve"),
+                    ThreadPoolExecutor(self.limits.large_threads, thread_name_prefix="tlearn-serve-large"),
+                )
+            return self._pools
 
     @asynccontextmanager
-    async def admit(self) -> AsyncIterator[Admitted]:
-        """Admit a request, or refuse it with 503 when `max_pending` are in progress; bound it by `timeout`."""
-        limit = self.limits.max_pending
+    async def admit(self, body_bytes: int) -> AsyncIterator[Admitted]:
+        """Admit a request whose body will be `body_bytes`, bound by `timeout`; or refuse it with 503 when
+        `max_pending` are in progress, or when its body would take the uploads held past `max_upload_mb`
+        (the only request in progress is always admitted: its size is capped on its own)."""
         with self._lock:
+            limit = self.limits.max_pending
             if self._pending >= limit:
-                wait = self.retry_after()
-                raise ApiError(
-                    503,
-                    "busy",
-                    f"The server is busy: {limit} request{'s' if limit != 1 else ''} in progress, the most it "
-                    f"takes at once. Try again in {wait} s.",
-                    headers={"Retry-After": str(wait)},
+                why = f"{limit} request{'s' if limit != 1 else ''} in progress, the most it takes at once"
+            elif self._pending and self._held + body_bytes > self.limits.upload_limit:
+                why = (
+                    f"it holds {self._held / MB:.1f} MB of uploads, and this one's {body_bytes / MB:.1f} MB would "
+                    f"pass its limit of {self.limits.max_upload_mb:g} MB"
                 )
-            self._pending += 1
+            else:
+                why = ""
+                self._pending += 1
+                self._held += body_bytes
+        if why:
+            wait = self.retry_after()
+            raise ApiError(
+                503, "busy", f"The server is busy: {why}. Try again in {wait} s.", headers={"Retry-After": str(wait)}
+            )
         admitted, start = Admitted(), time.monotonic()
         try:
             with anyio.move_on_after(self.limits.timeout) as deadline:
@@ -103,6 +127,7 @@ class Work:
         finally:
             with self._lock:
                 self._pending -= 1
+                self._held -= body_bytes
                 self._seconds = 0.8 * self._seconds + 0.2 * (time.monotonic() - start)
         if deadline.cancelled_caught:
             raise _late(self.limits.timeout, reading=admitted.reading)
@@ -118,8 +143,8 @@ class Work:
         Raises ApiError 413 when the images declare more than `max_batch_pixels` together (images over
         the per-image limit are refused without decoding, so they do not count).
         """
-        declared = await run_in_threadpool(lambda: [declared_pixels(data) for data in images])
-        total = sum(p for p in declared if p <= self.limits.max_pixels)
+        headers = await run_in_threadpool(lambda: [read_header(data) for data in images])
+        total = sum(h.pixels for h in headers if h.pixels <= self.limits.max_pixels)
         if total > self.limits.max_batch_pixels:
             raise ApiError(
                 413,
@@ -128,16 +153,21 @@ class Work:
                 f"{self.limits.max_batch_pixels / 1e6:g} MP limit of one request: send fewer or smaller images "
                 "per request.",
             )
-        prepared = await self._map(self._prepare, images)
+        large = [h.large and h.pixels <= self.limits.max_pixels for h in headers]  # over the limit: not decoded
+        prepared = await self._map(self._prepare, images, large=large)
         inputs = [p for p in prepared if isinstance(p, np.ndarray)]
-        (tops,) = await self._map(partial(self._top_k, k=top_k), [inputs]) if inputs else ([],)
+        (tops,) = await self._map(partial(self._top_k, k=top_k), [inputs], large=[False]) if inputs else ([],)
         found = iter(tops)
         return [p if isinstance(p, ImageError) else next(found) for p in prepared]
 
-    async def _map(self, fn: Callable[[A], R], items: Sequence[A]) -> list[R]:
-        """`fn` of each item, each a job on the pool; if the request is cancelled, its queued jobs are too."""
-        loop, pool = asyncio.get_running_loop(), self._threads()
-        futures = [loop.run_in_executor(pool, fn, item) for item in items]
+    async def _map(self, fn: Callable[[A], R], items: Sequence[A], *, large: Sequence[bool]) -> list[R]:
+        """`fn` of each item, each a job on the small or the large pool; if the request is cancelled, its
+        queued jobs are too."""
+        loop, (small_pool, large_pool) = asyncio.get_running_loop(), self._threads()
+        futures = [
+            loop.run_in_executor(large_pool if big else small_pool, fn, item)
+            for item, big in zip(items, large, strict=True)
+        ]
         try:
             return await asyncio.gather(*futures)
         except BaseException:
@@ -159,17 +189,17 @@ class Work:
         return out
 
 
-def declared_pixels(data: bytes) -> int:
-    """Width x height from an image's header, nothing decoded; 0 when Pillow cannot open it (the decoder
-    then refuses it and says why)."""
+def read_header(data: bytes) -> Header:
+    """The size an image declares and whether it is large to decode, from its header alone."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with Image.open(io.BytesIO(data)) as img:
-                width, height = img.size
+                (width, height), kind = img.size, img.format
     except Exception:  # not an image, a truncated header, a bomb Pillow itself refuses
-        return 0
-    return width * height
+        return Header(0, large=False)
+    pixels = width * height
+    return Header(pixels, large=pixels / (JPEG_SHARE if kind == "JPEG" else 1) > LARGE_DECODE_PIXELS)
 
 
 def _late(timeout: float, *, reading: bool) -> ApiError:
