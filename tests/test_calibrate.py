@@ -56,3 +56,34 @@ def test_the_classifier_divides_its_logits_by_its_temperature() -> None:
     x = torch.rand(5, 3, 8, 8)
     with torch.no_grad():
         torch.testing.assert_close(warm(x), plain(x) / 2.0)
+
+
+def test_a_trained_bundle_keeps_its_temperature_and_every_engine_applies_it(tmp_path, shapes_master) -> None:  # type: ignore[no-untyped-def]
+    import json
+    import shutil
+
+    import tlearn
+
+    result = tlearn.train(
+        shapes_master,
+        method="features",
+        backbone="test_efficientnet",
+        weights="none",
+        input_size=64,
+        out=tmp_path / "b",
+    )
+    cal = result.details.calibration
+    assert cal is not None and cal.images == result.split_counts["val"]
+    assert abs(cal.temperature - 1.0) > 1e-3  # else the comparisons below would not test anything
+    doc = json.loads((result.out / "tlearn.json").read_text())
+    assert doc["temperature"] == cal.temperature == doc["details"]["calibration"]["temperature"]
+    # The same bundle with the temperature taken out gives the uncalibrated probabilities.
+    plain = tmp_path / "plain"
+    shutil.copytree(result.out, plain)
+    doc["temperature"] = 1.0
+    (plain / "tlearn.json").write_text(json.dumps(doc))
+    images = sorted(shapes_master.rglob("*.jpg"))[:6]
+    got, raw = tlearn.load(result.out).predict_proba(images), tlearn.load(plain).predict_proba(images)
+    np.testing.assert_allclose(got, rescale(raw, cal.temperature), atol=1e-5)
+    onnx = tlearn.load(result.out, engine="onnx").predict_proba(images)
+    np.testing.assert_allclose(onnx, got, atol=1e-4)

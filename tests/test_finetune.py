@@ -15,6 +15,7 @@ from tlearn.artifacts.bundle import load_bundle
 from tlearn.data.augment import preset
 from tlearn.models.backbones import create_backbone
 from tlearn.models.classifier import Classifier, FeatureTrunk, HeadSpec, build_head
+from tlearn.training.calibrate import rescale
 from tlearn.training.config import FinetuneConfig, TrainConfig
 from tlearn.training.loop import run_epochs
 from tlearn.training.optim import param_groups
@@ -146,10 +147,11 @@ def test_resume_ends_where_an_uninterrupted_run_ends(shapes: Path, tmp_path: Pat
 
 
 def val_log_loss(bundle: Path, data: Path) -> float:
-    """Mean validation log loss of a reloaded bundle, over the val images of its predictions.csv."""
+    """Mean validation log loss of a reloaded bundle, over the val images of its predictions.csv, before the
+    bundle's calibration (the history's losses are those of the network as it trained)."""
     rows = [r for r in csv.DictReader((bundle / "predictions.csv").open()) if r["split"] == "val"]
     clf = tlearn.load(bundle)
-    proba = clf.predict_proba([data / r["path"] for r in rows])
+    proba = rescale(clf.predict_proba([data / r["path"] for r in rows]), 1 / clf.config.temperature)
     true = [clf.classes.index(r["true"]) for r in rows]
     return float(-np.mean(np.log(proba[np.arange(len(rows)), true])))
 

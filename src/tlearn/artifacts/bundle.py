@@ -56,6 +56,7 @@ class BundleConfig:
     preprocessing: Preprocessing
     method: str
     flip_tta: bool = False
+    temperature: float = 1.0  # the logits are divided by it (calibration); bundles before it: 1
     details: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
@@ -78,6 +79,7 @@ class BundleConfig:
             "preprocessing": self.preprocessing.to_dict(),
             "method": self.method,
             "flip_tta": self.flip_tta,
+            "temperature": self.temperature,
             "details": self.details,
             "metrics": self.metrics,
             "seed": self.seed,
@@ -100,6 +102,7 @@ class BundleConfig:
             preprocessing=Preprocessing.from_dict(d["preprocessing"]),
             method=d.get("method", ""),
             flip_tta=bool(d.get("flip_tta", False)),
+            temperature=float(d.get("temperature", 1.0)),
             details=d.get("details", {}),
             metrics=d.get("metrics", {}),
             seed=int(d.get("seed", 0)),
@@ -138,6 +141,7 @@ def build_classifier(config: BundleConfig) -> Classifier:
         mean=config.preprocessing.mean,
         std=config.preprocessing.std,
         flip_tta=config.flip_tta,
+        temperature=config.temperature,
     )
 
 

@@ -53,12 +53,25 @@ class AutoRecord:
 
 
 @dataclass(frozen=True)
+class Calibration:
+    """The temperature and what it did on the validation images (ECE: expected calibration error)."""
+
+    temperature: float
+    images: int
+    ece_before: float | None = None
+    ece_after: float | None = None
+    log_loss_before: float | None = None
+    log_loss_after: float | None = None
+
+
+@dataclass(frozen=True)
 class MethodDetails:
     method: str  # what ran: "features", "finetune" or "scratch"
     linear: LinearHead | None = None
     epochs: Epochs | None = None
     auto: AutoRecord | None = None
     interrupted: str | None = None  # the phase Ctrl-C stopped: the bundle holds that phase's best epoch
+    calibration: Calibration | None = None  # the temperature the logits are divided by, fitted on validation
     extra: dict[str, Any] = field(default_factory=dict)  # keys of records this tlearn does not know
 
     @property
@@ -74,6 +87,8 @@ class MethodDetails:
             doc["auto"] = {f.name: _json(getattr(self.auto, f.name)) for f in fields(self.auto)}
         if self.interrupted:
             doc["interrupted"] = self.interrupted
+        if self.calibration is not None:
+            doc["calibration"] = {f.name: getattr(self.calibration, f.name) for f in fields(self.calibration)}
         return {**self.extra, **doc}
 
     @classmethod
@@ -83,12 +98,14 @@ class MethodDetails:
         linear = _take(LinearHead, rest) if "head" in rest and "feature_dim" in rest else None
         epochs = _take(Epochs, rest) if "summary" in rest else None
         auto = rest.pop("auto", None)
+        cal = rest.pop("calibration", None)
         return cls(
             method=method,
             linear=linear,
             epochs=epochs,
             auto=_take(AutoRecord, dict(auto)) if isinstance(auto, dict) and "decision" in auto else None,
             interrupted=rest.pop("interrupted", None),
+            calibration=_take(Calibration, dict(cal)) if isinstance(cal, dict) and "temperature" in cal else None,
             extra=rest,
         )
 

@@ -371,7 +371,12 @@ def fit_auto(
     if decision.method == "features":
         return replace(features, details=replace(features.details, auto=record))
     ft_cfg = replace(
-        cfg, finetune=replace(cfg.finetune, unfreeze=decision.unfreeze, epochs=cfg.finetune.epochs or decision.epochs)
+        cfg,
+        finetune=replace(
+            cfg.finetune,
+            unfreeze=decision.unfreeze,
+            epochs=decision.epochs if cfg.finetune.epochs is None else cfg.finetune.epochs,
+        ),
     )
     tuned = fit_finetune(backbone, data, ft_cfg, out=out, progress=progress, on_epoch_end=on_epoch_end)
     choice, scores = _better_on_validation(features, tuned, data)

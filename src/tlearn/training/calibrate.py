@@ -9,29 +9,20 @@ pass, so the bundle, its ONNX export and the server all give the calibrated prob
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import replace
 
 import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax, softmax
 
+from tlearn.artifacts.details import Calibration
 from tlearn.artifacts.metrics import expected_calibration_error
+from tlearn.data.labelled import LabelledImages
+from tlearn.training.fitted import Fitted
 
 MIN_IMAGES = 10  # fewer validation images than this cannot choose a temperature: keep 1
 BOUNDS = (0.25, 4.0)  # a temperature outside these says more about a tiny validation split than the model
 _TINY = 1e-12
-
-
-@dataclass(frozen=True)
-class Calibration:
-    """The temperature and what it did on the validation images (ECE: expected calibration error)."""
-
-    temperature: float
-    images: int
-    ece_before: float | None = None
-    ece_after: float | None = None
-    log_loss_before: float | None = None
-    log_loss_after: float | None = None
 
 
 def fit_temperature(proba: np.ndarray, labels: np.ndarray) -> Calibration:
@@ -67,3 +58,14 @@ def rescale(proba: np.ndarray, temperature: float) -> np.ndarray:
     if temperature == 1.0 or not len(proba):
         return proba
     return np.asarray(softmax(np.log(np.clip(proba, _TINY, 1.0)) / temperature, axis=1), dtype=proba.dtype)
+
+
+def calibrated(fitted: Fitted, data: LabelledImages) -> Fitted:
+    """The fitted model with its temperature set from the validation images, and its probabilities rescaled."""
+    val = data.split.val
+    if "val" not in fitted.proba or not len(val):
+        return fitted
+    cal = fit_temperature(fitted.proba["val"], data.labels[val])
+    fitted.classifier.temperature = cal.temperature
+    proba = {part: rescale(p, cal.temperature) for part, p in fitted.proba.items()}
+    return replace(fitted, proba=proba, details=replace(fitted.details, calibration=cal))

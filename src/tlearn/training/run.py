@@ -39,6 +39,7 @@ from tlearn.data.sources import Dataset, load_dataset
 from tlearn.data.split import Split, load_split, save_split, split_from_dataset, stratified_split
 from tlearn.models.backbones import Backbone, create_backbone
 from tlearn.report.page import write_report
+from tlearn.training.calibrate import calibrated
 from tlearn.training.config import TrainConfig
 from tlearn.training.feature_method import for_features
 from tlearn.training.features import digest
@@ -164,6 +165,7 @@ def _train(
 
     with timer.stage("fit"):
         fitted = _fit(cfg, backbone, data, progress=progress, on_epoch_end=on_epoch_end, folder=folder)
+        fitted = calibrated(fitted, data)  # probabilities that mean what they say; no prediction changes
     with timer.stage("evaluate"):
         metrics = {
             part: compute_metrics(data.labels[idx], fitted.proba[part], data.classes)
@@ -281,6 +283,7 @@ def _bundle_config(
         preprocessing=fitted.preprocessing or backbone.preprocessing,
         method=fitted.details.method,
         flip_tta=fitted.classifier.flip_tta,
+        temperature=fitted.classifier.temperature,
         details={**fitted.details.to_dict(), "timings": dict(timer.seconds), "config": cfg.to_dict()},
         metrics={part: m.to_dict() for part, m in metrics.items()},
         seed=cfg.seed,
