@@ -2,7 +2,8 @@
 
 Every error tlearn raises for bad input is a `TlearnError`: a message that says what went wrong and
 the value, plus an optional hint that says what to do. The CLI prints them as one line (two with the
-hint) and exits with code 1; nothing else reaches the user as a traceback.
+hint) and exits with code 1 (`Interrupted`: 130); anything else is a bug in tlearn, exit code 2, and only
+`TLEARN_DEBUG=1` shows its traceback.
 """
 
 from __future__ import annotations
