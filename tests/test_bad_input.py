@@ -344,3 +344,16 @@ def test_csv_rows_inside_its_folder_give_no_warning(tmp_path: Path, caplog: pyte
     with caplog.at_level("WARNING", logger="tlearn"):
         load_dataset(tmp_path / "labels.csv")
     assert not [r for r in caplog.records if r.levelname == "WARNING"]
+
+
+# --- a file that makes the decoder itself fail ---------------------------------------------------------
+
+
+def test_check_lists_a_tiff_that_makes_pillow_fail_as_unreadable(shapes: Path) -> None:
+    from test_properties import PILLOW_CRASHES
+
+    for i, data in enumerate(PILLOW_CRASHES.values()):
+        (shapes / "red_circle" / f"scan{i}.tif").write_bytes(data)
+    report = check_path(shapes)  # stopped with "Unexpected error: TypeError" before
+    assert sorted(u.path.name for u in report.unreadable) == [f"scan{i}.tif" for i in range(len(PILLOW_CRASHES))]
+    assert all(u.reason.startswith("truncated or corrupt") for u in report.unreadable)

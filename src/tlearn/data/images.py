@@ -4,7 +4,8 @@ Every image that tlearn reads (for checks, training, prediction and serving) goe
 `open_image`: EXIF orientation applied, any mode converted to 8-bit RGB (transparency composited on
 white), decompression bombs refused. A file that cannot be used raises an `ImageError` with a short
 reason, so callers can list it and carry on with the others; its type says why (`EmptyFile`,
-`NotAnImage`, `TruncatedImage`, `ImageTooLarge`, `UnreadableFile`) without reading the message.
+`NotAnImage`, `TruncatedImage`, `ImageTooLarge`, `UnreadableFile`) without reading the message. No
+other exception escapes, whatever the bytes (tests/test_properties.py tries).
 """
 
 from __future__ import annotations
@@ -118,6 +119,10 @@ def _open(
         raise ImageTooLarge(f"refused as a possible decompression bomb ({err})") from None
     except (OSError, SyntaxError, ValueError, EOFError) as err:
         raise TruncatedImage(f"truncated or corrupt ({err})") from None
+    except MemoryError:
+        raise ImageTooLarge("not enough memory to decode it", hint="Downscale the image if it is genuine.") from None
+    except Exception as err:  # Pillow's plugins fail on damaged files in ways of their own (TypeError, OverflowError)
+        raise TruncatedImage(f"truncated or corrupt (the decoder failed: {type(err).__name__}: {err})") from None
     return rgb, ((w, h), mode)
 
 

@@ -188,7 +188,13 @@ def _from_csv(csv_path: Path) -> Dataset:
     base = csv_path.parent
     try:
         with csv_path.open(newline="", encoding="utf-8-sig") as fh:
-            rows = list(csv.reader(fh))
+            reader = csv.reader(fh)
+            rows = list(reader)
+    except csv.Error as err:  # a field over the csv module's 128 KB limit: not a CSV of paths and labels
+        raise DataError(
+            f"Cannot read the CSV file {display_path(csv_path)}: {err} (line {reader.line_num}).",
+            hint="Each row holds a path and a label: check the quoting (an unclosed quote runs to the end).",
+        ) from None
     except OSError as err:
         raise DataError(f"Cannot read the CSV file {display_path(csv_path)}: {err.strerror}.") from None
     except UnicodeDecodeError as err:

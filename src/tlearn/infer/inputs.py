@@ -67,15 +67,10 @@ def decode_input(image: ImageInput, prep: Preprocessing, *, max_pixels: int = MA
     """
     if isinstance(image, str | Path | bytes):
         source = image if isinstance(image, bytes) else Path(image)
-        try:
-            decoded = decode_image(
-                source, short_side=prep.working_short_side, resample=prep.resample, max_pixels=max_pixels
-            )
-        except ImageError:
-            raise
-        except Exception as err:  # Pillow's plugins fail on hostile files in ways of their own
-            raise ImageError(f"cannot be decoded ({type(err).__name__}: {err})") from None
-        return decoded.pixels
+        decoded = decode_image(
+            source, short_side=prep.working_short_side, resample=prep.resample, max_pixels=max_pixels
+        )
+        return decoded.pixels  # decode_image raises ImageError and nothing else, whatever the bytes
     if isinstance(image, Image.Image):
         img = upright_rgb(image)
     elif isinstance(image, np.ndarray):
