@@ -350,6 +350,7 @@ def test_csv_rows_inside_its_folder_give_no_warning(tmp_path: Path, caplog: pyte
 # --- a file that makes the decoder itself fail ---------------------------------------------------------
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning:PIL")  # Pillow warns of the tags it skips
 def test_check_lists_a_tiff_that_makes_pillow_fail_as_unreadable(shapes: Path) -> None:
     from test_properties import PILLOW_CRASHES
 
