@@ -11,6 +11,8 @@ import io
 import json
 import re
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -307,6 +309,38 @@ def test_the_app_serves_again_after_its_lifespan_ends(predictor: BasePredictor, 
     for _ in range(2):
         with TestClient(app) as c:  # runs startup and shutdown
             assert c.post("/predict", content=photo, headers={"content-type": "image/jpeg"}).status_code == 200
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
+def test_freed_image_memory_goes_back_to_the_system() -> None:
+    """After decoding on a worker thread, the memory is the system's again. glibc, left to itself, keeps
+    freed blocks of the size of Pillow's (16 MB) and the next decode adds to them: measured, 210 MB kept
+    after eight 9 MP PNGs in a row here, and in the server four 49 MP PNGs in a row peaked at +2.1 GB and
+    kept 1 GB; with `return_freed_memory()`, 7 MB kept here and +1.3 GB (the largest image alone) there."""
+    script = """
+import io
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from PIL import Image
+from tlearn.serve.memory import return_freed_memory
+from tlearn.data.images import decode_image
+assert return_freed_memory()
+data = []
+for mode, fill in (("L", 128), ("RGB", (1, 2, 3)), ("RGBA", (1, 2, 3, 4)), ("I;16", 128)):
+    buf = io.BytesIO()
+    Image.new(mode, (3000, 3000), fill).save(buf, "PNG")
+    data.append(buf.getvalue())
+def rss_mb():
+    status = Path("/proc/self/status").read_text()
+    return int(status.split("VmRSS:")[1].split()[0]) / 1024
+before = rss_mb()
+with ThreadPoolExecutor(1) as pool:
+    for d in data * 2:
+        pool.submit(decode_image, d, short_side=64).result()
+    print(rss_mb() - before)
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
+    assert float(out.stdout) < 50, out.stdout  # MB still held after the decodes
 
 
 def test_limits_are_checked_together_and_name_the_flags() -> None:

@@ -69,6 +69,7 @@ def serve(
         import uvicorn
 
         from tlearn.serve.app import create_app
+        from tlearn.serve.memory import return_freed_memory
     except ImportError as err:
         raise ExtraMissingError(err.name or "fastapi", "serve") from None
     from tlearn.infer.load import load
@@ -99,6 +100,7 @@ def serve(
         f"Serving [bold]{predictor.config.backbone}[/] ({len(predictor.classes)} classes, {predictor.engine} engine) "
         f"at [bold]http://{shown}:{port}/[/]  API docs: http://{shown}:{port}/docs  (Ctrl-C stops it)"
     )
+    return_freed_memory()  # this process is the server's: image memory goes back to the system after each decode
     uvicorn.run(
         web_app,
         host=host,
