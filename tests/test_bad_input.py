@@ -122,11 +122,6 @@ def test_predict_with_a_name_not_utf8_writes_valid_utf8(run_cli, tiny_bundle: Pa
         assert "caf\\xe9.jpg" in out and "\\xe9mpty.jpg" in out
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs data/split.py (save_split/load_split) and training/run.py (_write_predictions, data=) to write "
-    "paths with display_path; see the report",
-)
 def test_train_on_a_file_name_not_utf8_finishes(run_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     from tlearn.data.synthetic import make_sample_dataset
 

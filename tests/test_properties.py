@@ -207,11 +207,6 @@ def test_split_without_duplicates_is_stratified_and_trains_on_every_class(
                 assert got[cls] == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="data/split.py: a class's first duplicate group goes to test whatever its size, so a class whose "
-    "images are all copies of one photo has none in train (see the report)",
-)
 @SPLIT
 @given(data=labelled(), val_frac=fracs, test_frac=fracs, seed=st.integers(0, 2**32 - 1))
 @example(data=(["c0", "c0", "c1", "c1", "c1"], [9, 9, 1, 2, 3]), val_frac=0.0, test_frac=0.2, seed=0)

@@ -7,7 +7,6 @@ rank 0 alone draws the progress bars and prints the epochs and the summary, the 
 from __future__ import annotations
 
 import logging
-import shlex
 import sys
 from contextlib import nullcontext
 from pathlib import Path
@@ -18,7 +17,7 @@ from rich.table import Table
 
 from tlearn.cli import options as opt
 from tlearn.cli.app import app
-from tlearn.cli.render import console, progress_bar, short_path
+from tlearn.cli.render import console, progress_bar, shell_join, short_path
 from tlearn.core.progress import no_progress
 
 if TYPE_CHECKING:
@@ -80,7 +79,7 @@ def train(
         feature_layer=feature_layer, views=views, head=head, C=c, class_weight=class_weight, tta=tta,
         augment=augment.config(), finetune=finetune.config(), time_budget=opt.parse_duration(time_budget),
         resume=resume is not None, overwrite=overwrite, device=device, precision=precision,
-        command=shlex.join(["tlearn", *sys.argv[1:]]),
+        command=shell_join(["tlearn", *sys.argv[1:]]),
     )  # fmt: skip
     main = quiet_unless_main()
     with progress_bar() if main else nullcontext(no_progress) as progress:

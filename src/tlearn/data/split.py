@@ -19,7 +19,7 @@ import numpy as np
 
 from tlearn.core.errors import ConfigError, DataError
 from tlearn.core.files import write_json_atomic
-from tlearn.data.sources import SPLIT_FOLDERS, Sample
+from tlearn.data.sources import SPLIT_FOLDERS, Sample, display_path
 
 SPLIT_FORMAT = 1
 PARTS = ("train", "val", "test")
@@ -74,10 +74,11 @@ def stratified_split(
         n_test, n_val = _counts(n, test_frac), _counts(n, val_frac)
         n_val = min(n_val, max(n - 1 - n_test, 0))  # every class keeps a training image
         taken = 0
-        for unit in units:
-            if taken < n_test:
+        for k, unit in enumerate(units):
+            last = k == len(units) - 1  # the class's last group always trains, however large the others
+            if taken < n_test and not last:
                 part = "test"
-            elif taken < n_test + n_val:
+            elif taken < n_test + n_val and not last:
                 part = "val"
             else:
                 part = "train"
@@ -165,13 +166,17 @@ def _split_folder(samples: Sequence[Sample], part: str) -> str | None:
     return folder.parent.name if folder is not None else None
 
 
+def split_key(path: Path, base: Path) -> str:
+    """How split.json names a file: relative to the dataset's folder, as display_path writes it (valid UTF-8)."""
+    return display_path(path.relative_to(base).as_posix() if path.is_relative_to(base) else path)
+
+
 def save_split(split: Split, samples: Sequence[Sample], root: Path, path: Path) -> None:
     """Write the split as JSON lists of paths relative to the dataset root (atomically)."""
     base = root if root.is_dir() else root.parent
 
     def rel(i: int) -> str:
-        p = samples[i].path
-        return p.relative_to(base).as_posix() if p.is_relative_to(base) else str(p)
+        return split_key(samples[i].path, base)
 
     doc = {
         "format": SPLIT_FORMAT,
@@ -197,8 +202,7 @@ def load_split(path: Path, samples: Sequence[Sample], root: Path) -> Split:
     base = root if root.is_dir() else root.parent
     index = {}
     for i, s in enumerate(samples):
-        key = s.path.relative_to(base).as_posix() if s.path.is_relative_to(base) else str(s.path)
-        index[key] = i
+        index[split_key(s.path, base)] = i
     listed = {p: doc[p] for p in ("train", "val", "test")}
     names = [r for part in listed.values() for r in part]
     twice = [r for r, n in Counter(names).items() if n > 1]

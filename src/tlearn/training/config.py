@@ -13,6 +13,7 @@ from typing import Any, Literal
 from tlearn.core.distributed import DEVICES
 from tlearn.core.errors import ConfigError
 from tlearn.data.augment import AugmentConfig, preset
+from tlearn.data.sources import display_path
 
 Method = Literal["auto", "features", "finetune", "scratch"]
 METHODS: tuple[str, ...] = ("auto", "features", "finetune", "scratch")
@@ -176,7 +177,7 @@ class TrainConfig:
             elif isinstance(value, FinetuneConfig):
                 value = {g.name: getattr(value, g.name) for g in fields(value)}
             elif isinstance(value, Path):
-                value = str(value)
+                value = display_path(value)
             d[f.name] = value
         return d
 

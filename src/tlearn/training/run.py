@@ -35,8 +35,8 @@ from tlearn.core.timing import Timer
 from tlearn.data.checks import DatasetReport, check_dataset, group_ids
 from tlearn.data.labelled import LabelledImages
 from tlearn.data.scan import ScannedImages, scan_images
-from tlearn.data.sources import Dataset, load_dataset
-from tlearn.data.split import Split, load_split, save_split, split_from_dataset, stratified_split
+from tlearn.data.sources import Dataset, display_path, load_dataset
+from tlearn.data.split import Split, load_split, save_split, split_from_dataset, split_key, stratified_split
 from tlearn.models.backbones import Backbone, create_backbone
 from tlearn.report.page import write_report
 from tlearn.training.calibrate import calibrated
@@ -287,7 +287,7 @@ def _bundle_config(
         details={**fitted.details.to_dict(), "timings": dict(timer.seconds), "config": cfg.to_dict()},
         metrics={part: m.to_dict() for part, m in metrics.items()},
         seed=cfg.seed,
-        data=str(Path(cfg.data).resolve()),
+        data=display_path(Path(cfg.data).resolve()),
         command=cfg.command,
     )
 
@@ -324,7 +324,7 @@ def _write_predictions(path: Path, scanned: ScannedImages, data: LabelledImages,
             continue
         for i, p in zip(idx, fitted.proba[part], strict=True):
             sample = scanned.samples[i]
-            rel = sample.path.relative_to(base).as_posix() if sample.path.is_relative_to(base) else str(sample.path)
+            rel = split_key(sample.path, base)
             pred = int(p.argmax())
             writer.writerow(
                 [
