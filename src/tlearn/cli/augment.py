@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from tlearn.cli import options as opt
 from tlearn.cli.app import app
@@ -43,7 +44,7 @@ def augment(
     prep = DEFAULT_PREP if input_size is None else replace(DEFAULT_PREP, input_size=(input_size, input_size))
     preview = write_preview(data, out, cfg=cfg, name=name, prep=prep, images=images, rows=rows, cols=cols, seed=seed)
     for bad in preview.skipped:
-        console.print(f"[yellow]Skipped[/] {short_path(bad.path, Path(data))}: {bad.reason}")
+        console.print(f"[yellow]Skipped[/] {escape(short_path(bad.path, Path(data)))}: {escape(bad.reason)}")
     console.print(f"Augmentation: {', '.join(preview.ops) or 'none'}.")
     if cfg.has_batch_mix:
         console.print("MixUp and CutMix mix images within a training batch; the preview does not show them.")

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from tlearn.cli.app import app
@@ -73,7 +74,7 @@ def render_evaluation(result: Evaluation, *, show: int) -> None:
         + "."
     )
     for u in result.unreadable[:show]:
-        console.print(f"  [yellow]skipped[/] {short_path(u.path, result.data)}: {u.reason}")
+        console.print(f"  [yellow]skipped[/] {escape(short_path(u.path, result.data))}: {escape(u.reason)}")
     if len(result.unreadable) > show:
         console.print(f"  ... and {len(result.unreadable) - show} more (--show, or --json lists all).")
     for note in result.notes:

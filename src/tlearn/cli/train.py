@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from tlearn.cli import options as opt
@@ -124,7 +125,7 @@ def render_result(result: TrainResult) -> None:
         + f". Split: train {counts['train']}, val {counts['val']}, test {counts['test']}."
     )
     for u in report.unreadable[:10]:
-        console.print(f"  [yellow]skipped[/] {short_path(u.path, report.root)}: {u.reason}")
+        console.print(f"  [yellow]skipped[/] {escape(short_path(u.path, report.root))}: {escape(u.reason)}")
     for note in result.notes:
         console.print(f"  {note}")
     if result.details.auto is not None:
