@@ -111,6 +111,10 @@ def test_docs_describe_the_endpoints(client: TestClient) -> None:
     assert {"/predict", "/predict/batch", "/health", "/model"} <= set(spec["paths"])
     body = spec["paths"]["/predict"]["post"]["requestBody"]["content"]
     assert {"multipart/form-data", "application/json", "image/*"} <= set(body)
+    for path in ("/predict", "/predict/batch"):
+        answers = spec["paths"][path]["post"]["responses"]
+        assert {"200", "4XX", "503", "504"} <= set(answers) and "422" not in answers  # FastAPI's own 422 is not ours
+        assert answers["4XX"]["content"]["application/json"]["schema"]["required"] == ["error", "detail"]
 
 
 def test_multipart_json_and_raw_bytes_give_the_python_answer(
@@ -229,6 +233,9 @@ BAD_INPUTS = {
         413, "too_many_pixels", "decompression bomb",
     ),
     "bad base64": ({"json": {"image": "not base64!"}}, 400, "bad_base64", "Image 1 is not valid base64"),
+    "data URL without data": (
+        {"json": {"image": "data:image/png"}}, 400, "bad_base64", "Image 1 is a data: URL without a comma",
+    ),
     "bad JSON": ({"content": b"{", "headers": {"content-type": "application/json"}}, 400, "bad_json", "not valid JSON"),
     "JSON without an image": ({"json": {"picture": "abc"}}, 400, "bad_json", 'Expected {"image": "<base64>"}'),
     "other content type": (

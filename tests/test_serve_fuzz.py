@@ -1,6 +1,7 @@
 """The server's OpenAPI schema, fuzzed: schemathesis sends what the schema allows and what it does not
 (random bytes as images, wrong types, odd parameters, bodies of other kinds) to every endpoint; none may
-answer 5xx. Examples are derived from a fixed seed, so a failure reproduces.
+answer 5xx, and every answer must be one the schema lists, in its shape (errors as {"error", "detail"}).
+Examples are derived from a fixed seed, so a failure reproduces.
 
 The cases come from schemathesis' Hypothesis strategies, run with `@given` inside a plain test: its
 pytest plugin (`schemathesis.pytest.from_fixture`) fails on pytest 9 ("'Function' object has no
@@ -20,7 +21,11 @@ pytest.importorskip("fastapi")
 schemathesis = pytest.importorskip("schemathesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from schemathesis import GenerationMode  # noqa: E402
-from schemathesis.checks import not_a_server_error  # noqa: E402
+from schemathesis.checks import (  # noqa: E402
+    not_a_server_error,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from tlearn.serve.app import create_app  # noqa: E402
 
@@ -52,7 +57,9 @@ def test_no_request_is_a_server_error(api_schema: Any, path: str, method: str, m
         max_examples=EXAMPLES, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck)
     )
     def fuzz(case: Any) -> None:
-        response = case.call_and_validate(checks=[not_a_server_error])
+        response = case.call_and_validate(
+            checks=[not_a_server_error, status_code_conformance, response_schema_conformance]
+        )
         seen.append(response.status_code)
 
     fuzz()

@@ -105,6 +105,7 @@ def create_app(
         methods=["POST"],
         summary="Top-k classes of one image",
         openapi_extra=routes.request_body(batch=False),
+        responses=routes.ERROR_RESPONSES,
     )
     app.add_api_route(
         "/predict/batch",
@@ -112,5 +113,6 @@ def create_app(
         methods=["POST"],
         summary="Top-k classes of several images",
         openapi_extra=routes.request_body(batch=True),
+        responses=routes.ERROR_RESPONSES,
     )
     return app

@@ -122,6 +122,31 @@ async def answer(s: Served, uploads: list[Upload], k: int) -> list[dict[str, Any
     return out
 
 
+ERROR_SCHEMA = {
+    "type": "object",
+    "required": ["error", "detail"],
+    "properties": {
+        "error": {"type": "string", "description": "what went wrong, for programs: too_large, busy, timeout..."},
+        "detail": {"type": "string", "description": "what went wrong and what to do, for people"},
+    },
+}
+
+
+def _error(description: str, **extra: Any) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": ERROR_SCHEMA}}, **extra}
+
+
+# What the prediction endpoints answer besides their 200 (it replaces FastAPI's 422, which is not ours).
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    "4XX": _error("The request cannot be used: the error says why (a batch lists each file's result too)"),
+    503: _error(
+        "The server is at its limit of requests or uploads in progress",
+        headers={"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}},
+    ),
+    504: _error("The request took longer than the server's time limit"),
+}
+
+
 def request_body(*, batch: bool) -> dict[str, Any]:
     """OpenAPI for the request bodies the endpoints parse themselves (so /docs shows how to call them)."""
     binary = {"type": "string", "format": "binary"}

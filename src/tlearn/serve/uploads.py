@@ -181,7 +181,11 @@ def _from_json(body: bytes, *, max_files: int) -> list[Upload]:
 def _b64decode(item: Any, number: int) -> bytes:
     if not isinstance(item, str):
         raise ApiError(400, "bad_base64", f"Image {number} is not a base64 string.")
-    text = item.split(",", 1)[1] if item.startswith("data:") else item  # a data: URL from a browser
+    text = item
+    if item.startswith("data:"):  # a data: URL from a browser: data:image/jpeg;base64,<the base64>
+        if "," not in item:
+            raise ApiError(400, "bad_base64", f"Image {number} is a data: URL without a comma before its data.")
+        text = item.split(",", 1)[1]
     try:
         return base64.b64decode("".join(text.split()), validate=True)
     except (binascii.Error, ValueError):
