@@ -1,0 +1,378 @@
+"""`tlearn serve` under load on loopback: good requests among hostile ones, latency, errors by status, memory.
+
+    python -m benchmarks.serve_load [--bundle runs/demo] [--clients 8] [--seconds 30] [--baseline-seconds 10]
+
+Starts `tlearn serve BUNDLE` in a subprocess on a free 127.0.0.1 port (default bundle: a tiny one trained
+here on synthetic shapes, in seconds), then runs two phases with `--clients` concurrent clients:
+  baseline  good requests only (one JPEG to /predict, or four to /predict/batch), `--baseline-seconds`
+  mixed     the same good requests among bad ones: truncated and non-image files, a PNG header claiming
+            100 MP, a batch of sixteen 49 MP PNGs (over the pixels of one request), a batch of four real
+            49 MP PNGs (L, RGB, RGBA, 16-bit: decoded, the heaviest work a client can ask for), JSON nested
+            200,000 deep, JSON of a million tokens, a body over --max-mb; `--seconds`
+Every request is sent only to 127.0.0.1; each client starts no request after the phase's deadline (one
+in flight then ends within the server's --timeout), nor once a phase has sent `--max-requests`.
+Prints a table (p50 / p95 latency of good requests in each phase and
+their ratio, counts by status for each kind of request, the server's peak RSS from /proc) and writes
+JSON to benchmarks/results/serve_load.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import random
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import zlib
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "benchmarks" / "results" / "serve_load.json"
+HOST = "127.0.0.1"  # the only address this benchmark talks to
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One kind of request: how often a client sends it (weight), and how to send it."""
+
+    name: str
+    weight: int
+    good: bool
+    send: Callable[[httpx.Client], httpx.Response]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    kind: str
+    status: str  # the HTTP status, or the exception's name when there was no answer
+    seconds: float
+
+
+# --- what is sent ----------------------------------------------------------------------------------
+
+
+def jpeg(size: tuple[int, int], seed: int) -> bytes:
+    """A photo-like JPEG: smooth colour gradients plus noise, so it compresses as a photo does."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    y, x = np.mgrid[0:h, 0:w]
+    base = np.stack([x * 255 / w, y * 255 / h, (x + y) * 127 / (w + h)], axis=-1)
+    pixels = np.clip(base + rng.normal(0, 12, (h, w, 3)), 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, "JPEG", quality=85)
+    return buf.getvalue()
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A 70-byte PNG whose header claims width x height pixels: a decompression bomb's calling card."""
+    buf = io.BytesIO()
+    Image.new("L", (1, 1)).save(buf, "PNG")
+    data = bytearray(buf.getvalue())
+    data[16:24] = struct.pack(">II", width, height)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    return bytes(data)
+
+
+def real_png(mode: str, side: int = 7000) -> bytes:
+    """A genuine side x side PNG of one colour: 49 MP that compress to tens of KB, all decoded."""
+    fill: Any = 128 if mode in ("L", "I;16") else (10, 200, 30, 255)[: len(mode)]
+    buf = io.BytesIO()
+    Image.new(mode, (side, side), fill).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def multipart(path: str, field: str, files: list[tuple[str, bytes, str]]) -> Callable[[httpx.Client], httpx.Response]:
+    return lambda http: http.post(path, files=[(field, f) for f in files])
+
+
+def raw(path: str, body: bytes, content_type: str) -> Callable[[httpx.Client], httpx.Response]:
+    return lambda http: http.post(path, content=body, headers={"content-type": content_type})
+
+
+def kinds(photo: bytes, photos: list[bytes], max_mb: float) -> list[Kind]:
+    jpg, png, js = "image/jpeg", "image/png", "application/json"
+    sixteen = [("bomb.png", real_png("L"), png)] * 16  # sixteen 49 MP files of 60 KB each
+    heavy = [(f"{mode}.png", real_png(mode), png) for mode in ("L", "RGB", "RGBA", "I;16")]
+    four = [(f"{i}.jpg", p, jpg) for i, p in enumerate(photos)]
+    return [
+        Kind("good: 1 JPEG", 12, True, multipart("predict", "file", [("a.jpg", photo, jpg)])),
+        Kind("good: batch of 4 JPEGs", 4, True, multipart("predict/batch", "files", four)),
+        Kind("truncated JPEG", 1, False, multipart("predict", "file", [("t.jpg", photo[: len(photo) // 2], jpg)])),
+        Kind("not an image", 1, False, multipart("predict", "file", [("n.jpg", b"just some words", jpg)])),
+        Kind("PNG claiming 100 MP", 1, False, raw("predict", png_claiming(10_000, 10_000), png)),
+        Kind("batch of 16 x 49 MP PNGs", 1, False, multipart("predict/batch", "files", sixteen)),
+        Kind("batch of 4 x 49 MP PNGs, decoded", 1, False, multipart("predict/batch", "files", heavy)),
+        Kind("JSON 200,000 deep", 1, False, raw("predict", b"[" * 200_000 + b"]" * 200_000, js)),
+        Kind("JSON of a million tokens", 1, False, raw("predict/batch", b"[" + b"0," * 1_000_000 + b"0]", js)),
+        Kind(f"body over {max_mb:g} MB", 1, False, raw("predict", b"\xff\xd8" + bytes(int((max_mb + 1) * 2**20)), jpg)),
+    ]
+
+
+# --- the server ------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+def tiny_bundle(folder: Path) -> Path:
+    """A bundle trained here in a few seconds (tiny backbone, random weights, 64 px): no download."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TLEARN_CACHE_DIR", str(folder / "cache"))
+    import tlearn
+    from tlearn.data.synthetic import make_sample_dataset
+
+    data = make_sample_dataset(folder / "shapes", classes=4, per_class=24, seed=0)
+    out = folder / "bundle"
+    tlearn.train(data, method="features", backbone="test_efficientnet", weights="none", input_size=64, out=out, C=1.0)
+    return out
+
+
+def start_server(bundle: Path, port: int, extra: list[str], log: Path) -> subprocess.Popen[bytes]:
+    cmd = [sys.executable, "-c", "from tlearn.cli import main; main()", "serve", str(bundle), "--host", HOST]
+    cmd += ["--port", str(port), *extra]
+    with log.open("wb") as out:
+        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "COLUMNS": "200"})
+
+
+def wait_until_up(url: str, server: subprocess.Popen[bytes], log: Path, *, seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise SystemExit(f"The server exited with code {server.returncode}:\n{log.read_text()[-2000:]}")
+        try:
+            if httpx.get(url + "health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"The server did not answer /health within {seconds:.0f} s.")
+
+
+def proc_kb(pid: int, field: str) -> int | None:
+    """A field of /proc/PID/status in kB (VmRSS: resident now; VmHWM: the most it has been); None elsewhere."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+class RssSampler:
+    """Samples the server's resident memory every 0.1 s: a timeline's maximum where /proc has no VmHWM."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid, self.peak_kb = pid, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.1):
+            self.peak_kb = max(self.peak_kb, rss_kb(self.pid) or 0)
+
+
+def rss_kb(pid: int) -> int | None:
+    now = proc_kb(pid, "VmRSS")
+    if now is None:
+        try:
+            import psutil
+
+            now = psutil.Process(pid).memory_info().rss // 1024
+        except (ImportError, OSError):
+            return None
+    return now
+
+
+# --- the clients -----------------------------------------------------------------------------------
+
+
+def run_phase(
+    url: str, menu: list[Kind], *, clients: int, seconds: float, max_requests: int, seed: int
+) -> list[Outcome]:
+    """`clients` threads, each sending requests drawn from `menu` by weight until the deadline."""
+    order = [k for k in menu for _ in range(k.weight)]
+    deadline = time.monotonic() + seconds
+    budget = iter(range(max_requests))  # shared by the clients, under the lock
+    lock = threading.Lock()
+
+    def client(k: int) -> list[Outcome]:
+        rng = random.Random(seed * 1000 + k)
+        out: list[Outcome] = []
+        with httpx.Client(base_url=url, timeout=120) as http:
+            while time.monotonic() < deadline:
+                with lock:
+                    if next(budget, None) is None:
+                        break
+                kind = rng.choice(order)
+                start = time.perf_counter()
+                try:
+                    status = str(kind.send(http).status_code)
+                except httpx.HTTPError as err:
+                    status = type(err).__name__
+                out.append(Outcome(kind.name, status, time.perf_counter() - start))
+        return out
+
+    with ThreadPoolExecutor(clients) as pool:
+        return [o for batch in pool.map(client, range(clients)) for o in batch]
+
+
+def latency(outcomes: list[Outcome]) -> dict[str, float | int]:
+    ok = [o.seconds for o in outcomes if o.status == "200"]
+    if not ok:
+        return {"n": 0}
+    p50, p95 = np.percentile(ok, [50, 95])
+    return {"n": len(ok), "p50_ms": round(p50 * 1000, 1), "p95_ms": round(p95 * 1000, 1)}
+
+
+def summarise(outcomes: list[Outcome], menu: list[Kind], seconds: float) -> dict[str, Any]:
+    good = {k.name for k in menu if k.good}
+    by_kind = {k.name: dict(Counter(o.status for o in outcomes if o.kind == k.name)) for k in menu}
+    return {
+        "requests": len(outcomes),
+        "requests_per_second": round(len(outcomes) / seconds, 1),
+        "good": latency([o for o in outcomes if o.kind in good]),
+        "good_failed": sum(1 for o in outcomes if o.kind in good and o.status != "200"),
+        "by_status": dict(sorted(Counter(o.status for o in outcomes).items())),
+        "by_kind": {name: dict(sorted(c.items())) for name, c in by_kind.items() if c},
+    }
+
+
+def print_table(result: dict[str, Any]) -> None:
+    base, mixed = result["baseline"], result["mixed"]
+    options = " ".join(result["server_args"]) or "defaults"
+    print(f"\ntlearn serve on {HOST}, {result['clients']} clients; server options: {options}")
+    print(f"{'phase':<10} {'requests':>9} {'req/s':>7} {'good p50':>10} {'good p95':>10} {'good not 200':>13}")
+    for name, phase in (("baseline", base), ("mixed", mixed)):
+        if phase is None:
+            continue
+        g = phase["good"]
+        p50 = f"{g['p50_ms']:.0f} ms" if g["n"] else "-"
+        p95 = f"{g['p95_ms']:.0f} ms" if g["n"] else "-"
+        counts = f"{phase['requests']:>9} {phase['requests_per_second']:>7}"
+        print(f"{name:<10} {counts} {p50:>10} {p95:>10} {phase['good_failed']:>13}")
+    if base and base["good"]["n"] and mixed["good"]["n"]:
+        print(
+            f"good requests among hostile ones: p50 x{mixed['good']['p50_ms'] / base['good']['p50_ms']:.1f}, "
+            f"p95 x{mixed['good']['p95_ms'] / base['good']['p95_ms']:.1f} of the baseline"
+        )
+    print(f"\n{'mixed phase: kind of request':<36} statuses (count)")
+    for name, counts in mixed["by_kind"].items():
+        print(f"{name:<36} " + ", ".join(f"{s}: {n}" for s, n in counts.items()))
+    print(f"{'all':<36} " + ", ".join(f"{s}: {n}" for s, n in mixed["by_status"].items()))
+    mem = result["memory_mb"]
+    print(
+        f"\nserver RSS: {mem['after_warm_up']} MB after warm-up, peak {mem['peak']} MB "
+        f"({mem['peak_source']}); server still up: {result['server_up_after']}"
+    )  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--bundle", type=Path, help="bundle to serve (default: train a tiny one here)")
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=30, help="length of the mixed phase")
+    parser.add_argument("--baseline-seconds", type=float, default=10, help="good requests only first; 0 skips it")
+    parser.add_argument("--max-requests", type=int, default=20_000, help="per phase, whatever the time")
+    parser.add_argument("--server-args", default="", help='extra `tlearn serve` options, e.g. "--threads 1"')
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args()
+    if args.clients < 1 or args.seconds <= 0 or args.max_requests < 1:
+        parser.error("--clients and --max-requests must be 1 or more, --seconds more than 0.")
+
+    with tempfile.TemporaryDirectory(prefix="tlearn-serve-load-") as tmp:
+        folder = Path(tmp)
+        bundle = args.bundle or tiny_bundle(folder)
+        extra = args.server_args.split()
+        max_mb = float(extra[extra.index("--max-mb") + 1]) if "--max-mb" in extra else 10.0
+        photo, photos = jpeg((1600, 1200), 0), [jpeg((800, 600), i) for i in range(1, 5)]
+        print("Making the requests (the 49 MP PNGs take a few seconds)...", flush=True)
+        menu = kinds(photo, photos, max_mb)
+        port = free_port()
+        url = f"http://{HOST}:{port}/"
+        log = folder / "server.log"
+        server = start_server(bundle, port, extra, log)
+        try:
+            wait_until_up(url, server, log)
+            with httpx.Client(base_url=url, timeout=60) as http:  # warm-up: first inference, pools started
+                for _ in range(3):
+                    menu[0].send(http)
+            after_warm_up = rss_kb(server.pid) or 0
+            baseline = None
+            with RssSampler(server.pid) as sampler:
+                if args.baseline_seconds > 0:
+                    print(f"Baseline: good requests only, {args.baseline_seconds:g} s...", flush=True)
+                    good = [k for k in menu if k.good]
+                    outcomes = run_phase(url, good, clients=args.clients, seconds=args.baseline_seconds,
+                                         max_requests=args.max_requests, seed=1)  # fmt: skip
+                    baseline = summarise(outcomes, good, args.baseline_seconds)
+                print(f"Mixed: good and hostile requests, {args.seconds:g} s...", flush=True)
+                start = time.monotonic()
+                outcomes = run_phase(url, menu, clients=args.clients, seconds=args.seconds,
+                                     max_requests=args.max_requests, seed=2)  # fmt: skip
+                mixed = summarise(outcomes, menu, time.monotonic() - start)
+            hwm = proc_kb(server.pid, "VmHWM")
+            try:
+                up = httpx.get(url + "health", timeout=10).status_code == 200
+            except httpx.HTTPError:
+                up = False
+        finally:
+            server.terminate()
+            try:
+                server.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                server.kill()
+        server_log = log.read_text(errors="replace")
+
+    result = {
+        "bundle": str(args.bundle) if args.bundle else "tiny (trained here)",
+        "clients": args.clients,
+        "seconds": {"baseline": args.baseline_seconds, "mixed": args.seconds},
+        "server_args": extra,
+        "baseline": baseline,
+        "mixed": mixed,
+        "memory_mb": {
+            "after_warm_up": round(after_warm_up / 1024),
+            "peak": round((hwm or sampler.peak_kb) / 1024),
+            "peak_source": "VmHWM of /proc" if hwm else "RSS sampled every 0.1 s",
+        },
+        "server_up_after": up,
+        "server_tracebacks": server_log.count("Traceback"),
+    }
+    print_table(result)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp_out = args.out.with_suffix(".json.tmp")
+    tmp_out.write_text(json.dumps(result, indent=2) + "\n")
+    tmp_out.replace(args.out)
+    print(f"Wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
