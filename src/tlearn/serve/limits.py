@@ -23,11 +23,11 @@ from dataclasses import dataclass
 from tlearn.core.errors import ConfigError
 from tlearn.core.threads import cpu_workers
 
-# A server decodes what strangers send: 50 MP is a 48 MP phone photo with room to spare, and a
-# sixth of what a 100 MP PNG bomb would allocate (300 MB) per request.
+# A server decodes what strangers send: 50 MP is a 48 MP phone photo with room to spare; a 100 MP
+# PNG bomb (300 MB or more once decoded) is refused from its header.
 SERVER_MAX_PIXELS = 50_000_000
 
-# Sixteen 12 MP phone photos fit one request; sixteen 49 MP PNGs (785 MP, 16 s of decoding here) do not.
+# Sixteen 12 MP phone photos fit one request; sixteen 49 MP PNGs (785 MP, 7 to 15 s of decoding here) do not.
 SERVER_MAX_BATCH_PIXELS = 200_000_000
 
 # One thread per core decodes small images and runs the network: more would only queue inside Pillow and torch.

@@ -77,10 +77,6 @@ class Work:
         self._held = 0  # bytes of the bodies of the requests in progress, as announced
         self._seconds = 1.0  # running mean of the seconds a request takes, for Retry-After
 
-    @property
-    def pending(self) -> int:
-        return self._pending
-
     def close(self) -> None:
         """Stop the threads (at the app's shutdown); the next job starts new ones, as an app may start again."""
         with self._lock:
