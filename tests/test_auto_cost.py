@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 import tlearn
-from tlearn.training import auto
+from tlearn.training import costs
 from tlearn.training.auto import Probe, is_different, is_saturated
 
 
@@ -28,7 +28,7 @@ def test_auto_on_separable_data_skips_timing_fine_tuning(
     def never(*args: object, **kwargs: object) -> dict[str, float]:
         raise AssertionError("fine-tuning was timed although the features already separate the classes")
 
-    monkeypatch.setattr(auto, "_finetune_estimates", never)
+    monkeypatch.setattr(costs, "finetune_estimates", never)
     result = tlearn.train(shapes_master, method="auto", backbone="mobilenetv2_100.tf_in1k", input_size=96, out=tmp_path)
     assert result.details.auto is not None
     assert result.details.auto.decision["method"] == "features"

@@ -75,18 +75,27 @@ def serve(
     from tlearn.infer.load import load
 
     limits = Limits(  # checked before the model is loaded
-        max_mb=max_mb,
-        max_batch=max_batch,
-        max_batch_pixels=round(max_batch_mp * 1e6),
-        threads=threads,
-        large_threads=large_threads,
-        max_pending=max_pending,
-        max_upload_mb=max_upload_mb,
-        timeout=timeout,
-    )
+        max_mb=max_mb, max_batch=max_batch, max_batch_pixels=round(max_batch_mp * 1e6), threads=threads,
+        large_threads=large_threads, max_pending=max_pending, max_upload_mb=max_upload_mb, timeout=timeout,
+    )  # fmt: skip
     check_port_free(host, port)
     predictor = load(bundle, engine=engine or "auto")
     web_app = create_app(predictor, top_k=top_k, **asdict(limits))
+    _announce(host, port, f"{predictor.config.backbone}", len(predictor.classes), predictor.engine)
+    return_freed_memory()  # this process is the server's: image memory goes back to the system after each decode
+    uvicorn.run(
+        web_app,
+        host=host,
+        port=port,
+        log_level="warning",
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
+        limit_concurrency=limits.connection_limit,
+        timeout_graceful_shutdown=SHUTDOWN_SECONDS,
+    )
+
+
+def _announce(host: str, port: int, backbone: str, classes: int, engine: str) -> None:
+    """Where the server listens, and a warning when that is beyond this machine."""
     shown = f"[{host}]" if ":" in host else host
     if not is_loopback(host):
         console.print(
@@ -97,18 +106,8 @@ def serve(
         if host in ("0.0.0.0", "::"):
             shown = "localhost"
     console.print(
-        f"Serving [bold]{predictor.config.backbone}[/] ({len(predictor.classes)} classes, {predictor.engine} engine) "
+        f"Serving [bold]{backbone}[/] ({classes} classes, {engine} engine) "
         f"at [bold]http://{shown}:{port}/[/]  API docs: http://{shown}:{port}/docs  (Ctrl-C stops it)"
-    )
-    return_freed_memory()  # this process is the server's: image memory goes back to the system after each decode
-    uvicorn.run(
-        web_app,
-        host=host,
-        port=port,
-        log_level="warning",
-        timeout_keep_alive=KEEP_ALIVE_SECONDS,
-        limit_concurrency=limits.connection_limit,
-        timeout_graceful_shutdown=SHUTDOWN_SECONDS,
     )
 
 

@@ -1,0 +1,95 @@
+"""What fine-tuning would cost on this machine, measured: the seconds `--method auto` sets against its budget.
+
+One small batch through each candidate cut (the frozen bottom as it runs, once per cached view, and one
+training step of the top) and one training step of the whole network give the cost per image; the
+estimate adds the cached views, the epochs and the final evaluation.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import torch
+from torch import nn
+
+from tlearn.core.precision import autocast
+from tlearn.data.labelled import LabelledImages
+from tlearn.models.backbones import Backbone
+from tlearn.models.classifier import FeatureTrunk
+from tlearn.models.cut import cut_trunk, eval_mode
+from tlearn.training.config import TrainConfig
+
+FINETUNE_EPOCHS = 12  # what auto fine-tunes for unless --epochs says otherwise
+TIMING_BATCH = 8
+# What the timed steps leave out: making augmented views, the head phase, validation each epoch, data
+# movement. Measured with benchmarks/flowers.py: fine-tuning took 1.75x the sum of its timed steps.
+ESTIMATE_OVERHEAD = 1.75
+
+
+def forward_speed(module: nn.Module, size: tuple[int, int], batch: int = 16) -> float:
+    x = torch.rand(batch, 3, *size).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        module(x[:2])
+        start = time.perf_counter()
+        module(x)
+    return batch / max(time.perf_counter() - start, 1e-6)
+
+
+def finetune_estimates(backbone: Backbone, data: LabelledImages, cfg: TrainConfig) -> dict[str, float]:
+    """Seconds to fine-tune with the last 1, 2, 3 and all stages unfrozen, timed on this machine.
+
+    For each cut, one small batch through the frozen bottom (as it runs: once per cached view, in the
+    run's precision) and one training step of the top give the cost per image; whole-network
+    training is timed the same way. The estimate adds the cached views, the epochs and the final
+    evaluation of the test images.
+    """
+    epochs = cfg.finetune.epochs or FINETUNE_EPOCHS
+    n_train, n_val, n_test = len(data.split.train), len(data.split.val), len(data.split.test)
+    rows = (n_train + n_val) * 2 + n_train * cfg.views_for("finetune")
+    trunk = FeatureTrunk(backbone.model)
+    with eval_mode(trunk):  # timing must not touch BatchNorm statistics
+        timed = _timed_estimates(backbone, trunk, epochs, n_train, n_test, rows, cfg)
+    return {k: v * ESTIMATE_OVERHEAD for k, v in timed.items()}
+
+
+def _timed_estimates(
+    backbone: Backbone, trunk: FeatureTrunk, epochs: int, n_train: int, n_test: int, rows: int, cfg: TrainConfig
+) -> dict[str, float]:
+    prep = backbone.preprocessing
+    x = torch.rand(TIMING_BATCH, 3, *prep.input_size).contiguous(memory_format=torch.channels_last)
+    full_step = _seconds_per_image(partial(_train_step, trunk, x), trunk)
+    estimates = {"all": epochs * n_train * full_step + 2 * n_test * full_step / 3}
+    for n in (1, 2, 3):
+        cut = cut_trunk(trunk, backbone.stages[-n:], input_size=prep.input_size)
+        if cut is None:
+            estimates[str(n)] = estimates["all"]
+            continue
+        with torch.inference_mode(), autocast(cfg.precision):
+            a = cut.bottom(x)
+        bottom = _seconds_per_image(partial(cut.bottom, x), None, precision=cfg.precision)
+        a = a.float().clone().contiguous(memory_format=torch.channels_last)
+        top = _seconds_per_image(partial(_train_step, cut.top, a), cut.top)
+        estimates[str(n)] = rows * bottom + epochs * n_train * top + 2 * n_test * full_step / 3
+    trunk.zero_grad(set_to_none=True)
+    return estimates
+
+
+def _train_step(module: nn.Module, x: torch.Tensor) -> None:
+    module(x).sum().backward()
+
+
+def _seconds_per_image(step: Callable[[], Any], module: nn.Module | None, *, precision: str = "fp32") -> float:
+    """Wall time of `step` per image of the timing batch, after one warm-up call."""
+    grad = module is not None
+    ctx = torch.enable_grad() if grad else torch.inference_mode()
+    with ctx, autocast(precision if not grad else "fp32"):
+        step()
+        elapsed = []
+        for _ in range(3):  # the fastest of three: other work on the machine only ever adds time
+            start = time.perf_counter()
+            step()
+            elapsed.append(time.perf_counter() - start)
+    return min(elapsed) / TIMING_BATCH
