@@ -71,6 +71,7 @@ def test_a_trained_bundle_keeps_its_temperature_and_every_engine_applies_it(tmp_
         weights="none",
         input_size=64,
         out=tmp_path / "b",
+        val_frac=0.4,  # enough validation images (38) to fit a temperature
     )
     cal = result.details.calibration
     assert cal is not None and cal.images == result.split_counts["val"]
@@ -87,3 +88,9 @@ def test_a_trained_bundle_keeps_its_temperature_and_every_engine_applies_it(tmp_
     np.testing.assert_allclose(got, rescale(raw, cal.temperature), atol=1e-5)
     onnx = tlearn.load(result.out, engine="onnx").predict_proba(images)
     np.testing.assert_allclose(onnx, got, atol=1e-4)
+
+
+def test_a_validation_split_the_model_gets_all_right_keeps_the_temperature_at_one() -> None:
+    logits, _, labels = overconfident(n=200)
+    logits[np.arange(200), labels] += 20.0  # every image right
+    assert fit_temperature(softmax(logits, axis=1), labels).temperature == 1.0

@@ -20,7 +20,7 @@ from tlearn.artifacts.metrics import expected_calibration_error
 from tlearn.data.labelled import LabelledImages
 from tlearn.training.fitted import Fitted
 
-MIN_IMAGES = 10  # fewer validation images than this cannot choose a temperature: keep 1
+MIN_IMAGES = 30  # fewer validation images than this cannot choose a temperature: keep 1
 BOUNDS = (0.25, 4.0)  # a temperature outside these says more about a tiny validation split than the model
 _TINY = 1e-12
 
@@ -28,7 +28,9 @@ _TINY = 1e-12
 def fit_temperature(proba: np.ndarray, labels: np.ndarray) -> Calibration:
     """The temperature that minimises the log loss of `proba` (N, K) on `labels` (N,); 1 when N is small."""
     n = len(labels)
-    if n < MIN_IMAGES:
+    # With every validation image right, the log loss only falls as T -> 0: the minimum sits at the bound
+    # and says nothing about the images the model will meet. Keep 1 then, as for too few images.
+    if n < MIN_IMAGES or (proba.argmax(axis=1) == labels).all():
         return Calibration(temperature=1.0, images=n)
     logp = np.log(np.clip(proba, _TINY, 1.0))
     rows = np.arange(n)
