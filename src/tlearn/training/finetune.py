@@ -41,7 +41,7 @@ from tlearn.training.feature_method import compute_features, feature_trunk
 from tlearn.training.features import extract_features
 from tlearn.training.fitted import Fitted
 from tlearn.training.head_phase import class_weights, seeded_head, train_head
-from tlearn.training.loop import CHECKPOINT_FILE, PhaseResult, load_checkpoint, read_history, write_history
+from tlearn.training.loop import CHECKPOINT_FILE, EpochPlan, PhaseResult, load_checkpoint, read_history, write_history
 from tlearn.training.network_phase import train_network
 from tlearn.training.top_phase import boundary_activations, top_features, train_top
 from tlearn.training.views import FeatureSet
@@ -149,10 +149,8 @@ def _phase2(
 ) -> PhaseResult:
     """The unfrozen stages and the head, on cached activations when there is a cut, else end to end."""
     ft = cfg.finetune
-    common: dict[str, Any] = dict(
-        cfg=cfg, phase="finetune", epochs=ft.epochs_for("finetune"), lr=ft.lr_for("finetune"),
-        class_weight=plan.weights, first_epoch=len(earlier) + 1, history=earlier, **loop,
-    )  # fmt: skip
+    epochs = EpochPlan("finetune", ft.epochs_for("finetune"), cfg.seed, len(earlier) + 1, earlier, **loop)
+    common: dict[str, Any] = dict(cfg=cfg, lr=ft.lr_for("finetune"), class_weight=plan.weights, loop=epochs)
     if plan.cut is not None and acts is not None:
         return train_top(plan.classifier, plan.cut, acts, plan.learn, plan.stages, ft, **common)
     return train_network(plan.classifier, plan.learn, plan.stages, ft, prep=prep, **common)

@@ -20,7 +20,7 @@ import math
 import time
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,24 @@ class PhaseResult:
     best_epoch: int | None = None
     stopped_early: bool = False
     interrupted: bool = False
+
+
+@dataclass(frozen=True)
+class EpochPlan:
+    """How an end-to-end phase's epochs run: `run_epochs`' own options, passed through the phase unchanged."""
+
+    phase: str  # its name in history.csv: "finetune", "scratch"
+    epochs: int
+    seed: int
+    first_epoch: int = 1  # epochs are numbered on from the earlier phases'
+    history: list[dict[str, Any]] | None = None  # the earlier phases' rows, written with this one's
+    checkpoint: Path | None = None
+    resume: dict[str, Any] | None = None  # a checkpoint of this phase to go on from
+    on_epoch_end: Callable[[dict[str, Any]], None] | None = None
+
+    def options(self) -> dict[str, Any]:
+        """As keywords of `run_epochs` (not `dataclasses.asdict`, which would deep-copy the checkpoint)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 @dataclass

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,7 +31,7 @@ from tlearn.training.epoch import (
     validation_result,
 )
 from tlearn.training.features import input_batches
-from tlearn.training.loop import PhaseResult, run_epochs
+from tlearn.training.loop import EpochPlan, PhaseResult, run_epochs
 from tlearn.training.optim import make_step, param_groups
 
 EpochCallback = Callable[[dict[str, Any]], None]
@@ -46,15 +45,9 @@ def train_network(
     *,
     cfg: TrainConfig,
     prep: Preprocessing,
-    phase: str,
-    epochs: int,
     lr: float,
     class_weight: torch.Tensor | None = None,
-    first_epoch: int = 1,
-    history: list[dict[str, Any]] | None = None,
-    checkpoint: Path | None = None,
-    resume: dict[str, Any] | None = None,
-    on_epoch_end: EpochCallback | None = None,
+    loop: EpochPlan,
 ) -> PhaseResult:
     """Train the unfrozen `stages` and the head end to end on augmented images (also the scratch loop)."""
     dev = distributed.device()
@@ -67,16 +60,14 @@ def train_network(
         step = make_step(
             distributed.wrap(_TrainForward(model)),
             groups,
-            ft, train_modules=[model], epochs=epochs, steps_per_epoch=-(-len(train_idx) // cfg.batch_size),
+            ft, train_modules=[model], epochs=loop.epochs, steps_per_epoch=-(-len(train_idx) // cfg.batch_size),
             class_weight=class_weight, precision=cfg.precision,
         )  # fmt: skip
         validate = _validation(model, data, prep)
         return run_epochs(
-            phase=phase, model=model, optimizer=step.optimizer, scheduler=step.scheduler, epochs=epochs,
-            patience=ft.patience,
+            model=model, optimizer=step.optimizer, scheduler=step.scheduler, patience=ft.patience,
             train_epoch=lambda e: train_one_epoch(step, _batches(data, cfg, prep, step, e), images=len(train_idx)),
-            validate=validate, seed=cfg.seed, first_epoch=first_epoch, history=history, checkpoint=checkpoint,
-            resume=resume, on_epoch_end=on_epoch_end,
+            validate=validate, **loop.options(),
         )  # fmt: skip
 
 

@@ -20,7 +20,7 @@ from tlearn.training.config import TrainConfig
 from tlearn.training.finetune import finish_fitted
 from tlearn.training.fitted import Fitted
 from tlearn.training.head_phase import class_weights, seeded_head
-from tlearn.training.loop import CHECKPOINT_FILE, load_checkpoint
+from tlearn.training.loop import CHECKPOINT_FILE, EpochPlan, load_checkpoint
 from tlearn.training.network_phase import train_network
 
 
@@ -42,10 +42,11 @@ def fit_scratch(
     classifier = Classifier(FeatureTrunk(backbone.model), head, mean=prep.mean, std=prep.std, flip_tta=mirror)
     checkpoint = out / CHECKPOINT_FILE
     epochs, lr = ft.epochs_for("scratch"), ft.lr_for("scratch")
+    resume = load_checkpoint(checkpoint) if cfg.resume else None
+    loop = EpochPlan("scratch", epochs, cfg.seed, checkpoint=checkpoint, resume=resume, on_epoch_end=on_epoch_end)
     result = train_network(
-        classifier, data, backbone.stages, ft, cfg=cfg, prep=prep, phase="scratch", epochs=epochs, lr=lr,
-        class_weight=class_weights(data, cfg.class_weight), checkpoint=checkpoint,
-        resume=load_checkpoint(checkpoint) if cfg.resume else None, on_epoch_end=on_epoch_end,
+        classifier, data, backbone.stages, ft, cfg=cfg, prep=prep, lr=lr,
+        class_weight=class_weights(data, cfg.class_weight), loop=loop,
     )  # fmt: skip
     epochs_done = Epochs(
         summary=f"a {len(backbone.stages)}-block CNN trained from random weights at lr {lr:g}, "

@@ -9,7 +9,6 @@ epoch showing every training image in one of its cached versions, in turn.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,7 +27,7 @@ from tlearn.models.tta import mirror_logits
 from tlearn.training.config import FinetuneConfig, TrainConfig
 from tlearn.training.epoch import Batch, global_batches, loss_denominator, train_one_epoch, validation_result
 from tlearn.training.features import input_batches
-from tlearn.training.loop import PhaseResult, run_epochs
+from tlearn.training.loop import EpochPlan, PhaseResult, run_epochs
 from tlearn.training.optim import make_step, param_groups
 from tlearn.training.views import FeatureSet, plan_views
 
@@ -110,15 +109,9 @@ def train_top(
     ft: FinetuneConfig,
     *,
     cfg: TrainConfig,
-    phase: str,
-    epochs: int,
     lr: float,
     class_weight: torch.Tensor | None = None,
-    first_epoch: int = 1,
-    history: list[dict[str, Any]] | None = None,
-    checkpoint: Path | None = None,
-    resume: dict[str, Any] | None = None,
-    on_epoch_end: EpochCallback | None = None,
+    loop: EpochPlan,
 ) -> PhaseResult:
     """Train the top stages and the head on the cached activations of the training images."""
     dev = distributed.device()
@@ -129,7 +122,7 @@ def train_top(
         step = make_step(
             distributed.wrap(_TopAndHead(cut.top, classifier.head)),
             groups,
-            ft, train_modules=[cut.top, classifier.head], epochs=epochs,
+            ft, train_modules=[cut.top, classifier.head], epochs=loop.epochs,
             steps_per_epoch=-(-len(train_idx) // cfg.batch_size), class_weight=class_weight, precision=cfg.precision,
         )  # fmt: skip
         k = cfg.views_for("finetune")
@@ -146,10 +139,9 @@ def train_top(
                 yield Batch(_activations(a, dev), y, y, share, len(batch), loss_denominator(labels[batch], step.weight))
 
         return run_epochs(
-            phase=phase, model=classifier, optimizer=step.optimizer, scheduler=step.scheduler, epochs=epochs,
-            patience=ft.patience, train_epoch=lambda e: train_one_epoch(step, batches(e), images=len(train_idx)),
-            validate=_validation(classifier.head, cut, acts, data), seed=cfg.seed, first_epoch=first_epoch,
-            history=history, checkpoint=checkpoint, resume=resume, on_epoch_end=on_epoch_end,
+            model=classifier, optimizer=step.optimizer, scheduler=step.scheduler, patience=ft.patience,
+            train_epoch=lambda e: train_one_epoch(step, batches(e), images=len(train_idx)),
+            validate=_validation(classifier.head, cut, acts, data), **loop.options(),
         )  # fmt: skip
 
 
