@@ -85,6 +85,7 @@ def notebook_progress() -> Progress:
 
 
 def escape(value: Any) -> str:
+    """Text as HTML: the same escaping in the notebook views and the report."""
     return html.escape(str(value), quote=True)
 
 
@@ -125,5 +126,6 @@ def html_note(text: str) -> str:
     return f"<p>{escape(text)}</p>"
 
 
-def percent(value: float) -> str:
-    return f"{value:.1%}"
+def percent(value: Any) -> str:
+    """A fraction as a percentage with one decimal, "?" when it is not a number."""
+    return f"{float(value):.1%}" if isinstance(value, int | float) else "?"

@@ -8,19 +8,16 @@ generically by `kv_table`: one row per key, nested values compact or folded away
 from __future__ import annotations
 
 import base64
-import html
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from tlearn.core.notebook import escape
+
 # Command-line flags in advice ("--preset strong", "--unfreeze 1") are set as code.
 FLAG = re.compile(r"--[a-z][a-z0-9-]*(?: (?!or\b|and\b)[\w.+-]*\w)?")
-
-
-def escape(value: Any) -> str:
-    return html.escape(str(value), quote=True)
 
 
 def card(value: str, label: str, *, css: str = "") -> str:
@@ -75,11 +72,6 @@ def bullets(items: Iterable[str]) -> str:
 
 def json_block(v: Any) -> str:
     return f"<pre>{escape(json.dumps(v, indent=1, default=str))}</pre>"
-
-
-def percent(value: Any) -> str:
-    """A fraction as a percentage with one decimal, "?" when it is not a number."""
-    return f"{float(value):.1%}" if isinstance(value, int | float) else "?"
 
 
 def _value(v: Any) -> str:

@@ -21,7 +21,7 @@ from string import Template
 
 from tlearn.artifacts.predictions import PredictionRow, worst_mistakes
 from tlearn.core.files import write_text_atomic
-from tlearn.report.html import escape
+from tlearn.core.notebook import escape
 from tlearn.report.model_card import write_model_card
 from tlearn.report.run_data import Run, read_run
 from tlearn.report.sections import MISTAKES_SHOWN, SECTIONS, render_body

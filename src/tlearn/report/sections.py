@@ -14,9 +14,10 @@ from typing import Any
 
 from tlearn.artifacts.history import kept_epochs
 from tlearn.artifacts.predictions import worst_mistakes
+from tlearn.core.notebook import escape, percent
 from tlearn.report.details import AutoRecord, MethodDetails
 from tlearn.report.diagnosis import Diagnosis, diagnose
-from tlearn.report.html import bullets, card, escape, figure, folded, json_block, kv_table, percent, table
+from tlearn.report.html import bullets, card, figure, folded, json_block, kv_table, table
 from tlearn.report.run_data import Run
 
 MISTAKES_SHOWN = 12  # tiles in the mistakes grid; the table under it lists up to MISTAKES_LISTED
