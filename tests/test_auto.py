@@ -16,15 +16,18 @@ from tlearn.models.backbones import create_backbone
 from tlearn.training.auto import (
     FINETUNE_EPOCHS,
     LARGE_PER_CLASS,
-    SATURATED,
-    SIMILAR_MARGIN,
+    MIN_EPOCHS,
+    MIN_VAL_ERRORS,
     Evidence,
     Probe,
     _better_on_validation,
+    behind_features,
     decide,
+    fine_tuning_can_show,
 )
 
 STAGES = 8
+COSTS = {"1": 60.0, "2": 120.0, "3": 240.0, "all": 900.0}  # seconds for FINETUNE_EPOCHS epochs
 
 
 def evidence(
@@ -34,6 +37,8 @@ def evidence(
     earlier: float,
     budget: float = 600.0,
     cost: dict[str, float] | None = None,
+    val_images: int = 200,
+    per_epoch: dict[str, float] | None = None,
 ) -> Evidence:
     return Evidence(
         train_images=int(per_class * 10),
@@ -46,28 +51,48 @@ def evidence(
             Probe("last", "output", 1280, last),
         ),
         forward_ips=100.0,
-        finetune_estimates=cost or {"1": 60.0, "2": 120.0, "3": 240.0, "all": 900.0},
+        finetune_estimates=cost or COSTS,
         budget_s=budget,
+        val_images=val_images,
+        epoch_seconds=per_epoch or {k: v / (2 * FINETUNE_EPOCHS) for k, v in (cost or COSTS).items()},
     )
 
 
 def test_small_and_similar_fine_tunes_the_top_lightly_when_it_fits() -> None:
     d = decide(evidence(per_class=40, last=0.9, earlier=0.7), num_stages=STAGES)
     assert (d.size, d.domain, d.method, d.feature_layer, d.unfreeze) == ("small", "similar", "finetune", "last", 2)
+    assert d.epochs == FINETUNE_EPOCHS
     assert "40 per class" in d.explanation and "fallback" in d.explanation
 
 
 def test_small_and_similar_without_time_keeps_features() -> None:
     d = decide(evidence(per_class=40, last=0.9, earlier=0.7, budget=30), num_stages=STAGES)
     assert (d.method, d.feature_layer, d.unfreeze) == ("features", "last", 0)
-    assert "would not fit the budget" in d.explanation
+    assert "would not fit the time left" in d.explanation
 
 
-def test_features_that_already_separate_the_classes_are_not_fine_tuned() -> None:
-    d = decide(evidence(per_class=LARGE_PER_CLASS, last=SATURATED, earlier=0.7), num_stages=STAGES)
+def test_features_too_good_for_validation_to_show_a_gain_are_not_fine_tuned() -> None:
+    # 200 validation images: at 99% the features should get 2 wrong, too few to show a gain.
+    d = decide(evidence(per_class=LARGE_PER_CLASS, last=0.99, earlier=0.7), num_stages=STAGES)
     assert (d.method, d.feature_layer, d.unfreeze) == ("features", "last", 0)
-    assert "already separate the classes" in d.explanation
-    assert decide(evidence(per_class=LARGE_PER_CLASS, last=SATURATED - 0.01, earlier=0.7), num_stages=STAGES).unfreeze
+    assert "about 2.0 of the 200 validation images wrong" in d.explanation
+    assert decide(evidence(per_class=LARGE_PER_CLASS, last=0.97, earlier=0.7), num_stages=STAGES).unfreeze
+    # The same 99% with 1,000 validation images leaves 10 errors to fix: worth fine-tuning.
+    assert decide(
+        evidence(per_class=LARGE_PER_CLASS, last=0.99, earlier=0.7, val_images=1000), num_stages=STAGES
+    ).unfreeze
+
+
+def test_the_error_count_rule_sits_at_its_threshold() -> None:
+    at = 1 - (MIN_VAL_ERRORS + 0.01) / 200
+    below = 1 - (MIN_VAL_ERRORS - 0.01) / 200
+    assert decide(evidence(per_class=40, last=at, earlier=0.5), num_stages=STAGES).method == "finetune"
+    assert decide(evidence(per_class=40, last=below, earlier=0.5), num_stages=STAGES).method == "features"
+
+
+def test_without_validation_images_auto_keeps_the_features() -> None:
+    d = decide(evidence(per_class=40, last=0.6, earlier=0.5, val_images=0), num_stages=STAGES)
+    assert d.method == "features" and "No validation images" in d.explanation
 
 
 def test_large_and_similar_fine_tunes_more_stages() -> None:
@@ -78,6 +103,21 @@ def test_large_and_similar_fine_tunes_more_stages() -> None:
 def test_budget_caps_the_number_of_stages() -> None:
     d = decide(evidence(per_class=500, last=0.9, earlier=0.7, budget=150), num_stages=STAGES)
     assert d.unfreeze == 2
+
+
+def test_a_tight_budget_takes_fewer_epochs_before_fewer_stages() -> None:
+    # 3 stages: 120 s once plus 10 s per epoch. 200 s leave room for 8 epochs of 3 stages.
+    per_epoch = {"1": 2.0, "2": 5.0, "3": 10.0, "all": 40.0}
+    cost = {k: 120.0 + FINETUNE_EPOCHS * v for k, v in per_epoch.items()}
+    d = decide(evidence(per_class=500, last=0.9, earlier=0.7, budget=200, cost=cost, per_epoch=per_epoch), num_stages=8)
+    assert (d.unfreeze, d.epochs) == (3, 8)
+    assert "for 8 epochs" in d.explanation
+    # Below MIN_EPOCHS of 3 stages, fewer stages: 2 stages at 5 s per epoch fit 12 epochs in 180 s.
+    tight = 120.0 + (MIN_EPOCHS - 1) * 10.0
+    d = decide(
+        evidence(per_class=500, last=0.9, earlier=0.7, budget=tight, cost=cost, per_epoch=per_epoch), num_stages=8
+    )
+    assert d.unfreeze == 2 and d.epochs == min(FINETUNE_EPOCHS, int((tight - 120.0) // 5.0))
 
 
 def test_small_and_different_falls_back_on_the_earlier_layer_and_fine_tunes_deeper() -> None:
@@ -102,11 +142,14 @@ def test_large_and_different_without_time_for_all_takes_what_fits() -> None:
     assert d.unfreeze == 3
 
 
-def test_a_tie_between_layers_counts_as_similar() -> None:
-    d = decide(evidence(per_class=40, last=0.8, earlier=0.8 + SIMILAR_MARGIN), num_stages=STAGES)
-    assert d.domain == "similar" and d.feature_layer == "last"
-    beaten = decide(evidence(per_class=40, last=0.8, earlier=0.8 + SIMILAR_MARGIN + 0.005), num_stages=STAGES)
+def test_an_earlier_layer_must_beat_the_last_by_more_than_the_probes_noise() -> None:
+    # 400 training images at about 80%: the difference of two probes has a noise of about 2.8 points.
+    tie = decide(evidence(per_class=40, last=0.8, earlier=0.82), num_stages=STAGES)
+    assert tie.domain == "similar" and tie.feature_layer == "last"
+    beaten = decide(evidence(per_class=40, last=0.8, earlier=0.84), num_stages=STAGES)
     assert beaten.domain == "different"
+    # With 10x the images the same 2 points are beyond the noise.
+    assert decide(evidence(per_class=400, last=0.8, earlier=0.82), num_stages=STAGES).domain == "different"
 
 
 def test_without_earlier_probes_the_data_counts_as_similar() -> None:
@@ -124,6 +167,25 @@ def test_fine_tuning_gets_its_epochs_and_features_none() -> None:
         0,
     )
     assert decide(evidence(per_class=40, last=0.9, earlier=0.7), num_stages=STAGES) == tuned  # pure
+
+
+def test_fine_tuning_is_timed_only_where_validation_could_show_a_gain() -> None:
+    e = evidence(per_class=40, last=0.99, earlier=0.7)
+    assert not fine_tuning_can_show(e.probes, 400, 200, "small")
+    assert fine_tuning_can_show(e.probes, 400, 1000, "small")
+    assert not fine_tuning_can_show(evidence(per_class=40, last=0.5, earlier=0.4).probes, 400, 0, "small")
+
+
+def rows(*val_acc: float) -> list[dict]:  # type: ignore[type-arg]
+    return [{"val_acc": a} for a in val_acc]
+
+
+def test_fine_tuning_gives_up_only_when_behind_the_features_beyond_the_noise() -> None:
+    # Features at 90% on 200 validation images: 20 wrong, noise sqrt(0.6 * 20) = 3.5 images.
+    give_up = behind_features(0.90, 200, planned_epochs=12)
+    assert give_up(rows(0.80, 0.80, 0.80, 0.80, 0.80)) is None  # before half the epochs: too early
+    assert "behind the features" in (give_up(rows(0.80, 0.82, 0.85, 0.86, 0.87, 0.87)) or "")
+    assert give_up(rows(0.80, 0.85, 0.89, 0.88, 0.88, 0.88)) is None  # 2 images behind: within the noise
 
 
 TINY = ["--backbone", "test_efficientnet", "--weights", "none", "--input-size", "64"]
@@ -151,15 +213,17 @@ def mislabel(root: Path, per_class: int = 2) -> None:
 
 
 def test_auto_fine_tunes_when_the_features_leave_room_and_time_allows(run_cli, shapes: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    # 8 of 96 labels wrong: no probe reaches SATURATED, so with an hour to spend auto must fine-tune
-    # (2 stages for similar data, 3 for different), with the features as the fallback.
+    # 8 of 96 labels wrong: the features get enough validation images wrong for fine-tuning to show,
+    # so with an hour to spend auto must fine-tune (2 stages for similar data, 3 for different), with
+    # the features as the fallback.
     mislabel(shapes)
     out = tmp_path / "run"
-    res = run_cli("train", shapes, *TINY, *FAST, "--time-budget", "1h", "--out", out)
+    # A large validation part, so that validation can show a gain (see MIN_VAL_ERRORS).
+    res = run_cli("train", shapes, *TINY, *FAST, "--val-frac", "0.4", "--time-budget", "1h", "--out", out)
     assert res.code == 0, res.err
     auto = recorded(out)
     assert auto["decision"] == decided_again(auto)
-    assert max(p["accuracy"] for p in auto["evidence"]["probes"]) < SATURATED
+    assert auto["evidence"]["finetune_estimates"], auto["explanation"]  # timed: the decision depended on it
     assert {p["layer"] for p in auto["evidence"]["probes"]} >= {"last"}
     decision = auto["decision"]
     assert (decision["size"], decision["method"]) == ("small", "finetune")
@@ -183,7 +247,7 @@ def test_auto_keeps_the_features_when_fine_tuning_cannot_fit_the_budget(run_cli,
     assert res.code == 0, res.err
     auto = recorded(out)
     assert auto["decision"] == decided_again(auto)
-    assert auto["evidence"]["budget_s"] == 0.001
+    assert auto["evidence"]["budget_s"] == 0.0  # nothing left of the run's budget when auto decides
     assert all(seconds > 0.001 for seconds in auto["evidence"]["finetune_estimates"].values())
     assert (auto["decision"]["method"], auto["decision"]["unfreeze"], auto["decision"]["epochs"]) == ("features", 0, 0)
     assert "Fine-tuning the last" not in auto["explanation"] and "On validation" not in auto["explanation"]

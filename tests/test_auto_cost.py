@@ -8,18 +8,21 @@ import pytest
 
 import tlearn
 from tlearn.training import costs
-from tlearn.training.auto import Probe, is_different, is_saturated
+from tlearn.training.auto import Probe, fine_tuning_can_show, is_different
 
 
 def probes(last: float, earlier: float) -> tuple[Probe, ...]:
     return (Probe("last", "output", 8, last), Probe("2", "level 2", 4, earlier))
 
 
-def test_saturated_means_similar_and_a_last_layer_probe_of_99_percent() -> None:
-    assert is_saturated(probes(0.995, 0.90))
-    assert not is_saturated(probes(0.98, 0.90))  # not separable enough yet
-    assert not is_saturated(probes(0.995, 0.999))  # an earlier layer is better: different data
-    assert is_different(probes(0.90, 0.95)) and not is_different(probes(0.95, 0.95))
+def test_timing_is_skipped_when_too_few_validation_errors_are_expected_of_any_layer_auto_may_take() -> None:
+    assert not fine_tuning_can_show(probes(0.995, 0.90), 800, 200, "small")  # 1 error expected
+    assert fine_tuning_can_show(probes(0.95, 0.90), 800, 200, "small")  # 10
+    # An earlier layer clearly better (small, different data): the fallback is that layer.
+    assert not fine_tuning_can_show(probes(0.90, 0.999), 800, 200, "small")
+    assert fine_tuning_can_show(probes(0.90, 0.999), 800, 200, "large")  # large: the last layer's features
+    assert fine_tuning_can_show(probes(0.90, 0.95), 800, 200, "small")
+    assert is_different(probes(0.90, 0.95), 800) and not is_different(probes(0.95, 0.95), 800)
 
 
 def test_auto_on_separable_data_skips_timing_fine_tuning(

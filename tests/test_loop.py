@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,9 @@ from typing import Any
 import pytest
 import torch
 
+from tlearn.core.timing import Deadline
 from tlearn.training.loop import PhaseResult, load_checkpoint, run_epochs
+from tlearn.training.schedules import FLOOR, make_scheduler
 
 
 class Scripted:
@@ -158,3 +161,42 @@ def test_a_run_resumed_from_its_checkpoint_ends_where_an_uninterrupted_one_ends(
     assert resumed.weight == whole.weight
     assert [r["lr"] for r in result.rows] == [r["lr"] for r in whole_result.rows]  # the schedule went on too
     assert list(resumed.weights) == [3, 4]  # only the missing epochs ran
+
+
+class Clock:
+    """A fake monotonic clock: each training epoch takes `per_epoch` seconds of it."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, per_epoch: float) -> None:
+        self.now, self.per_epoch = 0.0, per_epoch
+        monkeypatch.setattr(time, "perf_counter", lambda: self.now)
+
+    def tick(self) -> None:
+        self.now += self.per_epoch
+
+
+def test_the_time_budget_shortens_the_phase_and_its_schedule(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = Clock(monkeypatch, per_epoch=10.0)
+    s = Scripted([0.9, 0.8, 0.7, 0.6, 0.5, 0.4])
+    s.scheduler = make_scheduler(s.optimizer, "cosine", epochs=6, steps_per_epoch=1)
+    train = s.train_epoch
+    s.train_epoch = lambda e: (clock.tick(), train(e))[1]  # type: ignore[method-assign]
+    # 35 s in all, 5 of them kept for after the phase: 3 epochs of 10 s fit, not 6.
+    result = s.run(6, deadline=Deadline.after(35.0), reserve=5.0)
+    assert len(result.rows) == 3 and result.planned_epochs == 6
+    assert s.scheduler.get_last_lr()[0] == pytest.approx(0.1 * FLOOR)  # the shortened cosine reached its end
+
+
+def test_without_a_budget_every_planned_epoch_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = Clock(monkeypatch, per_epoch=1000.0)
+    s = Scripted([0.9, 0.8, 0.7, 0.6])
+    train = s.train_epoch
+    s.train_epoch = lambda e: (clock.tick(), train(e))[1]  # type: ignore[method-assign]
+    result = s.run(4, deadline=Deadline.after(None))
+    assert len(result.rows) == 4 and result.planned_epochs is None
+
+
+def test_give_up_stops_the_phase_with_its_reason_and_the_best_weights() -> None:
+    s = Scripted([0.9, 0.3, 0.5, 0.6, 0.7])
+    result = s.run(5, give_up=lambda rows: "behind the features" if len(rows) >= 3 else None)
+    assert len(result.rows) == 3 and result.gave_up == "behind the features"
+    assert s.weight == s.weights[1]

@@ -39,6 +39,8 @@ class Epochs:
     best_epoch: int | None = None
     stopped_early: bool | None = None
     trained_parameters: int | None = None
+    planned_epochs: int | None = None  # the epochs asked for, when the time budget cut them short
+    gave_up: str | None = None  # why fine-tuning stopped before catching up with the features
 
 
 @dataclass(frozen=True)

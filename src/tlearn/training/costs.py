@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -38,7 +39,13 @@ def forward_speed(module: nn.Module, size: tuple[int, int], batch: int = 16) -> 
     return batch / max(time.perf_counter() - start, 1e-6)
 
 
-def finetune_estimates(backbone: Backbone, data: LabelledImages, cfg: TrainConfig) -> dict[str, float]:
+@dataclass(frozen=True)
+class FinetuneCosts:
+    total: dict[str, float]  # "1", "2", "3", "all" stages unfrozen -> seconds for all the epochs
+    per_epoch: dict[str, float]  # the same keys -> seconds each epoch adds
+
+
+def finetune_estimates(backbone: Backbone, data: LabelledImages, cfg: TrainConfig) -> FinetuneCosts:
     """Seconds to fine-tune with the last 1, 2, 3 and all stages unfrozen, timed on this machine.
 
     For each cut, one small batch through the frozen bottom (as it runs: once per cached view, in the
@@ -51,30 +58,44 @@ def finetune_estimates(backbone: Backbone, data: LabelledImages, cfg: TrainConfi
     rows = (n_train + n_val) * 2 + n_train * cfg.views_for("finetune")
     trunk = FeatureTrunk(backbone.model)
     with eval_mode(trunk):  # timing must not touch BatchNorm statistics
-        timed = _timed_estimates(backbone, trunk, epochs, n_train, n_test, rows, cfg)
-    return {k: v * ESTIMATE_OVERHEAD for k, v in timed.items()}
+        fixed, per_epoch = _timed_steps(backbone, trunk, n_train, n_test, rows, cfg)
+    return FinetuneCosts(
+        total={k: (fixed[k] + epochs * per_epoch[k]) * ESTIMATE_OVERHEAD for k in fixed},
+        per_epoch={k: v * ESTIMATE_OVERHEAD for k, v in per_epoch.items()},
+    )
 
 
-def _timed_estimates(
-    backbone: Backbone, trunk: FeatureTrunk, epochs: int, n_train: int, n_test: int, rows: int, cfg: TrainConfig
-) -> dict[str, float]:
+def _timed_steps(
+    backbone: Backbone, trunk: FeatureTrunk, n_train: int, n_test: int, rows: int, cfg: TrainConfig
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Per key: the seconds paid once (cached views, final evaluation) and the seconds per epoch."""
     prep = backbone.preprocessing
     x = torch.rand(TIMING_BATCH, 3, *prep.input_size).contiguous(memory_format=torch.channels_last)
     full_step = _seconds_per_image(partial(_train_step, trunk, x), trunk)
-    estimates = {"all": epochs * n_train * full_step + 2 * n_test * full_step / 3}
+    evaluation = 2 * n_test * full_step / 3
+    fixed, per_epoch = {"all": evaluation}, {"all": n_train * full_step}
     for n in (1, 2, 3):
         cut = cut_trunk(trunk, backbone.stages[-n:], input_size=prep.input_size)
         if cut is None:
-            estimates[str(n)] = estimates["all"]
+            fixed[str(n)], per_epoch[str(n)] = fixed["all"], per_epoch["all"]
             continue
         with torch.inference_mode(), autocast(cfg.precision):
             a = cut.bottom(x)
         bottom = _seconds_per_image(partial(cut.bottom, x), None, precision=cfg.precision)
         a = a.float().clone().contiguous(memory_format=torch.channels_last)
         top = _seconds_per_image(partial(_train_step, cut.top, a), cut.top)
-        estimates[str(n)] = rows * bottom + epochs * n_train * top + 2 * n_test * full_step / 3
+        fixed[str(n)], per_epoch[str(n)] = rows * bottom + evaluation, n_train * top
     trunk.zero_grad(set_to_none=True)
-    return estimates
+    return fixed, per_epoch
+
+
+FINISH_FIXED_S = 15.0  # calibration, the bundle, the report and its pictures
+
+
+def finish_seconds(module: nn.Module, size: tuple[int, int], images: int) -> float:
+    """What a run needs after training: the final network on the validation and test images (and their
+    mirror images), then the bundle and report."""
+    return 2 * images / forward_speed(module, size) + FINISH_FIXED_S
 
 
 def _train_step(module: nn.Module, x: torch.Tensor) -> None:

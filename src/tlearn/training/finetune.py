@@ -30,18 +30,28 @@ from tlearn.artifacts.history import HISTORY_FILE
 from tlearn.core import distributed
 from tlearn.core.preprocessing import Preprocessing
 from tlearn.core.progress import Progress, no_progress
+from tlearn.core.timing import NO_DEADLINE, Deadline
 from tlearn.data.augment import build_eval_transform
 from tlearn.data.labelled import LabelledImages
 from tlearn.data.scan import Pixels
 from tlearn.models.backbones import Backbone, Stage
 from tlearn.models.classifier import Classifier, HeadSpec
 from tlearn.models.cut import Cut, cut_trunk
+from tlearn.training import costs
 from tlearn.training.config import TrainConfig
 from tlearn.training.feature_method import compute_features, feature_trunk
 from tlearn.training.features import extract_features
 from tlearn.training.fitted import Fitted
 from tlearn.training.head_phase import class_weights, seeded_head, train_head
-from tlearn.training.loop import CHECKPOINT_FILE, EpochPlan, PhaseResult, load_checkpoint, read_history, write_history
+from tlearn.training.loop import (
+    CHECKPOINT_FILE,
+    EpochPlan,
+    GiveUp,
+    PhaseResult,
+    load_checkpoint,
+    read_history,
+    write_history,
+)
 from tlearn.training.network_phase import train_network
 from tlearn.training.top_phase import boundary_activations, top_features, train_top
 from tlearn.training.views import FeatureSet
@@ -71,7 +81,11 @@ def fit_finetune(
     out: Path,
     progress: Progress = no_progress,
     on_epoch_end: EpochCallback | None = None,
+    deadline: Deadline = NO_DEADLINE,
+    give_up: GiveUp | None = None,
 ) -> Fitted:
+    """Both phases; with a `deadline`, phase 2 runs the epochs that fit before it (the best kept), and
+    `give_up` may end phase 2 when validation says it will not catch up (auto's rule)."""
     checkpoint = out / CHECKPOINT_FILE
     resume = load_checkpoint(checkpoint) if cfg.resume else None
     history = distributed.from_main(lambda: read_history(out / HISTORY_FILE)) if resume else []
@@ -95,15 +109,21 @@ def fit_finetune(
 
     details: dict[str, Any] = {"head_epochs_run": len(earlier)}
     if plan.stages:
+        reserve = 0.0
+        if deadline.seconds is not None:
+            reserve = costs.finish_seconds(plan.classifier, prep.input_size, len(data.split.val) + len(data.split.test))
         phase2 = _phase2(
-            plan, acts, cfg, prep, earlier, checkpoint=checkpoint, resume=resume, on_epoch_end=on_epoch_end
-        )
+            plan, acts, cfg, prep, earlier, checkpoint=checkpoint, resume=resume, on_epoch_end=on_epoch_end,
+            deadline=deadline, reserve=reserve, give_up=give_up,
+        )  # fmt: skip
         details.update(
             unfrozen=[s.name for s in plan.stages],
             cached_below=plan.cut.boundary if plan.cut is not None else None,
             finetune_epochs_run=len(phase2.rows),
             best_epoch=phase2.best_epoch,
             stopped_early=phase2.stopped_early,
+            planned_epochs=phase2.planned_epochs,
+            gave_up=phase2.gave_up,
         )
         earlier = earlier + phase2.rows
         if phase2.interrupted:
@@ -173,6 +193,10 @@ def _finish(
         if done.get("unfrozen")
         else "no fine-tuning of the base"
     )
+    if done.get("planned_epochs"):
+        summary += f"; the time budget left room for {done['finetune_epochs_run']} of {done['planned_epochs']} epochs"
+    if done.get("gave_up"):
+        summary += f"; stopped after {done['finetune_epochs_run']} epochs: {done['gave_up']}"
     done["unfrozen"] = tuple(done.get("unfrozen", ()))
     details = MethodDetails("finetune", epochs=Epochs(summary=summary, **done), interrupted=interrupted)
     return finish_fitted(plan.classifier, spec, data, prep, history, details, checkpoint)

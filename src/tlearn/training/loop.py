@@ -32,10 +32,15 @@ from tlearn.artifacts import history
 from tlearn.artifacts.history import HISTORY_FILE, HistoryRow
 from tlearn.core import distributed
 from tlearn.core.files import atomic_path
+from tlearn.core.timing import NO_DEADLINE, Deadline
+from tlearn.training.schedules import retarget
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FILE = "checkpoint.pt"
+
+# Given this phase's rows so far, a reason to stop now (validation says it will not catch up), or None.
+GiveUp = Callable[[list[dict[str, Any]]], str | None]
 
 
 @dataclass
@@ -44,6 +49,8 @@ class PhaseResult:
     best_epoch: int | None = None
     stopped_early: bool = False
     interrupted: bool = False
+    planned_epochs: int | None = None  # the epochs asked for, when the time budget cut them short
+    gave_up: str | None = None  # why validation said this phase would not catch up (`give_up`)
 
 
 @dataclass(frozen=True)
@@ -58,6 +65,9 @@ class EpochPlan:
     checkpoint: Path | None = None
     resume: dict[str, Any] | None = None  # a checkpoint of this phase to go on from
     on_epoch_end: Callable[[dict[str, Any]], None] | None = None
+    deadline: Deadline = NO_DEADLINE  # the run's time budget: epochs that would overrun it are not started
+    reserve: float = 0.0  # seconds the run needs after this phase (final predictions, bundle, report)
+    give_up: GiveUp | None = None
 
     def options(self) -> dict[str, Any]:
         """As keywords of `run_epochs` (not `dataclasses.asdict`, which would deep-copy the checkpoint)."""
@@ -103,15 +113,21 @@ def run_epochs(
     checkpoint: Path | None = None,
     resume: dict[str, Any] | None = None,
     on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
+    deadline: Deadline = NO_DEADLINE,
+    reserve: float = 0.0,
+    give_up: GiveUp | None = None,
 ) -> PhaseResult:
     """Train `epochs` epochs (numbered from `first_epoch` in the history); returns this phase's rows.
 
     `history` holds the rows of earlier phases (written to history.csv with these); `resume` is the
-    state a checkpoint of this phase saved.
+    state a checkpoint of this phase saved. With a `deadline`, the measured epochs so far say how many
+    more fit before it (less `reserve`): when fewer than planned, the phase is shortened and its
+    schedule compressed to end there, so the rate still comes down (see `schedules.retarget`).
     """
     rows, best = _resumed(resume, model, optimizer, scheduler, phase)
     result = PhaseResult(rows=rows, best_epoch=best.epoch)
-    for e in range(len(rows), epochs):
+    e = len(rows)  # this phase's epoch index, from 0
+    while e < epochs:  # `epochs` may shrink as the time budget runs
         epoch = first_epoch + e
         seed_everything(epoch_seed(seed, phase, e))
         t0 = time.perf_counter()
@@ -136,10 +152,31 @@ def run_epochs(
         if val is not None and patience and best.bad >= patience:
             result.stopped_early = True
             break
+        if give_up is not None and (reason := distributed.from_main(lambda: give_up(rows))):
+            result.gave_up = reason
+            log.info("%s stopped after epoch %d: %s", phase, epoch, reason)
+            break
+        fit = _epochs_that_fit(rows, epochs, e, deadline, reserve)
+        if fit < epochs:
+            result.planned_epochs = result.planned_epochs or epochs
+            epochs = fit
+            retarget(scheduler, epochs)
+            log.info("The time budget leaves room for %d %s epochs in all.", epochs, phase)
+        e += 1
     if best.state is not None:
         model.load_state_dict(best.state)
     result.rows, result.best_epoch = rows, best.epoch
     return result
+
+
+def _epochs_that_fit(rows: list[dict[str, Any]], epochs: int, e: int, deadline: Deadline, reserve: float) -> int:
+    """How many epochs in all this phase can run before the deadline, judged by its recent epochs
+    (at least the `e + 1` done; at most `epochs`). Rank 0's clock decides for every rank."""
+    if deadline.seconds is None or e + 1 >= epochs:
+        return epochs
+    per_epoch = float(np.mean([r["seconds"] for r in rows[-3:]]))
+    more = distributed.from_main(lambda: int(max(deadline.left() - reserve, 0.0) // max(per_epoch, 1e-9)))
+    return min(epochs, e + 1 + more)
 
 
 def _resumed(

@@ -31,7 +31,7 @@ from tlearn.core import distributed
 from tlearn.core.errors import DataError, FileSystemError, Interrupted, TlearnError
 from tlearn.core.files import atomic_path, write_json_atomic
 from tlearn.core.progress import Progress, no_progress
-from tlearn.core.timing import Timer
+from tlearn.core.timing import Deadline, Timer
 from tlearn.data.checks import DatasetReport, check_dataset, group_ids
 from tlearn.data.labelled import LabelledImages
 from tlearn.data.scan import ScannedImages, scan_images
@@ -111,13 +111,16 @@ def run(
 def _run(cfg: TrainConfig, *, progress: Progress, on_epoch_end: EpochCallback | None) -> TrainResult:
     # The folder's checks are about paths only: they fail before any work.
     _on_main(lambda: check_out(cfg.out, data=cfg.data, overwrite=cfg.overwrite, resume=cfg.resume))
+    deadline = Deadline.after(cfg.budget_seconds)  # the budget covers everything from here to the report
     timer = Timer()
     with timer.stage("load"):
         dataset = load_dataset(cfg.data)
         backbone = _backbone(cfg)
     folder = _on_main(lambda: open_folder(cfg.out, data=cfg.data, overwrite=cfg.overwrite, resume=cfg.resume))
     try:
-        return _train(cfg, dataset, backbone, folder, timer, progress=progress, on_epoch_end=on_epoch_end)
+        return _train(
+            cfg, dataset, backbone, folder, timer, progress=progress, on_epoch_end=on_epoch_end, deadline=deadline
+        )
     except BaseException:
         if distributed.is_main():
             abandon(folder)
@@ -133,6 +136,7 @@ def _train(
     *,
     progress: Progress,
     on_epoch_end: EpochCallback | None,
+    deadline: Deadline,
 ) -> TrainResult:
     """Every step after the run folder exists: all of them write into `folder.work`."""
     main, out = distributed.is_main(), folder.work
@@ -164,7 +168,9 @@ def _train(
         write_json_atomic(out / CHECK_FILE, report.to_dict())
 
     with timer.stage("fit"):
-        fitted = _fit(cfg, backbone, data, progress=progress, on_epoch_end=on_epoch_end, folder=folder)
+        fitted = _fit(
+            cfg, backbone, data, progress=progress, on_epoch_end=on_epoch_end, folder=folder, deadline=deadline
+        )
         fitted = calibrated(fitted, data)  # probabilities that mean what they say; no prediction changes
     with timer.stage("evaluate"):
         metrics = {
@@ -236,6 +242,7 @@ def _fit(
     progress: Progress,
     on_epoch_end: EpochCallback | None,
     folder: RunFolder,
+    deadline: Deadline,
 ) -> Fitted:
     from tlearn.training.auto import fit_auto
     from tlearn.training.feature_method import fit_feature_method
@@ -245,13 +252,19 @@ def _fit(
     method, out = cfg.method, folder.work
     try:
         if method == "auto":
-            return fit_auto(backbone, data, cfg, out=out, progress=progress, on_epoch_end=on_epoch_end)
+            return fit_auto(
+                backbone, data, cfg, out=out, progress=progress, on_epoch_end=on_epoch_end, deadline=deadline
+            )
         if method == "features":
             return fit_feature_method(for_features(backbone, cfg), data, cfg, progress=progress)
         if method == "finetune":
-            return fit_finetune(backbone, data, cfg, out=out, progress=progress, on_epoch_end=on_epoch_end)
+            return fit_finetune(
+                backbone, data, cfg, out=out, progress=progress, on_epoch_end=on_epoch_end, deadline=deadline
+            )
         if method == "scratch":
-            return fit_scratch(backbone, data, cfg, out=out, progress=progress, on_epoch_end=on_epoch_end)
+            return fit_scratch(
+                backbone, data, cfg, out=out, progress=progress, on_epoch_end=on_epoch_end, deadline=deadline
+            )
         raise TlearnError(f"--method {method} is not available yet.")
     except KeyboardInterrupt:
         if (out / CHECKPOINT_FILE).exists():  # the run folder keeps it (see run_folder.abandon)

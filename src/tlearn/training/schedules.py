@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -50,6 +51,27 @@ def lr_factor(
     raise ValueError(f"unknown schedule {schedule!r}")
 
 
+@dataclass(frozen=True)
+class ScheduleFn:
+    """`lr_factor` with its options bound: what `LambdaLR` calls per step (and saves in checkpoints)."""
+
+    schedule: str
+    total_steps: int
+    steps_per_epoch: int
+    warmup_epochs: int = 0
+    decay_after: int = 3
+
+    def __call__(self, step: int) -> float:
+        return lr_factor(
+            self.schedule,
+            step,
+            total_steps=self.total_steps,
+            steps_per_epoch=self.steps_per_epoch,
+            warmup_epochs=self.warmup_epochs,
+            decay_after=self.decay_after,
+        )
+
+
 def make_scheduler(
     optimizer: torch.optim.Optimizer,
     schedule: str,
@@ -59,15 +81,15 @@ def make_scheduler(
     warmup_epochs: int = 0,
     decay_after: int = 3,
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    total = epochs * steps_per_epoch
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda step: lr_factor(
-            schedule,
-            step,
-            total_steps=total,
-            steps_per_epoch=steps_per_epoch,
-            warmup_epochs=warmup_epochs,
-            decay_after=decay_after,
-        ),
-    )
+    fn = ScheduleFn(schedule, epochs * steps_per_epoch, steps_per_epoch, warmup_epochs, decay_after)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, fn)
+
+
+def retarget(scheduler: torch.optim.lr_scheduler.LRScheduler, epochs: int) -> None:
+    """Make the schedule end after `epochs` epochs instead (the time budget shortened the phase):
+    the rest of the run follows the same curve compressed, so the rate still comes down at the end."""
+    if isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
+        scheduler.lr_lambdas = [
+            replace(fn, total_steps=epochs * fn.steps_per_epoch) if isinstance(fn, ScheduleFn) else fn
+            for fn in scheduler.lr_lambdas
+        ]

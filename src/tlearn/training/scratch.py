@@ -12,10 +12,12 @@ from typing import Any
 
 from tlearn.artifacts.details import Epochs, MethodDetails
 from tlearn.core.progress import Progress, no_progress
+from tlearn.core.timing import NO_DEADLINE, Deadline
 from tlearn.data.labelled import LabelledImages
 from tlearn.models.backbones import Backbone
 from tlearn.models.classifier import Classifier, FeatureTrunk, HeadSpec
 from tlearn.models.scratch_cnn import SCRATCH_DROPOUT, SCRATCH_HIDDEN
+from tlearn.training import costs
 from tlearn.training.config import TrainConfig
 from tlearn.training.finetune import finish_fitted
 from tlearn.training.fitted import Fitted
@@ -32,6 +34,7 @@ def fit_scratch(
     out: Path,
     progress: Progress = no_progress,
     on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
+    deadline: Deadline = NO_DEADLINE,
 ) -> Fitted:
     """Train the small CNN and its head from random weights, on the fine-tuning loop (every stage trains)."""
     ft = cfg.finetune
@@ -43,7 +46,13 @@ def fit_scratch(
     checkpoint = out / CHECKPOINT_FILE
     epochs, lr = ft.epochs_for("scratch"), ft.lr_for("scratch")
     resume = load_checkpoint(checkpoint) if cfg.resume else None
-    loop = EpochPlan("scratch", epochs, cfg.seed, checkpoint=checkpoint, resume=resume, on_epoch_end=on_epoch_end)
+    reserve = 0.0
+    if deadline.seconds is not None:
+        reserve = costs.finish_seconds(classifier, prep.input_size, len(data.split.val) + len(data.split.test))
+    loop = EpochPlan(
+        "scratch", epochs, cfg.seed, checkpoint=checkpoint, resume=resume, on_epoch_end=on_epoch_end,
+        deadline=deadline, reserve=reserve,
+    )  # fmt: skip
     result = train_network(
         classifier, data, backbone.stages, ft, cfg=cfg, prep=prep, lr=lr,
         class_weight=class_weights(data, cfg.class_weight), loop=loop,
@@ -54,6 +63,7 @@ def fit_scratch(
         epochs_run=len(result.rows),
         best_epoch=result.best_epoch,
         stopped_early=result.stopped_early,
+        planned_epochs=result.planned_epochs,
         trained_parameters=sum(p.numel() for p in classifier.parameters()),
     )
     details = MethodDetails("scratch", epochs=epochs_done, interrupted="scratch" if result.interrupted else None)
