@@ -213,7 +213,7 @@ def _auto_evidence(auto: AutoRecord) -> str:
             f"{k} stage{'s' if k != '1' else ''}: {v / 60:.1f} min" for k, v in auto.finetune_estimates.items()
         )
     if auto.budget_s is not None:
-        facts["time budget"] = f"{auto.budget_s / 60:.1f} min"
+        facts["time left for fine-tuning"] = f"{auto.budget_s / 60:.1f} min"
     if auto.validation is not None:
         facts["validation accuracy"] = ", ".join(f"{k} {percent(v)}" for k, v in auto.validation.items())
     facts.update(auto.evidence)
