@@ -75,6 +75,31 @@ def test_history_has_one_row_per_epoch_of_both_phases(shapes: Path, tmp_path: Pa
     assert not (tmp_path / "run" / "checkpoint.pt").exists()  # a finished run keeps only its bundle
 
 
+def test_a_time_budget_the_run_has_used_up_stops_fine_tuning_after_one_epoch_and_says_so(
+    shapes: Path, tmp_path: Path
+) -> None:
+    # One second in all: what the run needs after training (costs.FINISH_FIXED_S) is already more,
+    # so no second epoch fits; the bundle still comes out, with the best (only) epoch.
+    result = run(
+        TrainConfig(
+            data=shapes, out=tmp_path / "run", method="finetune", views=1, time_budget=1.0,
+            finetune=FinetuneConfig(**{**FAST, "epochs": 4}), **TINY,  # type: ignore[arg-type]
+        )
+    )  # fmt: skip
+    rows = list(csv.DictReader((tmp_path / "run" / "history.csv").open()))
+    assert [r["phase"] for r in rows].count("finetune") == 1
+    epochs = result.details.epochs
+    assert epochs is not None and (epochs.finetune_epochs_run, epochs.planned_epochs) == (1, 4)
+    assert "the time budget left room for 1 of 4 epochs" in epochs.summary
+    assert load_bundle(tmp_path / "run")[0] is not None
+
+
+def test_without_a_budget_a_fixed_method_runs_every_epoch(shapes: Path, tmp_path: Path) -> None:
+    _, result = finetuned(shapes, tmp_path / "run", epochs=3)
+    assert result.details.epochs is not None and result.details.epochs.finetune_epochs_run == 3
+    assert result.details.epochs.planned_epochs is None
+
+
 def test_learning_rates_follow_the_options() -> None:
     b = tiny_backbone()
     trunk = FeatureTrunk(b.model)
