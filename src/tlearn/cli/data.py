@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -16,6 +16,13 @@ from tlearn.cli.render import console, err_console, progress_bar, shell_word, sh
 
 if TYPE_CHECKING:
     from tlearn.data.checks import DatasetReport
+    from tlearn.training.label_check import LabelCheck
+
+LABELS = "Label check (--labels): the backbone options of tlearn train"
+
+
+def _labels_option(*names: str, help: str) -> Any:
+    return typer.Option(*names, help=help, rich_help_panel=LABELS)
 
 
 @app.command("sample-data")
@@ -41,21 +48,49 @@ def check(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     plot: Annotated[Path | None, typer.Option(help="Write a bar chart of images per class (PNG).")] = None,
     min_per_class: Annotated[int, typer.Option(help="Warn about classes with fewer images.", min=1)] = 10,
-    show: Annotated[int, typer.Option(help="How many broken files and duplicates to list.", min=0)] = 20,
+    show: Annotated[int, typer.Option(help="How many broken files, duplicates and label issues to list.", min=0)] = 20,
+    labels: Annotated[
+        bool,
+        _labels_option("--labels", help="Also find images whose label looks wrong and images far from every class."),
+    ] = False,
+    csv: Annotated[Path, _labels_option("--csv", help="Where --labels writes its list.")] = Path("label_issues.csv"),
+    backbone: opt.Backbone = None,
+    weights: opt.Weights = None,
+    input_size: opt.InputSize = None,
+    feature_layer: opt.FeatureLayer = "last",
+    seed: opt.Seed = 0,
 ) -> None:
-    """Check a dataset: counts per class, balance, sizes, broken files, duplicates and leakage."""
+    """Check a dataset: counts per class, balance, sizes, broken files, duplicates and leakage; with
+    --labels, likely label errors and outliers too (nothing is moved: a CSV lists them)."""
     from tlearn.data.checks import check_path
 
+    found: LabelCheck | None = None
     with progress_bar() as progress:
-        report = check_path(data, min_per_class=min_per_class, progress=progress)
+        if labels:
+            from tlearn.training.config import TrainConfig
+            from tlearn.training.label_check import check_labels
+
+            cfg = TrainConfig(
+                data=data, backbone=backbone, weights=weights, input_size=input_size, feature_layer=feature_layer,
+                seed=seed,
+            )  # fmt: skip
+            found = check_labels(cfg, csv=csv, min_per_class=min_per_class, progress=progress)
+            report = found.dataset
+        else:
+            report = check_path(data, min_per_class=min_per_class, progress=progress)
     if plot is not None and report.counts:
         from tlearn.report.plots import plot_class_counts
 
         plot_class_counts(report.counts, plot, split_counts=report.split_counts or None)
     if as_json:
-        print(json.dumps(report.to_dict(), indent=1, ensure_ascii=False))
+        doc = report.to_dict()
+        if found is not None:
+            doc["label_check"] = _label_json(found)
+        print(json.dumps(doc, indent=1, ensure_ascii=False))
     else:
         _render_report(report, show=show)
+        if found is not None:
+            _render_labels(found, show=show)
         if plot is not None and report.counts:
             console.print(f"Class balance chart: [bold]{escape(short_path(plot, None))}[/]")
         if report.usable:
@@ -120,6 +155,56 @@ def _render_report(report: DatasetReport, *, show: int) -> None:
     else:
         for p in report.problems:
             err_console.print(f"[bold red]Not usable:[/] {escape(p)}")
+
+
+def _label_json(found: LabelCheck) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    def row(i: Any) -> dict[str, Any]:
+        d = asdict(i)
+        return {k: (None if isinstance(v, float) and v != v else v) for k, v in d.items()}  # NaN is not JSON
+
+    return {
+        "backbone": found.backbone,
+        "checked": found.issues is not None,
+        "csv": None if found.csv is None else str(found.csv),
+        "mislabelled": [row(i) for i in found.mislabelled],
+        "outliers": [row(i) for i in found.outliers],
+    }
+
+
+def _render_labels(found: LabelCheck, *, show: int) -> None:
+    if found.issues is None:
+        if found.dataset.usable:
+            console.print("Labels not checked: every class needs at least two different images.")
+        return
+    wrong, far = found.mislabelled, found.outliers
+    if wrong:
+        table = Table(title=f"Images that may be mislabelled ({len(wrong)}), most likely first", title_justify="left")
+        for col in ("file", "given", "suggested", "confidence", "margin"):
+            table.add_column(col, justify="right" if col in ("confidence", "margin") else "left")
+        for i in wrong[:show]:
+            table.add_row(escape(i.path), escape(i.given), escape(i.suggested), f"{i.confidence:.0%}", f"{i.score:.2f}")
+        console.print(table)
+        _more(len(wrong), show)
+    if far:
+        table = Table(title=f"Images far from every class ({len(far)}), farthest first", title_justify="left")
+        for col in ("file", "given", "distance"):
+            table.add_column(col, justify="right" if col == "distance" else "left")
+        for i in far[:show]:
+            table.add_row(escape(i.path), escape(i.given), f"{i.score:.2f}")
+        console.print(table)
+        _more(len(far), show)
+    n = len(found.dataset.classes)
+    if not wrong and not far:
+        console.print(f"[green]Labels:[/] no image looks mislabelled or far from its {n} classes ({found.backbone}).")
+    else:
+        console.print(
+            f"Labels checked with {escape(found.backbone)}: a logistic regression cross-validated on its features. "
+            "Nothing was moved or deleted."
+        )
+    if found.csv is not None:
+        console.print(f"List: [bold]{escape(short_path(found.csv, None))}[/] (path,given,suggested,score,...)")
 
 
 def _more(n: int, show: int) -> None:

@@ -55,6 +55,8 @@ Backbone = Annotated[str | None, typer.Option(help="A timm model name (tlearn ba
 Weights = Annotated[
     str | None, typer.Option(help="Local weights file (.safetensors, .pth), or 'none' for random init.")
 ]
+InputSize = Annotated[int | None, typer.Option(help="Model input side in pixels (default: the weights').")]
+FeatureLayer = Annotated[str, typer.Option("--feature-layer", help="last, or level numbers like 3 or 2,3.")]
 Seed = Annotated[int, typer.Option(help="Random seed (split, augmentation, training).")]
 ValFrac = Annotated[float, typer.Option(help="Fraction of images for validation.")]
 TestFrac = Annotated[float, typer.Option(help="Fraction of images for the test.")]

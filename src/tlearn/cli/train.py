@@ -40,7 +40,7 @@ def train(
     method: Annotated[str, typer.Option(help="auto, features, finetune or scratch.")] = "auto",
     backbone: opt.Backbone = None,
     weights: opt.Weights = None,
-    input_size: Annotated[int | None, typer.Option(help="Model input side in pixels (default: the weights').")] = None,
+    input_size: opt.InputSize = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Run folder (default runs/<data name>).")] = None,
     overwrite: opt.Overwrite = False,
     seed: opt.Seed = 0,
@@ -152,6 +152,9 @@ def render_result(result: TrainResult) -> None:
             style = "yellow" if c.recall < m.accuracy - 0.1 else None
             recall.add_row(c.name, f"{c.recall:.1%}", str(c.support), style=style)
         console.print(recall)
+    labels = label_summary(result)
+    if labels:
+        console.print(labels)
     times = " · ".join(f"{k} {v:.1f}s" for k, v in result.timings.items())
     console.print(f"Time: {times}")
     console.print(f"Bundle: [bold]{result.out}[/]  (load it with tlearn.load('{result.out}'))")
@@ -161,6 +164,25 @@ def render_result(result: TrainResult) -> None:
             f"[yellow]Interrupted[/] during the {result.details.interrupted} phase: the bundle holds the best epoch "
             f"so far. To go on from the last epoch, add --resume {result.out} to the command."
         )
+
+
+def label_summary(result: TrainResult) -> str:
+    """One line about the label check: how many images may be mislabelled or far from every class."""
+    if result.label_issues is None:
+        return ""
+    found = []
+    if result.mislabelled:
+        n = result.mislabelled
+        found.append(f"{n} image{'s' if n != 1 else ''} may be mislabelled")
+    if result.outliers:
+        n = result.outliers
+        found.append(f"{n} image{'s' if n != 1 else ''} look{'s' if n == 1 else ''} far from every class")
+    if not found:
+        return f"Labels: no image looks mislabelled ({result.dataset.total:,} checked)."
+    from tlearn.artifacts.label_issues import LABEL_ISSUES_FILE
+
+    where = escape(str(result.out / LABEL_ISSUES_FILE))
+    return f"[yellow]Labels:[/] {' and '.join(found)}: see [bold]{where}[/] (nothing was moved)."
 
 
 def describe_method(details: MethodDetails) -> str:

@@ -1,7 +1,7 @@
 """report.html: one self-contained page per run that shows how good the model is and why.
 
 `write_report(run_dir)` reads what the run saved (tlearn.json, check.json, split.json,
-predictions.csv, history.csv), draws the pictures into `run_dir/plots/` and writes `report.html`
+predictions.csv, history.csv, label_issues.csv), draws the pictures into `run_dir/plots/` and writes `report.html`
 with those pictures embedded as base64 and its styles inlined, so the file can be mailed or archived
 alone. Every part is optional except tlearn.json: a feature run has no curves, a run without a test
 part is reported on validation, a run whose dataset has moved shows grey tiles for the mistakes.
@@ -24,14 +24,22 @@ from tlearn.core.files import write_text_atomic
 from tlearn.core.notebook import escape
 from tlearn.report.model_card import write_model_card
 from tlearn.report.run_data import Run, read_run
-from tlearn.report.sections import MISTAKES_SHOWN, SECTIONS, render_body
+from tlearn.report.sections import LABEL_ISSUES_SHOWN, MISTAKES_SHOWN, SECTIONS, render_body
 
 __all__ = ["PLOTS_DIR", "REPORT_FILE", "SECTIONS", "draw_pictures", "render_html", "write_report"]
 
 REPORT_FILE = "report.html"
 PLOTS_DIR = "plots"
 PICTURE_FILES = frozenset(
-    {"class_counts.png", "curves.png", "confusion.png", "confusion_normalised.png", "mistakes.jpg", "mistakes.png"}
+    {
+        "class_counts.png",
+        "curves.png",
+        "confusion.png",
+        "confusion_normalised.png",
+        "mistakes.jpg",
+        "mistakes.png",
+        "label_issues.jpg",
+    }
 )
 
 
@@ -58,8 +66,9 @@ def render_html(run: Run, pictures: Mapping[str, Path]) -> str:
 
 
 def draw_pictures(run: Run, out: Path) -> dict[str, Path]:
-    """The pictures of the report, by name: counts, curves, confusion, confusion_normalised, mistakes."""
-    from tlearn.report.plots import plot_class_counts, plot_confusion, plot_history, plot_mistakes
+    """The pictures of the report, by name: counts, curves, confusion, confusion_normalised, mistakes,
+    label_issues."""
+    from tlearn.report.plots import plot_class_counts, plot_confusion, plot_history, plot_label_issues, plot_mistakes
 
     pictures: dict[str, Path] = {}
     counts = (run.check or {}).get("counts") or {}
@@ -81,6 +90,9 @@ def draw_pictures(run: Run, out: Path) -> dict[str, Path]:
     if mistakes:
         # photos: JPEG is a fifth of the PNG's size and quicker to write
         pictures["mistakes"] = plot_mistakes(mistakes, out / "mistakes.jpg", root=run.data)
+    if run.label_issues:
+        shown = run.label_issues[:LABEL_ISSUES_SHOWN]
+        pictures["label_issues"] = plot_label_issues(shown, out / "label_issues.jpg", root=run.data)
     for name in PICTURE_FILES - {p.name for p in pictures.values()}:  # from an earlier build, now stale
         (out / name).unlink(missing_ok=True)
     return pictures

@@ -21,6 +21,7 @@ from tlearn.artifacts.history import HistoryRow, kept_epochs
 from tlearn.core.files import atomic_path
 
 if TYPE_CHECKING:
+    from tlearn.artifacts.label_issues import LabelIssue
     from tlearn.artifacts.predictions import PredictionRow
 
 SPLIT_COLOURS = {"train": "#4C72B0", "val": "#DD8452", "test": "#55A868", "?": "#8C8C8C"}
@@ -325,27 +326,55 @@ def plot_mistakes(
     `mistakes` come in the order to show (worst first, see `worst_mistakes`); their paths are relative
     to `root` (the dataset). A missing or unreadable image becomes a grey tile that says so.
     """
-    n = max(len(mistakes), 1)
+    tiles = [
+        (m.path, f"{_clip(m.true)} → {_clip(m.predicted)}\n{m.confidence:.1%} · {_clip_left(m.path, 30)}")
+        for m in mistakes
+    ]
+    return image_grid(
+        tiles,
+        path,
+        root=root,
+        cols=cols,
+        title=f"{title}: true class → predicted class (confidence)",
+        empty="No mistakes",
+    )
+
+
+def plot_label_issues(issues: Sequence[LabelIssue], path: Path, *, root: Path | None, cols: int = 4) -> Path:
+    """A grid of flagged images: "given → suggested" with the confidence, or "far from every class"."""
+    tiles = []
+    for i in issues:
+        what = (
+            f"{_clip(i.given)} → {_clip(i.suggested)} {i.confidence:.0%}"
+            if i.issue == "label"
+            else f"{_clip(i.given)}: far from every class"
+        )
+        tiles.append((i.path, f"{what}\n{_clip_left(i.path, 30)}"))
+    title = "Label check: given label → suggested label (confidence)"
+    return image_grid(tiles, path, root=root, cols=cols, title=title, empty="Nothing flagged")
+
+
+def image_grid(
+    tiles: Sequence[tuple[str, str]], path: Path, *, root: Path | None, cols: int, title: str, empty: str
+) -> Path:
+    """Images (paths relative to `root`, the dataset) in a grid, each with its two-line caption."""
+    n = max(len(tiles), 1)
     cols = max(1, min(cols, n))
     rows = -(-n // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.95 * rows + 0.4), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for ax, m in zip(axes.flat, mistakes, strict=False):
-        pixels = _thumbnail(Path(m.path) if root is None else _base(root) / m.path)
+    for ax, (image, caption) in zip(axes.flat, tiles, strict=False):
+        pixels = _thumbnail(Path(image) if root is None else _base(root) / image)
         if pixels is None:
             ax.imshow(np.full((3, 4, 3), 225, dtype=np.uint8))
             ax.text(1.5, 1.0, "image not found", ha="center", va="center", fontsize=9, color="#555555")
         else:
             ax.imshow(pixels)
-        ax.set_title(
-            f"{_clip(m.true)} → {_clip(m.predicted)}\n{m.confidence:.1%} · {_clip_left(m.path, 30)}",
-            fontsize=8.5,
-            color="#222222",
-        )
-    if not mistakes:
-        axes.flat[0].text(0.5, 0.5, "No mistakes", ha="center", va="center", fontsize=12)
-    fig.suptitle(f"{title}: true class → predicted class (confidence)", x=0.01, ha="left", fontsize=11)
+        ax.set_title(caption, fontsize=8.5, color="#222222")
+    if not tiles:
+        axes.flat[0].text(0.5, 0.5, empty, ha="center", va="center", fontsize=12)
+    fig.suptitle(title, x=0.01, ha="left", fontsize=11)
     fig.tight_layout()
     return save_figure(fig, path)
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from tlearn.artifacts.bundle import CHECK_FILE, CONFIG_FILE, SPLIT_FILE, BundleConfig
 from tlearn.artifacts.history import HISTORY_FILE, HistoryRow, read_history
+from tlearn.artifacts.label_issues import LABEL_ISSUES_FILE, LabelIssue, read_label_issues
 from tlearn.artifacts.metrics import Metrics
 from tlearn.artifacts.predictions import PREDICTIONS_FILE, PredictionRow, read_predictions
 from tlearn.core.errors import BundleError
@@ -32,6 +33,7 @@ class Run:
     split: dict[str, Any] | None = None
     predictions: list[PredictionRow] = field(default_factory=list)
     history: list[HistoryRow] = field(default_factory=list)
+    label_issues: list[LabelIssue] | None = None  # None: the run did not check its labels
 
     @property
     def headline(self) -> str | None:
@@ -62,6 +64,7 @@ def read_run(run_dir: str | Path) -> Run:
         split=read_json_object(folder / SPLIT_FILE),
         predictions=read_predictions(folder / PREDICTIONS_FILE),
         history=read_history(folder / HISTORY_FILE),
+        label_issues=read_label_issues(folder / LABEL_ISSUES_FILE),
     )
 
 

@@ -22,6 +22,7 @@ from tlearn.report.run_data import Run
 
 MISTAKES_SHOWN = 12  # tiles in the mistakes grid; the table under it lists up to MISTAKES_LISTED
 MISTAKES_LISTED = 100
+LABEL_ISSUES_SHOWN = 12  # tiles in the label check's grid; the table under it lists every flagged image
 DUPLICATES_LISTED = 50
 PINNED = ("tlearn", "torch", "torchvision", "timm", "numpy", "scikit-learn", "pillow")  # keys of versions
 SECTIONS = {
@@ -33,6 +34,7 @@ SECTIONS = {
     "metrics": "Metrics",
     "confusion": "Confusion matrix",
     "mistakes": "Mistakes",
+    "labels": "Label check",
     "reproduce": "Reproduce",
 }
 
@@ -51,6 +53,7 @@ def render_body(run: Run, pictures: Mapping[str, Path]) -> str:
             _section("metrics", _metrics(run)),
             _section("confusion", _confusion(run, pictures)),
             _section("mistakes", _mistakes(run, pictures)),
+            _section("labels", _labels(run, pictures)),
             _section("reproduce", _reproduce(run)),
         ]
     )
@@ -330,6 +333,46 @@ def _mistakes(run: Run, pictures: Mapping[str, Path]) -> str:
     )
     grid = figure(pictures["mistakes"], "Most confident mistakes") if "mistakes" in pictures else ""
     return text + grid + listing
+
+
+def _labels(run: Run, pictures: Mapping[str, Path]) -> str:
+    issues = run.label_issues
+    if issues is None:
+        return (
+            '<p class="muted">Labels were not checked in this run (the scratch method has no pretrained features, '
+            "or a class has a single image). <code>tlearn check DATA --labels</code> checks them.</p>"
+        )
+    total = (run.check or {}).get("total")
+    checked = f"all {total:,} images" if isinstance(total, int) else "every image"
+    how = (
+        f"<p>A logistic regression cross-validated on the features of {checked} gives each one probabilities "
+        "from a model that never saw its label. An image is listed when another class is about as sure as "
+        "that class usually is of its own images while its given class is not; one far from every class "
+        "(junk, or a photo of something else) is listed as such. Nothing was moved or deleted: "
+        "<code>label_issues.csv</code> in the run folder lists them to fix in bulk.</p>"
+    )
+    if not issues:
+        return how + '<p class="good">No image looks mislabelled or far from every class.</p>'
+    wrong = [i for i in issues if i.issue == "label"]
+    far = [i for i in issues if i.issue == "outlier"]
+    counts = []
+    if wrong:
+        counts.append(f"<b>{len(wrong)}</b> image{'s' if len(wrong) != 1 else ''} may be mislabelled")
+    if far:
+        counts.append(f"<b>{len(far)}</b> look{'s' if len(far) == 1 else ''} far from every class")
+    shown = "all of them" if len(issues) <= LABEL_ISSUES_SHOWN else f"the first {LABEL_ISSUES_SHOWN}"
+    text = f"<p>{' and '.join(counts)}; the grid shows {shown}, most likely first.</p>"
+    grid = figure(pictures["label_issues"], "Images whose label may be wrong") if "label_issues" in pictures else ""
+    rows = [
+        [i.path, i.given, i.suggested or "(none: far from every class)",
+         f"{i.confidence:.1%}" if i.issue == "label" else "", f"{i.score:.3f}"]
+        for i in issues
+    ]  # fmt: skip
+    listing = folded(
+        f"All {len(issues)} as a table",
+        table(["file", "given label", "suggested label", "confidence", "score"], rows, numeric=(3, 4)),
+    )
+    return how + text + grid + listing
 
 
 def _reproduce(run: Run) -> str:

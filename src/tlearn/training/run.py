@@ -25,6 +25,7 @@ import numpy as np
 
 from tlearn.artifacts.bundle import CHECK_FILE, SPLIT_FILE, BundleConfig, save_bundle
 from tlearn.artifacts.details import MethodDetails
+from tlearn.artifacts.label_issues import LABEL_ISSUES_FILE, LabelIssue, write_label_issues
 from tlearn.artifacts.metrics import Metrics, compute_metrics
 from tlearn.artifacts.predictions import PREDICTIONS_FILE
 from tlearn.core import distributed
@@ -44,6 +45,7 @@ from tlearn.training.config import TrainConfig
 from tlearn.training.feature_method import for_features
 from tlearn.training.features import digest
 from tlearn.training.fitted import Fitted
+from tlearn.training.label_issues import check_images, issue_rows
 from tlearn.training.loop import CHECKPOINT_FILE
 from tlearn.training.run_folder import RunFolder, abandon, check_out, open_folder, publish
 
@@ -65,6 +67,15 @@ class TrainResult:
     split_counts: dict[str, int]
     details: MethodDetails = field(default_factory=lambda: MethodDetails(""))
     notes: tuple[str, ...] = ()
+    label_issues: tuple[LabelIssue, ...] | None = None  # None: labels not checked (scratch, tiny classes)
+
+    @property
+    def mislabelled(self) -> int:
+        return sum(i.issue == "label" for i in self.label_issues or ())
+
+    @property
+    def outliers(self) -> int:
+        return sum(i.issue == "outlier" for i in self.label_issues or ())
 
     @property
     def headline(self) -> tuple[str, Metrics] | None:
@@ -178,8 +189,12 @@ def _train(
             for part, idx in split.parts().items()
             if part != "train" and len(idx) and part in fitted.proba
         }
+    with timer.stage("labels"):
+        issues = _label_issues(cfg, backbone, scanned, report, data, dataset.root, progress)
     if main:
         _write_predictions(out / PREDICTIONS_FILE, scanned, data, fitted, dataset.root)
+        if issues is not None:
+            write_label_issues(out / LABEL_ISSUES_FILE, issues)
         with timer.stage("save"):
             save_bundle(fitted.classifier, _bundle_config(cfg, backbone, data, fitted, metrics, timer), out)
             publish(folder)
@@ -195,6 +210,7 @@ def _train(
         split_counts={p: len(ix) for p, ix in split.parts().items()},
         details=fitted.details,
         notes=split.notes,
+        label_issues=None if issues is None else tuple(issues),
     )
 
 
@@ -232,6 +248,24 @@ def _labelled(scanned: ScannedImages, report: DatasetReport, split: Split) -> La
         classes=report.classes,
         split=split,
     )
+
+
+def _label_issues(
+    cfg: TrainConfig,
+    backbone: Backbone,
+    scanned: ScannedImages,
+    report: DatasetReport,
+    data: LabelledImages,
+    root: Path,
+    progress: Progress,
+) -> list[LabelIssue] | None:
+    """Every image's label checked against a model cross-validated on its features (cached by the fit
+    for the features and auto methods: seconds). The scratch CNN has no pretrained features to judge by."""
+    if cfg.method == "scratch":
+        return None
+    groups = np.array(group_ids(len(scanned), report.duplicates))
+    issues = check_images(backbone, data, cfg, groups=groups, progress=progress)
+    return None if issues is None else issue_rows(issues, scanned, data, root)
 
 
 def _fit(
