@@ -215,7 +215,8 @@ def _outliers(data: Path, weights: Path) -> dict[str, Any]:
             extra.append(dst.name)
         for i, pixels in enumerate(noise):
             name = f"extra_noise_{i}.png"
-            Image.fromarray((np.asarray(pixels) * 255).astype(np.uint8)).save(root / classes[(-1 - i) % len(classes)] / name)
+            folder = root / classes[(-1 - i) % len(classes)]
+            Image.fromarray((np.asarray(pixels) * 255).astype(np.uint8)).save(folder / name)
             extra.append(name)
         feats, labels, groups, _ = _features(root, weights)
         from tlearn.data.sources import load_dataset

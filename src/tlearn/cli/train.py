@@ -59,7 +59,9 @@ def train(
             help="auto, bf16 or fp32. auto: bf16 frozen layers on CPUs that have it; mixed precision on GPUs."
         ),
     ] = "auto",
-    time_budget: Annotated[str | None, typer.Option(help="Time for the whole run, e.g. 10m or 90s (default 5m for auto, none otherwise).")] = None,
+    time_budget: Annotated[
+        str | None, typer.Option(help="Time for the whole run, e.g. 10m or 90s (default 5m for auto, none otherwise).")
+    ] = None,
     feature_layer: Annotated[str, _feat("--feature-layer", help="last, or level numbers like 3 or 2,3.")] = "last",
     views: opt.Views = None,
     head: Annotated[str, _feat("--head", help="logistic, svm or softmax.")] = "logistic",
