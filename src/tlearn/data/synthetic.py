@@ -122,3 +122,50 @@ def _draw_shape(
             )
     else:
         raise ValueError(f"unknown shape {shape!r}")
+
+
+Box = tuple[float, float, float, float]  # left, top, right, bottom, in pixels
+
+
+def make_located_dataset(
+    out: str | Path, *, classes: int = 3, per_class: int = 30, size: int = 160, radius: float = 0.12, seed: int = 0
+) -> dict[str, Box]:
+    """Write `per_class` JPEGs per class where only a small coloured shape decides the class, among grey
+    clutter; returns each file's shape box by its path relative to `out`. For testing heatmaps: a
+    classifier that is right must look inside the box."""
+    if not 2 <= classes <= len(CLASSES):
+        raise ValueError(f"classes must be between 2 and {len(CLASSES)}. Got {classes}.")
+    out = Path(out)
+    rng = np.random.default_rng(seed)
+    boxes: dict[str, Box] = {}
+    for cls in CLASSES[:classes]:
+        (out / cls.name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            img, box = draw_located(cls, size, rng, radius=radius)
+            name = f"{cls.name}/{cls.name}_{i:03d}.jpg"
+            img.save(out / name, quality=92)
+            boxes[name] = box
+    return boxes
+
+
+def draw_located(
+    cls: ShapeClass, size: int, rng: np.random.Generator, *, radius: float = 0.12, clutter: int = 7
+) -> tuple[Image.Image, Box]:
+    """A square image: noisy ground, `clutter` grey shapes of every kind and size anywhere, and on top the
+    class's shape in its colour, `radius` times the side, away from the borders (a center crop keeps it).
+    Returns the image and the shape's box."""
+    img = _background((size, size), rng)
+    draw = ImageDraw.Draw(img)
+    for _ in range(clutter):
+        grey = float(rng.uniform(30, 230))
+        tint = tuple(int(np.clip(grey + rng.normal(0, 8), 0, 255)) for _ in range(3))
+        r0 = float(rng.uniform(0.06, 0.18)) * size
+        shape = CLASSES[int(rng.integers(len(CLASSES)))].shape
+        centre = (float(rng.uniform(0, size)), float(rng.uniform(0, size)))
+        _draw_shape(draw, shape, centre, r0, float(rng.uniform(0, 2 * math.pi)), tint)
+    r = radius * size
+    margin = r + 0.1 * size
+    cx, cy = float(rng.uniform(margin, size - margin)), float(rng.uniform(margin, size - margin))
+    colour = tuple(int(np.clip(c + rng.normal(0, 10), 0, 255)) for c in cls.rgb)
+    _draw_shape(draw, cls.shape, (cx, cy), r, float(rng.uniform(0, 2 * math.pi)), colour)
+    return img, (cx - r, cy - r, cx + r, cy + r)
