@@ -41,6 +41,14 @@ def predict(
     engine: Annotated[
         str | None, typer.Option(help="torch, or onnx for ONNX Runtime (default: torch; onnx for a .onnx file).")
     ] = None,
+    explain: Annotated[
+        Path | None,
+        typer.Option(
+            "--explain",
+            help="Write a heatmap of each image into this folder (cat.jpg -> cat.png): where the model saw the "
+            "predicted class. Needs the torch engine.",
+        ),
+    ] = None,
 ) -> None:
     """Predict the class of images: top-k classes with probabilities. Exit code 1 if none could be read."""
     from tlearn.infer.inputs import find_images
@@ -50,6 +58,10 @@ def predict(
         raise ConfigError(f"--format must be one of {', '.join(OUTPUT_FORMATS)}. Got {output!r}.")
     files, missing = find_images(paths)
     predictor = load(bundle, engine=engine or "auto")
+    if explain is not None:
+        from tlearn.infer.heatmaps import torch_classifier
+
+        torch_classifier(predictor)  # before any work: the ONNX engine has no gradients
     bar = progress_bar() if len(files) >= SHOW_BAR_FROM else nullcontext(no_progress)
     with bar as progress:
         result = predictor.predict_many(files, top_k=top_k, batch_size=batch_size, tta=tta, progress=progress)
@@ -64,6 +76,13 @@ def predict(
     # Machine-readable output keeps stdout clean: the summary goes to stderr.
     summary = console if output == "table" else err_console
     summary.print(_summary(result, failures, engine=predictor.engine, tta=tta and not predictor.config.flip_tta))
+    if explain is not None and result.items:
+        from tlearn.infer.heatmaps import explain_images, write_overlays
+
+        explained, _ = explain_images(predictor, files)  # the unreadable files are listed above already
+        written = write_overlays(explained, explain)
+        where, n = escape(short_path(explain, None)), len(written)
+        summary.print(f"Wrote {n} heatmap{'s' if n != 1 else ''} to {where}/ (red: where the model saw the class).")
     raise typer.Exit(0 if result.items else 1)
 
 

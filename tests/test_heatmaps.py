@@ -1,0 +1,88 @@
+"""Heatmaps of a bundle where a user asks for them: `tlearn predict --explain DIR` (infer/heatmaps.py)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import tlearn
+from conftest import add_broken_files
+from tlearn.core.errors import ConfigError
+from tlearn.infer.heatmaps import explain_images
+
+
+def test_predict_explain_writes_one_overlay_per_image_named_after_it(  # type: ignore[no-untyped-def]
+    run_cli, tiny_bundle: Path, shapes: Path, tmp_path: Path
+) -> None:
+    images = sorted((shapes / "red_circle").glob("*.jpg"))[:3]
+    out = tmp_path / "heat"
+    res = run_cli("predict", tiny_bundle, *images, "--explain", out)
+    assert res.code == 0, res.out + res.err
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"{p.stem}.png" for p in images)
+    assert "Wrote 3 heatmaps to" in res.out
+    clf = tlearn.load(tiny_bundle)
+    h, w = clf.preprocessing.input_size
+    for p in images:
+        shown = np.asarray(Image.open(out / f"{p.stem}.png"))
+        assert shown.shape == (h, w, 3)
+        framed = (clf.model_input(clf.pixels(p)).transpose(1, 2, 0) * 255).round()
+        assert np.abs(shown.astype(float) - framed).mean() > 3  # coloured by the map, not the photo alone
+
+
+def test_predict_explain_skips_unreadable_files_and_keeps_same_names_apart(  # type: ignore[no-untyped-def]
+    run_cli, tiny_bundle: Path, shapes: Path, tmp_path: Path
+) -> None:
+    add_broken_files(shapes, "green_square")
+    one = sorted((shapes / "green_square").glob("green_square_*.jpg"))[0]
+    twin = tmp_path / "elsewhere" / one.name
+    twin.parent.mkdir()
+    shutil.copy(one, twin)
+    out = tmp_path / "heat"
+    res = run_cli("predict", tiny_bundle, one, twin, shapes / "green_square" / "truncated.jpg", "--explain", out)
+    assert res.code == 0, res.out + res.err
+    assert sorted(p.name for p in out.iterdir()) == [f"{one.stem}-2.png", f"{one.stem}.png"]
+    assert "truncated" in res.out  # listed as unreadable, as without --explain
+
+
+def test_predict_explain_with_the_onnx_engine_is_a_one_line_error(
+    run_cli, tiny_bundle: Path, shapes: Path, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    pytest.importorskip("onnxruntime")
+    image = next((shapes / "red_circle").glob("*.jpg"))
+    res = run_cli("predict", tiny_bundle, image, "--engine", "onnx", "--explain", tmp_path / "heat")
+    assert res.code == 1
+    assert "Heatmaps need the PyTorch engine" in res.out + res.err
+    assert "Traceback" not in res.out + res.err
+    assert not (tmp_path / "heat").exists()
+
+
+def test_predict_explain_into_a_file_is_a_one_line_error(
+    run_cli, tiny_bundle: Path, shapes: Path, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    image = next((shapes / "red_circle").glob("*.jpg"))
+    taken = tmp_path / "notes.txt"
+    taken.write_text("mine")
+    res = run_cli("predict", tiny_bundle, image, "--explain", taken)
+    assert res.code == 1
+    assert "is a file: it takes a folder" in res.out + res.err
+    assert taken.read_text() == "mine"
+
+
+def test_explain_images_gives_the_predicted_class_and_its_probability(tiny_bundle: Path, shapes_master: Path) -> None:
+    clf = tlearn.load(tiny_bundle)
+    images = sorted(shapes_master.glob("*/*.jpg"))[::12]
+    explained, failures = explain_images(clf, images)
+    assert not failures
+    proba = clf.predict_proba(images)
+    assert [e.label for e in explained] == [clf.classes[i] for i in proba.argmax(axis=1)]
+    assert np.allclose([e.probability for e in explained], proba.max(axis=1), atol=1e-5)
+
+
+def test_explain_images_refuses_the_onnx_engine(tiny_bundle: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    with pytest.raises(ConfigError, match="PyTorch engine"):
+        explain_images(tlearn.load(tiny_bundle, engine="onnx"), [])
