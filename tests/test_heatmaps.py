@@ -86,3 +86,22 @@ def test_explain_images_refuses_the_onnx_engine(tiny_bundle: Path) -> None:
     pytest.importorskip("onnxruntime")
     with pytest.raises(ConfigError, match="PyTorch engine"):
         explain_images(tlearn.load(tiny_bundle, engine="onnx"), [])
+
+
+def test_report_shows_mistakes_and_right_answers_with_their_heatmaps(tiny_bundle: Path, tmp_path: Path) -> None:
+    """Heatmaps only for the tiles shown: the most confident mistakes and a few right answers per class."""
+    from tlearn.report.heatmaps import CORRECT_PER_CLASS, correct_sample, heatmap_tiles
+    from tlearn.report.page import write_report
+    from tlearn.report.run_data import read_run
+
+    run_dir = Path(shutil.copytree(tiny_bundle, tmp_path / "run"))
+    run = read_run(run_dir)
+    right = correct_sample(run)
+    assert right and all(not p.wrong and p.split == run.headline for p in right)
+    assert max(sum(p.true == c for p in right) for c in run.config.classes) <= CORRECT_PER_CLASS
+    tiles = heatmap_tiles(run, right)
+    assert not tiles.missing and set(tiles.overlays) == {p.path for p in right}
+    html = write_report(run_dir).read_text(encoding="utf-8")
+    assert "Right answers with their heatmaps" in html and "heatmap (Grad-CAM)" in html
+    assert "No heatmaps" not in html
+    assert (run_dir / "plots" / "correct.jpg").is_file()

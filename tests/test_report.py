@@ -243,7 +243,7 @@ def test_report_has_every_section_and_embeds_its_pictures(tmp_path: Path) -> Non
     for src in doc.images:
         decode_image(src)  # its MIME type says what it is
     assert sorted(p.name for p in (run / "plots").iterdir()) == [
-        "class_counts.png", "confusion.png", "confusion_normalised.png", "curves.png", "mistakes.jpg",
+        "class_counts.png", "confusion.png", "confusion_normalised.png", "correct.jpg", "curves.png", "mistakes.jpg",
     ]  # fmt: skip
     for external in ('src="http', "<link", "<script", "url("):
         assert external not in html
@@ -282,7 +282,7 @@ def test_a_feature_run_without_test_part_is_reported_on_validation(tmp_path: Pat
     run = make_run(tmp_path, history=None, test=False)
     html = write_report(run).read_text(encoding="utf-8")
     doc = parse(html)
-    assert len(doc.images) == 4  # no curves
+    assert len(doc.images) == 5  # no curves (counts, 2 confusion matrices, mistakes, right answers)
     assert "No curves: the feature method trains no epochs" in html
     assert "On the val part" in html and "val accuracy" in html
     assert not (run / "plots" / "curves.png").exists()
@@ -379,7 +379,7 @@ def test_mistakes_grid_shows_the_photo_and_a_grey_tile_for_a_missing_one(tmp_pat
 def test_report_mistakes_grid_shows_the_photos_the_model_got_wrong(tmp_path: Path) -> None:
     run = make_run(tmp_path)
     doc = parse(write_report(run).read_text(encoding="utf-8"))
-    (grid,) = [pixels(decode_image(s)) for s in doc.images if s.startswith("data:image/jpeg")]
+    grid, _right_answers = [pixels(decode_image(s)) for s in doc.images if s.startswith("data:image/jpeg")]
     assert coloured(grid, shade("cat", 3), tol=40) > 5000  # cat/3.png, taken for a dog
     assert coloured(grid, shade("fox", 5), tol=40) > 5000  # fox/5.png, taken for a cat
     assert coloured(grid, shade("dog", 3), tol=60) < 100  # no dog was mistaken
@@ -394,3 +394,11 @@ def test_plots_folder_is_rebuilt_in_place(tmp_path: Path) -> None:
     assert not (run / "plots" / "curves.png").exists()  # no stale picture of curves that are gone
     assert not [p for p in run.rglob(".*.tmp")]
     assert re.search(r"Rebuild this page with <code>tlearn report .*run</code>", (run / "report.html").read_text())
+
+
+def test_a_run_without_its_network_shows_its_tiles_and_says_why_there_are_no_heatmaps(tmp_path: Path) -> None:
+    html = write_report(make_run(tmp_path)).read_text(encoding="utf-8")
+    assert (
+        "No heatmaps: the bundle&#x27;s network cannot be loaded" in html or "No heatmaps: the bundle's network" in html
+    )
+    assert '<section id="attention">' in html and "Right answers with their heatmaps" in html

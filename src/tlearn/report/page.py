@@ -22,6 +22,7 @@ from string import Template
 from tlearn.artifacts.predictions import PredictionRow, worst_mistakes
 from tlearn.core.files import write_text_atomic
 from tlearn.core.notebook import escape
+from tlearn.report.heatmaps import CORRECT_PER_CLASS, Tiles, correct_sample, heatmap_tiles
 from tlearn.report.model_card import write_model_card
 from tlearn.report.run_data import Run, read_run
 from tlearn.report.sections import LABEL_ISSUES_SHOWN, MISTAKES_SHOWN, SECTIONS, render_body
@@ -39,6 +40,7 @@ PICTURE_FILES = frozenset(
         "mistakes.jpg",
         "mistakes.png",
         "label_issues.jpg",
+        "correct.jpg",
     }
 )
 
@@ -50,25 +52,33 @@ def write_report(run_dir: str | Path) -> Path:
     Raises BundleError when `run_dir` has no readable tlearn.json. Rebuilding is safe: files are replaced atomically.
     """
     run = read_run(run_dir)
-    pictures = draw_pictures(run, run.folder / PLOTS_DIR)
+    tiles = heatmap_tiles(run, [*worst_mistakes(run.predictions, MISTAKES_SHOWN), *correct_sample(run)])
+    pictures = draw_pictures(run, run.folder / PLOTS_DIR, tiles=tiles)
     path = run.folder / REPORT_FILE
-    write_text_atomic(path, render_html(run, pictures))
+    write_text_atomic(path, render_html(run, pictures, heatmaps_missing=tiles.missing))
     write_model_card(run)
     return path
 
 
-def render_html(run: Run, pictures: Mapping[str, Path]) -> str:
-    """The whole page: the frame of assets/report.html with the styles inlined and every section."""
+def render_html(run: Run, pictures: Mapping[str, Path], *, heatmaps_missing: str = "") -> str:
+    """The whole page: the frame of assets/report.html with the styles inlined and every section.
+    `heatmaps_missing` says why the tiles have no heatmaps, when they have none."""
     page = Template(_asset("report.html"))
-    return page.substitute(
-        title=f"tlearn report: {escape(run.name)}", css=_asset("report.css"), body=render_body(run, pictures)
-    )
+    body = render_body(run, pictures, heatmaps_missing=heatmaps_missing)
+    return page.substitute(title=f"tlearn report: {escape(run.name)}", css=_asset("report.css"), body=body)
 
 
-def draw_pictures(run: Run, out: Path) -> dict[str, Path]:
+def draw_pictures(run: Run, out: Path, *, tiles: Tiles | None = None) -> dict[str, Path]:
     """The pictures of the report, by name: counts, curves, confusion, confusion_normalised, mistakes,
-    label_issues."""
-    from tlearn.report.plots import plot_class_counts, plot_confusion, plot_history, plot_label_issues, plot_mistakes
+    correct (a few right answers per class), label_issues; mistakes and correct show `tiles`' heatmaps."""
+    from tlearn.report.plots import (
+        plot_class_counts,
+        plot_confusion,
+        plot_history,
+        plot_label_issues,
+        plot_mistakes,
+        plot_predictions,
+    )
 
     pictures: dict[str, Path] = {}
     counts = (run.check or {}).get("counts") or {}
@@ -86,10 +96,19 @@ def draw_pictures(run: Run, out: Path) -> dict[str, Path]:
         pictures["confusion_normalised"] = plot_confusion(
             confusion, classes, out / "confusion_normalised.png", normalise=True, title=title
         )
+    overlays = tiles.overlays if tiles is not None else None
     mistakes = worst_mistakes(run.predictions, MISTAKES_SHOWN)
     if mistakes:
         # photos: JPEG is a fifth of the PNG's size and quicker to write
-        pictures["mistakes"] = plot_mistakes(mistakes, out / "mistakes.jpg", root=run.data)
+        pictures["mistakes"] = plot_mistakes(mistakes, out / "mistakes.jpg", root=run.data, overlays=overlays)
+    correct = correct_sample(run)
+    if correct:
+        title = f"Right answers on {run.headline}, {CORRECT_PER_CLASS} per class"
+        if overlays:
+            title += "; red: where the model saw the class"
+        pictures["correct"] = plot_predictions(
+            correct, out / "correct.jpg", root=run.data, title=title, overlays=overlays
+        )
     if run.label_issues:
         shown = run.label_issues[:LABEL_ISSUES_SHOWN]
         pictures["label_issues"] = plot_label_issues(shown, out / "label_issues.jpg", root=run.data)

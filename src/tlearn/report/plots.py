@@ -320,24 +320,36 @@ def plot_mistakes(
     root: Path | None,
     cols: int = 4,
     title: str = "Most confident mistakes",
+    overlays: Mapping[str, np.ndarray] | None = None,
 ) -> Path:
     """A grid of images the model got wrong, each titled "true → predicted" with the confidence.
 
     `mistakes` come in the order to show (worst first, see `worst_mistakes`); their paths are relative
-    to `root` (the dataset). A missing or unreadable image becomes a grey tile that says so.
+    to `root` (the dataset). A missing or unreadable image becomes a grey tile that says so. An image
+    with an entry in `overlays` (by path) shows it instead: the heatmap over the image as the model saw it.
     """
-    tiles = [
-        (m.path, f"{_clip(m.true)} → {_clip(m.predicted)}\n{m.confidence:.1%} · {_clip_left(m.path, 30)}")
-        for m in mistakes
-    ]
-    return image_grid(
-        tiles,
-        path,
-        root=root,
-        cols=cols,
-        title=f"{title}: true class → predicted class (confidence)",
-        empty="No mistakes",
-    )
+    subtitle = "true class → predicted class (confidence)"
+    if overlays:
+        subtitle += "; red: where the model saw the predicted class"
+    return plot_predictions(mistakes, path, root=root, cols=cols, title=f"{title}: {subtitle}", overlays=overlays)
+
+
+def plot_predictions(
+    rows: Sequence[PredictionRow],
+    path: Path,
+    *,
+    root: Path | None,
+    title: str,
+    cols: int = 4,
+    overlays: Mapping[str, np.ndarray] | None = None,
+) -> Path:
+    """A grid of scored images, each titled "true → predicted" (just the class when right) with the
+    confidence and the file; a row's entry in `overlays` (by path) is shown in place of its photo."""
+    tiles = []
+    for m in rows:
+        label = f"{_clip(m.true)} → {_clip(m.predicted)}" if m.wrong else _clip(m.true, 30)
+        tiles.append((m.path, f"{label}\n{m.confidence:.1%} · {_clip_left(m.path, 30)}"))
+    return image_grid(tiles, path, root=root, cols=cols, title=title, empty="No mistakes", overlays=overlays)
 
 
 def plot_label_issues(issues: Sequence[LabelIssue], path: Path, *, root: Path | None, cols: int = 4) -> Path:
@@ -355,9 +367,17 @@ def plot_label_issues(issues: Sequence[LabelIssue], path: Path, *, root: Path | 
 
 
 def image_grid(
-    tiles: Sequence[tuple[str, str]], path: Path, *, root: Path | None, cols: int, title: str, empty: str
+    tiles: Sequence[tuple[str, str]],
+    path: Path,
+    *,
+    root: Path | None,
+    cols: int,
+    title: str,
+    empty: str,
+    overlays: Mapping[str, np.ndarray] | None = None,
 ) -> Path:
-    """Images (paths relative to `root`, the dataset) in a grid, each with its two-line caption."""
+    """Images (paths relative to `root`, the dataset) in a grid, each with its two-line caption; an image
+    with an entry in `overlays` (by path, uint8 (H, W, 3)) shows that instead."""
     n = max(len(tiles), 1)
     cols = max(1, min(cols, n))
     rows = -(-n // cols)
@@ -365,7 +385,9 @@ def image_grid(
     for ax in axes.flat:
         ax.axis("off")
     for ax, (image, caption) in zip(axes.flat, tiles, strict=False):
-        pixels = _thumbnail(Path(image) if root is None else _base(root) / image)
+        pixels = (overlays or {}).get(image)
+        if pixels is None:
+            pixels = _thumbnail(Path(image) if root is None else _base(root) / image)
         if pixels is None:
             ax.imshow(np.full((3, 4, 3), 225, dtype=np.uint8))
             ax.text(1.5, 1.0, "image not found", ha="center", va="center", fontsize=9, color="#555555")

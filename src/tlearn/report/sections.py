@@ -34,13 +34,14 @@ SECTIONS = {
     "metrics": "Metrics",
     "confusion": "Confusion matrix",
     "mistakes": "Mistakes",
+    "attention": "Where it looks",
     "labels": "Label check",
     "reproduce": "Reproduce",
 }
 
 
-def render_body(run: Run, pictures: Mapping[str, Path]) -> str:
-    """The header and every section of SECTIONS, in order."""
+def render_body(run: Run, pictures: Mapping[str, Path], *, heatmaps_missing: str = "") -> str:
+    """The header and every section of SECTIONS, in order. `heatmaps_missing`: why the tiles have no heatmaps."""
     diagnosis = diagnose(run.history)
     return "\n".join(
         [
@@ -52,7 +53,8 @@ def render_body(run: Run, pictures: Mapping[str, Path]) -> str:
             _section("diagnosis", _diagnosis(run, diagnosis)),
             _section("metrics", _metrics(run)),
             _section("confusion", _confusion(run, pictures)),
-            _section("mistakes", _mistakes(run, pictures)),
+            _section("mistakes", _mistakes(run, pictures, heatmaps_missing)),
+            _section("attention", _attention(run, pictures, heatmaps_missing)),
             _section("labels", _labels(run, pictures)),
             _section("reproduce", _reproduce(run)),
         ]
@@ -310,7 +312,7 @@ def _confusion(run: Run, pictures: Mapping[str, Path]) -> str:
     )
 
 
-def _mistakes(run: Run, pictures: Mapping[str, Path]) -> str:
+def _mistakes(run: Run, pictures: Mapping[str, Path], heatmaps_missing: str = "") -> str:
     if not run.predictions:
         return '<p class="muted">The run folder holds no predictions.csv.</p>'
     wrong = worst_mistakes(run.predictions, MISTAKES_LISTED)
@@ -324,6 +326,7 @@ def _mistakes(run: Run, pictures: Mapping[str, Path]) -> str:
         f"<p>{n_wrong} of {len(run.predictions)} images of {' and '.join(parts_seen)} are predicted wrong; the "
         f"grid shows {which}, most confident first. Confident mistakes often point at mislabelled photos, "
         "look-alike classes, or a class shown in a way training never saw.</p>"
+        + _heatmap_note(heatmaps_missing, "predicted class")
     )
     rows = [[p.split, p.path, p.true, p.predicted, f"{p.confidence:.1%}"] for p in wrong]
     more = f" (the {MISTAKES_LISTED} most confident)" if n_wrong > MISTAKES_LISTED else ""
@@ -373,6 +376,28 @@ def _labels(run: Run, pictures: Mapping[str, Path]) -> str:
         table(["file", "given label", "suggested label", "confidence", "score"], rows, numeric=(3, 4)),
     )
     return how + text + grid + listing
+
+
+def _attention(run: Run, pictures: Mapping[str, Path], heatmaps_missing: str) -> str:
+    if "correct" not in pictures:
+        return f'<p class="muted">No right answers on {escape(run.headline or "validation or test")} to show.</p>'
+    return (
+        f"<p>A few images of each class the model got right on {escape(run.headline or '?')}. A model can be "
+        "right for the wrong reason: with few photos it may learn the background, the lighting or a watermark "
+        "that happens to go with a class, and then fail on new photos.</p>"
+        + _heatmap_note(heatmaps_missing, "class")
+        + figure(pictures["correct"], "Right answers with their heatmaps")
+    )
+
+
+def _heatmap_note(missing: str, what: str) -> str:
+    if missing:
+        return f'<p class="muted">No heatmaps: {escape(missing)}.</p>'
+    return (
+        f"<p>Each image is shown as the model saw it, with a heatmap (Grad-CAM) over it: red is where the "
+        f"network found the most evidence for the {what}, the photo shows as it is where it found none. Red on "
+        "the object is what you want; red on the background means the model decides by something else.</p>"
+    )
 
 
 def _reproduce(run: Run) -> str:
