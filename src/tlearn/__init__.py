@@ -28,6 +28,7 @@ _EXPORTS = {
     "check_path": "tlearn.data.checks",
     "AugmentConfig": "tlearn.data.augment",
     "preset": "tlearn.data.augment",
+    "suggest": "tlearn.training.suggest",
     "TlearnError": "tlearn.core.errors",
 }
 __all__ = [*sorted(_EXPORTS), "__version__"]

@@ -25,6 +25,7 @@ from tlearn.cli import data as _data  # noqa: F401
 from tlearn.cli import evaluate as _evaluate  # noqa: F401
 from tlearn.cli import predict as _predict  # noqa: F401
 from tlearn.cli import serve as _serve  # noqa: F401
+from tlearn.cli import suggest as _suggest  # noqa: F401
 from tlearn.cli import train as _train  # noqa: F401
 from tlearn.cli.app import app
 from tlearn.cli.render import err_console
