@@ -67,6 +67,45 @@ class Calibration:
 
 
 @dataclass(frozen=True)
+class PseudoLabels:
+    """What `--unlabelled` did: photos found, left out, used with the labels the model gave them."""
+
+    folder: str
+    found: int  # image files in the folder
+    unreadable: int
+    excluded: int  # copies of labelled (train, validation or test) images, or repeats within the folder
+    used: int  # pseudo-labelled photos the final head learned from
+    threshold: float | None  # the lowest confidence taken (None when none were used)
+    rounds: int  # rounds that improved validation and were kept
+    class_counts: dict[str, int]  # predicted class of the photos used
+    val_before: float  # validation accuracy without them
+    val_after: float  # and with them
+    kept: bool = True  # False when auto kept fine-tuning, which does not use them
+
+    @property
+    def summary(self) -> str:
+        """One line for the run's summary and report."""
+        skipped = f"; left out {self.excluded} copies of labelled images" if self.excluded else ""
+        skipped += f", {self.unreadable} unreadable" if self.unreadable else ""
+        if not self.kept:
+            return (
+                f"Unlabelled: {self.found} photos, not used (auto kept fine-tuning, which learns from labels "
+                f"only){skipped}."
+            )
+        if not self.used:
+            return (
+                f"Unlabelled: {self.found} photos, none used: no confident share of them improved validation "
+                f"accuracy ({self.val_before:.1%}){skipped}."
+            )
+        counts = ", ".join(f"{c} {n}" for c, n in sorted(self.class_counts.items(), key=lambda kv: -kv[1]) if n)
+        return (
+            f"Unlabelled: {self.used} of {self.found} photos used with predicted labels (confidence >= "
+            f"{self.threshold:.0%}, {self.rounds} round{'s' if self.rounds != 1 else ''}; validation "
+            f"{self.val_before:.1%} -> {self.val_after:.1%}){skipped}. Predicted: {counts}."
+        )
+
+
+@dataclass(frozen=True)
 class MethodDetails:
     method: str  # what ran: "features", "finetune" or "scratch"
     linear: LinearHead | None = None
@@ -74,6 +113,7 @@ class MethodDetails:
     auto: AutoRecord | None = None
     interrupted: str | None = None  # the phase Ctrl-C stopped: the bundle holds that phase's best epoch
     calibration: Calibration | None = None  # the temperature the logits are divided by, fitted on validation
+    unlabelled: PseudoLabels | None = None  # what --unlabelled did
     extra: dict[str, Any] = field(default_factory=dict)  # keys of records this tlearn does not know
 
     @property
@@ -91,6 +131,8 @@ class MethodDetails:
             doc["interrupted"] = self.interrupted
         if self.calibration is not None:
             doc["calibration"] = {f.name: getattr(self.calibration, f.name) for f in fields(self.calibration)}
+        if self.unlabelled is not None:
+            doc["unlabelled"] = {f.name: getattr(self.unlabelled, f.name) for f in fields(self.unlabelled)}
         return {**self.extra, **doc}
 
     @classmethod
@@ -101,6 +143,7 @@ class MethodDetails:
         epochs = _take(Epochs, rest) if "summary" in rest else None
         auto = rest.pop("auto", None)
         cal = rest.pop("calibration", None)
+        pseudo = rest.pop("unlabelled", None)
         return cls(
             method=method,
             linear=linear,
@@ -108,6 +151,7 @@ class MethodDetails:
             auto=_take(AutoRecord, dict(auto)) if isinstance(auto, dict) and "decision" in auto else None,
             interrupted=rest.pop("interrupted", None),
             calibration=_take(Calibration, dict(cal)) if isinstance(cal, dict) and "temperature" in cal else None,
+            unlabelled=_take(PseudoLabels, dict(pseudo)) if isinstance(pseudo, dict) and "used" in pseudo else None,
             extra=rest,
         )
 

@@ -62,6 +62,14 @@ def train(
     time_budget: Annotated[
         str | None, typer.Option(help="Time for the whole run, e.g. 10m or 90s (default 5m for auto, none otherwise).")
     ] = None,
+    unlabelled: Annotated[
+        Path | None,
+        _feat(
+            "--unlabelled",
+            help="A folder of photos without labels: the head also learns from its confident guesses on them, "
+            "while validation improves.",
+        ),
+    ] = None,
     feature_layer: Annotated[str, _feat("--feature-layer", help="last, or level numbers like 3 or 2,3.")] = "last",
     views: opt.Views = None,
     head: Annotated[str, _feat("--head", help="logistic, svm or softmax.")] = "logistic",
@@ -81,6 +89,7 @@ def train(
         seed=seed, val_frac=val_frac, test_frac=test_frac, split_file=split_file, batch_size=batch_size,
         feature_layer=feature_layer, views=views, head=head, C=c, class_weight=class_weight, tta=tta,
         augment=augment.config(), finetune=finetune.config(), time_budget=opt.parse_duration(time_budget),
+        unlabelled=unlabelled,
         resume=resume is not None, overwrite=overwrite, device=device, precision=precision,
         command=shell_join(["tlearn", *sys.argv[1:]]),
     )  # fmt: skip
@@ -133,6 +142,8 @@ def render_result(result: TrainResult) -> None:
     if result.details.auto is not None:
         console.print(f"[bold]Auto:[/] {result.details.auto.explanation}")
     console.print(describe_method(result.details))
+    if result.details.unlabelled is not None:
+        console.print(escape(result.details.unlabelled.summary))
 
     table = Table()
     for col in ("split", "images", "accuracy", "balanced acc.", "macro F1"):

@@ -268,3 +268,24 @@ def check_path(
     dataset = load_dataset(path)
     scanned = scan_images(dataset.samples, short_side=CHECK_SHORT_SIDE, progress=progress)
     return check_dataset(dataset, scanned, min_per_class=min_per_class)
+
+
+def copies_in(reference: ScannedImages, other: ScannedImages, block: int = 1024) -> list[int | None]:
+    """For each image of `other`, the index of an exact or near copy of it in `reference`, or None.
+
+    The same rule as `find_duplicates` (same bytes, or dHash and thumbnail within the thresholds), so
+    an image kept out of a split as a copy is kept out of the unlabelled pool the same way.
+    """
+    by_hash = {h: i for i, h in enumerate(reference.sha256)}
+    found: list[int | None] = [by_hash.get(h) for h in other.sha256]
+    if not len(reference) or not len(other):
+        return found
+    ref_thumbs = reference.thumbs.reshape(len(reference), -1).astype(np.int16)
+    thumbs = other.thumbs.reshape(len(other), -1).astype(np.int16)
+    for start in range(0, len(other), block):
+        dist = np.bitwise_count(other.dhash[start : start + block, None] ^ reference.dhash[None, :])
+        for i, j in zip(*np.nonzero(dist <= DHASH_BITS), strict=True):
+            k = int(i) + start
+            if found[k] is None and np.abs(thumbs[k] - ref_thumbs[j]).mean() <= THUMB_MAD:
+                found[k] = int(j)
+    return found

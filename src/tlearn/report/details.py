@@ -9,8 +9,10 @@ This module is the one place in the report that knows those keys; every key it d
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
+
+from tlearn.artifacts.details import PseudoLabels
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,7 @@ class MethodDetails:
     chosen_c: Any = None
     timings: dict[str, float] | None = None  # step -> seconds; None when not recorded
     run_options: Any = None  # every option of the run (its TrainConfig as a dict)
+    unlabelled: PseudoLabels | None = None  # what --unlabelled did
 
 
 def read_details(details: Mapping[str, Any]) -> MethodDetails:
@@ -55,6 +58,7 @@ def read_details(details: Mapping[str, Any]) -> MethodDetails:
     options = rest.pop("config", None)
     timings = rest.pop("timings", None)
     cv = rest.pop("cv_scores", None)
+    pseudo = _read_pseudo(rest.pop("unlabelled", None))
     rest.pop("method", None)  # the method is a field of its own in tlearn.json
     pairs = bool(cv) and all(isinstance(x, list | tuple) and len(x) == 2 for x in cv)
     return MethodDetails(
@@ -67,7 +71,18 @@ def read_details(details: Mapping[str, Any]) -> MethodDetails:
         if isinstance(timings, Mapping)
         else None,
         run_options=options or None,
+        unlabelled=pseudo,
     )
+
+
+def _read_pseudo(record: Any) -> PseudoLabels | None:
+    """The --unlabelled record, or None when there is none (or it is not one this tlearn can read)."""
+    if not isinstance(record, Mapping):
+        return None
+    try:
+        return PseudoLabels(**{f.name: record[f.name] for f in fields(PseudoLabels) if f.name in record})
+    except TypeError:
+        return None
 
 
 def _read_auto(record: Mapping[str, Any]) -> AutoRecord:

@@ -184,6 +184,12 @@ def _method_details(d: MethodDetails) -> list[str]:
     if d.other:
         parts.append("<h3>Details</h3>")
         parts.append(kv_table(d.other))
+    if d.unlabelled is not None:
+        parts.append("<h3>Photos without labels (--unlabelled)</h3>")
+        parts.append(f"<p>{escape(d.unlabelled.summary)}</p>")
+        counts = [[c, str(n)] for c, n in sorted(d.unlabelled.class_counts.items(), key=lambda kv: -kv[1])]
+        if d.unlabelled.used:
+            parts.append(folded("Predicted class of the photos used", table(["class", "photos"], counts, numeric=(1,))))
     if d.cv_scores:
         rows = [
             [f"{strength:.3g}", f"{score:.1%}", "chosen" if strength == d.chosen_c else ""]

@@ -34,6 +34,7 @@ from tlearn.core import distributed
 from tlearn.core.progress import Progress, no_progress
 from tlearn.core.timing import NO_DEADLINE, Deadline
 from tlearn.data.labelled import LabelledImages
+from tlearn.data.unlabelled import UnlabelledImages
 from tlearn.models.backbones import Backbone
 from tlearn.models.classifier import Normalize
 from tlearn.training import costs
@@ -333,7 +334,10 @@ def fit_auto(
     progress: Progress = no_progress,
     on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
     deadline: Deadline = NO_DEADLINE,
+    unlabelled: UnlabelledImages | None = None,
 ) -> Fitted:
+    """Measure, decide, fit. Photos without labels (`unlabelled`) train the feature method's head only:
+    when fine-tuning runs and is kept, they are not in the final model (its details say so)."""
     from tlearn.training.finetune import fit_finetune
 
     features_backbone = for_features(backbone, cfg)  # the same network, maybe at a larger input
@@ -343,8 +347,9 @@ def fit_auto(
     log.debug("%s", decision.explanation)  # the CLI prints it, the bundle and the result keep it
     record = AutoRecord(evidence=evidence.to_dict(), decision=asdict(decision), explanation=decision.explanation)
     features = fit_feature_method(
-        features_backbone, data, replace(cfg, feature_layer=decision.feature_layer), progress=progress
-    )
+        features_backbone, data, replace(cfg, feature_layer=decision.feature_layer), progress=progress,
+        unlabelled=unlabelled,
+    )  # fmt: skip
     if decision.method == "features":
         return replace(features, details=replace(features.details, auto=record))
     ft_cfg = replace(
@@ -366,6 +371,9 @@ def fit_auto(
     )  # fmt: skip
     choice, scores = _better_on_validation(features, tuned, data)
     winner = tuned if choice == "finetune" else features
+    pseudo = features.details.unlabelled
+    if choice == "finetune" and pseudo is not None:
+        winner = replace(winner, details=replace(winner.details, unlabelled=replace(pseudo, kept=False)))
     said = ""
     epochs = tuned.details.epochs
     if epochs is not None and epochs.planned_epochs:

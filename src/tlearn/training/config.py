@@ -109,6 +109,7 @@ class TrainConfig:
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     # seconds for the whole run, from decoding to the report; None: DEFAULT_BUDGET_S for auto, none otherwise
     time_budget: float | None = None
+    unlabelled: Path | None = None  # photos without labels: pseudo-labels for the feature method's head
     resume: bool = False  # continue the interrupted run in `out`
     # replace the run in `out`; without it, a run refuses a folder that holds one (with `resume`, moot)
     overwrite: bool = False
@@ -143,6 +144,13 @@ class TrainConfig:
             p.append(f"--input-size must be at least 16 pixels. Got {self.input_size}.")
         if self.time_budget is not None and self.time_budget <= 0:
             p.append(f"--time-budget must be above 0. Got {self.time_budget}.")
+        if self.unlabelled is not None and self.method in ("finetune", "scratch"):
+            p.append(
+                "--unlabelled works with --method features or auto (its guesses train the feature method's "
+                f"linear head). Got --method {self.method}."
+            )
+        if self.unlabelled is not None and self.head == "softmax":
+            p.append("--unlabelled works with --head logistic or svm. Got --head softmax.")
         p += self.finetune.problems()
         p += self._trains_nothing()
         if p:

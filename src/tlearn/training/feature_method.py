@@ -17,9 +17,12 @@ import torch
 from scipy.special import softmax
 from torch import nn
 
-from tlearn.artifacts.details import LinearHead, MethodDetails
+from tlearn.artifacts.details import LinearHead, MethodDetails, PseudoLabels
 from tlearn.core.progress import Progress, no_progress
 from tlearn.data.labelled import LabelledImages
+from tlearn.data.sources import display_path
+from tlearn.data.split import Split
+from tlearn.data.unlabelled import UnlabelledImages
 from tlearn.models.backbones import Backbone
 from tlearn.models.classifier import Classifier, FeatureTrunk, HeadSpec, parse_levels
 from tlearn.models.tta import mirror_logits
@@ -28,6 +31,7 @@ from tlearn.training.features import FeatureCache, extract_features
 from tlearn.training.fitted import Fitted
 from tlearn.training.head_phase import class_weights, seeded_head, train_head
 from tlearn.training.linear import fit_linear
+from tlearn.training.pseudo import SelfTrained, Views, self_train
 from tlearn.training.views import FeatureSet, plan_views
 
 
@@ -122,13 +126,20 @@ def compute_features(
 
 
 def fit_feature_method(
-    backbone: Backbone, data: LabelledImages, cfg: TrainConfig, *, progress: Progress = no_progress
+    backbone: Backbone,
+    data: LabelledImages,
+    cfg: TrainConfig,
+    *,
+    progress: Progress = no_progress,
+    unlabelled: UnlabelledImages | None = None,
 ) -> Fitted:
     """Features -> a linear head on them -> one Classifier (trunk + nn.Linear head).
 
     `--head logistic` (default) and `svm` fit scikit-learn models with C chosen by cross-validation;
     `softmax` trains a linear softmax layer on the same cached features with AdamW, as fine-tuning's
-    phase 1 does (weight decay, label smoothing, early stopping on validation loss).
+    phase 1 does (weight decay, label smoothing, early stopping on validation loss). With
+    `unlabelled`, the head then learns from its confident guesses on those photos too, as long as
+    validation improves (`pseudo.self_train`).
     """
     shell = feature_trunk(backbone, cfg.feature_layer)
     mirror = cfg.mirror
@@ -141,6 +152,18 @@ def fit_feature_method(
         head, score, fit_info = _softmax_head(spec, feats, data, cfg)
     else:
         head, score, fit_info = _sklearn_head(x, y, owners, data, cfg)
+    pseudo = None
+    if unlabelled is not None:
+        pool = _pool_features(shell, backbone, unlabelled, data, cfg, progress)
+        fixed = replace(cfg, C=fit_info["C"])  # the labelled rows' choice: CV on guesses would grade guesses
+        val = data.split.val
+        trained = self_train(
+            x, y, owners, pool, Views(feats.clean[val], None if feats.mirror is None else feats.mirror[val]),
+            data.labels[val], start=(head, score, fit_info),
+            fit=lambda x2, y2, o2: _sklearn_head(x2, y2, o2, data, fixed),
+        )  # fmt: skip
+        head, score, _ = trained.head
+        pseudo = _pseudo_record(trained, unlabelled, data.classes)
     prep = backbone.preprocessing
     classifier = Classifier(shell.trunk, head, mean=prep.mean, std=prep.std, flip_tta=mirror)
 
@@ -151,13 +174,37 @@ def fit_feature_method(
     proba = {part: softmax(logits(idx), axis=1) for part, idx in data.split.parts().items()}
     linear = LinearHead(
         **fit_info, views=cfg.views_for("features"), mirror=mirror, feature_layer=cfg.feature_layer,
-        feature_dim=int(x.shape[1]), train_rows=len(x),
+        feature_dim=int(x.shape[1]), train_rows=len(x) + (pseudo.used * (2 if mirror else 1) if pseudo else 0),
     )  # fmt: skip
-    details = MethodDetails("features", linear=linear)
+    details = MethodDetails("features", linear=linear, unlabelled=pseudo)
     return Fitted(classifier=classifier.eval(), head=spec, details=details, proba=proba, preprocessing=prep)
 
 
 Score: TypeAlias = Callable[[np.ndarray], np.ndarray]  # cached features (n, D) -> logits (n, K)
+
+
+def _pool_features(
+    shell: Classifier, backbone: Backbone, pool: UnlabelledImages, data: LabelledImages, cfg: TrainConfig,
+    progress: Progress,
+) -> Views:  # fmt: skip
+    """Features of the unlabelled photos (and their mirror images), cached like the labelled ones'."""
+    empty = np.zeros(0, dtype=np.int64)
+    as_data = LabelledImages(
+        pixels=pool.pixels, labels=np.zeros(len(pool), dtype=np.int64), sha256=pool.sha256, classes=data.classes,
+        split=Split(train=empty, val=empty, test=empty),
+    )  # fmt: skip
+    feats = compute_features(shell, backbone, as_data, views=0, mirror=cfg.mirror, cfg=cfg, progress=progress)
+    return Views(feats.clean, feats.mirror)
+
+
+def _pseudo_record(trained: SelfTrained, pool: UnlabelledImages, classes: tuple[str, ...]) -> PseudoLabels:
+    counts = np.bincount(trained.labels, minlength=len(classes))
+    return PseudoLabels(
+        folder=display_path(pool.folder), found=pool.found, unreadable=len(pool.unreadable),
+        excluded=len(pool.excluded), used=len(trained.taken), threshold=trained.threshold, rounds=trained.rounds,
+        class_counts={c: int(n) for c, n in zip(classes, counts, strict=True)},
+        val_before=trained.val_before, val_after=trained.val_after,
+    )  # fmt: skip
 
 
 def _training_rows(feats: FeatureSet, data: LabelledImages) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

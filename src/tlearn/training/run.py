@@ -29,7 +29,7 @@ from tlearn.artifacts.label_issues import LABEL_ISSUES_FILE, LabelIssue, write_l
 from tlearn.artifacts.metrics import Metrics, compute_metrics
 from tlearn.artifacts.predictions import PREDICTIONS_FILE
 from tlearn.core import distributed
-from tlearn.core.errors import DataError, FileSystemError, Interrupted, TlearnError
+from tlearn.core.errors import ConfigError, DataError, FileSystemError, Interrupted, TlearnError
 from tlearn.core.files import atomic_path, write_json_atomic
 from tlearn.core.progress import Progress, no_progress
 from tlearn.core.timing import Deadline, Timer
@@ -38,6 +38,7 @@ from tlearn.data.labelled import LabelledImages
 from tlearn.data.scan import ScannedImages, scan_images
 from tlearn.data.sources import Dataset, display_path, load_dataset
 from tlearn.data.split import Split, load_split, save_split, split_from_dataset, split_key, stratified_split
+from tlearn.data.unlabelled import UnlabelledImages, load_unlabelled
 from tlearn.models.backbones import Backbone, create_backbone
 from tlearn.report.page import write_report
 from tlearn.training.calibrate import calibrated
@@ -169,6 +170,18 @@ def _train(
         raise DataError(f"{cfg.data} cannot be used: {report.problems[0]}", hint=f"Run: tlearn check {cfg.data}")
     split = _split(cfg, dataset, scanned, report)
     data = _labelled(scanned, report, split)
+    pool = None
+    if cfg.unlabelled is not None:
+        if not len(split.val):
+            raise ConfigError(
+                "--unlabelled needs validation images to choose how many of its guesses to trust. Got none.",
+                hint="Keep --val-frac above 0 (or give the dataset a val/ folder).",
+            )
+        with timer.stage("unlabelled"):
+            pool = load_unlabelled(
+                cfg.unlabelled, scanned, short_side=prep.working_short_side, resample=prep.resample,
+                progress=progress, write_cache=main,
+            )  # fmt: skip
     distributed.check_same(
         digest([data.sha256, data.labels.tolist(), [ix.tolist() for ix in split.parts().values()]]),
         "images, labels and split",
@@ -180,8 +193,9 @@ def _train(
 
     with timer.stage("fit"):
         fitted = _fit(
-            cfg, backbone, data, progress=progress, on_epoch_end=on_epoch_end, folder=folder, deadline=deadline
-        )
+            cfg, backbone, data, progress=progress, on_epoch_end=on_epoch_end, folder=folder, deadline=deadline,
+            unlabelled=pool,
+        )  # fmt: skip
         fitted = calibrated(fitted, data)  # probabilities that mean what they say; no prediction changes
     with timer.stage("evaluate"):
         metrics = {
@@ -277,6 +291,7 @@ def _fit(
     on_epoch_end: EpochCallback | None,
     folder: RunFolder,
     deadline: Deadline,
+    unlabelled: UnlabelledImages | None = None,
 ) -> Fitted:
     from tlearn.training.auto import fit_auto
     from tlearn.training.feature_method import fit_feature_method
@@ -287,10 +302,11 @@ def _fit(
     try:
         if method == "auto":
             return fit_auto(
-                backbone, data, cfg, out=out, progress=progress, on_epoch_end=on_epoch_end, deadline=deadline
+                backbone, data, cfg, out=out, progress=progress, on_epoch_end=on_epoch_end, deadline=deadline,
+                unlabelled=unlabelled,
             )
         if method == "features":
-            return fit_feature_method(for_features(backbone, cfg), data, cfg, progress=progress)
+            return fit_feature_method(for_features(backbone, cfg), data, cfg, progress=progress, unlabelled=unlabelled)
         if method == "finetune":
             return fit_finetune(
                 backbone, data, cfg, out=out, progress=progress, on_epoch_end=on_epoch_end, deadline=deadline
