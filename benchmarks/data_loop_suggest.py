@@ -1,6 +1,7 @@
 """What to label next, simulated on flowers17: tlearn's ranking against random choice and uncertainty alone.
 
-    flock /tmp/tlearn-heavy.lock python -m benchmarks.data_loop_suggest [--seeds 0,1,2] [--rounds 5] [--per-round 17]
+    flock /tmp/tlearn-heavy.lock python -m benchmarks.data_loop --part suggest [--seeds 0,1,2]
+    (alone: python -m benchmarks.data_loop_suggest [--suggest-rounds 5] [--suggest-per-round 17])
 
 The built-in MobileNetV2 gives every image its features once, as `tlearn train --method features`
 computes them (1.25x input, the mirror image a second view; cached, so a rerun costs seconds). Per
@@ -8,7 +9,7 @@ seed: a duplicate-aware stratified split keeps 30% of each class as the test; of
 per class start labelled and the others are the unlabelled pool. Each round fits the feature method's
 head (logistic regression, C by cross-validation) on the labelled images, ranks the pool with
 `rank_for_labelling` (strategies diverse = tlearn's, uncertainty, random), "labels" the first
-`--per-round` (their true class is revealed) and refits. Test accuracy after each round, mean over seeds.
+`--suggest-per-round` (their true class is revealed) and refits. Test accuracy after each round, mean over seeds.
 """
 
 from __future__ import annotations
@@ -125,7 +126,8 @@ def simulate(f: Features, seed: int, strategy: str, *, start: int, rounds: int, 
     return accuracy
 
 
-def run_part(args: argparse.Namespace) -> dict[str, Any]:
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """This part of `benchmarks/data_loop.py`: the JSON under its "suggest" key."""
     start_time = time.perf_counter()
     f = flowers_features(args.data)
     feature_seconds = time.perf_counter() - start_time
@@ -134,20 +136,26 @@ def run_part(args: argparse.Namespace) -> dict[str, Any]:
     for seed in seeds:
         for strategy in STRATEGIES:
             curves[strategy][seed] = simulate(
-                f, seed, strategy, start=args.start, rounds=args.rounds, per_round=args.per_round
+                f,
+                seed,
+                strategy,
+                start=args.suggest_start,
+                rounds=args.suggest_rounds,
+                per_round=args.suggest_per_round,
             )
             print(f"seed {seed} {strategy:<12}", " ".join(f"{a:.1%}" for a in curves[strategy][seed]), flush=True)
     mean = {s: np.mean([curves[s][k] for k in seeds], axis=0).tolist() for s in STRATEGIES}
-    above = [mean["diverse"][r] > mean["random"][r] for r in range(1, args.rounds + 1)]
+    rounds, per_round, start = args.suggest_rounds, args.suggest_per_round, args.suggest_start
+    above = [mean["diverse"][r] > mean["random"][r] for r in range(1, rounds + 1)]
     return {
         "data": "flowers17",
         "backbone": "built-in MobileNetV2 (mobilenetv2_100.tf_in1k), feature method, mirror view",
         "seeds": seeds,
-        "start_per_class": args.start,
-        "rounds": args.rounds,
-        "per_round": args.per_round,
+        "start_per_class": start,
+        "rounds": rounds,
+        "per_round": per_round,
         "test": "30% of each class, duplicate-aware stratified split of each seed",
-        "labelled_after_round": [args.start * len(f.classes) + r * args.per_round for r in range(args.rounds + 1)],
+        "labelled_after_round": [start * len(f.classes) + r * per_round for r in range(rounds + 1)],
         "test_accuracy": {s: {str(k): v for k, v in curves[s].items()} for s in STRATEGIES},
         "mean_test_accuracy": mean,
         "target": "diverse above random after every round, on average over seeds",
@@ -167,11 +175,17 @@ def print_table(res: dict[str, Any]) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """This part's options (data_loop.py adds the shared --data and --seeds)."""
+    parser.add_argument("--suggest-start", type=int, default=3, help="labelled images per class to start from")
+    parser.add_argument("--suggest-rounds", type=int, default=5)
+    parser.add_argument("--suggest-per-round", type=int, default=17)
+
+
+def add_shared(parser: argparse.ArgumentParser) -> None:
+    """The options data_loop.py shares between the parts, for running one part alone."""
     parser.add_argument("--data", type=Path, default=SHARED / "datasets" / "flowers17")
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--start", type=int, default=3, help="labelled images per class to start from")
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--per-round", type=int, default=17)
+    parser.add_argument("--json", type=Path, default=RESULTS)
 
 
 def save(key: str, res: dict[str, Any], path: Path = RESULTS) -> None:
@@ -185,10 +199,10 @@ def save(key: str, res: dict[str, Any], path: Path = RESULTS) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_shared(parser)
     add_arguments(parser)
-    parser.add_argument("--json", type=Path, default=RESULTS)
     args = parser.parse_args()
-    res = run_part(args)
+    res = run(args)
     print_table(res)
     save("suggest", res, args.json)
 

@@ -1,6 +1,7 @@
 """Photos without labels on flowers17: test accuracy of `tlearn train` with and without `--unlabelled`.
 
-    flock /tmp/tlearn-heavy.lock python -m benchmarks.data_loop_unlabelled [--seeds 0,1,2] [--per-class 5,10]
+    flock /tmp/tlearn-heavy.lock python -m benchmarks.data_loop --part unlabelled [--seeds 0,1,2]
+    (alone: python -m benchmarks.data_loop_unlabelled [--unlabelled-per-class 5,10])
 
 Per seed: the duplicate-aware stratified split of `data_loop_suggest` keeps 30% of each class as the
 test. Of the rest (the training split), k images per class are labelled: a fifth of them (1 of 5,
@@ -21,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.data_loop_suggest import BACKBONE, SHARED, flowers_features, per_class, save, test_split
+from benchmarks.data_loop_suggest import BACKBONE, add_shared, flowers_features, per_class, save, test_split
 
 NOISE = 0.01  # a gain or loss within a point is within the noise of 3 seeds
 
@@ -72,12 +73,13 @@ def one_run(root: Path, seed: int, unlabelled: bool) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def run_part(args: argparse.Namespace) -> dict[str, Any]:
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """This part of `benchmarks/data_loop.py`: the JSON under its "unlabelled" key."""
     started = time.perf_counter()
     f = flowers_features(args.data)  # also fills the feature cache the runs read
     seeds = [int(s) for s in args.seeds.split(",")]
     rows: list[dict[str, Any]] = []
-    for k in [int(v) for v in args.per_class.split(",")]:
+    for k in [int(v) for v in args.unlabelled_per_class.split(",")]:
         for seed in seeds:
             with tempfile.TemporaryDirectory() as tmp:
                 root = make_folders(f, seed, k, Path(tmp))
@@ -123,19 +125,16 @@ def print_table(res: dict[str, Any]) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", type=Path, default=SHARED / "datasets" / "flowers17")
-    parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--per-class", default="5,10")
+    """This part's options (data_loop.py adds the shared --data and --seeds)."""
+    parser.add_argument("--unlabelled-per-class", default="5,10", help="labelled images per class, comma-separated")
 
 
 def main() -> None:
-    from benchmarks.data_loop_suggest import RESULTS
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_shared(parser)
     add_arguments(parser)
-    parser.add_argument("--json", type=Path, default=RESULTS)
     args = parser.parse_args()
-    res = run_part(args)
+    res = run(args)
     print_table(res)
     save("unlabelled", res, args.json)
 
