@@ -302,7 +302,13 @@ def _fit(
     try:
         if method == "auto":
             return fit_auto(
-                backbone, data, cfg, out=out, progress=progress, on_epoch_end=on_epoch_end, deadline=deadline,
+                backbone,
+                data,
+                cfg,
+                out=out,
+                progress=progress,
+                on_epoch_end=on_epoch_end,
+                deadline=deadline,
                 unlabelled=unlabelled,
             )
         if method == "features":
