@@ -159,6 +159,12 @@ def _agrees(trunk: FeatureTrunk, cut: Cut, input_size: tuple[int, int]) -> bool:
     return whole.shape == split.shape and torch.allclose(whole, split, rtol=1e-4, atol=1e-4)
 
 
+def top_input(a: torch.Tensor) -> torch.Tensor:
+    """Activations at a cut in the layout the top runs fastest on: channels-last for a convolutional
+    feature map (N, C, H, W); a transformer's tokens (N, T, D) as they are (there is no channel dim to move)."""
+    return a.contiguous(memory_format=torch.channels_last) if a.ndim == 4 else a
+
+
 @contextmanager
 def eval_mode(module: nn.Module) -> Iterator[None]:
     """Inference mode for a block, then every submodule back in the mode it was in (BatchNorm included)."""

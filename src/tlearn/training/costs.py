@@ -20,7 +20,7 @@ from tlearn.core.precision import autocast
 from tlearn.data.labelled import LabelledImages
 from tlearn.models.backbones import Backbone
 from tlearn.models.classifier import FeatureTrunk
-from tlearn.models.cut import cut_trunk, eval_mode
+from tlearn.models.cut import cut_trunk, eval_mode, top_input
 from tlearn.training.config import TrainConfig
 
 FINETUNE_EPOCHS = 12  # what auto fine-tunes for unless --epochs says otherwise
@@ -82,7 +82,7 @@ def _timed_steps(
         with torch.inference_mode(), autocast(cfg.precision):
             a = cut.bottom(x)
         bottom = _seconds_per_image(partial(cut.bottom, x), None, precision=cfg.precision)
-        a = a.float().clone().contiguous(memory_format=torch.channels_last)
+        a = top_input(a.float().clone())
         top = _seconds_per_image(partial(_train_step, cut.top, a), cut.top)
         fixed[str(n)], per_epoch[str(n)] = rows * bottom + evaluation, n_train * top
     trunk.zero_grad(set_to_none=True)

@@ -22,7 +22,7 @@ from tlearn.core.progress import Progress, no_progress
 from tlearn.data.labelled import LabelledImages
 from tlearn.models.backbones import Stage
 from tlearn.models.classifier import Classifier
-from tlearn.models.cut import Cut, eval_mode
+from tlearn.models.cut import Cut, eval_mode, top_input
 from tlearn.models.tta import mirror_logits
 from tlearn.training.config import FinetuneConfig, TrainConfig
 from tlearn.training.epoch import Batch, global_batches, loss_denominator, train_one_epoch, validation_result
@@ -97,7 +97,7 @@ def top_features(cut: Cut, acts: FeatureSet, *, batch_size: int) -> FeatureSet:
 def _activations(a: np.ndarray, dev: torch.device) -> torch.Tensor:
     """Cached (float16) activations as the top's float input on `dev`."""
     x = torch.from_numpy(a).to(dev, non_blocking=True).float()
-    return x.contiguous(memory_format=torch.channels_last) if x.ndim == 4 else x
+    return top_input(x)
 
 
 def train_top(
