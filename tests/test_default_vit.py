@@ -23,6 +23,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import tlearn
+from tlearn.artifacts.predictions import PREDICTIONS_FILE, read_predictions
 from tlearn.data.synthetic import make_sample_dataset
 from tlearn.infer.predictor import Predictor
 from tlearn.models.backbones import DEFAULT_BACKBONE, Backbone, create_backbone
@@ -87,6 +88,15 @@ def two_levels(photos: Path, vit_file: Path, cache_dir: Path, tmp_path_factory: 
     return train(photos, out, vit_file, cache_dir, method="features", feature_layer="6,-1")
 
 
+def assert_predicts_as_its_run(bundle: Path, photos: Path) -> None:
+    """The reloaded bundle gives each scored image the class and confidence its run wrote in predictions.csv."""
+    rows = read_predictions(bundle / PREDICTIONS_FILE)
+    clf = tlearn.load(bundle)
+    proba = clf.predict_proba([photos / r.path for r in rows])
+    assert [clf.classes[i] for i in proba.argmax(axis=1)] == [r.predicted for r in rows]
+    np.testing.assert_allclose(proba.max(axis=1), [r.confidence for r in rows], atol=1e-3)
+
+
 def test_the_default_at_224_is_vit_s14_and_its_cut_reproduces_it(vit_file: Path) -> None:
     b = create_backbone(weights=vit_file)  # the architecture from the sidecar, 224 px as tlearn runs it
     assert (b.name, b.architecture) == (DEFAULT_BACKBONE, "vit_small_patch14_dinov2")
@@ -140,6 +150,7 @@ def test_feature_method_on_two_vit_levels_predicts_the_same_after_loading(two_le
     clf = tlearn.load(two_levels.out)
     assert isinstance(clf, Predictor) and len(clf.classifier.trunk.backbone.blocks) == 12
     assert two_levels.metrics["test"].accuracy > 1 / 3  # colours tell these classes apart even at random weights
+    assert_predicts_as_its_run(two_levels.out, photos)
 
 
 def test_cli_names_the_vit_levels_when_one_is_out_of_range(run_cli, photos: Path, vit_file: Path, tmp_path: Path):  # type: ignore[no-untyped-def]
@@ -190,6 +201,8 @@ def test_auto_on_the_vit_probes_its_levels_and_times_its_cuts(
     # training one block on cached tokens is cheaper than training all twelve on pixels.
     assert len(set(estimates.values())) == 4 and estimates["1"] < estimates["all"]
     assert record.decision["method"] == "features" and "would not fit the budget" in record.explanation
+    # the chosen level's features came from auto's one probing pass: the bundle computes the same
+    assert_predicts_as_its_run(result.out, photos)
     linear = result.details.linear
     assert result.details.method == "features" and linear.feature_layer == record.decision["feature_layer"]
 
