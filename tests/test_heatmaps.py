@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import shutil
 from pathlib import Path
 
@@ -105,3 +107,41 @@ def test_report_shows_mistakes_and_right_answers_with_their_heatmaps(tiny_bundle
     assert "Right answers with their heatmaps" in html and "heatmap (Grad-CAM)" in html
     assert "No heatmaps" not in html
     assert (run_dir / "plots" / "correct.jpg").is_file()
+
+
+def test_serve_returns_a_heatmap_only_when_asked(tiny_bundle: Path, shapes_master: Path) -> None:
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from tlearn.serve.app import create_app
+
+    predictor = tlearn.load(tiny_bundle)
+    client = TestClient(create_app(predictor, top_k=2))
+    photo = (shapes_master / "red_circle" / "red_circle_004.jpg").read_bytes()
+    plain = client.post("/predict", files={"file": ("circle.jpg", photo, "image/jpeg")})
+    assert plain.status_code == 200 and "heatmap" not in plain.json()
+    asked = client.post("/predict?explain=true", files={"file": ("circle.jpg", photo, "image/jpeg")})
+    assert asked.status_code == 200, asked.text
+    body = asked.json()
+    assert body["predictions"] == plain.json()["predictions"]
+    assert body["heatmap"]["class"] == body["predictions"][0]["class"]
+    shown = Image.open(io.BytesIO(base64.b64decode(body["heatmap"]["png"])))
+    assert shown.format == "PNG" and shown.size == predictor.preprocessing.input_size[::-1]
+    (explained,), _ = explain_images(predictor, [photo])
+    assert np.array_equal(np.asarray(shown), explained.overlay)  # the same map as predict --explain
+    broken = client.post("/predict?explain=true", files={"file": ("notes.jpg", b"not a picture", "image/jpeg")})
+    assert broken.status_code == 415 and broken.json()["error"] == "not_an_image"
+
+
+def test_serve_with_the_onnx_engine_answers_explain_with_a_clear_400(tiny_bundle: Path, shapes_master: Path) -> None:
+    pytest.importorskip("fastapi")
+    pytest.importorskip("onnxruntime")
+    from fastapi.testclient import TestClient
+
+    from tlearn.serve.app import create_app
+
+    client = TestClient(create_app(tlearn.load(tiny_bundle, engine="onnx")))
+    photo = (shapes_master / "red_circle" / "red_circle_004.jpg").read_bytes()
+    res = client.post("/predict?explain=true", files={"file": ("circle.jpg", photo, "image/jpeg")})
+    assert res.status_code == 400 and res.json()["error"] == "explain_unavailable"
+    assert "PyTorch engine" in res.json()["detail"]

@@ -100,7 +100,7 @@ def test_page_is_self_contained(client: TestClient) -> None:
     res = client.get("/")
     assert res.status_code == 200 and res.headers["content-type"].startswith("text/html")
     page = res.text
-    assert 'fetch("predict"' in page and 'fetch("model")' in page
+    assert '"predict?explain=true" : "predict"' in page and 'fetch("model")' in page  # relative: works under a prefix
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page)  # no external scripts, styles, fonts
     assert "@import" not in page and "url(http" not in page
     assert 'capture="environment"' in page  # phones offer the camera

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -99,5 +100,46 @@ def test_docs_page_renders_offline(tiny_bundle: Path, tmp_path: Path) -> None:
                 expect(page.locator(f'.opblock-summary-path[data-path="{path}"]')).to_have_count(1)
             page.screenshot(path=str(screenshot_dir(tmp_path) / "serve-docs.png"), full_page=True)
             assert errors == [] and outside == []
+        finally:
+            browser.close()
+
+
+def test_page_toggle_overlays_the_heatmap_on_the_uploaded_image(
+    tiny_bundle: Path, shapes_master: Path, tmp_path: Path
+) -> None:
+    predictor = tlearn.load(tiny_bundle)
+    photo = shapes_master / "green_square" / "green_square_005.jpg"
+    h, w = predictor.preprocessing.input_size
+    with running_server(create_app(predictor, top_k=3)) as url, sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 760})
+            errors: list[str] = []
+            page.on("pageerror", lambda err: errors.append(str(err)))
+            asked: list[str] = []
+            page.on("request", lambda r: asked.append(r.url) if "predict" in r.url else None)
+            page.goto(url)
+            expect = sync_api.expect
+            expect(page.locator("#explain-toggle")).to_be_visible()
+            page.set_input_files("#file", str(photo))
+            expect(page.locator("#results li")).to_have_count(3)
+            assert asked == [url + "predict"]  # no heatmap unless asked
+            assert page.locator("#preview").evaluate("img => img.src.startsWith('blob:')")
+            page.check("#explain")  # turned on after the prediction: asks again, with the map
+            expect(page.locator("#explain-note")).to_contain_text("Red: where the model saw")
+            assert asked[-1] == url + "predict?explain=true"
+            preview = page.locator("#preview")
+            expect(preview).to_have_attribute("alt", re.compile("^Heatmap: where the model saw "))
+            assert preview.evaluate("img => img.src.startsWith('data:image/png;base64,')")
+            page.wait_for_function("() => document.getElementById('preview').naturalWidth > 0")
+            assert preview.evaluate("img => [img.naturalWidth, img.naturalHeight]") == [w, h]
+            page.screenshot(path=str(screenshot_dir(tmp_path) / "serve-heatmap.png"), full_page=True)
+            page.uncheck("#explain")  # back to the photo, without asking the server
+            n = len(asked)
+            assert preview.evaluate("img => img.src.startsWith('blob:')")
+            expect(page.locator("#explain-note")).to_be_hidden()
+            page.check("#explain")  # the map it has already
+            assert len(asked) == n and preview.evaluate("img => img.src.startsWith('data:image/png')")
+            assert errors == []
         finally:
             browser.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +32,11 @@ class Served:
 
 
 K_QUERY = Query(None, ge=1, description="Classes to return (default: the server's; at most all classes).")
+EXPLAIN_QUERY = Query(
+    False,
+    description="Also return a heatmap of the predicted class (Grad-CAM) over the image as the model saw it: "
+    '{"heatmap": {"class", "png": "<base64 PNG>"}}. About the cost of three predictions; PyTorch engine only.',
+)
 
 
 def served(request: Request) -> Served:
@@ -68,9 +74,15 @@ async def model(request: Request) -> dict[str, Any]:
     }
 
 
-async def predict(request: Request, top_k: int | None = K_QUERY) -> dict[str, Any]:
-    """Top-k classes of one image."""
+async def predict(request: Request, top_k: int | None = K_QUERY, explain: bool = EXPLAIN_QUERY) -> dict[str, Any]:
+    """Top-k classes of one image; with `explain=true`, also its heatmap."""
     start, s = time.perf_counter(), served(request)
+    if explain and s.predictor.engine != "torch":
+        raise ApiError(
+            400,
+            "explain_unavailable",
+            "Heatmaps need the PyTorch engine (gradients), and this server runs ONNX: start it without --engine onnx.",
+        )
     body = announced_body(request, file_limit=s.limits.file_limit, max_files=1, field="file")
     async with s.work.admit(body.expected) as admitted:
         uploads = await read_uploads(request, body, max_files=1, field="file")
@@ -78,6 +90,8 @@ async def predict(request: Request, top_k: int | None = K_QUERY) -> dict[str, An
         if len(uploads) > 1:
             raise ApiError(400, "too_many_files", f"/predict takes one image, got {len(uploads)}: use /predict/batch.")
         (result,) = await answer(s, uploads, top_k or s.top_k)
+        if explain and "error" not in result:
+            result = {**result, "heatmap": await heatmap(s, uploads[0])}
     if "error" in result:
         raise ApiError(result["status"], result["error"], result["detail"])
     return {**result, "seconds": round(time.perf_counter() - start, 4)}
@@ -120,6 +134,18 @@ async def answer(s: Served, uploads: list[Upload], k: int) -> list[dict[str, Any
                 {"file": u.name, "predictions": [{"class": c.label, "probability": c.probability} for c in item]}
             )
     return out
+
+
+async def heatmap(s: Served, upload: Upload) -> dict[str, Any]:
+    """{"class", "probability", "png": base64} of an upload that was predicted already (so it decodes)."""
+    done = await s.work.explain(upload.data)
+    if isinstance(done, ImageError):
+        raise image_error(upload.name, done)
+    return {
+        "class": done.label,
+        "probability": done.probability,
+        "png": base64.b64encode(done.png()).decode("ascii"),
+    }
 
 
 ERROR_SCHEMA = {

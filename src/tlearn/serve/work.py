@@ -37,6 +37,7 @@ from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
 from tlearn.core.errors import ImageError
+from tlearn.infer.heatmaps import Explained, explain_images
 from tlearn.infer.predictor import BasePredictor
 from tlearn.infer.results import Scored
 from tlearn.serve.errors import MB, ApiError
@@ -155,6 +156,19 @@ class Work:
         (tops,) = await self._map(partial(self._top_k, k=top_k), [inputs], large=[False]) if inputs else ([],)
         found = iter(tops)
         return [p if isinstance(p, ImageError) else next(found) for p in prepared]
+
+    async def explain(self, data: bytes) -> Explained | ImageError:
+        """The heatmap of one image for its predicted class (see `infer/heatmaps.py`), on the pools."""
+        header = await run_in_threadpool(read_header, data)
+        (done,) = await self._map(self._explain, [data], large=[header.large])
+        return done
+
+    def _explain(self, data: bytes) -> Explained | ImageError:
+        explained, failures = explain_images(self.predictor, [data], max_pixels=self.limits.max_pixels)
+        if explained:
+            return explained[0]
+        kind = failures[0].kind if failures else ImageError
+        return kind(failures[0].reason if failures else "cannot be read")
 
     async def _map(self, fn: Callable[[A], R], items: Sequence[A], *, large: Sequence[bool]) -> list[R]:
         """`fn` of each item, each a job on the small or the large pool; if the request is cancelled, its
