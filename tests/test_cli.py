@@ -100,7 +100,7 @@ AUGMENT_FLAGS = [
 ]  # fmt: skip
 TRAIN_OPTIONS = [
     "--method", "--backbone", "--weights", "--input-size", "--out", "--overwrite", "--seed", "--val-frac",
-    "--test-frac", "--split-file", "--class-weight", "--tta", "--batch-size", "--device", "--precision",
+    "--test-frac", "--split-file", "--class-weight", "--tta", "--unknown-recall", "--batch-size", "--device", "--precision",
     "--time-budget", "--views", "--help",
 ]  # fmt: skip
 
@@ -336,3 +336,9 @@ def test_compare_exits_130_when_ctrl_c_stopped_a_method(run_cli, stub_library: l
     stopped = SimpleNamespace(ok=True, runs=(SimpleNamespace(interrupted=False), SimpleNamespace(interrupted=True)))
     monkeypatch.setattr("tlearn.training.compare.compare", lambda data, **kwargs: stopped)
     assert run_cli("compare", "photos").code == 130
+
+
+def test_train_passes_unknown_recall_and_checks_it(run_cli, stub_library: list[Any]) -> None:  # type: ignore[no-untyped-def]
+    assert train_config(run_cli, stub_library, "--unknown-recall", "0.9").unknown_recall == 0.9
+    res = run_cli("train", "photos", "--unknown-recall", "1.5")
+    assert res.code == 1 and "--unknown-recall must be at least 0.5 and below 1. Got 1.5." in res.err

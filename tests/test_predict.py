@@ -139,7 +139,7 @@ def test_csv_has_a_row_per_rank_and_one_per_error(run_cli, tiny_bundle: Path, sh
     res = run_cli("predict", tiny_bundle, shapes / "green_square", "--format", "csv", "-k", "2")
     assert res.code == 0, res.err
     rows = list(csv.DictReader(io.StringIO(res.out)))
-    assert list(rows[0]) == ["path", "rank", "class", "probability", "error"]
+    assert list(rows[0]) == ["path", "rank", "class", "probability", "error", "unknown", "unknown_score"]
     ok = [r for r in rows if not r["error"]]
     assert len(ok) == 2 * 24 and {r["rank"] for r in ok} == {"1", "2"}
     top = [r for r in ok if r["rank"] == "1"]
@@ -167,7 +167,8 @@ def test_table_shows_top_class_probability_and_the_next_ones(run_cli, tiny_bundl
     row = next(line for line in res.out.splitlines() if "red_circle_000.jpg" in line)
     cells = [c.strip() for c in row.split("│") if c.strip()]
     assert cells[1] == "red_circle" and cells[2].endswith("%")
-    assert cells[3].count("%") == 2  # the two runners-up
+    assert float(cells[3]) < 0.5  # the unknown score of a training image: near 0
+    assert cells[4].count("%") == 2  # the two runners-up
 
 
 def test_tta_follows_the_one_mirror_rule_of_the_bundle_network(

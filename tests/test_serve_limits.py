@@ -152,7 +152,7 @@ def test_an_unexpected_error_is_a_json_500(
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(predictor, "proba_of_batch", broken)
+    monkeypatch.setattr(predictor, "answer_of_batch", broken)
     res = TestClient(create_app(predictor), raise_server_exceptions=False).post(
         "/predict", content=photo, headers={"content-type": "image/jpeg"}
     )

@@ -30,6 +30,7 @@ _EXPORTS = {
     "preset": "tlearn.data.augment",
     "suggest": "tlearn.training.suggest",
     "TlearnError": "tlearn.core.errors",
+    "UNKNOWN": "tlearn.models.unknown",
 }
 __all__ = [*sorted(_EXPORTS), "__version__"]
 

@@ -6,6 +6,8 @@
                         metrics, seed, data, command, package versions
     split.json          the train / val / test assignment (paths relative to the dataset)
     history.csv         one row per epoch (methods that train in epochs)
+    unknown.safetensors the "unknown" answer's bank: class means and a capped sample of training
+                        features, float16 (bundles before it have none: no rejection)
 
 Weights are safetensors (no pickles). The config is written last, so a folder with a config is a
 complete bundle even if a run was interrupted. It records the SHA-256 of the weights file, and
@@ -35,9 +37,12 @@ from tlearn.core.preprocessing import Preprocessing
 from tlearn.data.sources import display_path
 from tlearn.models.backbones import rebuild_model
 from tlearn.models.classifier import Classifier, FeatureTrunk, HeadSpec, build_head
+from tlearn.models.unknown import UnknownRule, empty_scorer
 
 BUNDLE_FORMAT = 1
 WEIGHTS_FILE = "model.safetensors"
+UNKNOWN_FILE = "unknown.safetensors"
+UNKNOWN_PREFIX = "unknown."  # the Classifier's state under this prefix goes to UNKNOWN_FILE
 CONFIG_FILE = "tlearn.json"
 SPLIT_FILE = "split.json"
 CHECK_FILE = "check.json"  # the dataset check of the run
@@ -57,6 +62,7 @@ class BundleConfig:
     method: str
     flip_tta: bool = False
     temperature: float = 1.0  # the logits are divided by it (calibration); bundles before it: 1
+    unknown: UnknownRule | None = None  # the "unknown" answer (its bank in UNKNOWN_FILE); bundles before it: None
     details: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
@@ -80,6 +86,7 @@ class BundleConfig:
             "method": self.method,
             "flip_tta": self.flip_tta,
             "temperature": self.temperature,
+            "unknown": None if self.unknown is None else self.unknown.to_dict(),
             "details": self.details,
             "metrics": self.metrics,
             "seed": self.seed,
@@ -103,6 +110,7 @@ class BundleConfig:
             method=d.get("method", ""),
             flip_tta=bool(d.get("flip_tta", False)),
             temperature=float(d.get("temperature", 1.0)),
+            unknown=UnknownRule.from_dict(d["unknown"]) if isinstance(d.get("unknown"), dict) else None,
             details=d.get("details", {}),
             metrics=d.get("metrics", {}),
             seed=int(d.get("seed", 0)),
@@ -119,12 +127,12 @@ def save_bundle(classifier: Classifier, config: BundleConfig, out: Path) -> Path
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in classifier.state_dict().items()}
-    with atomic_path(out / WEIGHTS_FILE) as tmp:
-        tmp.touch()  # created as any new file is here: 0666 less the umask, as tlearn.json will be
-        mode = stat.S_IMODE(tmp.stat().st_mode)
-        save_file(state, str(tmp), metadata={"format": str(BUNDLE_FORMAT)})
-        os.chmod(tmp, mode)  # safetensors writes its file 0600 whatever the umask: others could not read it
-        digest = file_sha256(tmp)
+    bank = {k[len(UNKNOWN_PREFIX) :]: state.pop(k).half() for k in list(state) if k.startswith(UNKNOWN_PREFIX)}
+    if bank:
+        _write_tensors(bank, out / UNKNOWN_FILE)
+    else:
+        (out / UNKNOWN_FILE).unlink(missing_ok=True)
+    digest = _write_tensors(state, out / WEIGHTS_FILE)
     stamped = BundleConfig.from_dict(
         {**config.to_dict(), "versions": package_versions(), "created": datetime.now(UTC).isoformat(timespec="seconds")}
     )
@@ -135,7 +143,7 @@ def save_bundle(classifier: Classifier, config: BundleConfig, out: Path) -> Path
 def build_classifier(config: BundleConfig) -> Classifier:
     """The network a config describes, with random weights (load a state dict into it)."""
     backbone = rebuild_model(config.architecture, config.create_kwargs)
-    return Classifier(
+    classifier = Classifier(
         FeatureTrunk(backbone, config.levels),
         build_head(config.head),
         mean=config.preprocessing.mean,
@@ -143,6 +151,9 @@ def build_classifier(config: BundleConfig) -> Classifier:
         flip_tta=config.flip_tta,
         temperature=config.temperature,
     )
+    if config.unknown is not None:
+        classifier.unknown = empty_scorer(config.unknown)
+    return classifier
 
 
 def load_bundle(path: str | Path) -> tuple[Classifier, BundleConfig]:
@@ -177,11 +188,24 @@ def load_bundle(path: str | Path) -> tuple[Classifier, BundleConfig]:
         config = BundleConfig.from_dict(raw)
         classifier = build_classifier(config)
         state = load_file(str(weights_path))
+        if config.unknown is not None:
+            bank = load_file(str(folder / UNKNOWN_FILE))
+            state.update({UNKNOWN_PREFIX + k: v.float() for k, v in bank.items()})
         classifier.load_state_dict(state, strict=True)
     except Exception as err:  # a damaged file fails in many ways (safetensors, torch, JSON fields)
         raise BundleError(f"The bundle {display_path(folder)} is damaged or incomplete: {_one_line(err)}.") from None
     _check_classes(folder, config, classifier)
     return classifier.eval(), config
+
+
+def _write_tensors(tensors: dict[str, torch.Tensor], path: Path) -> str:
+    """A safetensors file written atomically, readable as any new file here; returns its SHA-256."""
+    with atomic_path(path) as tmp:
+        tmp.touch()  # created as any new file is here: 0666 less the umask, as tlearn.json will be
+        mode = stat.S_IMODE(tmp.stat().st_mode)
+        save_file(tensors, str(tmp), metadata={"format": str(BUNDLE_FORMAT)})
+        os.chmod(tmp, mode)  # safetensors writes its file 0600 whatever the umask: others could not read it
+        return file_sha256(tmp)
 
 
 def _check_digest(folder: Path, recorded: object) -> None:

@@ -7,7 +7,7 @@ read alike); `from_dict` reads one back.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 
@@ -55,8 +55,28 @@ class AutoRecord:
 
 
 @dataclass(frozen=True)
+class Reliability:
+    """Confidence against accuracy on one part, before and after the temperature: the reliability diagram.
+
+    Per equal-width confidence bin (`CALIBRATION_BINS` of them): images, mean confidence, accuracy
+    (the last two None for an empty bin)."""
+
+    part: str  # "val" or "test"
+    images: int
+    ece_before: float
+    ece_after: float
+    count_before: tuple[int, ...]
+    confidence_before: tuple[float | None, ...]
+    accuracy_before: tuple[float | None, ...]
+    count_after: tuple[int, ...]
+    confidence_after: tuple[float | None, ...]
+    accuracy_after: tuple[float | None, ...]
+
+
+@dataclass(frozen=True)
 class Calibration:
-    """The temperature and what it did on the validation images (ECE: expected calibration error)."""
+    """The temperature and what it did on the validation images (ECE: expected calibration error),
+    and the reliability of validation and test before and after it."""
 
     temperature: float
     images: int
@@ -64,6 +84,10 @@ class Calibration:
     ece_after: float | None = None
     log_loss_before: float | None = None
     log_loss_after: float | None = None
+    reliability: tuple[Reliability, ...] = ()
+
+    def part(self, name: str) -> Reliability | None:
+        return next((r for r in self.reliability if r.part == name), None)
 
 
 @dataclass(frozen=True)
@@ -130,7 +154,11 @@ class MethodDetails:
         if self.interrupted:
             doc["interrupted"] = self.interrupted
         if self.calibration is not None:
-            doc["calibration"] = {f.name: getattr(self.calibration, f.name) for f in fields(self.calibration)}
+            cal = self.calibration
+            doc["calibration"] = {f.name: _json(getattr(cal, f.name)) for f in fields(cal) if f.name != "reliability"}
+            doc["calibration"]["reliability"] = [
+                {f.name: _json(getattr(r, f.name)) for f in fields(r)} for r in cal.reliability
+            ]
         if self.unlabelled is not None:
             doc["unlabelled"] = {f.name: getattr(self.unlabelled, f.name) for f in fields(self.unlabelled)}
         return {**self.extra, **doc}
@@ -150,10 +178,22 @@ class MethodDetails:
             epochs=epochs,
             auto=_take(AutoRecord, dict(auto)) if isinstance(auto, dict) and "decision" in auto else None,
             interrupted=rest.pop("interrupted", None),
-            calibration=_take(Calibration, dict(cal)) if isinstance(cal, dict) and "temperature" in cal else None,
+            calibration=calibration_from_dict(cal) if isinstance(cal, dict) and "temperature" in cal else None,
             unlabelled=_take(PseudoLabels, dict(pseudo)) if isinstance(pseudo, dict) and "used" in pseudo else None,
             extra=rest,
         )
+
+
+def calibration_from_dict(d: dict[str, Any]) -> Calibration:
+    """The calibration record of tlearn.json's details (older ones have no reliability)."""
+    rest = dict(d)
+    parts = rest.pop("reliability", None) or []
+    reliability = tuple(Reliability(**_tuples(p)) for p in parts if isinstance(p, dict))
+    return replace(_take(Calibration, rest), reliability=reliability)
+
+
+def _tuples(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
 
 
 def _take(kind: Any, rest: dict[str, Any]) -> Any:

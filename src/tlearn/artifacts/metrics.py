@@ -116,15 +116,28 @@ def _balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
 
 def expected_calibration_error(y_true: np.ndarray, proba: np.ndarray, bins: int = CALIBRATION_BINS) -> float:
     """Weighted mean gap between confidence and accuracy over equal-width confidence bins."""
+    counts, conf, acc = reliability_bins(y_true, proba, bins)
+    n = sum(counts)
+    return float(
+        sum(c / n * abs(cf - a) for c, cf, a in zip(counts, conf, acc, strict=True) if cf is not None and a is not None)
+    )
+
+
+def reliability_bins(
+    y_true: np.ndarray, proba: np.ndarray, bins: int = CALIBRATION_BINS
+) -> tuple[tuple[int, ...], tuple[float | None, ...], tuple[float | None, ...]]:
+    """Per equal-width confidence bin (0, 1/bins] ...: images, mean confidence, accuracy (None when empty)."""
     conf = proba.max(axis=1)
     correct = proba.argmax(axis=1) == y_true
-    edges = np.linspace(0, 1, bins + 1)
-    ece = 0.0
-    for lo, hi in itertools.pairwise(edges):
+    counts: list[int] = []
+    means: list[float | None] = []
+    accs: list[float | None] = []
+    for lo, hi in itertools.pairwise(np.linspace(0, 1, bins + 1)):
         in_bin = (conf > lo) & (conf <= hi)
-        if in_bin.any():
-            ece += in_bin.mean() * abs(conf[in_bin].mean() - correct[in_bin].mean())
-    return float(ece)
+        counts.append(int(in_bin.sum()))
+        means.append(float(conf[in_bin].mean()) if in_bin.any() else None)
+        accs.append(float(correct[in_bin].mean()) if in_bin.any() else None)
+    return tuple(counts), tuple(means), tuple(accs)
 
 
 def _renormalised(proba: np.ndarray) -> np.ndarray:

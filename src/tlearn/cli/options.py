@@ -65,6 +65,10 @@ Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace the bundle
 ClassWeight = Annotated[str, typer.Option(help="none, or balanced for imbalanced classes.")]
 Tta = Annotated[bool, typer.Option(help="Average predictions with the mirror image (when --hflip).")]
 Device = Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda.")]
+UnknownRecall = Annotated[
+    float,
+    typer.Option(help="Share of known validation images the 'unknown' threshold keeps (the rest: not one of mine)."),
+]
 Views = Annotated[
     int | None,
     typer.Option(help="Augmented views per training image, computed once (default: 0 features, 6 finetune)."),

@@ -49,8 +49,16 @@ def predict(
             "predicted class. Needs the torch engine.",
         ),
     ] = None,
+    unknown: Annotated[
+        bool,
+        typer.Option(
+            "--unknown/--no-unknown",
+            help="Answer 'unknown' for images far from every training image (with the score), when the bundle can.",
+        ),
+    ] = True,
 ) -> None:
-    """Predict the class of images: top-k classes with probabilities. Exit code 1 if none could be read."""
+    """Predict the class of images: top-k classes with probabilities, or 'unknown' for an image that is none
+    of the classes. Exit code 1 if none could be read."""
     from tlearn.infer.inputs import find_images
     from tlearn.infer.load import load
 
@@ -64,7 +72,9 @@ def predict(
         torch_classifier(predictor)  # before any work: the ONNX engine has no gradients
     bar = progress_bar() if len(files) >= SHOW_BAR_FROM else nullcontext(no_progress)
     with bar as progress:
-        result = predictor.predict_many(files, top_k=top_k, batch_size=batch_size, tta=tta, progress=progress)
+        result = predictor.predict_many(
+            files, top_k=top_k, batch_size=batch_size, tta=tta, unknown=unknown, progress=progress
+        )
     failures = [*missing, *result.failures]
     if output == "json":
         doc = {"predictions": [p.to_dict() for p in result.items], "errors": [f.to_dict() for f in failures]}
@@ -89,14 +99,22 @@ def predict(
 def _render_table(result: Predictions, failures: list[Failure]) -> None:
     if result.items:
         table = Table()
+        scored = any(p.unknown_score is not None for p in result.items)
         table.add_column("file", overflow="fold")
         table.add_column("class")
         table.add_column("probability", justify="right")
+        if scored:
+            table.add_column("unknown score", justify="right")
         if any(len(p.top) > 1 for p in result.items):
             table.add_column("next")
         for p in result.items:
             best, rest = p.top[0], p.top[1:]
-            row = [escape(p.source), escape(best.label), f"{best.probability:.1%}"]
+            if p.unknown:  # the best guess moves to "next": the answer is that it is none of the classes
+                row = [escape(p.source), "[bold yellow]unknown[/]", "", f"{p.unknown_score:.3f}"]
+                rest = p.top
+            else:
+                row = [escape(p.source), escape(best.label), f"{best.probability:.1%}"]
+                row += [f"{p.unknown_score:.3f}"] if scored and p.unknown_score is not None else [""] * scored
             if rest:
                 row.append(escape(" · ".join(f"{s.label} {s.probability:.1%}" for s in rest)))
             table.add_row(*row)
@@ -113,12 +131,14 @@ def _render_table(result: Predictions, failures: list[Failure]) -> None:
 def _write_csv(result: Predictions, failures: list[Failure]) -> None:
     """One row per (image, rank); an unreadable file is one row with its reason in `error`."""
     writer = csv.writer(sys.stdout, lineterminator="\n")
-    writer.writerow(["path", "rank", "class", "probability", "error"])
+    writer.writerow(["path", "rank", "class", "probability", "error", "unknown", "unknown_score"])
     for p in result.items:
+        score = "" if p.unknown_score is None else f"{p.unknown_score:.6f}"
+        flag = "" if p.unknown_score is None else str(p.unknown).lower()
         for rank, s in enumerate(p.top, start=1):
-            writer.writerow([p.source, rank, s.label, f"{s.probability:.6f}", ""])
+            writer.writerow([p.source, rank, s.label, f"{s.probability:.6f}", "", flag, score])
     for f in failures:
-        writer.writerow([f.source, "", "", "", f.reason])
+        writer.writerow([f.source, "", "", "", f.reason, "", ""])
     sys.stdout.flush()
 
 
@@ -127,6 +147,9 @@ def _summary(result: Predictions, failures: list[Failure], *, engine: str, tta: 
     speed = f" ({result.images_per_second:.0f} images/s)" if n and result.seconds > 0.05 else ""
     text = f"Predicted {n} image{'s' if n != 1 else ''} in {result.seconds:.1f} s{speed} with the {engine} engine"
     text += " and the mirror-image TTA." if tta else "."
+    unknown = sum(p.unknown for p in result.items)
+    if unknown:
+        text += f" {unknown} {'is' if unknown == 1 else 'are'} none of the classes (unknown)."
     if failures:
         colour = "red" if not n else "yellow"
         text += f" [{colour}]{len(failures)} could not be read[/] (listed above)."
@@ -172,6 +195,9 @@ def _render_export(r: ExportResult) -> None:
     console.print(
         escape(f"  output 'probabilities'  float32 [batch, {len(r.classes)}], classes in the order of the JSON")
     )
+    if r.unknown_outputs and r.format == "onnx":
+        console.print(escape("  output 'unknown_score'  float32 [batch], higher = further from the training images"))
+        console.print(escape("  output 'unknown'        bool [batch], unknown_score above the bundle's threshold"))
     console.print(f"Classes and preprocessing: [bold]{escape(short_path(r.sidecar, None))}[/]")
     runtime = "ONNX Runtime" if r.format == "onnx" else "the reloaded TorchScript module"
     ck = r.check

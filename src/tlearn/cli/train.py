@@ -49,6 +49,7 @@ def train(
     split_file: opt.SplitFile = None,
     class_weight: opt.ClassWeight = "none",
     tta: opt.Tta = True,
+    unknown_recall: opt.UnknownRecall = 0.95,
     batch_size: Annotated[
         int, typer.Option(help="Images per batch (per training step of all processes together under torchrun).")
     ] = 32,
@@ -91,7 +92,7 @@ def train(
         augment=augment.config(), finetune=finetune.config(), time_budget=opt.parse_duration(time_budget),
         unlabelled=unlabelled,
         resume=resume is not None, overwrite=overwrite, device=device, precision=precision,
-        command=shell_join(["tlearn", *sys.argv[1:]]),
+        unknown_recall=unknown_recall, command=shell_join(["tlearn", *sys.argv[1:]]),
     )  # fmt: skip
     main = quiet_unless_main()
     with progress_bar() if main else nullcontext(no_progress) as progress:

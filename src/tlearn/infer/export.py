@@ -57,6 +57,7 @@ class ExportResult:
     check: Check  # of the float model, before any quantization
     int8: Int8Report | None
     size_bytes: int
+    unknown_outputs: bool = False  # the ONNX model also has unknown_score and unknown (bundles that have them)
 
 
 def export_bundle(
@@ -117,6 +118,7 @@ def export_bundle(
         check=check,
         int8=report,
         size_bytes=path.stat().st_size,
+        unknown_outputs=format == "onnx" and predictor.unknown_rule is not None,
     )
 
 

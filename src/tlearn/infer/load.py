@@ -11,7 +11,7 @@ from tlearn.data.sources import display_path
 from tlearn.infer.onnx_files import config_of, read_sidecar, sidecar_path, weights_digest
 from tlearn.infer.onnx_graph import bundle_to_onnx
 from tlearn.infer.onnx_predictor import BUNDLE_ONNX, OnnxPredictor
-from tlearn.infer.predictor import BasePredictor, Predictor
+from tlearn.infer.predictor import NO_UNKNOWN_HINT, BasePredictor, Predictor
 
 log = logging.getLogger(__name__)
 
@@ -30,11 +30,23 @@ def load(bundle: str | Path, *, engine: str = "auto") -> BasePredictor:
         raise ConfigError(f"--engine must be one of {', '.join(ENGINES)}. Got {engine!r}.")
     is_onnx_file = path.suffix.lower() == ".onnx"
     if engine == "onnx" or (engine == "auto" and is_onnx_file):
-        return load_onnx(path)
+        return _said_once(load_onnx(path))
     if is_onnx_file:
         raise ConfigError(f"{display_path(path)} is an ONNX file: it runs with --engine onnx, not {engine}.")
     classifier, config = load_bundle(path)
-    return Predictor(classifier, config, source=display_path(path))
+    return _said_once(Predictor(classifier, config, source=display_path(path)))
+
+
+def _said_once(predictor: BasePredictor) -> BasePredictor:
+    """A model without an unknown answer (made before tlearn learned one) says so once, when it is loaded."""
+    if predictor.unknown_rule is None:
+        log.warning(
+            "%s has no 'unknown' answer (it was made before tlearn learned one): every image gets one of its "
+            "classes, however far from them. %s",
+            predictor.source or "This model",
+            NO_UNKNOWN_HINT,
+        )
+    return predictor
 
 
 def load_onnx(path: str | Path) -> OnnxPredictor:

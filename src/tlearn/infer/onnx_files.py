@@ -10,7 +10,7 @@ from tlearn.artifacts.bundle import BUNDLE_FORMAT, WEIGHTS_FILE, BundleConfig
 from tlearn.core.errors import BundleError
 from tlearn.core.files import file_sha256, read_json
 from tlearn.data.sources import display_path
-from tlearn.infer.onnx_graph import INPUT_NAME, OUTPUT_NAME
+from tlearn.infer.onnx_graph import INPUT_NAME, OUTPUT_NAME, SCORE_NAME, UNKNOWN_NAME
 
 if TYPE_CHECKING:
     from tlearn.infer.int8 import Int8Report
@@ -100,6 +100,7 @@ def sidecar_doc(
             "shape": ["batch", len(config.classes)],
             "meaning": "class probabilities (softmax), columns in the order of classes",
         },
+        "unknown": None if config.unknown is None else _unknown_doc(config),
         "preprocessing": _preprocessing_doc(config, uint8=uint8),
         "flip_tta": config.flip_tta,
         "int8": None if int8 is None else {k: v for k, v in asdict(int8).items() if v is not None},
@@ -107,6 +108,31 @@ def sidecar_doc(
         "tlearn": __version__,
         "weights_sha256": weights_sha256,
         "bundle": config.to_dict(),
+    }
+
+
+def _unknown_doc(config: BundleConfig) -> dict[str, Any]:
+    """The extra outputs of a bundle with an unknown answer, and the rule behind them."""
+    rule = config.unknown
+    assert rule is not None
+    return {
+        "outputs": [
+            {
+                "name": SCORE_NAME,
+                "dtype": "float32",
+                "shape": ["batch"],
+                "meaning": f"how far the image is from the training images ({rule.kind}); higher is further",
+            },
+            {
+                "name": UNKNOWN_NAME,
+                "dtype": "bool",
+                "shape": ["batch"],
+                "meaning": f"{SCORE_NAME} > threshold: the image is none of the classes",
+            },
+        ],
+        "threshold": rule.threshold,
+        "recall": rule.recall,
+        "rule": rule.to_dict(),
     }
 
 

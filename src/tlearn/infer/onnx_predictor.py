@@ -9,12 +9,14 @@ of a busy core add nothing but contention.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from tlearn.artifacts.bundle import BundleConfig
 from tlearn.core.onnx import create_session
+from tlearn.infer.onnx_graph import SCORE_NAME
 from tlearn.infer.predictor import BasePredictor
 
 log = logging.getLogger(__name__)
@@ -35,11 +37,17 @@ class OnnxPredictor(BasePredictor):
         first = self.session.get_inputs()[0]
         self.input_name: str = first.name
         self.input_uint8 = first.type == "tensor(uint8)"
+        names = [o.name for o in self.session.get_outputs()]
+        # The unknown score only when both the graph and the bundle's rule have it (an older export: neither).
+        scored = SCORE_NAME in names and config.unknown is not None
+        self._outputs = [names[0], SCORE_NAME] if scored else [names[0]]
+        if not scored and config.unknown is not None:
+            self.config = replace(config, unknown=None)
 
-    def proba_of_batch(self, x: np.ndarray) -> np.ndarray:
+    def answer_of_batch(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         if self.input_uint8:
             feed = np.rint(x * 255).astype(np.uint8)  # exact: the eval transform gives multiples of 1/255
         else:
             feed = np.ascontiguousarray(x, dtype=np.float32)
-        out: np.ndarray = self.session.run(None, {self.input_name: feed})[0]
-        return out
+        out = self.session.run(self._outputs, {self.input_name: feed})
+        return out[0], out[1] if len(out) > 1 else None

@@ -7,8 +7,14 @@ was evaluated.
 
 Two engines run a bundle: `Predictor` (its PyTorch network) and `OnnxPredictor` (an exported ONNX
 graph, in `onnx_predictor.py`). Both are a `BasePredictor`: decoding on a thread pool, the eval
-transform, batching, the mirror-image TTA, top-k and per-file errors live here once; an engine only
-turns a batch of model inputs into probabilities.
+transform, batching, the mirror-image TTA, top-k, the "unknown" answer and per-file errors live here
+once; an engine only turns a batch of model inputs into probabilities and unknown scores.
+
+The "unknown" answer: a bundle that has one (`config.unknown`, see `models/unknown.py`) scores each
+image by how far it is from its training images, computed inside the network; above the bundle's
+threshold the image is "not one of my classes". `predict(images, unknown=True)` answers `UNKNOWN`
+for those, `predict_many` marks each `Prediction` (`unknown`, `unknown_score`). With `tta=True` on a
+bundle trained without the mirror view the score is the plain image's (the threshold was set on it).
 """
 
 from __future__ import annotations
@@ -25,14 +31,18 @@ import torch
 from PIL import Image
 
 from tlearn.artifacts.bundle import BundleConfig
-from tlearn.core.errors import ConfigError, ImageError
+from tlearn.core.errors import BundleError, ConfigError, ImageError
 from tlearn.core.progress import Progress, no_progress
 from tlearn.core.threads import cpu_workers
 from tlearn.data.augment import build_eval_transform
 from tlearn.data.images import MAX_PIXELS
 from tlearn.infer.inputs import ImageInput, as_list, decode_input, input_name
 from tlearn.infer.results import Failure, Prediction, Predictions, Scored
+from tlearn.models.classifier import Classifier
 from tlearn.models.tta import mirror_proba
+from tlearn.models.unknown import UNKNOWN, UnknownRule
+
+NO_UNKNOWN_HINT = "Train it again with this tlearn: every new bundle learns an unknown answer."
 
 # Pillow releases the GIL while it decodes and resizes, so decoding threads scale with the CPUs, up to 8.
 DECODE_WORKERS = cpu_workers(8)
@@ -60,8 +70,24 @@ class BasePredictor(ABC):
         )
 
     @abstractmethod
+    def answer_of_batch(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Float32 (N, 3, H, W) RGB in [0, 1] at the input size -> (N, K) probabilities, rows summing to 1,
+        and the (N,) unknown scores (None for a bundle without an unknown answer)."""
+
     def proba_of_batch(self, x: np.ndarray) -> np.ndarray:
-        """Float32 (N, 3, H, W) RGB in [0, 1] at the input size -> (N, K) probabilities, rows summing to 1."""
+        return self.answer_of_batch(x)[0]
+
+    @property
+    def unknown_rule(self) -> UnknownRule | None:
+        """How this bundle tells "not one of my classes" (None: it was trained before tlearn learned to)."""
+        return self.config.unknown
+
+    def is_unknown(self, scores: np.ndarray) -> np.ndarray:
+        """(N,) bool: the scores above the bundle's threshold. The one place the threshold is applied in Python."""
+        rule = self.unknown_rule
+        if rule is None:
+            return np.zeros(len(scores), dtype=bool)
+        return np.asarray(scores) > rule.threshold
 
     # From an input to the model's input.
 
@@ -84,12 +110,17 @@ class BasePredictor(ABC):
 
         A bundle trained with the mirror TTA has it inside its network already, so `tta` adds nothing.
         """
+        return self.answer_of_inputs(x, tta=tta)[0]
+
+    def answer_of_inputs(self, x: np.ndarray, *, tta: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """`proba_of_inputs` and the (N,) unknown scores (None without an unknown answer), from one pass."""
         if len(x) == 0:
-            return np.zeros((0, len(self.classes)), dtype=np.float32)
-        proba = self.proba_of_batch(x)
+            empty = np.zeros(0, dtype=np.float32) if self.unknown_rule is not None else None
+            return np.zeros((0, len(self.classes)), dtype=np.float32), empty
+        proba, scores = self.answer_of_batch(x)
         if tta and not self.config.flip_tta:
             proba = mirror_proba(proba, self.proba_of_batch(np.ascontiguousarray(x[..., ::-1])))
-        return proba
+        return proba, scores
 
     def predict_proba(
         self,
@@ -100,19 +131,54 @@ class BasePredictor(ABC):
         progress: Progress = no_progress,
     ) -> np.ndarray:
         """(N, K) class probabilities, columns in `classes` order. An unreadable input raises ImageError."""
+        return self._answers(images, batch_size=batch_size, tta=tta, progress=progress)[0]
+
+    def unknown_scores(
+        self,
+        images: Sequence[ImageInput] | ImageInput,
+        *,
+        batch_size: int = 32,
+        progress: Progress = no_progress,
+    ) -> np.ndarray:
+        """(N,) how far each image is from the training images (above `unknown_rule.threshold`: unknown).
+
+        Raises BundleError for a bundle without an unknown answer."""
+        scores = self._answers(images, batch_size=batch_size, tta=False, progress=progress)[1]
+        if scores is None:
+            raise BundleError(f"{self.source or 'This bundle'} has no unknown answer.", hint=NO_UNKNOWN_HINT)
+        return scores
+
+    def predict(self, images: Sequence[ImageInput] | ImageInput, *, unknown: bool = False, **kwargs: Any) -> list[str]:
+        """The most probable class name of each image (keywords as for `predict_proba`).
+
+        With `unknown=True`, an image far from every training image is answered `UNKNOWN` ("unknown")
+        instead; a bundle without an unknown answer answers a class for every image."""
+        proba, scores = self._answers(images, **kwargs)
+        names = [self.classes[i] for i in proba.argmax(axis=1)]
+        if unknown and scores is not None:
+            names = [UNKNOWN if out else name for name, out in zip(names, self.is_unknown(scores), strict=True)]
+        return names
+
+    def _answers(
+        self,
+        images: Sequence[ImageInput] | ImageInput,
+        *,
+        batch_size: int = 32,
+        tta: bool = False,
+        progress: Progress = no_progress,
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         items = as_list(images)
-        out = [np.zeros((0, len(self.classes)), dtype=np.float32)]
-        for _, proba, failed in self._batches(items, batch_size=batch_size, tta=tta, progress=progress):
+        probas = [np.zeros((0, len(self.classes)), dtype=np.float32)]
+        scores: list[np.ndarray] = [np.zeros(0, dtype=np.float32)]
+        has_scores = self.unknown_rule is not None
+        for _, proba, score, failed in self._batches(items, batch_size=batch_size, tta=tta, progress=progress):
             if failed:
                 i, err = failed[0]
                 raise type(err)(f"Cannot read {input_name(items[i], i)}: {err.message}.", hint=err.hint)
-            out.append(proba)
-        return np.concatenate(out)
-
-    def predict(self, images: Sequence[ImageInput] | ImageInput, **kwargs: Any) -> list[str]:
-        """The most probable class name of each image (keywords as for `predict_proba`)."""
-        proba = self.predict_proba(images, **kwargs)
-        return [self.classes[i] for i in proba.argmax(axis=1)]
+            probas.append(proba)
+            if score is not None:
+                scores.append(score)
+        return np.concatenate(probas), np.concatenate(scores) if has_scores else None
 
     def top_k(self, proba: np.ndarray, k: int) -> list[tuple[Scored, ...]]:
         """Each row of (N, K) probabilities as its `k` most probable classes, most probable first."""
@@ -131,11 +197,14 @@ class BasePredictor(ABC):
         batch_size: int = 32,
         tta: bool = False,
         max_pixels: int = MAX_PIXELS,
+        unknown: bool = True,
         progress: Progress = no_progress,
     ) -> Predictions:
         """Top-k of every input that can be read; the others are listed with the reason, never raised.
 
         `names` label the inputs in the result (default: paths as given, else "image 0", "image 1"...).
+        Each `Prediction` says whether the image is unknown and its score, when the bundle has an unknown
+        answer and `unknown` is True (else `unknown_score` is None).
         """
         start = time.perf_counter()
         items = list(images)
@@ -144,12 +213,25 @@ class BasePredictor(ABC):
             raise ConfigError(f"names must label every image: got {len(labels)} names for {len(items)} images.")
         got: list[Prediction] = []
         failures: list[Failure] = []
-        for idx, proba, failed in self._batches(
+        for idx, proba, scores, failed in self._batches(
             items, batch_size=batch_size, tta=tta, progress=progress, max_pixels=max_pixels
         ):
-            got += [Prediction(labels[i], top) for i, top in zip(idx, self.top_k(proba, top_k), strict=True)]
+            got += self.predictions([labels[i] for i in idx], proba, scores if unknown else None, top_k=top_k)
             failures += [Failure(labels[i], err.message, type(err)) for i, err in failed]
         return Predictions(tuple(got), tuple(failures), time.perf_counter() - start)
+
+    def predictions(
+        self, names: Sequence[str], proba: np.ndarray, scores: np.ndarray | None, *, top_k: int
+    ) -> list[Prediction]:
+        """One `Prediction` per row: its top-k and, with `scores`, whether it is unknown."""
+        tops = self.top_k(proba, top_k)
+        if scores is None:
+            return [Prediction(name, top) for name, top in zip(names, tops, strict=True)]
+        flags = self.is_unknown(scores)
+        return [
+            Prediction(name, top, unknown=bool(flag), unknown_score=float(score))
+            for name, top, flag, score in zip(names, tops, flags, scores, strict=True)
+        ]
 
     # The pipeline: decode ahead on threads, infer in batches on this thread.
 
@@ -183,13 +265,13 @@ class BasePredictor(ABC):
         tta: bool,
         progress: Progress,
         max_pixels: int = MAX_PIXELS,
-    ) -> Iterator[tuple[list[int], np.ndarray, list[tuple[int, ImageError]]]]:
-        """As `input_batches`, with the (n, K) probabilities in place of the inputs."""
+    ) -> Iterator[tuple[list[int], np.ndarray, np.ndarray | None, list[tuple[int, ImageError]]]]:
+        """As `input_batches`, with the (n, K) probabilities and the (n,) unknown scores in place of the inputs."""
         done = 0
         for idx, x, failed in self.input_batches(items, batch_size=batch_size, max_pixels=max_pixels):
-            proba = self.proba_of_inputs(x, tta=tta)
+            proba, scores = self.answer_of_inputs(x, tta=tta)
             done += len(idx) + len(failed)
-            yield idx, proba, failed
+            yield idx, proba, scores, failed
             progress("predict", done, len(items))
 
     def _prepared(
@@ -232,8 +314,12 @@ class Predictor(BasePredictor):
         super().__init__(config, source=source)
         self.classifier = classifier.eval()
 
-    def proba_of_batch(self, x: np.ndarray) -> np.ndarray:
+    def answer_of_batch(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+        t = t.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
-            logits = self.classifier(t.contiguous(memory_format=torch.channels_last)).float()
-        return logits.softmax(dim=1).numpy()
+            if isinstance(self.classifier, Classifier):
+                logits, scores = self.classifier.answer(t)
+            else:  # any network of logits (a test's): no unknown answer
+                logits, scores = self.classifier(t), None
+        return logits.float().softmax(dim=1).numpy(), None if scores is None else scores.float().numpy()

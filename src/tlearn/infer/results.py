@@ -22,12 +22,27 @@ class Prediction:
 
     source: str
     top: tuple[Scored, ...]
+    # "not one of my classes": the image is far from every training image (unknown_score above the
+    # bundle's threshold). unknown_score is None when not scored (a bundle without an unknown answer).
+    unknown: bool = False
+    unknown_score: float | None = None
+
+    @property
+    def answer(self) -> str:
+        """The class to act on: the most probable one, or "unknown"."""
+        from tlearn.models.unknown import UNKNOWN
+
+        return UNKNOWN if self.unknown else self.top[0].label
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        doc: dict[str, Any] = {
             "path": self.source,
             "predictions": [{"class": s.label, "probability": s.probability} for s in self.top],
         }
+        if self.unknown_score is not None:
+            doc["unknown"] = self.unknown
+            doc["unknown_score"] = self.unknown_score
+        return doc
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from torch import nn
 
 from tlearn.core.errors import ConfigError
 from tlearn.models.tta import mirror_logits
+from tlearn.models.unknown import UnknownScorer
 
 LAST = "last"
 
@@ -88,6 +89,9 @@ class Classifier(nn.Module):
     gain wherever a mirrored photo shows the same class (twice the compute at inference). The logits are
     divided by `temperature` (fitted on validation after training, see `training/calibrate.py`), which
     calibrates the probabilities without changing any prediction.
+
+    `unknown` (an `UnknownScorer`, or None for bundles without one) scores how far an input is from
+    the training images; `answer(x)` gives the logits and that score from one pass.
     """
 
     def __init__(
@@ -107,16 +111,34 @@ class Classifier(nn.Module):
         self.temperature = float(temperature)
         self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, 3, 1, 1))
+        self.unknown: UnknownScorer | None
+        self.register_module("unknown", None)
+
+    @property
+    def num_classes(self) -> int:
+        return next(int(m.out_features) for m in reversed(self.head) if isinstance(m, nn.Linear))
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         mean, std = self.get_buffer("mean"), self.get_buffer("std")
         return self.trunk((x - mean) / std)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = self.head(self.features(x))
+    def logits_and_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, K) calibrated logits and the (N, D) pooled features they came from (with the mirror
+        rule: the mean of the image's and its mirror image's features)."""
+        f = self.features(x)
+        logits = self.head(f)
         if self.flip_tta:
-            logits = mirror_logits(logits, self.head(self.features(x.flip(-1))))
-        return logits / self.temperature if self.temperature != 1.0 else logits
+            fm = self.features(x.flip(-1))
+            logits, f = mirror_logits(logits, self.head(fm)), (f + fm) / 2
+        return (logits / self.temperature if self.temperature != 1.0 else logits), f
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.logits_and_features(x)[0]
+
+    def answer(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(N, K) logits and the (N,) unknown score (None without a scorer), from one pass of the network."""
+        logits, f = self.logits_and_features(x)
+        return logits, None if self.unknown is None else self.unknown(f, logits)
 
 
 def parse_levels(spec: str | Sequence[int] | None, num_levels: int) -> tuple[int, ...]:

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from tlearn.artifacts.details import PseudoLabels
+from tlearn.artifacts.details import Calibration, PseudoLabels, calibration_from_dict
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,7 @@ class MethodDetails:
     timings: dict[str, float] | None = None  # step -> seconds; None when not recorded
     run_options: Any = None  # every option of the run (its TrainConfig as a dict)
     unlabelled: PseudoLabels | None = None  # what --unlabelled did
+    calibration: Calibration | None = None  # the temperature, ECE before and after, reliability per part
 
 
 def read_details(details: Mapping[str, Any]) -> MethodDetails:
@@ -59,6 +60,7 @@ def read_details(details: Mapping[str, Any]) -> MethodDetails:
     timings = rest.pop("timings", None)
     cv = rest.pop("cv_scores", None)
     pseudo = _read_pseudo(rest.pop("unlabelled", None))
+    cal = rest.pop("calibration", None)
     rest.pop("method", None)  # the method is a field of its own in tlearn.json
     pairs = bool(cv) and all(isinstance(x, list | tuple) and len(x) == 2 for x in cv)
     return MethodDetails(
@@ -72,6 +74,7 @@ def read_details(details: Mapping[str, Any]) -> MethodDetails:
         else None,
         run_options=options or None,
         unlabelled=pseudo,
+        calibration=calibration_from_dict(dict(cal)) if isinstance(cal, Mapping) and "temperature" in cal else None,
     )
 
 

@@ -41,6 +41,7 @@ PICTURE_FILES = frozenset(
         "mistakes.png",
         "label_issues.jpg",
         "correct.jpg",
+        "reliability.png",
     }
 )
 
@@ -78,6 +79,7 @@ def draw_pictures(run: Run, out: Path, *, tiles: Tiles | None = None) -> dict[st
         plot_label_issues,
         plot_mistakes,
         plot_predictions,
+        plot_reliability,
     )
 
     pictures: dict[str, Path] = {}
@@ -96,6 +98,9 @@ def draw_pictures(run: Run, out: Path, *, tiles: Tiles | None = None) -> dict[st
         pictures["confusion_normalised"] = plot_confusion(
             confusion, classes, out / "confusion_normalised.png", normalise=True, title=title
         )
+    cal = run.details.calibration
+    if cal is not None and cal.reliability:
+        pictures["reliability"] = plot_reliability(cal.reliability, out / "reliability.png")
     overlays = tiles.overlays if tiles is not None else None
     mistakes = worst_mistakes(run.predictions, MISTAKES_SHOWN)
     if mistakes:

@@ -21,6 +21,7 @@ from tlearn.artifacts.history import HistoryRow, kept_epochs
 from tlearn.core.files import atomic_path
 
 if TYPE_CHECKING:
+    from tlearn.artifacts.details import Reliability
     from tlearn.artifacts.label_issues import LabelIssue
     from tlearn.artifacts.predictions import PredictionRow
 
@@ -426,3 +427,35 @@ def _clip(text: str, limit: int = 18) -> str:
 def _clip_left(text: str, limit: int) -> str:
     """Keep the end of a path, where the file name is."""
     return text if len(text) <= limit else "…" + text[-(limit - 1) :]
+
+
+def plot_reliability(parts: Sequence[Reliability], path: Path) -> Path:
+    """Reliability diagram, one panel per part: accuracy against confidence per bin, before and after the
+    temperature. On the diagonal, a confidence of 80% is right 80% of the time; below it, overconfident."""
+    fig, axes = plt.subplots(1, len(parts), figsize=(4.2 * len(parts), 4.2), squeeze=False)
+    for ax, r in zip(axes[0], parts, strict=True):
+        ax.plot([0, 1], [0, 1], color="#8C8C8C", lw=1, ls=":", label="perfectly calibrated")
+        for label, counts, conf, acc, style in (
+            (f"before (ECE {r.ece_before:.3f})", r.count_before, r.confidence_before, r.accuracy_before, "before"),
+            (f"after (ECE {r.ece_after:.3f})", r.count_after, r.confidence_after, r.accuracy_after, "after"),
+        ):
+            points = [(c, a, n) for c, a, n in zip(conf, acc, counts, strict=True) if c is not None and a is not None]
+            if not points:
+                continue
+            xs, ys, ns = (list(v) for v in zip(*points, strict=True))
+            colour = "#8C8C8C" if style == "before" else SPLIT_COLOURS.get(r.part, "#4C72B0")
+            ax.plot(xs, ys, color=colour, ls="--" if style == "before" else "-", lw=1.5, label=label)
+            sizes = [20 + 180 * n / max(ns) for n in ns]  # dot area: images in the bin
+            ax.scatter(xs, ys, s=sizes, color=colour, alpha=0.5 if style == "before" else 0.85, zorder=3)
+        ax.set_xlim(0, 1.02)
+        ax.set_ylim(0, 1.02)
+        ax.xaxis.set_major_formatter(PercentFormatter(1.0))
+        ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+        ax.set_xlabel("confidence (top class probability)")
+        ax.set_ylabel("accuracy")
+        ax.set_title(f"{r.part}: {r.images} images")
+        ax.legend(loc="upper left", fontsize=8, frameon=False)
+        ax.spines[["top", "right"]].set_visible(False)
+    fig.suptitle("Reliability: is a confidence of p right p of the time? (dot size: images)", fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, path)

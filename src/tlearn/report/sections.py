@@ -32,6 +32,8 @@ SECTIONS = {
     "curves": "Training curves",
     "diagnosis": "Diagnosis",
     "metrics": "Metrics",
+    "calibration": "Calibration",
+    "unknown": "Unknown answer",
     "confusion": "Confusion matrix",
     "mistakes": "Mistakes",
     "attention": "Where it looks",
@@ -52,6 +54,8 @@ def render_body(run: Run, pictures: Mapping[str, Path], *, heatmaps_missing: str
             _section("curves", _curves(run, pictures)),
             _section("diagnosis", _diagnosis(run, diagnosis)),
             _section("metrics", _metrics(run)),
+            _section("calibration", _calibration(run, pictures)),
+            _section("unknown", _unknown(run)),
             _section("confusion", _confusion(run, pictures)),
             _section("mistakes", _mistakes(run, pictures, heatmaps_missing)),
             _section("attention", _attention(run, pictures, heatmaps_missing)),
@@ -285,6 +289,65 @@ def _metrics(run: Run) -> str:
             "better, and an ECE of 0.05 means confidences are off by 5 points on average.</p>",
             _per_class(run),
         ]
+    )
+
+
+def _calibration(run: Run, pictures: Mapping[str, Path]) -> str:
+    """The temperature, the calibration error before and after it per part, and the reliability diagram."""
+    cal = run.details.calibration
+    if cal is None:
+        return '<p class="muted">No calibration recorded: this bundle was made before tlearn calibrated.</p>'
+    if cal.temperature == 1.0 and cal.ece_before is None:
+        why = (
+            f"only {cal.images} validation images (too few to choose a temperature)"
+            if cal.images < 30
+            else "every validation image right (nothing to calibrate against)"
+        )
+        head = f"<p>The probabilities are the network's own (temperature 1): {why}.</p>"
+    else:
+        head = (
+            f"<p>The logits are divided by a temperature of <b>{cal.temperature:.3f}</b>, fitted on the "
+            f"{cal.images} validation images to minimise their log loss; no prediction changes, only how sure "
+            "each one says it is. " + ("Above 1: the network was overconfident." if cal.temperature > 1 else
+            "Below 1: the network was underconfident.") + "</p>"
+        )  # fmt: skip
+    rows = [[r.part, str(r.images), f"{r.ece_before:.3f}", f"{r.ece_after:.3f}"] for r in cal.reliability]
+    parts = [head]
+    if rows:
+        parts.append(
+            table(["part", "images", "ECE before", "ECE after"], rows, numeric=(1, 2, 3))
+            + '<p class="muted">ECE (expected calibration error): the mean gap between confidence and accuracy '
+            "over 15 confidence bins, weighted by images. The test part was not used to fit the temperature, so "
+            "its figures are the honest ones.</p>"
+        )
+    if "reliability" in pictures:
+        parts.append(figure(pictures["reliability"], "Reliability diagram, before and after the temperature"))
+    return "\n".join(parts)
+
+
+def _unknown(run: Run) -> str:
+    """How the bundle tells an image that is none of its classes, and what it keeps of the known ones."""
+    rule = run.config.unknown
+    if rule is None:
+        return (
+            '<p class="muted">This bundle has no unknown answer (it was made before tlearn learned one, or its '
+            "validation part was too small to set a threshold): every image gets one of its classes.</p>"
+        )
+    facts = {
+        "score": f"{rule.kind}: cosine distance of the image's features to the nearest training image"
+        if rule.kind == "knn"
+        else rule.kind,
+        "threshold": f"{rule.threshold:.4f} (above it: unknown)",
+        "known validation images kept": f"{rule.recall:.1%} of {rule.val_images} (asked: the threshold's recall)",
+        "known test images kept": "" if rule.test_recall is None else f"{rule.test_recall:.1%}",
+        "feature bank": f"{rule.num_classes} class means + {rule.bank_rows} training images, {rule.feature_dim} "
+        f"dimensions, float16: {rule.bank_bytes / 1e6:.2f} MB",
+    }
+    return (
+        '<p>An image far from every training image is answered <b>unknown</b> ("not one of my classes") by '
+        "<code>tlearn predict</code>, the Python API, the server and the ONNX export. The threshold keeps the "
+        "share of known validation images asked for (<code>--unknown-recall</code>); the test share shows what "
+        "to expect on new photos of the same classes.</p>" + kv_table({k: v for k, v in facts.items() if v})
     )
 
 

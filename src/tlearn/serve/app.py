@@ -3,6 +3,7 @@
     GET  /                 a page to drop, choose or photograph an image and see its top-k classes
     POST /predict          one image: multipart field "file", JSON {"image": "<base64>"}, or the raw bytes
                            with Content-Type image/*  ->  {"file", "predictions": [{"class", "probability"}]}
+                           plus "unknown" (true: none of the classes) and "unknown_score", when the bundle has them
     POST /predict/batch    up to `max_batch` images: multipart fields "files", or JSON {"images": [...]}
     GET  /health, /model   liveness; classes, backbone, input size, metrics, versions, limits
     GET  /docs             Swagger UI from local files (docs.py); /openapi.json the schema

@@ -70,6 +70,7 @@ async def model(request: Request) -> dict[str, Any]:
         "trained_with": config.versions.get("tlearn"),
         "created": config.created,
         "top_k": s.top_k,
+        "unknown": None if config.unknown is None else config.unknown.to_dict(),
         "limits": s.limits.to_dict(),
     }
 
@@ -113,7 +114,8 @@ async def predict_batch(request: Request, top_k: int | None = K_QUERY) -> Any:
 
 
 async def answer(s: Served, uploads: list[Upload], k: int) -> list[dict[str, Any]]:
-    """One result per upload, in order: {"file", "predictions"} or {"file", "error", "detail", "status"}.
+    """One result per upload, in order: {"file", "predictions"} (with "unknown" and "unknown_score" when the
+    bundle has an unknown answer) or {"file", "error", "detail", "status"}.
 
     Uploads that are empty or over the size limit are answered without decoding; the others go to the
     server's bounded pools of decoding threads (`work.py`), so the event loop stays free.
@@ -130,9 +132,7 @@ async def answer(s: Served, uploads: list[Upload], k: int) -> list[dict[str, Any
         if isinstance(item, ImageError):
             out.append({"file": u.name, **image_error(u.name, item).to_dict()})
         else:
-            out.append(
-                {"file": u.name, "predictions": [{"class": c.label, "probability": c.probability} for c in item]}
-            )
+            out.append({"file": u.name, **{k: v for k, v in item.to_dict().items() if k != "path"}})
     return out
 
 

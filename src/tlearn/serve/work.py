@@ -39,7 +39,7 @@ from starlette.concurrency import run_in_threadpool
 from tlearn.core.errors import ImageError
 from tlearn.infer.heatmaps import Explained, explain_images
 from tlearn.infer.predictor import BasePredictor
-from tlearn.infer.results import Scored
+from tlearn.infer.results import Prediction
 from tlearn.serve.errors import MB, ApiError
 from tlearn.serve.limits import JPEG_SHARE, LARGE_DECODE_PIXELS, Limits
 
@@ -134,8 +134,8 @@ class Work:
         guess = math.ceil(self._seconds * max(1, self._pending) / self.limits.threads)
         return max(1, min(guess, math.ceil(self.limits.timeout)))
 
-    async def predict(self, images: Sequence[bytes], *, top_k: int) -> list[tuple[Scored, ...] | ImageError]:
-        """The top-k classes of each image, or why it cannot be used, in order.
+    async def predict(self, images: Sequence[bytes], *, top_k: int) -> list[Prediction | ImageError]:
+        """The top-k classes of each image (and whether it is unknown), or why it cannot be used, in order.
 
         Raises ApiError 413 when the images declare more than `max_batch_pixels` together (images over
         the per-image limit are refused without decoding, so they do not count).
@@ -191,11 +191,12 @@ class Work:
         except ImageError as err:
             return err
 
-    def _top_k(self, inputs: list[np.ndarray], *, k: int) -> list[tuple[Scored, ...]]:
-        out: list[tuple[Scored, ...]] = []
+    def _top_k(self, inputs: list[np.ndarray], *, k: int) -> list[Prediction]:
+        out: list[Prediction] = []
         for start in range(0, len(inputs), NETWORK_BATCH):
-            proba = self.predictor.proba_of_inputs(np.stack(inputs[start : start + NETWORK_BATCH]))
-            out += self.predictor.top_k(proba, k)
+            batch = np.stack(inputs[start : start + NETWORK_BATCH])
+            proba, scores = self.predictor.answer_of_inputs(batch)
+            out += self.predictor.predictions([""] * len(batch), proba, scores, top_k=k)
         return out
 
 

@@ -15,8 +15,8 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax, softmax
 
-from tlearn.artifacts.details import Calibration
-from tlearn.artifacts.metrics import expected_calibration_error
+from tlearn.artifacts.details import Calibration, Reliability
+from tlearn.artifacts.metrics import expected_calibration_error, reliability_bins
 from tlearn.data.labelled import LabelledImages
 from tlearn.training.fitted import Fitted
 
@@ -70,4 +70,31 @@ def calibrated(fitted: Fitted, data: LabelledImages) -> Fitted:
     cal = fit_temperature(fitted.proba["val"], data.labels[val])
     fitted.classifier.temperature = cal.temperature
     proba = {part: rescale(p, cal.temperature) for part, p in fitted.proba.items()}
+    parts = data.split.parts()
+    cal = replace(
+        cal,
+        reliability=tuple(
+            reliability(part, data.labels[parts[part]], fitted.proba[part], proba[part])
+            for part in ("val", "test")
+            if part in proba and len(parts.get(part, ()))
+        ),
+    )
     return replace(fitted, proba=proba, details=replace(fitted.details, calibration=cal))
+
+
+def reliability(part: str, labels: np.ndarray, before: np.ndarray, after: np.ndarray) -> Reliability:
+    """The reliability diagram's numbers of one part, before and after the temperature."""
+    cb, fb, ab = reliability_bins(labels, before)
+    ca, fa, aa = reliability_bins(labels, after)
+    return Reliability(
+        part=part,
+        images=len(labels),
+        ece_before=expected_calibration_error(labels, before),
+        ece_after=expected_calibration_error(labels, after),
+        count_before=cb,
+        confidence_before=fb,
+        accuracy_before=ab,
+        count_after=ca,
+        confidence_after=fa,
+        accuracy_after=aa,
+    )

@@ -110,6 +110,7 @@ class TrainConfig:
     # seconds for the whole run, from decoding to the report; None: DEFAULT_BUDGET_S for auto, none otherwise
     time_budget: float | None = None
     unlabelled: Path | None = None  # photos without labels: pseudo-labels for the feature method's head
+    unknown_recall: float = 0.95  # share of known validation images the "unknown" threshold keeps
     resume: bool = False  # continue the interrupted run in `out`
     # replace the run in `out`; without it, a run refuses a folder that holds one (with `resume`, moot)
     overwrite: bool = False
@@ -151,6 +152,8 @@ class TrainConfig:
             )
         if self.unlabelled is not None and self.head == "softmax":
             p.append("--unlabelled works with --head logistic or svm. Got --head softmax.")
+        if not 0.5 <= self.unknown_recall < 1:
+            p.append(f"--unknown-recall must be at least 0.5 and below 1. Got {self.unknown_recall}.")
         p += self.finetune.problems()
         p += self._trains_nothing()
         if p:

@@ -172,12 +172,16 @@ def fit_feature_method(
         return mirror_logits(z, score(feats.mirror[idx])) if feats.mirror is not None else z
 
     proba = {part: softmax(logits(idx), axis=1) for part, idx in data.split.parts().items()}
+    pooled = feats.clean if feats.mirror is None else (feats.clean + feats.mirror) / 2  # as Classifier pools
+    features = {part: pooled[idx] for part, idx in data.split.parts().items()}
     linear = LinearHead(
         **fit_info, views=cfg.views_for("features"), mirror=mirror, feature_layer=cfg.feature_layer,
         feature_dim=int(x.shape[1]), train_rows=len(x) + (pseudo.used * (2 if mirror else 1) if pseudo else 0),
     )  # fmt: skip
     details = MethodDetails("features", linear=linear, unlabelled=pseudo)
-    return Fitted(classifier=classifier.eval(), head=spec, details=details, proba=proba, preprocessing=prep)
+    return Fitted(
+        classifier=classifier.eval(), head=spec, details=details, proba=proba, preprocessing=prep, features=features
+    )
 
 
 Score: TypeAlias = Callable[[np.ndarray], np.ndarray]  # cached features (n, D) -> logits (n, K)

@@ -215,31 +215,51 @@ def finish_fitted(
     if distributed.is_main():
         write_history(checkpoint.parent / HISTORY_FILE, history)
     classifier.eval()
-    proba = {
+    # Train too: the "unknown" score learns what the training images look like to the final network.
+    answers = {
         part: predict_images(classifier, data.pixels.subset(idx), prep)
         for part, idx in data.split.parts().items()
-        if part != "train" and len(idx)
+        if len(idx)
     }
+    proba = {part: p for part, (p, _) in answers.items() if part != "train"}
+    features = {part: f for part, (_, f) in answers.items()}
     if not details.interrupted and distributed.is_main():
         checkpoint.unlink(missing_ok=True)  # the run finished: the bundle replaces it
-    return Fitted(classifier=classifier, head=spec, details=details, proba=proba, history=history)
+    return Fitted(classifier=classifier, head=spec, details=details, proba=proba, history=history, features=features)
 
 
-def predict_pixels(classifier: Classifier, pixels: Sequence[np.ndarray], prep: Preprocessing) -> np.ndarray:
-    """(N, K) probabilities of decoded images, as the bundle computes them.
+class _ProbaAndFeatures(nn.Module):
+    """One row per image: its K probabilities, then its D pooled features (one output to extract)."""
+
+    def __init__(self, classifier: Classifier) -> None:
+        super().__init__()
+        self.classifier = classifier
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits, f = self.classifier.logits_and_features(x)
+        return torch.cat([logits.softmax(dim=1), f], dim=1)
+
+
+def predict_pixels(
+    classifier: Classifier, pixels: Sequence[np.ndarray], prep: Preprocessing
+) -> tuple[np.ndarray, np.ndarray]:
+    """(N, K) probabilities of decoded images, as the bundle computes them, and their (N, D) pooled features.
 
     The network runs as the feature extractor does: ONNX Runtime on a CPU when there are enough images
     to repay the export (three to four times faster than eager PyTorch, same outputs to ~1e-6),
     PyTorch on a GPU; under torchrun each rank computes a share and every rank gets all rows, in order.
     """
     if not len(pixels):
-        return np.zeros((0, 0))
+        return np.zeros((0, 0)), np.zeros((0, 0))
     eval_tf = build_eval_transform(prep)
-    proba = nn.Sequential(classifier, nn.Softmax(dim=1))
-    return extract_features(proba, [partial(eval_tf, p) for p in pixels], batch_size=64, stage="predict")
+    k = classifier.num_classes
+    both = extract_features(
+        _ProbaAndFeatures(classifier), [partial(eval_tf, p) for p in pixels], batch_size=64, stage="predict"
+    )
+    return both[:, :k], both[:, k:]
 
 
-def predict_images(classifier: Classifier, pixels: Pixels, prep: Preprocessing) -> np.ndarray:
+def predict_images(classifier: Classifier, pixels: Pixels, prep: Preprocessing) -> tuple[np.ndarray, np.ndarray]:
     """`predict_pixels` of a run's images (decoded on threads first), on this run's device."""
     with distributed.moved(classifier, distributed.device()):
         return predict_pixels(classifier, pixels.load(), prep)

@@ -22,3 +22,6 @@ class Fitted:
     proba: dict[str, np.ndarray] = field(default_factory=dict)  # "train" / "val" / "test" -> (n, K)
     history: list[dict[str, Any]] = field(default_factory=list)  # one row per epoch
     preprocessing: Preprocessing | None = None  # when it differs from the backbone's (see for_features)
+    # (n, D) pooled features per part as the final network computes them (mirror rule included):
+    # what the "unknown" score learns from (training/unknown.py)
+    features: dict[str, np.ndarray] = field(default_factory=dict)

@@ -49,6 +49,7 @@ from tlearn.training.fitted import Fitted
 from tlearn.training.label_issues import check_images, issue_rows
 from tlearn.training.loop import CHECKPOINT_FILE
 from tlearn.training.run_folder import RunFolder, abandon, check_out, open_folder, publish
+from tlearn.training.unknown import with_unknown
 
 log = logging.getLogger(__name__)
 
@@ -197,6 +198,7 @@ def _train(
             unlabelled=pool,
         )  # fmt: skip
         fitted = calibrated(fitted, data)  # probabilities that mean what they say; no prediction changes
+        fitted = with_unknown(fitted, data, recall=cfg.unknown_recall, seed=cfg.seed)  # "not one of my classes"
     with timer.stage("evaluate"):
         metrics = {
             part: compute_metrics(data.labels[idx], fitted.proba[part], data.classes)
@@ -353,6 +355,7 @@ def _bundle_config(
         method=fitted.details.method,
         flip_tta=fitted.classifier.flip_tta,
         temperature=fitted.classifier.temperature,
+        unknown=None if fitted.classifier.unknown is None else fitted.classifier.unknown.rule,
         details={**fitted.details.to_dict(), "timings": dict(timer.seconds), "config": cfg.to_dict()},
         metrics={part: m.to_dict() for part, m in metrics.items()},
         seed=cfg.seed,
