@@ -240,7 +240,7 @@ def test_ctrl_c_keeps_a_usable_bundle_from_the_best_epoch(
     # Exactly the best epoch's weights: the ones the checkpoint keeps as best (format read by --resume).
     checkpoint = torch.load(out / "checkpoint.pt", weights_only=True)
     assert checkpoint["best_epoch"] == int(best["epoch"])
-    saved = load_bundle(out)[0].state_dict()
+    saved = {k: v for k, v in load_bundle(out)[0].state_dict().items() if not k.startswith("unknown.")}  # + its bank
     assert saved.keys() == checkpoint["best_state"].keys()
     assert all(torch.equal(saved[k], checkpoint["best_state"][k]) for k in saved)
     assert not all(torch.equal(saved[k], checkpoint["model"][k]) for k in saved)  # epoch 6's weights differ
