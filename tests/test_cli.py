@@ -100,8 +100,8 @@ AUGMENT_FLAGS = [
 ]  # fmt: skip
 TRAIN_OPTIONS = [
     "--method", "--backbone", "--weights", "--input-size", "--out", "--overwrite", "--seed", "--val-frac",
-    "--test-frac", "--split-file", "--class-weight", "--tta", "--unknown-recall", "--batch-size", "--device", "--precision",
-    "--time-budget", "--views", "--help",
+    "--test-frac", "--split-file", "--class-weight", "--tta", "--unknown-recall", "--batch-size", "--device",
+    "--precision", "--time-budget", "--views", "--help",
 ]  # fmt: skip
 
 
