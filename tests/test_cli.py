@@ -150,7 +150,7 @@ def test_train_help_lists_every_option_in_its_panel(run_cli) -> None:  # type: i
     assert res.code == 0
     panels = help_panels(res.out)
     assert panels["Options"] == TRAIN_OPTIONS
-    assert panels["Feature method (--method features, auto)"] == ["--feature-layer", "--head", "--C"]
+    assert panels["Feature method (--method features, auto)"] == ["--unlabelled", "--feature-layer", "--head", "--C"]
     assert panels["Fine-tuning (--method finetune, scratch, auto)"] == FINETUNE_FLAGS
     assert panels["Augmentation (each flag changes the preset)"] == AUGMENT_FLAGS
     assert "--no-hflip" in res.out and "--no-tta" in res.out
