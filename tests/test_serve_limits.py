@@ -346,9 +346,10 @@ with ThreadPoolExecutor(1) as pool:
 
 def test_limits_are_checked_together_and_name_the_flags() -> None:
     with pytest.raises(ConfigError) as err:
-        Limits(threads=0, large_threads=0, max_pending=0, max_upload_mb=0, timeout=0, max_batch_pixels=1)
+        Limits(threads=0, large_threads=0, max_pending=0, max_upload_mb=0, max_queue=0, timeout=0, max_batch_pixels=1)
     message = str(err.value)
-    for flag in ("--threads", "--large-threads", "--max-pending", "--max-upload-mb", "--timeout", "--max-batch-mp"):
+    flags = ("--threads", "--large-threads", "--max-pending", "--max-upload-mb", "--max-queue", "--timeout")
+    for flag in (*flags, "--max-batch-mp"):
         assert flag in message
     assert "Got 0" in message
 
@@ -364,6 +365,7 @@ def test_model_lists_every_limit(client: TestClient) -> None:
         "large_threads": 1,
         "max_pending": 16,
         "max_upload_mb": 256,
+        "max_queue": 64,
         "timeout_seconds": 30.0,
     }
 

@@ -41,7 +41,7 @@ def serve(
     threads: Annotated[
         int,
         typer.Option(
-            help="Small images decoded, or batches run through the network, at once (default: one per core, at most 2)."
+            help="Small images decoded at once (default: one per core, at most 2); the network has a thread of its own."
         ),
     ] = Limits.threads,
     large_threads: Annotated[
@@ -60,6 +60,13 @@ def serve(
             "--max-upload-mb", help="MB of uploads held at once; a request that would pass it is answered 503."
         ),
     ] = Limits.max_upload_mb,
+    max_queue: Annotated[
+        int,
+        typer.Option(
+            help="Decoded images waiting for the network, whose passes batch the requests that arrive together; "
+            "a request that would pass it is answered 503."
+        ),
+    ] = Limits.max_queue,
     timeout: Annotated[
         float, typer.Option(help="Seconds a request may take; then it is answered 504 (408 while it uploads).")
     ] = Limits.timeout,
@@ -76,7 +83,8 @@ def serve(
 
     limits = Limits(  # checked before the model is loaded
         max_mb=max_mb, max_batch=max_batch, max_batch_pixels=round(max_batch_mp * 1e6), threads=threads,
-        large_threads=large_threads, max_pending=max_pending, max_upload_mb=max_upload_mb, timeout=timeout,
+        large_threads=large_threads, max_pending=max_pending, max_upload_mb=max_upload_mb, max_queue=max_queue,
+        timeout=timeout,
     )  # fmt: skip
     check_port_free(host, port)
     predictor = load(bundle, engine=engine or "auto")

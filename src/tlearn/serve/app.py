@@ -15,9 +15,11 @@ deep (400); see `errors.py`. Bodies are counted as they arrive, so an oversized 
 rather than read (`uploads.py`). A server at its limits says so: 503 with Retry-After when
 `max_pending` requests are in progress or their uploads fill `max_upload_mb`, 413 for more pixels
 in one request than `max_batch_pixels`, 408 / 504 past `timeout` seconds (`limits.py`, `work.py`).
-Decoding and inference run on fixed pools of threads (`threads`, and `large_threads` for large
-images): the event loop stays free to accept requests while Pillow and the model work, and memory
-stays within the bound stated in `limits.py`. The endpoints themselves are in `routes.py`.
+Decoding runs on fixed pools of threads (`threads`, and `large_threads` for large images), and the
+network on a thread of its own, one pass at a time over the images of every request waiting
+(`batching.py`; 503 past `max_queue` images queued): the event loop stays free to accept requests
+while Pillow and the model work, and memory stays within the bound stated in `limits.py`. The
+endpoints themselves are in `routes.py`.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ def create_app(
     large_threads: int = Limits.large_threads,
     max_pending: int = Limits.max_pending,
     max_upload_mb: float = Limits.max_upload_mb,
+    max_queue: int = Limits.max_queue,
     timeout: float = Limits.timeout,
 ) -> FastAPI:
     """A FastAPI app serving `predictor` (loaded once, shared by every request).
@@ -68,6 +71,7 @@ def create_app(
         large_threads=large_threads,
         max_pending=max_pending,
         max_upload_mb=max_upload_mb,
+        max_queue=max_queue,
         timeout=timeout,
     )
     served = routes.Served(
@@ -82,7 +86,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
-        served.work.close()
+        await served.work.close()
 
     app = FastAPI(
         title=f"tlearn: {served.name}",

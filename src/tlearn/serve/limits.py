@@ -5,8 +5,10 @@ Memory is what the limits bound, beyond the model and its runtime:
             pixel for an RGB PNG, 23 for RGBA, 27 for a 16-bit PNG and 31 for a float TIFF, so a 50 MP
             image takes 0.4 to 1.5 GB while it decodes. A JPEG is decoded at a reduced scale (a few MB).
             Large images (over LARGE_DECODE_PIXELS, JPEGs counted at a sixteenth) decode at most
-            `large_threads` at once, and everything else, small images and batches through the network,
-            on `threads` threads of its own: at most large_threads x 1.5 GB + threads x 0.13 GB.
+            `large_threads` at once, and small images on `threads` threads of their own: at most
+            large_threads x 1.5 GB + threads x 0.13 GB.
+  queue     decoded images waiting for the network: at most `max_queue`, 0.6 MB each at 224 px (38 MB
+            with the default), plus one pass of at most 32 images on the network's thread.
   uploads   the bodies of the requests in progress are held until each is answered: at most
             `max_upload_mb` of them at once (one request is always taken, up to its own limit of
             `max_batch` files of `max_mb`); JSON needs up to 1.75 times more while it is parsed.
@@ -30,7 +32,8 @@ SERVER_MAX_PIXELS = 50_000_000
 # Sixteen 12 MP phone photos fit one request; sixteen 49 MP PNGs (785 MP, 7 to 15 s of decoding here) do not.
 SERVER_MAX_BATCH_PIXELS = 200_000_000
 
-# One thread per core decodes small images and runs the network: more would only queue inside Pillow and torch.
+# One thread per core decodes small images: more would only queue inside Pillow. The network has a thread of its
+# own (one forward pass at a time, over the images of every request waiting: see batching.py).
 SERVER_THREADS = cpu_workers(2)
 
 # A large image holds a core for a second or more and up to 1.5 GB (see above): one at a time by default,
@@ -53,11 +56,14 @@ class Limits:
     max_batch         most images in one /predict/batch request (--max-batch)
     max_pixels        largest image decoded, width x height read from its header
     max_batch_pixels  most pixels in one request, summed over its images (--max-batch-mp, in megapixels)
-    threads           small images decoding, or batches in the network, at once (--threads)
+    threads           small images decoding at once (--threads); the network runs one pass at a time
+                      on a thread of its own
     large_threads     large images decoding at once, on threads of their own (--large-threads)
     max_pending       requests in progress at once; one more is answered 503 with Retry-After (--max-pending)
     max_upload_mb     MB of request bodies held at once; a request that would pass it waits its turn as a
                       503 with Retry-After, unless it is the only one (--max-upload-mb)
+    max_queue         decoded images waiting for the network; a request whose images would pass it is
+                      answered 503 with Retry-After, unless the queue is empty (--max-queue)
     timeout           seconds from a request's admission to its answer: 408 while its body is still
                       arriving, 504 after (--timeout)
     """
@@ -70,6 +76,7 @@ class Limits:
     large_threads: int = SERVER_LARGE_THREADS
     max_pending: int = 16
     max_upload_mb: float = 256
+    max_queue: int = 64  # two full passes: a 64th image waits at most two passes (0.4 s of MobileNetV2 here)
     timeout: float = 30
 
     def __post_init__(self) -> None:
@@ -81,6 +88,7 @@ class Limits:
             ("--threads", self.threads),
             ("--large-threads", self.large_threads),
             ("--max-pending", self.max_pending),
+            ("--max-queue", self.max_queue),
         ):
             if count < 1:
                 problems.append(f"{flag} must be 1 or more. Got {count}.")
@@ -124,5 +132,6 @@ class Limits:
             "large_threads": self.large_threads,
             "max_pending": self.max_pending,
             "max_upload_mb": self.max_upload_mb,
+            "max_queue": self.max_queue,
             "timeout_seconds": float(self.timeout),
         }

@@ -1,19 +1,22 @@
-"""The server's work, kept within its `Limits`: requests admitted or turned away, images decoded and batches
-run on fixed pools of threads, and a deadline for each request.
+"""The server's work, kept within its `Limits`: requests admitted or turned away, images decoded on fixed
+pools of threads, the images of concurrent requests batched into shared forward passes, and a deadline
+for each request.
 
     body = announced_body(request, ...)            # 400 / 413 / 415 from the headers alone
     async with work.admit(body.expected) as admitted:  # 503 busy + Retry-After: too many requests or bytes
         uploads = await read_uploads(request, body, ...)  # 408 if the body is still arriving at the deadline
         admitted.body_read()
-        found = await work.predict(datas, top_k=k)  # 413 over max_batch_pixels; 504 at the deadline
+        found = await work.predict(datas, top_k=k)  # 413 over max_batch_pixels; 503 queue full; 504 late
 
-Every image decode and every batch through the network is one job on a pool of threads: `large_threads`
-for images that are large to decode (known from their headers: Pillow opens lazily), `threads` for the
-rest, so no more than that many run at once however many requests wait, and a small request is not
-queued behind someone's 50 MP PNGs. A request's pixels are summed from the same headers before any is
-decoded. At the deadline the request's queued jobs are cancelled and it is answered; a job already
-running cannot be interrupted, finishes on its thread and is dropped, so the pools, not the deadline,
-are what bound memory.
+Every image decode is one job on a pool of threads: `large_threads` for images that are large to decode
+(known from their headers: Pillow opens lazily), `threads` for the rest, so no more than that many run
+at once however many requests wait, and a small request is not queued behind someone's 50 MP PNGs. A
+request's pixels are summed from the same headers before any is decoded. Decoded images go to the
+`Batcher` (`batching.py`), which runs the network one pass at a time on a thread of its own, on the
+images of every request waiting (up to NETWORK_BATCH, gathered for at most BATCH_WAIT seconds), and
+refuses a request with 503 when `max_queue` images already wait. At the deadline the request's queued
+jobs are cancelled and it is answered; a job already running cannot be interrupted, finishes on its
+thread and is dropped, so the pools, not the deadline, are what bound memory.
 """
 
 from __future__ import annotations
@@ -24,11 +27,10 @@ import math
 import threading
 import time
 import warnings
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from functools import partial
 from typing import TypeVar
 
 import anyio
@@ -40,10 +42,15 @@ from tlearn.core.errors import ImageError
 from tlearn.infer.heatmaps import Explained, explain_images
 from tlearn.infer.predictor import BasePredictor
 from tlearn.infer.results import Prediction
+from tlearn.serve.batching import Batcher, QueueFull
 from tlearn.serve.errors import MB, ApiError
 from tlearn.serve.limits import JPEG_SHARE, LARGE_DECODE_PIXELS, Limits
 
-NETWORK_BATCH = 32  # images per forward pass, as `predict_many` batches them
+NETWORK_BATCH = 32  # most images per forward pass, as `predict_many` batches them
+
+# How long the first image of a batch waits for others. Decoding a photo takes 5 to 20 ms and a pass of
+# MobileNetV2 30 ms or more, so a few ms catch the requests that arrive together and cost a lone one little.
+BATCH_WAIT = 0.003
 
 A = TypeVar("A")
 R = TypeVar("R")
@@ -57,6 +64,18 @@ class Admitted:
 
     def body_read(self) -> None:
         self.reading = False
+
+
+@dataclass(frozen=True)
+class Answers:
+    """What one forward pass answers: (N, K) probabilities and (N,) unknown scores (None for a bundle without
+    an unknown answer); a slice of it is the answers to those rows (what the batcher hands each request)."""
+
+    proba: np.ndarray
+    scores: np.ndarray | None
+
+    def __getitem__(self, rows: slice) -> Answers:
+        return Answers(self.proba[rows], None if self.scores is None else self.scores[rows])
 
 
 @dataclass(frozen=True)
@@ -77,9 +96,12 @@ class Work:
         self._pending = 0
         self._held = 0  # bytes of the bodies of the requests in progress, as announced
         self._seconds = 1.0  # running mean of the seconds a request takes, for Retry-After
+        self.batcher = Batcher(self._forward, max_batch=NETWORK_BATCH, max_wait=BATCH_WAIT, max_queue=limits.max_queue)
 
-    def close(self) -> None:
-        """Stop the threads (at the app's shutdown); the next job starts new ones, as an app may start again."""
+    async def close(self) -> None:
+        """At the app's shutdown: answer the images queued for the network, then stop the threads; the next
+        job starts new ones, as an app may start again."""
+        await self.batcher.close()
         with self._lock:
             pools, self._pools = self._pools, None
         for pool in pools or ():
@@ -153,8 +175,10 @@ class Work:
         large = [h.large and h.pixels <= self.limits.max_pixels for h in headers]  # over the limit: not decoded
         prepared = await self._map(self._prepare, images, large=large)
         inputs = [p for p in prepared if isinstance(p, np.ndarray)]
-        (tops,) = await self._map(partial(self._top_k, k=top_k), [inputs], large=[False]) if inputs else ([],)
-        found = iter(tops)
+        found: Iterator[Prediction] = iter([])
+        if inputs:
+            answers = await self._answers(inputs)
+            found = iter(self.predictor.predictions([""] * len(inputs), answers.proba, answers.scores, top_k=top_k))
         return [p if isinstance(p, ImageError) else next(found) for p in prepared]
 
     async def explain(self, data: bytes) -> Explained | ImageError:
@@ -169,6 +193,20 @@ class Work:
             return explained[0]
         kind = failures[0].kind if failures else ImageError
         return kind(failures[0].reason if failures else "cannot be read")
+
+    async def _answers(self, inputs: list[np.ndarray]) -> Answers:
+        """The answers to one request's model inputs, from a forward pass shared with other requests."""
+        try:
+            return await self.batcher.run(np.stack(inputs))
+        except QueueFull as full:
+            wait = self.retry_after()
+            raise ApiError(
+                503,
+                "busy",
+                f"The server is busy: {full.waiting} images wait for the network, and it queues at most "
+                f"{full.limit}. Try again in {wait} s.",
+                headers={"Retry-After": str(wait)},
+            ) from None
 
     async def _map(self, fn: Callable[[A], R], items: Sequence[A], *, large: Sequence[bool]) -> list[R]:
         """`fn` of each item, each a job on the small or the large pool; if the request is cancelled, its
@@ -191,13 +229,15 @@ class Work:
         except ImageError as err:
             return err
 
-    def _top_k(self, inputs: list[np.ndarray], *, k: int) -> list[Prediction]:
-        out: list[Prediction] = []
-        for start in range(0, len(inputs), NETWORK_BATCH):
-            batch = np.stack(inputs[start : start + NETWORK_BATCH])
-            proba, scores = self.predictor.answer_of_inputs(batch)
-            out += self.predictor.predictions([""] * len(batch), proba, scores, top_k=k)
-        return out
+    def _forward(self, x: np.ndarray) -> Answers:
+        """The answers to (N, 3, H, W) inputs, at most NETWORK_BATCH per pass (on the network's thread)."""
+        parts = [
+            Answers(*self.predictor.answer_of_inputs(x[i : i + NETWORK_BATCH])) for i in range(0, len(x), NETWORK_BATCH)
+        ]
+        if len(parts) == 1:
+            return parts[0]
+        scores = [p.scores for p in parts if p.scores is not None]
+        return Answers(np.concatenate([p.proba for p in parts]), np.concatenate(scores) if scores else None)
 
 
 def read_header(data: bytes) -> Header:
