@@ -1,9 +1,19 @@
-"""`tlearn serve` under load on loopback: good requests among hostile ones, latency, errors by status, memory.
+"""`tlearn serve` under load on loopback: throughput against the engine's, good requests among hostile ones,
+latency, errors by status, memory.
 
     python -m benchmarks.serve_load [--bundle runs/demo] [--clients 8] [--seconds 30] [--baseline-seconds 10]
+                                    [--scale 1,8,32] [--scale-seconds 10]
 
 Starts `tlearn serve BUNDLE` in a subprocess on a free 127.0.0.1 port (default bundle: a tiny one trained
-here on synthetic shapes, in seconds), then runs two phases with `--clients` concurrent clients:
+here on synthetic shapes, in seconds; `--builtin` trains one on the built-in MobileNetV2 at 224 px instead).
+First the scaling figures (`--scale`; "" skips them):
+  engine    the bundle's network alone in this process, on pre-decoded inputs, at batch sizes 1, 8 and 32:
+            images per second, the ceiling the server can reach on this machine
+  scaling   a server of its own (with --max-pending at least the clients), then 1, 8 and 32 clients each
+            sending one 1600 x 1200 JPEG to /predict in a loop for `--scale-seconds`: requests per second,
+            p50 / p95 latency, throughput as a share of the engine's at batch 32, and p95 against the p50
+            of one client alone (the single-request latency)
+Then two phases with `--clients` concurrent clients (`--seconds 0` skips them):
   baseline  good requests only (one JPEG to /predict, or four to /predict/batch), `--baseline-seconds`
   mixed     the same good requests among bad ones: truncated and non-image files, a PNG header claiming
             100 MP, a batch of sixteen 49 MP PNGs (over the pixels of one request), a batch of four real
@@ -11,7 +21,7 @@ here on synthetic shapes, in seconds), then runs two phases with `--clients` con
             200,000 deep, JSON of a million tokens, a body over --max-mb; `--seconds`
 Every request is sent only to 127.0.0.1; each client starts no request after the phase's deadline (one
 in flight then ends within the server's --timeout), nor once a phase has sent `--max-requests`.
-Prints a table (p50 / p95 latency of good requests in each phase and
+Prints tables (the scaling figures; p50 / p95 latency of good requests in each phase and
 their ratio, counts by status for each kind of request, the server's peak RSS from /proc) and writes
 JSON to benchmarks/results/serve_load.json.
 """
@@ -133,8 +143,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def tiny_bundle(folder: Path) -> Path:
-    """A bundle trained here in a few seconds (tiny backbone, random weights, 64 px): no download."""
+def tiny_bundle(folder: Path, *, builtin: bool = False) -> Path:
+    """A bundle trained here in a few seconds (tiny backbone, random weights, 64 px): no download. With
+    `builtin`, the built-in MobileNetV2 at its 224 px (the network a user serves; a minute of CPU)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TLEARN_CACHE_DIR", str(folder / "cache"))
     import tlearn
@@ -142,8 +153,21 @@ def tiny_bundle(folder: Path) -> Path:
 
     data = make_sample_dataset(folder / "shapes", classes=4, per_class=24, seed=0)
     out = folder / "bundle"
-    tlearn.train(data, method="features", backbone="test_efficientnet", weights="none", input_size=64, out=out, C=1.0)
+    if builtin:
+        tlearn.train(data, method="features", out=out)
+    else:
+        tlearn.train(
+            data, method="features", backbone="test_efficientnet", weights="none", input_size=64, out=out, C=1.0
+        )
     return out
+
+
+def stop_server(server: subprocess.Popen[bytes]) -> None:
+    server.terminate()
+    try:
+        server.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        server.kill()
 
 
 def start_server(bundle: Path, port: int, extra: list[str], log: Path) -> subprocess.Popen[bytes]:
@@ -294,9 +318,92 @@ def print_table(result: dict[str, Any]) -> None:
     )  # fmt: skip
 
 
+# --- throughput against the engine's ----------------------------------------------------------------
+
+ENGINE_BATCHES = (1, 8, 32)  # 32: the most images the server puts in one forward pass (serve/work.py)
+
+
+def engine_throughput(bundle: Path, photo: bytes, *, seconds: float = 3.0) -> dict[str, float]:
+    """Images per second of the bundle's network alone on pre-decoded inputs, at each of ENGINE_BATCHES.
+
+    Loads the bundle the way `tlearn serve` does, decodes `photo` once, and times `proba_of_inputs`
+    (the call the server's batches make) on copies of it, after two warm-up passes per batch size.
+    """
+    from tlearn.infer.load import load
+
+    predictor = load(bundle, engine="auto")
+    x = predictor.model_input(predictor.pixels(photo))
+    out = {}
+    for size in ENGINE_BATCHES:
+        batch = np.stack([x] * size)
+        for _ in range(2):
+            predictor.proba_of_inputs(batch)
+        n, start = 0, time.perf_counter()
+        while (elapsed := time.perf_counter() - start) < seconds or n < 3:
+            predictor.proba_of_inputs(batch)
+            n += 1
+        out[str(size)] = round(n * size / elapsed, 1)
+    return out
+
+
+def scaling(bundle: Path, photo: bytes, clients: list[int], *, seconds: float, extra: list[str], folder: Path
+            ) -> list[dict[str, Any]]:  # fmt: skip
+    """One server, then each number of clients sending one JPEG per request to /predict for `seconds`."""
+    pending = ["--max-pending", str(max(16, 2 * max(clients)))] if "--max-pending" not in extra else []
+    port, log = free_port(), folder / "scaling-server.log"
+    server = start_server(bundle, port, [*extra, *pending], log)
+    url = f"http://{HOST}:{port}/"
+    one = [Kind("good: 1 JPEG", 1, True, multipart("predict", "file", [("a.jpg", photo, "image/jpeg")]))]
+    rows = []
+    try:
+        wait_until_up(url, server, log)
+        run_phase(url, one, clients=max(clients), seconds=2, max_requests=10_000, seed=0)  # warm-up: every shape
+        for n in clients:
+            start = time.monotonic()
+            outcomes = run_phase(url, one, clients=n, seconds=seconds, max_requests=100_000, seed=n)
+            elapsed = time.monotonic() - start
+            ok = latency(outcomes)
+            rows.append({
+                "clients": n,
+                "requests": len(outcomes),
+                "not_200": sum(1 for o in outcomes if o.status != "200"),
+                "requests_per_second": round(ok["n"] / elapsed, 1),
+                "p50_ms": ok.get("p50_ms"),
+                "p95_ms": ok.get("p95_ms"),
+            })  # fmt: skip
+    finally:
+        stop_server(server)
+    return rows
+
+
+def scaling_result(engine: dict[str, float], rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The rows with their share of the engine's batched throughput, and p95 against one client's p50."""
+    ceiling = engine[str(max(ENGINE_BATCHES))]
+    single = next((r["p50_ms"] for r in rows if r["clients"] == 1), None)
+    for r in rows:
+        r["share_of_engine"] = round(r["requests_per_second"] / ceiling, 3)
+        r["p95_over_single"] = round(r["p95_ms"] / single, 2) if single and r["p95_ms"] else None
+    return {"engine_images_per_second": engine, "single_request_ms": single, "clients": rows}
+
+
+def print_scaling(result: dict[str, Any]) -> None:
+    engine = result["engine_images_per_second"]
+    print("\nengine alone, pre-decoded inputs: " + ", ".join(f"batch {b}: {v:g} img/s" for b, v in engine.items()))
+    print(f"{'clients':>7} {'req/s':>7} {'of engine':>10} {'p50':>8} {'p95':>8} {'p95 / single':>13} {'not 200':>8}")
+    for r in result["clients"]:
+        ratio = f"{r['p95_over_single']:.2f}x" if r["p95_over_single"] else "-"
+        print(
+            f"{r['clients']:>7} {r['requests_per_second']:>7} {r['share_of_engine']:>10.0%} {r['p50_ms']:>6.0f} ms "
+            f"{r['p95_ms']:>5.0f} ms {ratio:>13} {r['not_200']:>8}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bundle", type=Path, help="bundle to serve (default: train a tiny one here)")
+    parser.add_argument("--builtin", action="store_true", help="train the default bundle on the built-in MobileNetV2")
+    parser.add_argument("--scale", default="1,8,32", help='clients for the scaling figures; "" skips them')
+    parser.add_argument("--scale-seconds", type=float, default=10, help="per number of clients")
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=30, help="length of the mixed phase")
     parser.add_argument("--baseline-seconds", type=float, default=10, help="good requests only first; 0 skips it")
@@ -304,15 +411,28 @@ def main() -> None:
     parser.add_argument("--server-args", default="", help='extra `tlearn serve` options, e.g. "--threads 1"')
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
-    if args.clients < 1 or args.seconds <= 0 or args.max_requests < 1:
-        parser.error("--clients and --max-requests must be 1 or more, --seconds more than 0.")
+    scale = [int(n) for n in args.scale.split(",") if n.strip()]
+    if args.clients < 1 or args.seconds < 0 or args.max_requests < 1 or any(n < 1 for n in scale):
+        parser.error("--clients, --scale and --max-requests must be 1 or more, --seconds 0 or more.")
 
     with tempfile.TemporaryDirectory(prefix="tlearn-serve-load-") as tmp:
         folder = Path(tmp)
-        bundle = args.bundle or tiny_bundle(folder)
+        bundle = args.bundle or tiny_bundle(folder, builtin=args.builtin)
         extra = args.server_args.split()
         max_mb = float(extra[extra.index("--max-mb") + 1]) if "--max-mb" in extra else 10.0
         photo, photos = jpeg((1600, 1200), 0), [jpeg((800, 600), i) for i in range(1, 5)]
+        scaled = None
+        if scale:
+            print("Engine alone on pre-decoded inputs...", flush=True)
+            engine = engine_throughput(bundle, photo)
+            print(f"Scaling: {', '.join(map(str, scale))} clients, {args.scale_seconds:g} s each...", flush=True)
+            rows = scaling(bundle, photo, scale, seconds=args.scale_seconds, extra=extra, folder=folder)
+            scaled = scaling_result(engine, rows)
+            print_scaling(scaled)
+        if args.seconds == 0:
+            write(args.out, {"bundle": str(args.bundle or "tiny (trained here)"), "server_args": extra,
+                             "scaling": scaled})  # fmt: skip
+            return
         print("Making the requests (the 49 MP PNGs take a few seconds)...", flush=True)
         menu = kinds(photo, photos, max_mb)
         port = free_port()
@@ -344,15 +464,12 @@ def main() -> None:
             except httpx.HTTPError:
                 up = False
         finally:
-            server.terminate()
-            try:
-                server.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                server.kill()
+            stop_server(server)
         server_log = log.read_text(errors="replace")
 
     result = {
         "bundle": str(args.bundle) if args.bundle else "tiny (trained here)",
+        "scaling": scaled,
         "clients": args.clients,
         "seconds": {"baseline": args.baseline_seconds, "mixed": args.seconds},
         "server_args": extra,
@@ -367,11 +484,29 @@ def main() -> None:
         "server_tracebacks": server_log.count("Traceback"),
     }
     print_table(result)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = args.out.with_suffix(".json.tmp")
+    write(args.out, result)
+
+
+def write(out: Path, result: dict[str, Any]) -> None:
+    result = {"machine": machine(), **result}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp_out = out.with_suffix(".json.tmp")
     tmp_out.write_text(json.dumps(result, indent=2) + "\n")
-    tmp_out.replace(args.out)
-    print(f"Wrote {args.out}")
+    tmp_out.replace(out)
+    print(f"Wrote {out}")
+
+
+def machine() -> str:
+    """The CPU's model name and the cores this process may use (absolute figures are this machine's)."""
+    name = ""
+    try:
+        name = next(
+            (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+             if line.startswith("model name")), "")  # fmt: skip
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{name or 'unknown CPU'}, {cores} cores"
 
 
 if __name__ == "__main__":
