@@ -43,7 +43,7 @@ def photos(shapes_master: Path) -> list[bytes]:
 class Passes:
     """Stands in for the engine's forward pass: counts the passes and their sizes, slows or holds them."""
 
-    def __init__(self, real: Callable[[np.ndarray], np.ndarray], *, delay: float = 0.0, hold: bool = False) -> None:
+    def __init__(self, real: Callable[[np.ndarray], Any], *, delay: float = 0.0, hold: bool = False) -> None:
         self.real, self.delay = real, delay
         self.sizes: list[int] = []
         self.started = threading.Event()
@@ -51,7 +51,7 @@ class Passes:
         if not hold:
             self.release.set()
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
+    def __call__(self, x: np.ndarray) -> Any:
         self.sizes.append(len(x))
         self.started.set()
         self.release.wait(timeout=30)
@@ -64,8 +64,8 @@ def passes(predictor: BasePredictor, monkeypatch: pytest.MonkeyPatch) -> Iterato
     made: list[Passes] = []
 
     def make(**kwargs: Any) -> Passes:
-        p = Passes(predictor.proba_of_batch, **kwargs)
-        monkeypatch.setattr(predictor, "proba_of_batch", p)
+        p = Passes(predictor.answer_of_batch, **kwargs)
+        monkeypatch.setattr(predictor, "answer_of_batch", p)
         made.append(p)
         return p
 
@@ -86,7 +86,12 @@ def post_all(url: str, bodies: list[bytes]) -> list[httpx.Response]:
 
 
 def answers(responses: list[httpx.Response]) -> list[Any]:
+    """Each response's top-k, or its error code."""
     return [r.json().get("predictions", r.json().get("error")) for r in responses]
+
+
+def unknown_scores(responses: list[httpx.Response]) -> list[float | None]:
+    return [r.json().get("unknown_score") for r in responses]
 
 
 def assert_same_answers(got: list[Any], alone: list[Any]) -> None:
@@ -106,11 +111,14 @@ def test_concurrent_requests_share_forward_passes_and_get_their_own_answers(
 ) -> None:
     app = create_app(predictor, top_k=4)
     with running_server(app) as url:
-        alone = answers([httpx.post(url + "predict", content=p, headers=JPEG, timeout=30) for p in photos])
+        one_by_one = [httpx.post(url + "predict", content=p, headers=JPEG, timeout=30) for p in photos]
+        alone, scores_alone = answers(one_by_one), unknown_scores(one_by_one)
+        assert None not in scores_alone
         p = passes(delay=0.2)  # while one pass runs, the other requests arrive and wait for the next
         together = post_all(url, photos)
     assert [r.status_code for r in together] == [200] * 8
     assert_same_answers(answers(together), alone)
+    assert unknown_scores(together) == pytest.approx(scores_alone, abs=1e-5)  # the second output is routed too
     assert len({a[0]["class"] for a in alone}) == 4  # the photos differ, so a mix-up could not pass
     assert sum(p.sizes) == 8 and len(p.sizes) < 8, p.sizes  # fewer passes than requests
     assert max(p.sizes) > 1
