@@ -20,6 +20,11 @@ from tlearn.report.diagnosis import Diagnosis, diagnose
 from tlearn.report.html import bullets, card, figure, folded, json_block, kv_table, table
 from tlearn.report.run_data import Run
 
+SCORE_WORDS = {
+    "knn": "knn: cosine distance of the image's features to the nearest training image",
+    "knn_msp": "knn_msp: cosine distance to the nearest training image plus 1 - the top probability, each "
+    "standardised on the validation images",
+}
 MISTAKES_SHOWN = 12  # tiles in the mistakes grid; the table under it lists up to MISTAKES_LISTED
 MISTAKES_LISTED = 100
 LABEL_ISSUES_SHOWN = 12  # tiles in the label check's grid; the table under it lists every flagged image
@@ -334,9 +339,7 @@ def _unknown(run: Run) -> str:
             "validation part was too small to set a threshold): every image gets one of its classes.</p>"
         )
     facts = {
-        "score": f"{rule.kind}: cosine distance of the image's features to the nearest training image"
-        if rule.kind == "knn"
-        else rule.kind,
+        "score": SCORE_WORDS.get(rule.kind, rule.kind),
         "threshold": f"{rule.threshold:.4f} (above it: unknown)",
         "known validation images kept": f"{rule.recall:.1%} of {rule.val_images} (asked: the threshold's recall)",
         "known test images kept": "" if rule.test_recall is None else f"{rule.test_recall:.1%}",
