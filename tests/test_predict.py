@@ -235,3 +235,30 @@ def test_decoding_threads_are_counted_where_sched_getaffinity_does_not_exist(mon
     assert cpu_workers(8) == 8
     monkeypatch.setattr(os, "cpu_count", lambda: None)  # unknown
     assert cpu_workers(8) == 1
+
+
+def test_the_pipeline_predicts_what_decoding_then_the_eval_transform_predicts(
+    clf: BasePredictor, shapes_master: Path
+) -> None:
+    files = some_images(shapes_master, 3)
+    plain = clf.proba_of_inputs(np.stack([clf.model_input(clf.pixels(f)) for f in files]))  # the two-step path
+    piped = clf.predict_proba(files, batch_size=5)  # threads, one-resize crops, batches of 5
+    assert piped.argmax(1).tolist() == plain.argmax(1).tolist()
+    assert np.abs(piped - plain).max() < 2e-3  # pixels within one grey level; measured: 3e-4
+    np.testing.assert_allclose(piped, clf.predict_proba(files, batch_size=32), atol=1e-6)  # batching changes nothing
+
+
+def test_broken_files_between_good_ones_fail_one_at_a_time(clf: BasePredictor, shapes: Path) -> None:
+    good = some_images(shapes, 2)
+    broken = add_broken_files(shapes, "red_circle")
+    items = [good[0], *(shapes / "red_circle" / n for n in broken), *good[1:]]
+    result = clf.predict_many(items, batch_size=2)
+    assert [p.source for p in result.items] == [str(f) for f in good]
+    assert {Path(f.source).name: f.reason.split(" (")[0] for f in result.failures} == {
+        "truncated.jpg": "truncated or corrupt", "empty.jpg": "file is empty", "notes.jpg": "not an image",
+    }  # fmt: skip
+    assert all("\n" not in f.reason for f in result.failures)
+    alone = clf.top_k(clf.predict_proba(good), 3)  # what each good image gives without the broken ones
+    assert [[s.label for s in p.top] for p in result.items] == [[s.label for s in top] for top in alone]
+    got = [[s.probability for s in p.top] for p in result.items]
+    np.testing.assert_allclose(got, [[s.probability for s in top] for top in alone], atol=1e-6)

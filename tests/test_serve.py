@@ -281,7 +281,7 @@ def test_the_status_says_why_by_the_type_of_the_error_not_its_words(
     def refuse(*args: object, **kwargs: object) -> None:
         raise kind("reworded: no known prefix here")
 
-    monkeypatch.setattr(tlearn.infer.inputs, "decode_image", refuse)
+    monkeypatch.setattr(tlearn.infer.inputs, "decode_eval_pixels", refuse)
     res = client.post("/predict", files={"file": ("a.jpg", photo, "image/jpeg")})
     assert res.status_code == status
     assert res.json() == {"error": error, "detail": "a.jpg: reworded: no known prefix here."}

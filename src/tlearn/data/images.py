@@ -50,9 +50,16 @@ class DecodedImage:
     mode: str
 
 
-def open_image(source: Path | bytes | BinaryIO, *, max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """Open an image fully decoded, upright and in 8-bit RGB. Raises ImageError."""
-    img, _ = _open(source, max_pixels=max_pixels, short_side=None)
+def open_image(
+    source: Path | bytes | BinaryIO, *, max_pixels: int = MAX_PIXELS, at_least: int | None = None
+) -> Image.Image:
+    """Open an image decoded, upright and in 8-bit RGB. Raises ImageError.
+
+    With `at_least`, a JPEG is decoded at the smallest DCT scale (1/2, 1/4, 1/8) that keeps both
+    sides at or above `at_least` pixels (never below: nothing downstream enlarges what this shrank);
+    other formats, and JPEGs not twice that size, are decoded in full.
+    """
+    img, _ = _open(source, max_pixels=max_pixels, short_side=at_least)
     return img
 
 

@@ -16,6 +16,7 @@ from PIL import Image
 
 from tlearn.core.errors import ConfigError, ImageError
 from tlearn.core.preprocessing import Preprocessing
+from tlearn.data.eval_pixels import decode_eval_pixels, eval_pixels
 from tlearn.data.images import MAX_PIXELS, decode_image, is_image_path, shrink_to_short_side, upright_rgb
 from tlearn.data.sources import FileWalk, display_path
 from tlearn.infer.results import Failure
@@ -71,15 +72,25 @@ def decode_input(image: ImageInput, prep: Preprocessing, *, max_pixels: int = MA
             source, short_side=prep.working_short_side, resample=prep.resample, max_pixels=max_pixels
         )
         return decoded.pixels  # decode_image raises ImageError and nothing else, whatever the bytes
-    if isinstance(image, Image.Image):
-        img = upright_rgb(image)
-    elif isinstance(image, np.ndarray):
-        img = Image.fromarray(_as_uint8_rgb(image))
-    else:
-        raise ImageError(
-            f"cannot predict on a {type(image).__name__}: pass a path, bytes, a PIL image or a uint8 array"
-        )
+    img = _as_rgb_image(image)
     return np.array(shrink_to_short_side(img, prep.working_short_side, resample=prep.resample))  # writable
+
+
+def _as_rgb_image(image: ImageInput) -> Image.Image:
+    """A PIL image (turned upright) or an array of the Python API as an RGB PIL image. Raises ImageError."""
+    if isinstance(image, Image.Image):
+        return upright_rgb(image)
+    if isinstance(image, np.ndarray):
+        return Image.fromarray(_as_uint8_rgb(image))
+    raise ImageError(f"cannot predict on a {type(image).__name__}: pass a path, bytes, a PIL image or a uint8 array")
+
+
+def decode_eval_input(image: ImageInput, prep: Preprocessing, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """One input as uint8 (h, w, 3) RGB at the input size: the eval transform's pixels, made while
+    decoding (see `data/eval_pixels.py`). Raises ImageError, as `decode_input` does."""
+    if isinstance(image, str | Path | bytes):
+        return decode_eval_pixels(image if isinstance(image, bytes) else Path(image), prep, max_pixels=max_pixels)
+    return eval_pixels(_as_rgb_image(image), prep)
 
 
 def as_list(images: Sequence[ImageInput] | ImageInput) -> list[ImageInput]:

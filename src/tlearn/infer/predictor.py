@@ -1,9 +1,10 @@
 """Using a trained bundle from Python: `clf = tlearn.load(bundle)`, then `clf.predict(images)`.
 
-Images may be file paths, encoded bytes, PIL images or uint8 (H, W, 3) arrays. They are decoded and
-shrunk the way training decoded them (same working size and interpolation, see `inputs.py`), then go
-through the bundle's own eval transform and network, so a bundle predicts what it predicted when it
-was evaluated.
+Images may be file paths, encoded bytes, PIL images or uint8 (H, W, 3) arrays. Each is decoded
+straight to the pixels of the bundle's eval crop (the working size and interpolation training decoded
+with, the crop's box resized in one step: `data/eval_pixels.py`, within one grey level of decoding
+then cropping), then goes through the bundle's network, so a bundle predicts what it predicted when
+it was evaluated.
 
 Two engines run a bundle: `Predictor` (its PyTorch network) and `OnnxPredictor` (an exported ONNX
 graph, in `onnx_predictor.py`). Both are a `BasePredictor`: decoding on a thread pool, the eval
@@ -35,8 +36,9 @@ from tlearn.core.errors import BundleError, ConfigError, ImageError
 from tlearn.core.progress import Progress, no_progress
 from tlearn.core.threads import cpu_workers
 from tlearn.data.augment import build_eval_transform
+from tlearn.data.eval_pixels import to_model_input
 from tlearn.data.images import MAX_PIXELS
-from tlearn.infer.inputs import ImageInput, as_list, decode_input, input_name
+from tlearn.infer.inputs import ImageInput, as_list, decode_eval_input, decode_input, input_name
 from tlearn.infer.results import Failure, Prediction, Predictions, Scored
 from tlearn.models.classifier import Classifier
 from tlearn.models.tta import mirror_proba
@@ -102,6 +104,17 @@ class BasePredictor(ABC):
         """The eval transform: decoded pixels -> float32 (3, H, W) in [0, 1] at the input size."""
         out: torch.Tensor = self._transform(pixels)
         return out.numpy()
+
+    def input_pixels(self, image: ImageInput, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+        """One input straight to uint8 (h, w, 3) at the input size: what prediction runs. Raises ImageError.
+
+        The same pixels as `model_input(pixels(image))` within one grey level, several times cheaper.
+        """
+        return decode_eval_input(image, self.preprocessing, max_pixels=max_pixels)
+
+    def prepare_input(self, image: ImageInput, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+        """One input as the model's float32 (3, H, W) in [0, 1]. Raises ImageError."""
+        return to_model_input(self.input_pixels(image, max_pixels=max_pixels))
 
     # Probabilities.
 
@@ -254,7 +267,7 @@ class BasePredictor(ABC):
                 idx.append(i)
                 xs.append(prepared)
             if len(xs) == batch_size or i == total - 1:
-                yield idx, np.stack(xs) if xs else np.zeros((0, 3, h, w), np.float32), failed
+                yield idx, to_model_input(np.stack(xs)) if xs else np.zeros((0, 3, h, w), np.float32), failed
                 idx, xs, failed = [], [], []
 
     def _batches(
@@ -277,15 +290,18 @@ class BasePredictor(ABC):
     def _prepared(
         self, items: Sequence[ImageInput], *, ahead: int, max_pixels: int
     ) -> Iterator[np.ndarray | ImageError]:
-        """Model inputs (3, H, W) in input order, or the ImageError of each input that cannot be read.
+        """uint8 (h, w, 3) pixels at the input size in input order, or the ImageError of each input that
+        cannot be read.
 
         Decoding runs on a thread pool at most `ahead` inputs in front of the caller, so inference on
         one batch overlaps the decoding of the next and memory stays flat on a folder of any size.
+        Pillow releases the GIL while it decodes and resizes, and nothing on these threads uses torch,
+        whose threads would compete with the engine's for the same cores.
         """
 
         def prepare(item: ImageInput) -> np.ndarray | ImageError:
             try:
-                return self.model_input(self.pixels(item, max_pixels=max_pixels))
+                return self.input_pixels(item, max_pixels=max_pixels)
             except ImageError as err:
                 return err
 

@@ -225,7 +225,7 @@ class Work:
 
     def _prepare(self, data: bytes) -> np.ndarray | ImageError:
         try:
-            return self.predictor.model_input(self.predictor.pixels(data, max_pixels=self.limits.max_pixels))
+            return self.predictor.prepare_input(data, max_pixels=self.limits.max_pixels)
         except ImageError as err:
             return err
 
