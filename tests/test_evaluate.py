@@ -191,7 +191,9 @@ def test_tta_averages_with_the_mirror_image(bundle: Path, shapes_master: Path, t
     np.testing.assert_allclose(mirrored.proba, built_in.proba, atol=1e-5)
     assert mirrored.metrics.log_loss == pytest.approx(built_in.metrics.log_loss, abs=1e-4)
     predicted = tlearn.load(plain_dir).predict_proba(list(mirrored.paths), tta=True)
-    np.testing.assert_allclose(mirrored.proba, predicted, atol=1e-5)
+    # predict decodes files straight to the crop (pixels within one grey level of evaluate's decode + crop)
+    np.testing.assert_allclose(mirrored.proba, predicted, atol=1e-3)
+    assert (mirrored.proba.argmax(1) == predicted.argmax(1)).all()
 
     again = evaluate_bundle(bundle, shapes_master, split="val", tta=True)  # the mirror is there already
     np.testing.assert_allclose(again.proba, built_in.proba, atol=1e-6)
