@@ -1,6 +1,11 @@
 """tlearn against the plain way, in one process, on the same split: time, throughput, accuracy.
 
     python -m benchmarks.speed [--data ../shared/datasets/flowers17] [--weights ...mobilenetv2...]
+        [--stages extract,first-run,warmup,finetune,predict] [--finetuned-bundle DIR]
+    python -m benchmarks.speed --table      # rewrite README.md's tables from the JSON
+
+A run of some stages replaces their rows in the JSON and keeps the others'; every row records the
+machine and the date it ran on.
 
 "The plain way" is what the PyTorch transfer-learning tutorial and the Keras guide do, written here
 faithfully: a Dataset that opens and decodes every JPEG at each epoch (Pillow, torchvision Resize /
@@ -10,16 +15,19 @@ mode it collapses these weights to chance). Both sides use the shared MobileNetV
 split: 30% test per class (seed 0), 10% validation, the rest to train.
 
 Stages: feature extraction (throughput and agreement of the features), the feature method end to
-end (first run, rerun, and first run with the fast settings), the warm-up phase (20 epochs of head
-training on the frozen base), fine-tuning the last two stages to the accuracy target, and prediction on 1,000 images.
-Prints one table with the ratios and writes JSON.
+end (first run with where its time goes, rerun, and first run with the fast settings), the warm-up phase
+(20 epochs of head training on the frozen base), fine-tuning the last two stages to the accuracy target,
+and prediction on 1,000 images (the engine alone, end to end and its share, the plain way: see
+benchmarks/predict_speed.py). Prints one table with the ratios and writes JSON.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
+import platform
 import tempfile
 import time
 from dataclasses import replace
@@ -38,6 +46,10 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 TARGET = 0.965
 PLAIN_BATCH = 16
+STAGES = ("extract", "first-run", "warmup", "finetune", "predict")
+README = ROOT / "README.md"
+TABLE_START, TABLE_END = "<!-- speed.json: stages -->", "<!-- /speed.json: stages -->"
+PREDICT_START, PREDICT_END = "<!-- speed.json: predict -->", "<!-- /speed.json: predict -->"
 
 
 # --- the plain way ---------------------------------------------------------------------------------
@@ -148,17 +160,40 @@ def main() -> None:
     parser.add_argument("--weights", type=Path, default=SHARED / "weights" / "mobilenetv2_100.tf_in1k.safetensors")
     parser.add_argument("--plain-finetune-epochs", type=int, default=10)
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "speed.json")
+    parser.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated, of {', '.join(STAGES)}")
+    parser.add_argument("--finetuned-bundle", type=Path, help="predict stage: this bundle instead of training one")
+    parser.add_argument("--table", action="store_true", help="only rewrite README.md's tables from the JSON")
     args = parser.parse_args()
+    if args.table:
+        write_tables(json.loads(args.json.read_text()), README)
+        return
+    stages = set(args.stages.split(","))
+    if stages - set(STAGES):
+        parser.error(f"--stages: unknown {', '.join(sorted(stages - set(STAGES)))}; choose from {', '.join(STAGES)}")
     torch.manual_seed(0)
-    rows: list[dict[str, Any]] = []
+    doc: dict[str, Any] = json.loads(args.json.read_text()) if args.json.is_file() else {"rows": []}
+    rows: list[dict[str, Any]] = doc["rows"]
+    where = {"machine": machine(), "date": datetime.date.today().isoformat(), "threads": torch.get_num_threads()}
+
+    def save() -> None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)  # after every stage: a late failure keeps the rest
+        args.json.write_text(json.dumps(doc, indent=1))
+
+    def put(new: dict[str, Any]) -> None:
+        """Replace the row of this stage, or add it (in the order of the first full run)."""
+        new = {**new, **where}
+        at = next((i for i, r in enumerate(rows) if r["stage"] == new["stage"]), None)
+        if at is None:
+            rows.append(new)
+        else:
+            rows[at] = new
+        save()
 
     def row(stage: str, plain_s: float, tlearn_s: float, *, plain_acc: float | None = None,
-            tlearn_acc: float | None = None, note: str = "") -> None:  # fmt: skip
-        rows.append({"stage": stage, "plain_s": plain_s, "tlearn_s": tlearn_s, "ratio": plain_s / tlearn_s,
-                     "plain_acc": plain_acc, "tlearn_acc": tlearn_acc, "note": note})  # fmt: skip
+            tlearn_acc: float | None = None, note: str = "", **extra: Any) -> None:  # fmt: skip
+        put({"stage": stage, "plain_s": plain_s, "tlearn_s": tlearn_s, "ratio": plain_s / tlearn_s,
+             "plain_acc": plain_acc, "tlearn_acc": tlearn_acc, "note": note, **extra})  # fmt: skip
         print(f"  {stage}: plain {plain_s:.1f}s, tlearn {tlearn_s:.1f}s, x{plain_s / tlearn_s:.1f} {note}", flush=True)
-        args.json.parent.mkdir(parents=True, exist_ok=True)  # after every stage: a late failure keeps the rest
-        args.json.write_text(json.dumps({"rows": rows, "threads": torch.get_num_threads()}, indent=1))
 
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["TLEARN_CACHE_DIR"] = str(Path(tmp) / "cache")
@@ -166,8 +201,6 @@ def main() -> None:
         from tlearn.data.scan import scan_images
         from tlearn.data.sources import load_dataset
         from tlearn.training.config import TrainConfig
-        from tlearn.training.feature_method import compute_features, feature_trunk
-        from tlearn.training.linear import fit_linear
         from tlearn.training.run import _backbone, _labelled, _split, run
 
         base = TrainConfig(data=args.data, weights=str(args.weights), seed=0, val_frac=0.1, test_frac=0.3)
@@ -190,131 +223,228 @@ def main() -> None:
 
         # 1. feature extraction: the same images, every one once
         model = plain_model(args.weights, len(data.classes))
-        plain_feats, plain_s = plain_features(model, paths, data.labels)
-        t = time.perf_counter()
-        data.pixels.load()
-        shell = feature_trunk(backbone, "last")
-        ours = compute_features(shell, backbone, data, views=0, mirror=False, cfg=base).clean
-        tlearn_s = time.perf_counter() - t
-        cos = np.sum(plain_feats * ours, 1) / (np.linalg.norm(plain_feats, axis=1) * np.linalg.norm(ours, axis=1))
-
-        def probe(f: np.ndarray) -> float:
-            fit = fit_linear(f[split.train], data.labels[split.train], num_classes=len(data.classes), C=1.0)
-            return float((fit.logits(f[split.test]).argmax(1) == data.labels[split.test]).mean())
-
-        row("feature extraction (decode + network)", plain_s, tlearn_s + decode_s, plain_acc=probe(plain_feats),
-            tlearn_acc=probe(ours), note=f"{n / plain_s:.0f} vs {n / (tlearn_s + decode_s):.0f} img/s, "
-            f"cosine min {cos.min():.5f}; accuracy = linear probe C=1")  # fmt: skip
+        if stages & {"extract", "first-run"}:
+            plain_feats, plain_s = plain_features(model, paths, data.labels)
+        if "extract" in stages:
+            extraction_row(row, backbone, data, base, plain_feats, plain_s, decode_s)
 
         # 2. the feature method end to end: the plain way is extraction + a scikit-learn fit
-        from sklearn.linear_model import LogisticRegression
-
-        t = time.perf_counter()
-        clf = LogisticRegression(max_iter=2000).fit(plain_feats[split.train], data.labels[split.train])
-        plain_fit = time.perf_counter() - t
-        plain_acc = float(clf.score(plain_feats[split.test], data.labels[split.test]))
         os.environ["TLEARN_CACHE_DIR"] = str(Path(tmp) / "cache-e2e")
         feats_cfg = replace(base, method="features", val_frac=0.0, out=Path(tmp) / "f1")
-        t = time.perf_counter()
-        first = run(feats_cfg)
-        first_s = time.perf_counter() - t
-        t = time.perf_counter()
-        again = run(replace(feats_cfg, out=Path(tmp) / "f2"))
-        again_s = time.perf_counter() - t
-        row("feature method, first run", plain_s + plain_fit, first_s, plain_acc=plain_acc,
-            tlearn_acc=first.metrics["test"].accuracy, note="decode + extract + fit + evaluate")  # fmt: skip
-        row("feature method, rerun", plain_s + plain_fit, again_s, plain_acc=plain_acc,
-            tlearn_acc=again.metrics["test"].accuracy, note="from caches")  # fmt: skip
-        os.environ["TLEARN_CACHE_DIR"] = str(Path(tmp) / "cache-fast")
-        t = time.perf_counter()
-        fast = run(replace(feats_cfg, out=Path(tmp) / "f3", input_size=224, tta=False))
-        fast_s = time.perf_counter() - t
-        row("feature method, first run, fast", plain_s + plain_fit, fast_s, plain_acc=plain_acc,
-            tlearn_acc=fast.metrics["test"].accuracy,
-            note="--input-size 224 --no-tta: no FixRes, no mirror view")  # fmt: skip
+        if "first-run" in stages:
+            first = first_run_rows(row, feats_cfg, data, plain_feats, plain_s, tmp=Path(tmp))
+        elif "predict" in stages:
+            first = run(feats_cfg)
 
         # 3. warm-up: 20 epochs of the head on the frozen base
-        torch.manual_seed(0)
-        model = plain_model(args.weights, len(data.classes))
-        head = list(model.get_classifier().parameters())
-        trace = plain_epochs(model, head, pick(split.train), data.labels[split.train], epochs=20, lr=1e-3)
-        warm_plain = trace[-1][0]
-        warm_acc = plain_accuracy(model, pick(split.test), data.labels[split.test])
-        from tlearn.training.finetune import fit_finetune
-
-        ft_cfg = replace(
-            base, method="finetune", views=0, finetune=replace(base.finetune, head_epochs=20, patience=0, epochs=0)
-        )
-        os.environ["TLEARN_CACHE_DIR"] = str(Path(tmp) / "cache-warm")
-        (Path(tmp) / "warm").mkdir()
-        t = time.perf_counter()
-        warm = fit_finetune(backbone, data, ft_cfg, out=Path(tmp) / "warm")
-        warm_tlearn = time.perf_counter() - t
-        warm_tlearn_acc = float((warm.proba["test"].argmax(1) == data.labels[split.test]).mean())
-        row("warm-up, 20 epochs", warm_plain, warm_tlearn, plain_acc=warm_acc, tlearn_acc=warm_tlearn_acc,
-            note="frozen base every epoch vs cached features (image + mirror)")  # fmt: skip
-
-        # 4. fine-tuning the last two stages to the target
-        stages = backbone.stages[-2:]
-        named = dict(model.named_parameters())
-        top = [named[p] for s in stages for p in s.params if p in named] + head
-
-        def test_acc() -> float:
-            return plain_accuracy(model, pick(split.test), data.labels[split.test])
-
-        trace = plain_epochs(model, top, pick(split.train), data.labels[split.train], epochs=args.plain_finetune_epochs,
-                             lr=3e-4, evaluate=test_acc)  # fmt: skip
-        reached = next((s for s, a in trace if a >= TARGET), None)
-        plain_ft = warm_plain + (reached if reached is not None else trace[-1][0])
-        plain_ft_acc = max(a for _, a in trace)
-        os.environ["TLEARN_CACHE_DIR"] = str(Path(tmp) / "cache-ft")
-        t = time.perf_counter()
-        tuned = run(replace(base, method="finetune", out=Path(tmp) / "ft"))
-        ft_s = time.perf_counter() - t
-        note = (
-            "plain time to reach the target"
-            if reached is not None
-            else f"plain never reached {TARGET:.1%}: its whole run"
-        )
-        tuned_acc = tuned.metrics["test"].accuracy
-        row("fine-tune to the target", plain_ft, ft_s, plain_acc=plain_ft_acc, tlearn_acc=tuned_acc,
-            note=f"{note}; tlearn: whole run, decode to bundle")  # fmt: skip
+        if stages & {"warmup", "finetune"}:
+            tuned = finetune_rows(row, args, backbone, base, data, pick, model, tmp=Path(tmp), stages=stages)
+        elif "predict" in stages and args.finetuned_bundle is None:
+            os.environ["TLEARN_CACHE_DIR"] = str(Path(tmp) / "cache-ft")
+            tuned = run(replace(base, method="finetune", out=Path(tmp) / "ft"))
 
         # 5. prediction on 1,000 images with the ONNX engine
-        from tlearn.infer.inputs import find_images
-        from tlearn.infer.load import load
+        if "predict" in stages:
+            from benchmarks.predict_speed import measure, reduced_scale_check, test_files
+            from tlearn.infer.load import load
 
-        folder = Path(tmp) / "photos"
-        folder.mkdir()
-        for i, p in enumerate(paths[:1000]):
-            (folder / f"{i:04d}{p.suffix}").symlink_to(p)
-        files, _ = find_images([folder])
-        model.eval()
-        t = time.perf_counter()
-        with torch.no_grad():
-            for x, _ in loader(files, np.zeros(len(files), dtype=np.int64), train=False):
-                model(x).softmax(1)
-        plain_pred = time.perf_counter() - t
-        for name, bundle in (("feature-method bundle", first.out), ("fine-tuned bundle", tuned.out)):
-            predictor = load(bundle, engine="onnx")
-            t = time.perf_counter()
-            result = predictor.predict_many(files)
-            onnx_s = time.perf_counter() - t
-            size = "x".join(map(str, predictor.config.preprocessing.input_size))
-            row(f"predict 1,000 images, {name}", plain_pred, onnx_s,
-                note=f"{len(files) / plain_pred:.0f} vs {len(files) / onnx_s:.0f} img/s end to end, ONNX engine, "
-                f"{size} input, mirror TTA {'on' if predictor.config.flip_tta else 'off'} "
-                f"({len(result.items)} predicted)")  # fmt: skip
+            tuned_out = args.finetuned_bundle or tuned.out
+            for name, bundle in (("feature-method bundle", first.out), ("fine-tuned bundle", tuned_out)):
+                tests = test_files(bundle, args.data)
+                m = measure(bundle, paths[:1000], tests, batch_size=32)
+                if bundle == first.out:
+                    m["reduced_scale"] = reduced_scale_check(load(bundle, engine="onnx"), tests)
+                size = "x".join(map(str, m["size"]))
+                row(f"predict 1,000 images, {name}", m["plain_s"], m["e2e_s"], plain_acc=m["plain_acc"],
+                    tlearn_acc=m["acc"], note=f"{m['plain_ips']:.0f} vs {m['e2e_ips']:.0f} img/s end to end; "
+                    f"engine alone {m['engine_ips']:.0f} img/s, share {m['share']:.0%}; ONNX engine, {size} input, "
+                    f"mirror {'on' if m['mirror'] else 'off'}; plain = the same network in eager PyTorch",
+                    predict=m)  # fmt: skip
 
-    print()
-    print(f"{'stage':<38} {'plain':>8} {'tlearn':>8} {'ratio':>7} {'acc plain':>10} {'acc tlearn':>11}")
-    for r in rows:
-        acc = lambda v: "" if v is None else f"{v:.2%}"  # noqa: E731
-        print(f"{r['stage']:<38} {r['plain_s']:>7.1f}s {r['tlearn_s']:>7.1f}s {r['ratio']:>6.1f}x "
-              f"{acc(r['plain_acc']):>10} {acc(r['tlearn_acc']):>11}")  # fmt: skip
-    for r in rows:
-        print(f"  {r['stage']}: {r['note']}")
+    print_table(rows)
     print(f"\nwrote {args.json}")
+
+
+def machine() -> str:
+    """The CPU model (lscpu's Model name) and the cores this process may use."""
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{name}, {cores} cores"
+
+
+def extraction_row(row: Any, backbone: Any, data: Any, base: Any, plain_feats: np.ndarray, plain_s: float,
+                   decode_s: float) -> None:  # fmt: skip
+    from tlearn.training.feature_method import compute_features, feature_trunk
+    from tlearn.training.linear import fit_linear
+
+    split, n = data.split, len(data)
+    t = time.perf_counter()
+    data.pixels.load()
+    shell = feature_trunk(backbone, "last")
+    ours = compute_features(shell, backbone, data, views=0, mirror=False, cfg=base).clean
+    tlearn_s = time.perf_counter() - t
+    cos = np.sum(plain_feats * ours, 1) / (np.linalg.norm(plain_feats, axis=1) * np.linalg.norm(ours, axis=1))
+
+    def probe(f: np.ndarray) -> float:
+        fit = fit_linear(f[split.train], data.labels[split.train], num_classes=len(data.classes), C=1.0)
+        return float((fit.logits(f[split.test]).argmax(1) == data.labels[split.test]).mean())
+
+    row("feature extraction (decode + network)", plain_s, tlearn_s + decode_s, plain_acc=probe(plain_feats),
+        tlearn_acc=probe(ours), note=f"{n / plain_s:.0f} vs {n / (tlearn_s + decode_s):.0f} img/s, "
+        f"cosine min {cos.min():.5f}; accuracy = linear probe C=1")  # fmt: skip
+
+
+class StageClock:
+    """A progress callback that keeps when each progress stage was first and last reported."""
+
+    def __init__(self) -> None:
+        self.first: dict[str, float] = {}
+        self.last: dict[str, float] = {}
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        now = time.perf_counter()
+        self.first.setdefault(stage, now)
+        self.last[stage] = now
+
+    def seconds(self, stage: str) -> float:
+        return self.last.get(stage, 0.0) - self.first.get(stage, 0.0)
+
+
+def first_run_rows(row: Any, feats_cfg: Any, data: Any, plain_feats: np.ndarray, plain_s: float, *,
+                   tmp: Path) -> Any:  # fmt: skip
+    """The feature method end to end: first run (with where its time goes), rerun, fast settings."""
+    from sklearn.linear_model import LogisticRegression
+
+    from tlearn.training.run import run
+
+    split = data.split
+    t = time.perf_counter()
+    clf = LogisticRegression(max_iter=2000).fit(plain_feats[split.train], data.labels[split.train])
+    plain_fit = time.perf_counter() - t
+    plain_acc = float(clf.score(plain_feats[split.test], data.labels[split.test]))
+    clock = StageClock()
+    t = time.perf_counter()
+    first = run(feats_cfg, progress=clock)
+    first_s = time.perf_counter() - t
+    times = dict(first.timings)
+    breakdown = {**times, "extract": clock.seconds("features")}
+    breakdown["fit"] = times["fit"] - breakdown["extract"]  # the head, its cross-validation, calibration
+    spent = ", ".join(f"{k} {v:.1f}s" for k, v in breakdown.items() if v >= 0.05)
+    t = time.perf_counter()
+    again = run(replace(feats_cfg, out=tmp / "f2"))
+    again_s = time.perf_counter() - t
+    row("feature method, first run", plain_s + plain_fit, first_s, plain_acc=plain_acc,
+        tlearn_acc=first.metrics["test"].accuracy, note=f"decode + extract + fit + evaluate: {spent}",
+        breakdown=breakdown)  # fmt: skip
+    row("feature method, rerun", plain_s + plain_fit, again_s, plain_acc=plain_acc,
+        tlearn_acc=again.metrics["test"].accuracy, note="from caches")  # fmt: skip
+    os.environ["TLEARN_CACHE_DIR"] = str(tmp / "cache-fast")
+    t = time.perf_counter()
+    fast = run(replace(feats_cfg, out=tmp / "f3", input_size=224, tta=False))
+    fast_s = time.perf_counter() - t
+    row("feature method, first run, fast", plain_s + plain_fit, fast_s, plain_acc=plain_acc,
+        tlearn_acc=fast.metrics["test"].accuracy,
+        note="--input-size 224 --no-tta: no FixRes, no mirror view")  # fmt: skip
+    return first
+
+
+def finetune_rows(row: Any, args: Any, backbone: Any, base: Any, data: Any, pick: Any, model: nn.Module, *,
+                  tmp: Path, stages: set[str]) -> Any:  # fmt: skip
+    """Warm-up (20 epochs of the head on the frozen base) and fine-tuning the last two stages to the target."""
+    from tlearn.training.finetune import fit_finetune
+    from tlearn.training.run import run
+
+    split = data.split
+    torch.manual_seed(0)
+    head = list(model.get_classifier().parameters())
+    trace = plain_epochs(model, head, pick(split.train), data.labels[split.train], epochs=20, lr=1e-3)
+    warm_plain = trace[-1][0]
+    warm_acc = plain_accuracy(model, pick(split.test), data.labels[split.test])
+    ft_cfg = replace(
+        base, method="finetune", views=0, finetune=replace(base.finetune, head_epochs=20, patience=0, epochs=0)
+    )
+    os.environ["TLEARN_CACHE_DIR"] = str(tmp / "cache-warm")
+    (tmp / "warm").mkdir()
+    t = time.perf_counter()
+    warm = fit_finetune(backbone, data, ft_cfg, out=tmp / "warm")
+    warm_tlearn = time.perf_counter() - t
+    warm_tlearn_acc = float((warm.proba["test"].argmax(1) == data.labels[split.test]).mean())
+    row("warm-up, 20 epochs", warm_plain, warm_tlearn, plain_acc=warm_acc, tlearn_acc=warm_tlearn_acc,
+        note="frozen base every epoch vs cached features (image + mirror)")  # fmt: skip
+    if "finetune" not in stages:
+        return None
+    top = [dict(model.named_parameters())[p] for s in backbone.stages[-2:] for p in s.params
+           if p in dict(model.named_parameters())] + head  # fmt: skip
+
+    def test_acc() -> float:
+        return plain_accuracy(model, pick(split.test), data.labels[split.test])
+
+    trace = plain_epochs(model, top, pick(split.train), data.labels[split.train], epochs=args.plain_finetune_epochs,
+                         lr=3e-4, evaluate=test_acc)  # fmt: skip
+    reached = next((s for s, a in trace if a >= TARGET), None)
+    plain_ft = warm_plain + (reached if reached is not None else trace[-1][0])
+    plain_ft_acc = max(a for _, a in trace)
+    os.environ["TLEARN_CACHE_DIR"] = str(tmp / "cache-ft")
+    t = time.perf_counter()
+    tuned = run(replace(base, method="finetune", out=tmp / "ft"))
+    ft_s = time.perf_counter() - t
+    note = "plain time to reach the target" if reached is not None else f"plain never reached {TARGET:.1%}: all of it"
+    row("fine-tune to the target", plain_ft, ft_s, plain_acc=plain_ft_acc, tlearn_acc=tuned.metrics["test"].accuracy,
+        note=f"{note}; tlearn: whole run, decode to bundle")  # fmt: skip
+    return tuned
+
+
+def _acc(v: float | None) -> str:
+    return "" if v is None else f"{v:.1%}"
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    print()
+    print(f"{'stage':<44} {'plain':>8} {'tlearn':>8} {'ratio':>7} {'acc plain':>10} {'acc tlearn':>11}")
+    for r in rows:
+        print(f"{r['stage']:<44} {r['plain_s']:>7.1f}s {r['tlearn_s']:>7.1f}s {r['ratio']:>6.1f}x "
+              f"{_acc(r['plain_acc']):>10} {_acc(r['tlearn_acc']):>11}")  # fmt: skip
+    for r in rows:
+        print(f"  {r['stage']}: {r['note']} [{r.get('machine', '?')}, {r.get('date', '?')}]")
+
+
+def tables(doc: dict[str, Any]) -> tuple[str, str]:
+    """README's two tables: every stage against the plain way, and prediction against the engine alone."""
+    lines = ["| stage | plain | tlearn | ratio | accuracy plain | accuracy tlearn |", "|---|---|---|---|---|---|"]
+    for r in doc["rows"]:
+        lines.append(f"| {r['stage']} | {r['plain_s']:.1f} s | {r['tlearn_s']:.1f} s | {r['ratio']:.1f}x | "
+                     f"{_acc(r['plain_acc'])} | {_acc(r['tlearn_acc'])} |")  # fmt: skip
+    machines = sorted({f"{r.get('machine', 'an earlier run')} ({r.get('date', 'date not kept')})" for r in doc["rows"]})
+    lines += ["", "Measured on " + "; ".join(machines) + "."]
+    pred = ["| bundle | engine alone | end to end | share of the engine | the plain way | ratio | accuracy plain | "
+            "accuracy tlearn |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in doc["rows"]:
+        m = r.get("predict")
+        if m:
+            name = r["stage"].split(", ", 1)[1]
+            setting = f"{m['size'][0]} px{', mirror' if m['mirror'] else ''}"
+            pred.append(f"| {name} ({setting}) | {m['engine_ips']:.0f} img/s | {m['e2e_ips']:.0f} img/s | "
+                        f"{m['share']:.0%} | {m['plain_ips']:.0f} img/s | {m['ratio']:.1f}x | {_acc(m['plain_acc'])} | "
+                        f"{_acc(m['acc'])} |")  # fmt: skip
+    return "\n".join(lines), "\n".join(pred)
+
+
+def write_tables(doc: dict[str, Any], readme: Path) -> None:
+    """Replace the text between each pair of markers in README.md by its table."""
+    text = readme.read_text(encoding="utf-8")
+    for (start, end), table in zip(((TABLE_START, TABLE_END), (PREDICT_START, PREDICT_END)), tables(doc), strict=True):
+        before, rest = text.split(start, 1)
+        _, after = rest.split(end, 1)
+        text = f"{before}{start}\n{table}\n{end}{after}"
+    readme.write_text(text, encoding="utf-8")
+    print(f"wrote the tables of {readme}")
 
 
 if __name__ == "__main__":

@@ -160,3 +160,19 @@ def test_without_the_export_extra_auto_runs_pytorch_and_onnx_says_what_to_instal
     assert model.seen == 8
     with pytest.raises(ExtraMissingError, match=r"pip install 'tlearn\[export\]'"):
         extract_features(Watched(), images(8), batch_size=4, engine="onnx")
+
+
+def test_onnx_runtime_gets_a_few_images_per_run_and_the_rows_keep_their_order() -> None:
+    from tlearn.core.onnx import ENGINE_BATCH, run_session
+
+    sizes: list[int] = []
+
+    class Session:  # stands for an ONNX Runtime session: row sums as the "features"
+        def run(self, _: object, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+            sizes.append(len(feed["input"]))
+            return [feed["input"].sum(axis=(1, 2, 3))[:, None]]
+
+    x = np.random.default_rng(0).random((21, 3, 2, 2)).astype(np.float32)
+    (out,) = run_session(Session(), "input", x)
+    assert max(sizes) <= ENGINE_BATCH < 21 and sum(sizes) == 21  # faster than one run of 21 on a CPU
+    np.testing.assert_allclose(out[:, 0], x.sum(axis=(1, 2, 3)), rtol=1e-6)

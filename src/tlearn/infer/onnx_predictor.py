@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from tlearn.artifacts.bundle import BundleConfig
-from tlearn.core.onnx import create_session
+from tlearn.core.onnx import create_session, run_session
 from tlearn.infer.onnx_graph import SCORE_NAME
 from tlearn.infer.predictor import BasePredictor
 
@@ -49,5 +49,5 @@ class OnnxPredictor(BasePredictor):
             feed = np.rint(x * 255).astype(np.uint8)  # exact: the eval transform gives multiples of 1/255
         else:
             feed = np.ascontiguousarray(x, dtype=np.float32)
-        out = self.session.run(self._outputs, {self.input_name: feed})
+        out = run_session(self.session, self.input_name, feed, outputs=self._outputs)
         return out[0], out[1] if len(out) > 1 else None

@@ -113,9 +113,12 @@ def compute_features(
     todo = [plan.image_of(r) for r in cache.missing(plan.keys[:fixed])]
     todo += [plan.image_of(fixed + r) for r in view_cache.missing(plan.keys[fixed:])]
     data.pixels.load(sorted(set(todo)))  # decode what is needed, in parallel, before the workers start
+    # The image and its mirror are crops of the decoded pixels (see views._eval_view): made on this
+    # process, they cost a few percent of the network's time, less than handing them over from workers.
     clean = extract_features(
-        embed, plan.inputs[:fixed], keys=plan.keys[:fixed], cache=cache, batch_size=cfg.batch_size, progress=progress
-    )
+        embed, plan.inputs[:fixed], keys=plan.keys[:fixed], cache=cache, batch_size=cfg.batch_size,
+        progress=progress, workers=0,
+    )  # fmt: skip
     aug = extract_features(
         embed, plan.inputs[fixed:], keys=plan.keys[fixed:], cache=view_cache, batch_size=cfg.batch_size,
         progress=progress, stage="views",

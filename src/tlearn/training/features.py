@@ -26,7 +26,7 @@ from tlearn.core import distributed
 from tlearn.core.cache import cache_root, digest
 from tlearn.core.errors import ExtraMissingError
 from tlearn.core.files import atomic_path
-from tlearn.core.onnx import create_session, to_onnx
+from tlearn.core.onnx import create_session, run_session, to_onnx
 from tlearn.core.progress import Progress, no_progress
 from tlearn.core.threads import cpu_workers
 
@@ -105,13 +105,15 @@ def extract_features(
     progress: Progress = no_progress,
     stage: str = "features",
     engine: str = "auto",
+    workers: int | None = None,
 ) -> np.ndarray:
     """Run `embed` (float [0, 1] NCHW -> (N, D)) on every input, reusing cached rows.
 
     `inputs[i]()` returns image i as a (3, H, W) float tensor (clean or an augmented view); only the
     inputs whose key is not cached are computed. Returns (len(inputs), D) float32 in input order.
     `engine`: "torch", "onnx", or "auto" (ONNX Runtime when it is installed and there are enough
-    images to repay exporting the network; on a GPU, always PyTorch).
+    images to repay exporting the network; on a GPU, always PyTorch). `workers`: processes making the
+    inputs (see `input_batches`); 0 makes them here, for inputs that cost little beside the network.
 
     Under torchrun the rows missing on any rank are split between the ranks, gathered back in order
     every FLUSH_EVERY rows per rank, and rank 0 writes them to the cache: every rank returns them all.
@@ -141,7 +143,7 @@ def extract_features(
         pending = []
 
     with distributed.moved(embed, dev):
-        for x in input_batches([inputs[i] for i in share.items], batch_size):
+        for x in input_batches([inputs[i] for i in share.items], batch_size, workers=workers):
             pending.append(runner(x))
             computed += len(x)
             progress(stage, min(n, cached + computed * share.size), n)
@@ -174,8 +176,7 @@ class Runner:
             self.session = self._session(x[:1])
         if self.session is None:
             return run_embed(self.embed, x)
-        (out,) = self.session.run(None, {"input": x.numpy()})
-        return np.asarray(out, dtype=np.float32)
+        return run_session(self.session, "input", x.numpy())[0].astype(np.float32, copy=False)
 
     def _session(self, example: torch.Tensor) -> Any:
         try:

@@ -14,9 +14,11 @@ from functools import partial
 
 import numpy as np
 import torch
+from PIL import Image
 
 from tlearn.core.preprocessing import Preprocessing
-from tlearn.data.augment import augmented_view, build_eval_transform, build_train_transform, view_seed
+from tlearn.data.augment import augmented_view, build_train_transform, view_seed
+from tlearn.data.eval_pixels import eval_pixels, to_model_input
 from tlearn.data.labelled import LabelledImages
 from tlearn.data.scan import Pixels
 from tlearn.training.config import TrainConfig
@@ -64,32 +66,37 @@ class ViewPlan:
 
 
 def plan_views(data: LabelledImages, prep: Preprocessing, cfg: TrainConfig, *, mirror: bool, views: int) -> ViewPlan:
-    eval_tf = build_eval_transform(prep)
     pixels = data.pixels
     n = len(pixels)
-    inputs: list[Callable[[], torch.Tensor]] = [partial(_view, eval_tf, pixels, i, None, False) for i in range(n)]
+    inputs: list[Callable[[], torch.Tensor]] = [partial(_eval_view, prep, pixels, i, False) for i in range(n)]
     keys = list(data.sha256)
     if mirror:  # the mirror image is a second deterministic view, with its own key
-        inputs += [partial(_view, eval_tf, pixels, i, None, True) for i in range(n)]
+        inputs += [partial(_eval_view, prep, pixels, i, True) for i in range(n)]
         keys += [f"{h}:mirror" for h in data.sha256]
     if views:
         train_tf = build_train_transform(cfg.augment, prep)
         for i in data.split.train:
             content = int(data.sha256[i][:15], 16)  # seeds follow the image, not its position in a split
             for k in range(views):
-                inputs.append(partial(_view, train_tf, pixels, int(i), view_seed(cfg.seed, content, k), False))
+                inputs.append(partial(_view, train_tf, pixels, int(i), view_seed(cfg.seed, content, k)))
                 keys.append(f"{data.sha256[i]}:v{k}")
     owner = np.repeat(data.split.train, views) if views else np.zeros(0, dtype=np.int64)
     return ViewPlan(inputs, keys, n, mirror, owner)
 
 
-def _view(
-    transform: Callable[[np.ndarray], torch.Tensor], pixels: Pixels, i: int, seed: int | None, flip: bool
-) -> torch.Tensor:
-    """One model input: the transform of image i (seeded when random), mirrored if asked.
+def _eval_view(prep: Preprocessing, pixels: Pixels, i: int, flip: bool) -> torch.Tensor:
+    """Image i as the eval transform frames it, mirrored if asked: a crop of the decoded pixels.
 
-    The image is looked up when the input is made, not when it is planned: planning stays free, and
-    images whose features are cached are never decoded.
+    Pixels decoded at the working size need no resampling (a slice, then the float scaling), so the
+    clean and mirror inputs cost almost nothing to make beside the network; smaller pixels are enlarged
+    by the eval transform itself (`eval_pixels`). The image is looked up when the input is made, not
+    when it is planned: planning stays free, and images whose features are cached are never decoded.
     """
-    x = transform(pixels[i]) if seed is None else augmented_view(pixels[i], transform, seed=seed)
-    return x.flip(-1) if flip else x
+    crop = eval_pixels(Image.fromarray(pixels[i]), prep)
+    x = to_model_input(crop[:, ::-1] if flip else crop)
+    return torch.from_numpy(x)
+
+
+def _view(transform: Callable[[np.ndarray], torch.Tensor], pixels: Pixels, i: int, seed: int) -> torch.Tensor:
+    """One augmented view of image i, seeded (see `_eval_view` on when the image is looked up)."""
+    return augmented_view(pixels[i], transform, seed=seed)

@@ -1,0 +1,183 @@
+"""Prediction speed of a bundle: the engine alone, end to end, and the plain way, in one process.
+
+- engine alone: the bundle's ONNX Runtime session on model inputs decoded beforehand (same size,
+  same mirror), batch after batch: the ceiling this machine sets.
+- end to end: `predict_proba` on the files (decoding, cropping, batching, the network).
+- the plain way: a DataLoader with one worker per core that opens each file with Pillow and runs
+  torchvision's Resize / CenterCrop / ToTensor, and the bundle's own network in eager PyTorch, one
+  batch at a time: the same network at the same settings, so the same accuracy.
+- reduced-scale JPEG decoding: flowers17's photos are 500 px on the short side, below twice any working
+  size, so they never use it; the test photos enlarged 2x (as a camera's larger photo would be) are
+  predicted with and without it, and the accuracy and pixels compared.
+
+    python -m benchmarks.predict_speed BUNDLE [--data ../shared/datasets/flowers17]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision import transforms
+
+ROOT = Path(__file__).resolve().parents[1]
+FLOWERS = ROOT.parent / "shared" / "datasets" / "flowers17"
+ENGINE_REPEATS = 256  # images per engine timing
+
+
+class _Photos(torch.utils.data.Dataset[torch.Tensor]):
+    def __init__(self, paths: Sequence[Path], transform: Any) -> None:
+        self.paths, self.transform = paths, transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.transform(Image.open(self.paths[i]).convert("RGB"))
+
+
+def test_files(bundle: Path, data: Path) -> list[Path]:
+    """The bundle's test images, from its predictions.csv."""
+    with (bundle / "predictions.csv").open(encoding="utf-8") as fh:
+        return [data / r["path"] for r in csv.DictReader(fh) if r["split"] == "test"]
+
+
+def accuracy(classes: Sequence[str], proba: np.ndarray, files: Sequence[Path], among: Sequence[Path] = ()) -> float:
+    """Share of files (those in `among`, if given) whose folder name is the most probable class."""
+    keep = {str(f) for f in among}
+    hits = [classes[int(i)] == f.parent.name for i, f in zip(proba.argmax(1), files, strict=True)
+            if not keep or str(f) in keep]  # fmt: skip
+    return float(np.mean(hits))
+
+
+def engine_alone(predictor: Any, files: Sequence[Path], batch_size: int) -> float:
+    """Images per second of the engine on inputs decoded beforehand (128 inputs, cycled)."""
+    x = np.stack([predictor.prepare_input(f) for f in files[:128]])
+    predictor.proba_of_batch(x[:batch_size])  # warm-up
+    done, start = 0, time.perf_counter()
+    while done < ENGINE_REPEATS:
+        for s in range(0, len(x), batch_size):
+            predictor.proba_of_batch(x[s : s + batch_size])
+            done += len(x[s : s + batch_size])
+    return done / (time.perf_counter() - start)
+
+
+def end_to_end(predictor: Any, files: Sequence[Path], batch_size: int) -> tuple[float, np.ndarray]:
+    """Seconds for `predict_proba` on the files, and the probabilities."""
+    predictor.predict_proba(list(files[:batch_size]), batch_size=batch_size)  # warm-up
+    start = time.perf_counter()
+    proba = predictor.predict_proba(list(files), batch_size=batch_size)
+    return time.perf_counter() - start, proba
+
+
+def plain_way(bundle: Path, files: Sequence[Path], *, batch_size: int = 16) -> tuple[float, np.ndarray]:
+    """Seconds and probabilities of the plain way (see the module's docstring)."""
+    from tlearn.infer.load import load
+
+    torch_predictor = load(bundle, engine="torch")
+    prep = torch_predictor.config.preprocessing
+    tf = transforms.Compose(
+        [transforms.Resize(prep.resize_short_side), transforms.CenterCrop(list(prep.input_size)), transforms.ToTensor()]
+    )
+    workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    loader = torch.utils.data.DataLoader(_Photos(files, tf), batch_size=batch_size, num_workers=workers)
+    model = torch_predictor.classifier.eval()  # type: ignore[attr-defined]
+    out, start = [], time.perf_counter()
+    with torch.no_grad():
+        for x in loader:
+            out.append(model(x).softmax(1).numpy())
+    return time.perf_counter() - start, np.concatenate(out)
+
+
+def reduced_scale_check(predictor: Any, files: Sequence[Path]) -> dict[str, float]:
+    """Accuracy on the files enlarged 2x, decoded at half scale (the default) and in full; pixel differences."""
+    import tlearn.data.eval_pixels as eval_pixels_module
+    from tlearn.data.images import open_image
+
+    with tempfile.TemporaryDirectory() as tmp:
+        big = []
+        for i, f in enumerate(files):
+            img = Image.open(f).convert("RGB")
+            dest = Path(tmp) / f.parent.name / f"{i:04d}.jpg"
+            dest.parent.mkdir(exist_ok=True)
+            img.resize((img.width * 2, img.height * 2), Image.Resampling.LANCZOS).save(dest, quality=92)
+            big.append(dest)
+        reduced = predictor.predict_proba(big)
+        reduced_px = [predictor.input_pixels(f).astype(int) for f in big[:64]]
+        original = eval_pixels_module.open_image
+
+        def full(source: Any, *, max_pixels: int, at_least: int | None = None) -> Image.Image:
+            return open_image(source, max_pixels=max_pixels)
+
+        eval_pixels_module.open_image = full  # type: ignore[assignment]
+        try:
+            whole = predictor.predict_proba(big)
+            whole_px = [predictor.input_pixels(f).astype(int) for f in big[:64]]
+        finally:
+            eval_pixels_module.open_image = original
+    diff = np.stack([np.abs(a - b) for a, b in zip(reduced_px, whole_px, strict=True)])
+    return {
+        "reduced_acc": accuracy(predictor.classes, reduced, big),
+        "full_acc": accuracy(predictor.classes, whole, big),
+        "agree": float((reduced.argmax(1) == whole.argmax(1)).mean()),
+        "pixel_mean_diff": float(diff.mean()),
+        "pixel_p99_diff": float(np.percentile(diff, 99)),
+    }
+
+
+def measure(bundle: Path, files: Sequence[Path], tests: Sequence[Path], *, batch_size: int) -> dict[str, Any]:
+    """Every figure for one bundle, in one process: throughputs (img/s), the share, the ratio, accuracies."""
+    from tlearn.infer.load import load
+
+    predictor = load(bundle, engine="onnx")
+    engine = engine_alone(predictor, files, batch_size)
+    e2e_s, ours = end_to_end(predictor, files, batch_size)
+    plain_s, plain = plain_way(bundle, files)
+    prep = predictor.config.preprocessing
+    return {
+        "images": len(files),
+        "size": list(prep.input_size),
+        "mirror": predictor.config.flip_tta,
+        "batch_size": batch_size,
+        "engine_ips": engine,
+        "e2e_ips": len(files) / e2e_s,
+        "plain_ips": len(files) / plain_s,
+        "e2e_s": e2e_s,
+        "plain_s": plain_s,
+        "share": len(files) / e2e_s / engine,
+        "ratio": plain_s / e2e_s,
+        "acc": accuracy(predictor.classes, ours, files, among=tests),  # the test images among the files
+        "plain_acc": accuracy(predictor.classes, plain, files, among=tests),
+        "test_images": len({str(f) for f in tests} & {str(f) for f in files}),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("bundle", type=Path)
+    parser.add_argument("--data", type=Path, default=FLOWERS)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--reduced-scale", action="store_true", help="also check reduced-scale JPEG decoding")
+    args = parser.parse_args()
+    files = sorted(args.data.glob("*/*.jpg"))[:1000]
+    tests = test_files(args.bundle, args.data)
+    result = measure(args.bundle, files, tests, batch_size=args.batch_size)
+    if args.reduced_scale:
+        from tlearn.infer.load import load
+
+        result["reduced_scale"] = reduced_scale_check(load(args.bundle, engine="onnx"), tests)
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
