@@ -17,14 +17,12 @@ from tlearn.training.auto import (
     FINETUNE_EPOCHS,
     LARGE_PER_CLASS,
     MIN_EPOCHS,
-    MIN_VAL_ERRORS,
     Evidence,
     Probe,
-    _better_on_validation,
-    behind_features,
     decide,
     fine_tuning_can_show,
 )
+from tlearn.training.auto_validation import MIN_VAL_ERRORS, _better_on_validation, _layer_on_validation, behind_features
 
 STAGES = 8
 COSTS = {"1": 60.0, "2": 120.0, "3": 240.0, "all": 900.0}  # seconds for FINETUNE_EPOCHS epochs
@@ -316,3 +314,16 @@ def test_the_fallback_wins_only_when_more_validation_images_are_right(
     choice, scores = _better_on_validation(features, tuned, data)  # type: ignore[arg-type]
     assert choice == kept
     assert scores == {"features": features_right / 10, "finetune": tuned_right / 10}
+
+
+@pytest.mark.parametrize(("earlier_right", "last_right", "kept"), [(9, 9, "last"), (10, 9, "3"), (8, 9, "last")])
+def test_an_earlier_layer_is_kept_only_when_more_validation_images_are_right(
+    earlier_right: int, last_right: int, kept: str
+) -> None:
+    labels = np.array([0, 1] * 5)
+    data = SimpleNamespace(split=SimpleNamespace(val=np.arange(10)), labels=labels, classes=("a", "b"))
+    earlier = SimpleNamespace(proba={"val": _val_proba(labels, earlier_right, 0.9)}, name="3")
+    last = SimpleNamespace(proba={"val": _val_proba(labels, last_right, 0.9)}, name="last")
+    winner, said = _layer_on_validation(earlier, last, "3", data)  # type: ignore[arg-type]
+    assert winner.name == kept
+    assert f"level 3 {earlier_right / 10:.1%}, last layer {last_right / 10:.1%}" in said

@@ -38,26 +38,24 @@ from tlearn.data.unlabelled import UnlabelledImages
 from tlearn.models.backbones import Backbone
 from tlearn.models.classifier import Normalize
 from tlearn.training import costs
+from tlearn.training.auto_validation import (
+    MIN_VAL_ERRORS,
+    _better_on_validation,
+    _layer_on_validation,
+    behind_features,
+    expected_val_errors,
+)
 from tlearn.training.config import TrainConfig
 from tlearn.training.costs import FINETUNE_EPOCHS
 from tlearn.training.feature_method import feature_namespace, fit_feature_method, for_features, plan_views
 from tlearn.training.features import FeatureCache, extract_features
 from tlearn.training.fitted import Fitted
 from tlearn.training.linear import fit_linear
-from tlearn.training.loop import GiveUp
 
 log = logging.getLogger(__name__)
 
 LARGE_PER_CLASS = 150  # training images per class from which fine-tuning is the main method
 PROBE_LEVELS = 3  # earlier levels probed besides the last layer
-# Fine-tuning is worth its time only where validation can show it did better than the features. On
-# flowers17 it removed 40% of the feature method's test errors (95.1% -> 97.1%), changing the answer on
-# about 60% as many images as the features got wrong. With E validation errors expected of the
-# features, the gain (0.4 E images) beats one standard deviation of the difference's noise
-# (sqrt(0.6 E)) from E >= 0.6 / 0.4**2 = 3.75: fewer expected errors and no validation split can tell
-# the two apart (1,400 cats and dogs: 2.3 errors expected, and 9.7 minutes of fine-tuning changed nothing).
-NET_SHARE, CHANGED_SHARE = 0.4, 0.6
-MIN_VAL_ERRORS = CHANGED_SHARE / NET_SHARE**2
 MIN_EPOCHS = 4  # fewer fine-tuning epochs than this and the budget takes fewer stages instead
 
 
@@ -156,11 +154,6 @@ def decide(e: Evidence, *, num_stages: int) -> Decision:
         epochs=epochs,
         explanation=" ".join(lines),
     )
-
-
-def expected_val_errors(accuracy: float, val_images: int) -> float:
-    """Validation images a method of this (cross-validated) accuracy should get wrong."""
-    return val_images * (1.0 - accuracy)
 
 
 def _key(unfreeze: int, num_stages: int) -> str:
@@ -346,10 +339,16 @@ def fit_auto(
     decision = distributed.from_main(lambda: decide(evidence, num_stages=len(backbone.stages)))
     log.debug("%s", decision.explanation)  # the CLI prints it, the bundle and the result keep it
     record = AutoRecord(evidence=evidence.to_dict(), decision=asdict(decision), explanation=decision.explanation)
-    features = fit_feature_method(
-        features_backbone, data, replace(cfg, feature_layer=decision.feature_layer), progress=progress,
-        unlabelled=unlabelled,
-    )  # fmt: skip
+
+    def fit_layer(layer: str) -> Fitted:
+        return fit_feature_method(
+            features_backbone, data, replace(cfg, feature_layer=layer), progress=progress, unlabelled=unlabelled
+        )
+
+    features = fit_layer(decision.feature_layer)
+    if decision.feature_layer != "last":
+        features, said = _layer_on_validation(features, fit_layer("last"), decision.feature_layer, data)
+        record = replace(record, explanation=record.explanation + said)
     if decision.method == "features":
         return replace(features, details=replace(features.details, auto=record))
     ft_cfg = replace(
@@ -383,43 +382,3 @@ def fit_auto(
     said += f" On validation: features {scores['features']:.1%}, fine-tuned {scores['finetune']:.1%}: {choice} kept."
     record = replace(record, validation=scores, chosen=choice, explanation=record.explanation + said)
     return replace(winner, details=replace(winner.details, auto=record), history=tuned.history)
-
-
-def behind_features(features_accuracy: float, val_images: int, planned_epochs: int) -> GiveUp:
-    """Auto's rule for ending fine-tuning early: from half its epochs on (at least 3), stop when its
-    best validation accuracy is still behind the features' by more than the noise of the difference
-    (sqrt of the images the two should disagree on; see NET_SHARE)."""
-    errors = expected_val_errors(features_accuracy, val_images)
-    noise = float(np.sqrt(max(CHANGED_SHARE * errors, 1.0)))
-    start = max(3, planned_epochs // 2)
-
-    def give_up(rows: list[dict[str, Any]]) -> str | None:
-        scores = [r["val_acc"] for r in rows if r.get("val_acc") is not None]
-        if len(rows) < start or not scores:
-            return None
-        behind = (features_accuracy - max(scores)) * val_images
-        if behind <= noise:
-            return None
-        return (
-            f"its best validation accuracy ({max(scores):.1%}) is {behind:.0f} images behind the features' "
-            f"({features_accuracy:.1%}), more than the noise ({noise:.1f})"
-        )
-
-    return give_up
-
-
-def _better_on_validation(features: Fitted, tuned: Fitted, data: LabelledImages) -> tuple[str, dict[str, float]]:
-    """The fine-tuned model unless the features are right on more validation images.
-
-    Fine-tuning ran because the measurements called for it; the fallback is there for when it makes
-    things worse. Log loss would be no fair tie-break: label smoothing keeps the fine-tuned model's
-    probabilities below 1 by design (on flowers17 it handed a 97.1% tie to the features, whose test
-    accuracy was 2.7 points lower).
-    """
-    val = data.split.val
-    if not len(val) or "val" not in features.proba or "val" not in tuned.proba:
-        return "finetune", {"features": float("nan"), "finetune": float("nan")}
-    a = compute_metrics(data.labels[val], features.proba["val"], data.classes)
-    b = compute_metrics(data.labels[val], tuned.proba["val"], data.classes)
-    choice = "finetune" if b.accuracy >= a.accuracy else "features"
-    return choice, {"features": a.accuracy, "finetune": b.accuracy}
