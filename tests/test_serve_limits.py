@@ -54,7 +54,8 @@ def photo(shapes_master: Path) -> bytes:
 
 
 class Gauge:
-    """Stands in for the decoder: counts the decodes running at once, and can hold them until released."""
+    """Stands in for the decoder the server runs on its threads (`decode_eval_pixels`, through the predictor's
+    `prepare_input`): counts the decodes running at once, and can hold them until released."""
 
     def __init__(
         self,
@@ -94,8 +95,8 @@ def gauge(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Gauge]]:
     made: list[Gauge] = []
 
     def make(**kwargs: Any) -> Gauge:
-        g = Gauge(tlearn.infer.inputs.decode_image, **kwargs)
-        monkeypatch.setattr(tlearn.infer.inputs, "decode_image", g)
+        g = Gauge(tlearn.infer.inputs.decode_eval_pixels, **kwargs)
+        monkeypatch.setattr(tlearn.infer.inputs, "decode_eval_pixels", g)
         made.append(g)
         return g
 
