@@ -55,7 +55,8 @@ def test_sections_are_visible_and_pictures_load_without_network(report: Path, tm
                 assert heading.inner_text() == title
                 assert heading.is_visible()
             sizes = page.eval_on_selector_all("img", "imgs => imgs.map(i => [i.complete, i.naturalWidth])")
-            assert len(sizes) == 5 and all(done and width > 200 for done, width in sizes)
+            # dataset, curves, confusion (2), mistakes and "Where it looks" (attention): one picture each
+            assert len(sizes) == 6 and all(done and width > 200 for done, width in sizes)
             page.click("nav >> text=Mistakes")
             assert page.evaluate("location.hash") == "#mistakes"
             page.screenshot(path=str(tmp_path / "page.png"), full_page=True)

@@ -129,7 +129,8 @@ def test_the_onnx_export_has_the_unknown_outputs_and_agrees_with_pytorch(
     doc = json.loads(result.sidecar.read_text())
     assert [o["name"] for o in doc["unknown"]["outputs"]] == ["unknown_score", "unknown"]
     torch_clf = tlearn.load(bundle)
-    x = np.stack([torch_clf.model_input(torch_clf.pixels(p)) for p in [*strangers, *known]])
+    # The inputs prediction makes (decoded straight to the eval crop), as `unknown_scores` below makes them.
+    x = np.stack([torch_clf.prepare_input(p) for p in [*strangers, *known]])
     session = ort.InferenceSession(str(result.path))
     proba, score, unknown = session.run(None, {"image": x})
     assert proba.shape == (len(x), 4)

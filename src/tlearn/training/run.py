@@ -198,7 +198,10 @@ def _train(
             unlabelled=pool,
         )  # fmt: skip
         fitted = calibrated(fitted, data)  # probabilities that mean what they say; no prediction changes
-        fitted = with_unknown(fitted, data, recall=cfg.unknown_recall, seed=cfg.seed)  # "not one of my classes"
+        fitted = with_unknown(  # "not one of my classes", its threshold set as prediction scores validation
+            fitted, data, recall=cfg.unknown_recall, seed=cfg.seed,
+            val_files=[scanned.samples[i].path for i in split.val], prep=fitted.preprocessing or backbone.preprocessing,
+        )  # fmt: skip
     with timer.stage("evaluate"):
         metrics = {
             part: compute_metrics(data.labels[idx], fitted.proba[part], data.classes)

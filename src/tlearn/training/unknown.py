@@ -5,17 +5,29 @@ rows (a seeded sample, every class kept in proportion), stored as float16. The t
 `recall` quantile of the validation images' scores, so that share of known images is answered with
 a class; the rest of the rule (which score, see `models/unknown.py`) is the same for every bundle.
 The training images cannot set the threshold: they are in the bank, at distance 0 from themselves.
+
+The validation scores that set the threshold (and standardise a combined kind) are computed through
+the path a user's prediction takes: each file decoded straight to its eval crop (`data/eval_pixels.py`),
+in batches of the predictor's default size, through the final network. The cached training-path
+features differ from those by up to one grey level of input (0.035 in knn_msp score on the test
+shapes), enough to move an image across the threshold: a reloaded bundle must keep the share of
+validation images its rule says it keeps.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from tlearn.core.preprocessing import Preprocessing
+from tlearn.data.eval_pixels import decode_eval_pixels, to_model_input
 from tlearn.data.labelled import LabelledImages
+from tlearn.models.classifier import Classifier
 from tlearn.models.unknown import (
     BANK_CAP,
     COMBINED,
@@ -41,8 +53,14 @@ def with_unknown(
     kind: str = DEFAULT_KIND,
     cap: int = BANK_CAP,
     seed: int = 0,
+    val_files: Sequence[Path] | None = None,
+    prep: Preprocessing | None = None,
 ) -> Fitted:
-    """The fitted model with an `UnknownScorer` inside its classifier (unchanged when it cannot learn one)."""
+    """The fitted model with an `UnknownScorer` inside its classifier (unchanged when it cannot learn one).
+
+    With `val_files` (the validation images' files, in split order) and the bundle's `prep`, the
+    threshold is set on scores of those files as prediction computes them; else on the cached features.
+    """
     feats, proba = fitted.features, fitted.proba
     if "train" not in feats or "val" not in feats or "val" not in proba or len(feats["val"]) < MIN_VAL_IMAGES:
         log.info("Too few validation images to set the unknown threshold: the bundle has no rejection.")
@@ -50,15 +68,20 @@ def with_unknown(
     scorer = fit_scorer(
         feats["train"], data.labels[data.split.train], num_classes=len(data.classes), kind=kind, cap=cap, seed=seed
     )
-    if kind in COMBINED:
+    if val_files is not None and prep is not None:
+        f, z = predicted_outputs(fitted.classifier, val_files, prep)
+    else:
         f, z = _tensors(feats["val"], proba["val"])
+    if kind in COMBINED:
         means, bank = scorer.get_buffer("means"), scorer.get_buffer("bank")
         scorer.rule = replace(scorer.rule, norm=standardising(kind, f, z, means, bank, k=scorer.rule.k))
-    val_scores = scores(scorer, feats["val"], proba["val"])
+    with torch.inference_mode():
+        val_scores = scorer(f, z).numpy()
     threshold = float(np.quantile(val_scores, recall, method="higher"))
     scorer.rule = replace(
         scorer.rule, threshold=threshold, recall=float((val_scores <= threshold).mean()), val_images=len(val_scores)
     )
+    # The test share is a figure for the report: the cached features give it within the decode difference.
     if "test" in feats and "test" in proba and len(feats["test"]):
         test_scores = scores(scorer, feats["test"], proba["test"])
         scorer.rule = replace(scorer.rule, test_recall=float((test_scores <= threshold).mean()))
@@ -104,6 +127,27 @@ def scores(scorer: UnknownScorer, features: np.ndarray, proba: np.ndarray) -> np
     with torch.inference_mode():
         out = scorer(*_tensors(features, proba))
     return out.numpy()
+
+
+PREDICT_BATCH = 32  # the predictor's default batch size: the same batches give the very same scores
+
+
+def predicted_outputs(
+    classifier: Classifier, files: Sequence[Path], prep: Preprocessing
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, D) pooled features and (N, K) calibrated logits of image files, as `Predictor` computes them:
+    decoded straight to the eval crop, batches of `PREDICT_BATCH`, channels-last float32."""
+    feats: list[torch.Tensor] = []
+    logits: list[torch.Tensor] = []
+    classifier.eval()
+    for start in range(0, len(files), PREDICT_BATCH):
+        pixels = np.stack([decode_eval_pixels(p, prep) for p in files[start : start + PREDICT_BATCH]])
+        x = torch.from_numpy(to_model_input(pixels)).contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            z, f = classifier.logits_and_features(x)
+        feats.append(f.float())
+        logits.append(z.float())
+    return torch.cat(feats), torch.cat(logits)
 
 
 def _tensors(features: np.ndarray, proba: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
