@@ -149,10 +149,14 @@ def one_dataset(name: str, seeds: list[int], methods: list[str]) -> dict[str, An
 # --- the whole suite -----------------------------------------------------------------------------
 
 
+def _order(name: str) -> int:
+    return DATASETS.index(name) if name in DATASETS else len(DATASETS)
+
+
 def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     table = []
-    for name in dict.fromkeys(r["dataset"] for r in rows):
-        for method in dict.fromkeys(r["method"] for r in rows if r["dataset"] == name):
+    for name in sorted(dict.fromkeys(r["dataset"] for r in rows), key=_order):
+        for method in sorted(dict.fromkeys(r["method"] for r in rows if r["dataset"] == name), key=METHODS.index):
             mine = [r for r in rows if r["dataset"] == name and r["method"] == method]
             acc = np.array([r["test_accuracy"] for r in mine])
             bal = np.array([r["balanced_accuracy"] for r in mine])
@@ -174,16 +178,19 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def markdown(table: list[dict[str, Any]]) -> str:
     lines = [
-        "| dataset | method | accuracy | balanced accuracy | wall time | auto chose |",
-        "|---|---|---|---|---|---|",
+        "| dataset | method | seeds | accuracy | balanced accuracy | wall time | auto chose |",
+        "|---|---|---|---|---|---|---|",
     ]
     for t in table:
-        n = len(t["seeds"])
+        one = len(t["seeds"]) == 1
+
+        def pm(mean: float, sd: float, one: bool = one) -> str:
+            return f"{mean:.1%}" if one else f"{mean:.1%} ± {sd:.1%}"
+
         lines.append(
-            f"| {t['dataset']} | {t['method']} | {t['accuracy']:.1%} ± {t['accuracy_sd']:.1%} | "
-            f"{t['balanced']:.1%} ± {t['balanced_sd']:.1%} | {t['seconds']:.0f} s | "
-            f"{', '.join(t['chosen']) if t['method'] == 'default' else ''} |"
-            + ("" if n == 3 else f" <!-- {n} seed(s) -->")
+            f"| {t['dataset']} | {t['method']} | {','.join(map(str, t['seeds']))} | "
+            f"{pm(t['accuracy'], t['accuracy_sd'])} | {pm(t['balanced'], t['balanced_sd'])} | "
+            f"{t['seconds']:.0f} s | {', '.join(t['chosen']) if t['method'] == 'default' else ''} |"
         )
     return "\n".join(lines)
 
@@ -208,6 +215,7 @@ def main() -> None:
     parser.add_argument("--one", help="run one dataset in this process and print its JSON (used by the suite)")
     parser.add_argument("--json", type=Path, default=RESULTS)
     parser.add_argument("--readme", action="store_true", help="rewrite the README's suite table")
+    parser.add_argument("--no-run", action="store_true", help="run nothing: print (and --readme) the JSON's table")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     methods = args.methods.split(",")
@@ -222,9 +230,9 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     if args.json.exists():  # keep the rows of datasets/methods/seeds not rerun now
         old = json.loads(args.json.read_text()).get("rows", [])
-        rerun = {(d, m, s) for d in args.datasets.split(",") for m in methods for s in seeds}
+        rerun = set() if args.no_run else {(d, m, s) for d in args.datasets.split(",") for m in methods for s in seeds}
         rows = [r for r in old if (r["dataset"], r["method"], r["seed"]) not in rerun]
-    for name in args.datasets.split(","):
+    for name in [] if args.no_run else args.datasets.split(","):
         cmd = [
             sys.executable,
             "-m",
