@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -197,14 +198,19 @@ def save(key: str, res: dict[str, Any], path: Path = RESULTS) -> None:
     print(f"wrote {path} [{key}]")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def run_alone(key: str, description: str, part: Any) -> None:
+    """One part of benchmarks/data_loop.py run on its own: its options and the shared ones, its table, its JSON key."""
+    parser = argparse.ArgumentParser(description=description)
     add_shared(parser)
-    add_arguments(parser)
+    part.add_arguments(parser)
     args = parser.parse_args()
-    res = run(args)
-    print_table(res)
-    save("suggest", res, args.json)
+    res = part.run(args)
+    part.print_table(res)
+    save(key, res, args.json)
+
+
+def main() -> None:
+    run_alone("suggest", __doc__.splitlines()[0], sys.modules[__name__])
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.data_loop_suggest import BACKBONE, add_shared, flowers_features, per_class, save, test_split
+from benchmarks.data_loop_suggest import BACKBONE, flowers_features, per_class, run_alone, test_split
 
 NOISE = 0.01  # a gain or loss within a point is within the noise of 3 seeds
 
@@ -130,13 +131,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_shared(parser)
-    add_arguments(parser)
-    args = parser.parse_args()
-    res = run(args)
-    print_table(res)
-    save("unlabelled", res, args.json)
+    run_alone("unlabelled", __doc__.splitlines()[0], sys.modules[__name__])
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from tlearn.core.precision import autocast
+from tlearn.core.timing import Deadline
 from tlearn.data.labelled import LabelledImages
 from tlearn.models.backbones import Backbone
 from tlearn.models.classifier import FeatureTrunk
@@ -92,9 +93,12 @@ def _timed_steps(
 FINISH_FIXED_S = 15.0  # calibration, the bundle, the report and its pictures
 
 
-def finish_seconds(module: nn.Module, size: tuple[int, int], images: int) -> float:
+def finish_seconds(module: nn.Module, size: tuple[int, int], data: LabelledImages, deadline: Deadline) -> float:
     """What a run needs after training: the final network on the validation and test images (and their
-    mirror images), then the bundle and report."""
+    mirror images), then the bundle and report. 0 without a budget (nothing to keep it for)."""
+    if deadline.seconds is None:
+        return 0.0
+    images = len(data.split.val) + len(data.split.test)
     return 2 * images / forward_speed(module, size) + FINISH_FIXED_S
 
 

@@ -109,9 +109,7 @@ def fit_finetune(
 
     details: dict[str, Any] = {"head_epochs_run": len(earlier)}
     if plan.stages:
-        reserve = 0.0
-        if deadline.seconds is not None:
-            reserve = costs.finish_seconds(plan.classifier, prep.input_size, len(data.split.val) + len(data.split.test))
+        reserve = costs.finish_seconds(plan.classifier, prep.input_size, data, deadline)
         phase2 = _phase2(
             plan, acts, cfg, prep, earlier, checkpoint=checkpoint, resume=resume, on_epoch_end=on_epoch_end,
             deadline=deadline, reserve=reserve, give_up=give_up,

@@ -46,9 +46,7 @@ def fit_scratch(
     checkpoint = out / CHECKPOINT_FILE
     epochs, lr = ft.epochs_for("scratch"), ft.lr_for("scratch")
     resume = load_checkpoint(checkpoint) if cfg.resume else None
-    reserve = 0.0
-    if deadline.seconds is not None:
-        reserve = costs.finish_seconds(classifier, prep.input_size, len(data.split.val) + len(data.split.test))
+    reserve = costs.finish_seconds(classifier, prep.input_size, data, deadline)
     loop = EpochPlan(
         "scratch", epochs, cfg.seed, checkpoint=checkpoint, resume=resume, on_epoch_end=on_epoch_end,
         deadline=deadline, reserve=reserve,
