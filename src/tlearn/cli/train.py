@@ -61,7 +61,7 @@ def train(
         ),
     ] = "auto",
     time_budget: Annotated[
-        str | None, typer.Option(help="Time for the whole run, e.g. 10m or 90s (default 5m for auto, none otherwise).")
+        str | None, typer.Option(help="Time for the whole run, e.g. 10m or 90s (default 4m30s for auto, else none).")
     ] = None,
     unlabelled: Annotated[
         Path | None,
