@@ -261,6 +261,30 @@ def test_report_has_every_section_and_embeds_its_pictures(tmp_path: Path) -> Non
     assert f"tlearn train {run.parent / 'data'} --method auto" in html and "torch==2.4.0" in html
 
 
+def auto_facts(run: Path, **evidence: object) -> dict[str, str]:
+    """The rows of the report's table of auto facts (label -> cell), the record's evidence updated first."""
+    doc = json.loads((run / "tlearn.json").read_text())
+    doc["details"]["auto"]["evidence"].update(evidence)
+    (run / "tlearn.json").write_text(json.dumps(doc))
+    html = write_report(run).read_text(encoding="utf-8")
+    start = html.index('<table class="kv">', html.index('<p class="decision">'))
+    body = html[start : html.index("</tbody></table>", start)]
+    return dict(re.findall(r"<tr><th>(.*?)</th><td>(.*?)</td></tr>", body))
+
+
+def test_the_auto_facts_have_plain_labels_and_leave_out_what_was_not_measured(tmp_path: Path) -> None:
+    facts = auto_facts(make_run(tmp_path), val_images=6, epoch_seconds={})  # not timed: nothing to show
+    assert facts["validation images"] == "6" and facts["training images"] == "80"
+    assert facts["training images per class"] == "20 (median), 20 (fewest)"
+    assert facts["feature layer"] == "3" and facts["kept"] == "finetune"
+    assert not [k for k in facts if "_" in k]  # no raw keys: val_images, epoch_seconds, per_class_min...
+    assert "time per fine-tuning epoch" not in facts and "<table" not in "".join(facts.values())
+
+    facts = auto_facts(make_run(tmp_path / "timed"), val_images=40, epoch_seconds={"1": 2.5, "2": 4.0, "all": 31.25})
+    assert facts["time per fine-tuning epoch"] == "1 stage: 2.5 s, 2 stages: 4.0 s, all stages: 31.2 s"
+    assert facts["validation images"] == "40"
+
+
 @pytest.mark.parametrize(
     ("kind", "colour", "advice"),
     [

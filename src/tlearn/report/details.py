@@ -34,6 +34,8 @@ class AutoRecord:
     forward_ips: float | None = None  # images per second through the network
     finetune_estimates: dict[str, float] = field(default_factory=dict)  # stages unfrozen -> seconds
     budget_s: float | None = None
+    per_class: tuple[float, int] | None = None  # training images per class: the median and the fewest
+    epoch_seconds: dict[str, float] = field(default_factory=dict)  # stages unfrozen -> seconds each epoch adds
     validation: dict[str, Any] | None = None  # candidate method -> validation accuracy
     evidence: dict[str, Any] = field(default_factory=dict)  # the rest of the measurements
     other: dict[str, Any] = field(default_factory=dict)  # the rest of the record
@@ -104,19 +106,45 @@ def _read_auto(record: Mapping[str, Any]) -> AutoRecord:
     forward_ips = float(evidence.pop("forward_ips")) if "forward_ips" in evidence else None
     estimates = evidence.pop("finetune_estimates", None) or {}
     budget_s = float(evidence.pop("budget_s")) if "budget_s" in evidence else None
+    median, fewest = evidence.pop("per_class_median", None), evidence.pop("per_class_min", None)
+    per_class = (float(median), int(fewest)) if _numbers(median, fewest) else None
+    seconds = evidence.pop("epoch_seconds", None)
+    epoch_seconds = {str(k): float(v) for k, v in seconds.items()} if isinstance(seconds, Mapping) else {}
     validation = auto.pop("validation", None)
     return AutoRecord(
         explanation=str(explanation) if explanation else None,
         probes=probes,
         quadrant=quadrant,
-        decision=decision,
+        decision=_plain(decision),
         forward_ips=forward_ips,
         finetune_estimates={str(k): float(v) for k, v in estimates.items()},
         budget_s=budget_s,
+        per_class=per_class,
+        epoch_seconds=epoch_seconds,
         validation=dict(validation) if isinstance(validation, Mapping) else None,
-        evidence=evidence,
-        other=auto,
+        evidence=_plain(evidence),
+        other=_plain(auto),
     )
+
+
+# Plain labels for the auto record's keys the report shows as they are; a key not named here keeps its own.
+_AUTO_LABELS = {
+    "feature_layer": "feature layer",
+    "unfreeze": "stages to fine-tune",
+    "epochs": "fine-tuning epochs",
+    "train_images": "training images",
+    "val_images": "validation images",
+    "chosen": "kept",
+}
+
+
+def _plain(values: Mapping[str, Any]) -> dict[str, Any]:
+    """`values` under plain labels, without the empty ones (nothing measured, nothing to show)."""
+    return {_AUTO_LABELS.get(k, k): v for k, v in values.items() if v is not None and v != {} and v != []}
+
+
+def _numbers(*values: Any) -> bool:
+    return all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
 
 
 def _fraction(value: Any) -> float | None:

@@ -8,7 +8,7 @@ a run that lacks what a section shows gets a sentence saying why, never an empty
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -228,10 +228,12 @@ def _auto_evidence(auto: AutoRecord) -> str:
     facts.update(auto.decision)
     if auto.forward_ips is not None:
         facts["network speed"] = f"{auto.forward_ips:.0f} images/s"
+    if auto.per_class is not None:
+        facts["training images per class"] = f"{auto.per_class[0]:g} (median), {auto.per_class[1]} (fewest)"
     if auto.finetune_estimates:
-        facts["fine-tuning estimate"] = ", ".join(
-            f"{k} stage{'s' if k != '1' else ''}: {v / 60:.1f} min" for k, v in auto.finetune_estimates.items()
-        )
+        facts["fine-tuning estimate"] = _per_stages(auto.finetune_estimates, lambda v: f"{v / 60:.1f} min")
+    if auto.epoch_seconds:
+        facts["time per fine-tuning epoch"] = _per_stages(auto.epoch_seconds, lambda v: f"{v:.1f} s")
     if auto.budget_s is not None:
         facts["time left for fine-tuning"] = f"{auto.budget_s / 60:.1f} min"
     if auto.validation is not None:
@@ -240,6 +242,11 @@ def _auto_evidence(auto: AutoRecord) -> str:
     facts.update(auto.other)
     parts.append(kv_table(facts))
     return "\n".join(parts)
+
+
+def _per_stages(values: Mapping[str, float], show: Callable[[float], str]) -> str:
+    """A record keyed by the stages unfrozen as "1 stage: ..., 2 stages: ..., all stages: ..."."""
+    return ", ".join(f"{k} stage{'s' if k != '1' else ''}: {show(v)}" for k, v in values.items())
 
 
 def _curves(run: Run, pictures: Mapping[str, Path]) -> str:
