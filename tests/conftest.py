@@ -60,6 +60,18 @@ def shapes(shapes_master: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(shapes_master, tmp_path / "shapes"))
 
 
+def assert_predicts_as_its_run(bundle: Path, photos: Path) -> None:
+    """The reloaded bundle gives each scored image the class and confidence its run wrote in predictions.csv."""
+    import tlearn
+    from tlearn.artifacts.predictions import PREDICTIONS_FILE, read_predictions
+
+    rows = read_predictions(bundle / PREDICTIONS_FILE)
+    clf = tlearn.load(bundle)
+    proba = clf.predict_proba([photos / r.path for r in rows])
+    assert [clf.classes[i] for i in proba.argmax(axis=1)] == [r.predicted for r in rows]
+    np.testing.assert_allclose(proba.max(axis=1), [r.confidence for r in rows], atol=1e-3)
+
+
 def jpeg_bytes(img: Image.Image, **kwargs: object) -> bytes:
     buf = io.BytesIO()
     img.save(buf, "JPEG", **kwargs)

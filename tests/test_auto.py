@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import assert_predicts_as_its_run
 from tlearn.models.backbones import create_backbone
+from tlearn.training import auto
 from tlearn.training.auto import (
     FINETUNE_EPOCHS,
     LARGE_PER_CLASS,
@@ -237,6 +239,20 @@ def test_auto_fine_tunes_when_the_features_leave_room_and_time_allows(run_cli, s
     with (out / "history.csv").open() as fh:
         phases = [r["phase"] for r in csv.DictReader(fh)]
     assert phases == ["head"] * 3 + ["finetune"] * 2
+
+
+def test_features_kept_over_fine_tuning_come_with_the_network_they_were_fitted_on(
+    run_cli, shapes: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    # auto fits the features first and fine-tunes after: fine-tuning must train a copy of the network,
+    # or the features' head is saved on top of the fine-tuned network.
+    mislabel(shapes)
+    monkeypatch.setattr(auto, "_better_on_validation", lambda *a: ("features", {"features": 1.0, "finetune": 0.0}))
+    out = tmp_path / "run"
+    res = run_cli("train", shapes, *TINY, *FAST, "--val-frac", "0.4", "--time-budget", "1h", "--out", out)
+    assert res.code == 0, res.err
+    assert (recorded(out)["decision"]["method"], recorded(out)["chosen"]) == ("finetune", "features")
+    assert_predicts_as_its_run(out, shapes)
 
 
 def test_auto_keeps_the_features_when_fine_tuning_cannot_fit_the_budget(run_cli, shapes: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

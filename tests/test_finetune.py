@@ -11,6 +11,7 @@ import torch
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 import tlearn
+from conftest import assert_predicts_as_its_run
 from tlearn.artifacts.bundle import load_bundle
 from tlearn.data.augment import preset
 from tlearn.models.backbones import create_backbone
@@ -253,6 +254,19 @@ def test_finetune_learns_the_synthetic_shapes(shapes: Path, tmp_path: Path) -> N
     _, result = finetuned(shapes, tmp_path / "run", head_epochs=15, epochs=4)
     assert result.metrics["test"].accuracy >= 0.75
     assert np.isfinite(result.metrics["test"].log_loss)
+
+
+@pytest.mark.parametrize("network", [TINY, {"backbone": "mobilenetv2_100.tf_in1k"}], ids=["tiny", "builtin"])
+def test_a_features_run_after_fine_tuning_on_the_same_images_predicts_what_its_report_says(
+    shapes: Path, tmp_path: Path, network: dict[str, object]
+) -> None:
+    # Both runs share the feature cache, whose entries name the pretrained weights. Fine-tuning must
+    # train a copy: the network it left behind computes the label check's features (cached), which
+    # the features run then reads back as the pretrained network's.
+    ft = FinetuneConfig(**FAST)
+    run(TrainConfig(data=shapes, out=tmp_path / "tuned", method="finetune", views=1, finetune=ft, **network))  # type: ignore[arg-type]
+    features = run(TrainConfig(data=shapes, out=tmp_path / "features", method="features", views=1, C=1.0, **network))  # type: ignore[arg-type]
+    assert_predicts_as_its_run(features.out, shapes)
 
 
 def test_balanced_class_weights_are_the_inverse_class_frequencies_of_the_training_part() -> None:

@@ -80,13 +80,16 @@ def feature_namespace(backbone: Backbone, layer: str | tuple[int, ...]) -> dict[
     }
 
 
-def feature_trunk(backbone: Backbone, feature_layer: str | None) -> Classifier:
+def feature_trunk(backbone: Backbone, feature_layer: str | None, *, trains: bool = False) -> Classifier:
     """A classifier shell (no head yet) around the backbone's feature trunk.
 
-    An earlier layer prunes the layers after it, so that trunk gets its own copy of the network.
+    An earlier layer prunes the layers after it, so that trunk gets its own copy of the network; so
+    does a trunk that `trains` (fine-tuning). The backbone's own network stays the pretrained one:
+    the feature cache names its weights, and what runs after fine-tuning computes features with it
+    (auto's feature fallback, the label check, the next run reading the cache).
     """
     levels = parse_levels(feature_layer, len(backbone.levels))
-    model = copy.deepcopy(backbone.model) if levels else backbone.model
+    model = copy.deepcopy(backbone.model) if levels or trains else backbone.model
     trunk = FeatureTrunk(model, levels)
     prep = backbone.preprocessing
     return Classifier(trunk, nn.Sequential(nn.Identity()), mean=prep.mean, std=prep.std).eval()

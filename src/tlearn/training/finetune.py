@@ -131,7 +131,7 @@ def fit_finetune(
 
 def _plan(backbone: Backbone, data: LabelledImages, cfg: TrainConfig) -> _Plan:
     ft, prep = cfg.finetune, backbone.preprocessing
-    shell = feature_trunk(backbone, cfg.feature_layer)
+    shell = feature_trunk(backbone, cfg.feature_layer, trains=True)  # a copy: `backbone` stays pretrained
     spec = HeadSpec(len(data.classes), _feature_width(shell, prep.input_size), ft.hidden, ft.dropout)
     classifier = Classifier(shell.trunk, seeded_head(spec, cfg.seed), mean=prep.mean, std=prep.std, flip_tta=cfg.mirror)
     stages = _stages_to_unfreeze(backbone.stages, ft.unfreeze, classifier) if ft.epochs_for("finetune") else []
