@@ -80,6 +80,21 @@ def test_real_entry_point_has_no_traceback_and_debug_shows_it(tmp_path: Path) ->
     assert "Traceback" in debug.stderr and "DataError" in debug.stderr
 
 
+@pytest.mark.parametrize("args", [["--help"], ["sample-data", "{tmp}/demo"]])
+def test_help_and_sample_data_answer_without_loading_torch(args: list[str], tmp_path: Path) -> None:
+    """The quick start's first command and --help stay quick: the network libraries load only where used."""
+    code = (
+        "import sys, tlearn.cli\n"
+        f"sys.argv = ['tlearn', *{[a.format(tmp=tmp_path) for a in args]!r}]\n"
+        "try:\n    tlearn.cli.main()\nexcept SystemExit as stop:\n    assert not stop.code, stop.code\n"
+        "heavy = [m for m in ('torch', 'timm', 'sklearn', 'matplotlib', 'captum', 'onnx') if m in sys.modules]\n"
+        "print('loaded:', heavy)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "loaded: []" in done.stdout
+
+
 def test_usage_errors_are_clean(run_cli) -> None:  # type: ignore[no-untyped-def]
     res = run_cli("check")
     assert res.code == 2
