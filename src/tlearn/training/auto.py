@@ -257,8 +257,10 @@ def measure(
     cache = FeatureCache(namespace)
     data.pixels.load(sorted({plan.image_of(r) for r in cache.missing(plan.keys)}))
     start = time.perf_counter()
+    # The image and its mirror are crops of the decoded pixels: made here, as the feature method makes
+    # them (see compute_features), not handed over from worker processes that take seconds to start.
     rows = extract_features(
-        embed, plan.inputs, keys=plan.keys, cache=cache, batch_size=cfg.batch_size, progress=progress
+        embed, plan.inputs, keys=plan.keys, cache=cache, batch_size=cfg.batch_size, progress=progress, workers=0
     )
     elapsed = time.perf_counter() - start
     dims = [backbone.levels[i].channels for i in levels] + [

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from tlearn.core.preprocessing import Preprocessing
+from tlearn.core.threads import prefetched
 from tlearn.data.eval_pixels import decode_eval_pixels, to_model_input
 from tlearn.data.labelled import LabelledImages
 from tlearn.models.classifier import Classifier
@@ -140,8 +141,10 @@ def predicted_outputs(
     feats: list[torch.Tensor] = []
     logits: list[torch.Tensor] = []
     classifier.eval()
+    # The next batch's files decode on threads while the network runs this one (Pillow releases the GIL).
+    decoded = prefetched(lambda p: decode_eval_pixels(p, prep), files, ahead=2 * PREDICT_BATCH)
     for start in range(0, len(files), PREDICT_BATCH):
-        pixels = np.stack([decode_eval_pixels(p, prep) for p in files[start : start + PREDICT_BATCH]])
+        pixels = np.stack([next(decoded) for _ in files[start : start + PREDICT_BATCH]])
         x = torch.from_numpy(to_model_input(pixels)).contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
             z, f = classifier.logits_and_features(x)
