@@ -1,7 +1,7 @@
 """tlearn against the plain way, in one process, on the same split: time, throughput, accuracy.
 
     python -m benchmarks.speed [--data ../shared/datasets/flowers17] [--weights ...mobilenetv2...]
-        [--stages extract,first-run,warmup,finetune,predict] [--finetuned-bundle DIR]
+        [--stages extract,first-run,warmup,finetune,predict,demo] [--finetuned-bundle DIR]
     python -m benchmarks.speed --table      # rewrite README.md's tables from the JSON
 
 A run of some stages replaces their rows in the JSON and keeps the others'; every row records the
@@ -17,8 +17,11 @@ split: 30% test per class (seed 0), 10% validation, the rest to train.
 Stages: feature extraction (throughput and agreement of the features), the feature method end to
 end (first run with where its time goes, rerun, and first run with the fast settings), the warm-up phase
 (20 epochs of head training on the frozen base), fine-tuning the last two stages to the accuracy target,
-and prediction on 1,000 images (the engine alone, end to end and its share, the plain way: see
-benchmarks/predict_speed.py). Prints one table with the ratios and writes JSON.
+prediction on 1,000 images (the engine alone, end to end and its share, the plain way: see
+benchmarks/predict_speed.py), and the quick start (`tlearn sample-data demo && tlearn train demo` in
+fresh processes with empty caches, as on a fresh clone; no plain way). The first run and the quick
+start say where their time goes, step by step (benchmarks/stage_times.py). Prints one table with the
+ratios and writes JSON.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ import datetime
 import json
 import os
 import platform
+import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import replace
@@ -46,7 +51,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 TARGET = 0.965
 PLAIN_BATCH = 16
-STAGES = ("extract", "first-run", "warmup", "finetune", "predict")
+STAGES = ("extract", "first-run", "warmup", "finetune", "predict", "demo")
+DEMO = "quick start: sample-data + train demo"
 README = ROOT / "README.md"
 TABLE_START, TABLE_END = "<!-- speed.json: stages -->", "<!-- /speed.json: stages -->"
 PREDICT_START, PREDICT_END = "<!-- speed.json: predict -->", "<!-- /speed.json: predict -->"
@@ -189,11 +195,19 @@ def main() -> None:
             rows[at] = new
         save()
 
-    def row(stage: str, plain_s: float, tlearn_s: float, *, plain_acc: float | None = None,
+    def row(stage: str, plain_s: float | None, tlearn_s: float, *, plain_acc: float | None = None,
             tlearn_acc: float | None = None, note: str = "", **extra: Any) -> None:  # fmt: skip
-        put({"stage": stage, "plain_s": plain_s, "tlearn_s": tlearn_s, "ratio": plain_s / tlearn_s,
+        ratio = None if plain_s is None else plain_s / tlearn_s
+        put({"stage": stage, "plain_s": plain_s, "tlearn_s": tlearn_s, "ratio": ratio,
              "plain_acc": plain_acc, "tlearn_acc": tlearn_acc, "note": note, **extra})  # fmt: skip
-        print(f"  {stage}: plain {plain_s:.1f}s, tlearn {tlearn_s:.1f}s, x{plain_s / tlearn_s:.1f} {note}", flush=True)
+        print(f"  {stage}: plain {_secs(plain_s)}, tlearn {_secs(tlearn_s)}, {_ratio(ratio)} {note}", flush=True)
+
+    if "demo" in stages:
+        with tempfile.TemporaryDirectory() as tmp:
+            demo_row(row, tmp=Path(tmp))
+        if stages == {"demo"}:  # nothing needs the dataset
+            print_table(rows)
+            return
 
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["TLEARN_CACHE_DIR"] = str(Path(tmp) / "cache")
@@ -329,14 +343,18 @@ def first_run_rows(row: Any, feats_cfg: Any, data: Any, plain_feats: np.ndarray,
     clf = LogisticRegression(max_iter=2000).fit(plain_feats[split.train], data.labels[split.train])
     plain_fit = time.perf_counter() - t
     plain_acc = float(clf.score(plain_feats[split.test], data.labels[split.test]))
+    from benchmarks.stage_times import timed
+
     clock = StageClock()
     t = time.perf_counter()
-    first = run(feats_cfg, progress=clock)
+    with timed() as steps:
+        first = run(feats_cfg, progress=clock)
     first_s = time.perf_counter() - t
     times = dict(first.timings)
     breakdown = {**times, "extract": clock.seconds("features")}
     breakdown["fit"] = times["fit"] - breakdown["extract"]  # the head, its cross-validation, calibration
     spent = ", ".join(f"{k} {v:.1f}s" for k, v in breakdown.items() if v >= 0.05)
+    breakdown["steps"] = steps  # finer, nested: see benchmarks/stage_times.py
     t = time.perf_counter()
     again = run(replace(feats_cfg, out=tmp / "f2"))
     again_s = time.perf_counter() - t
@@ -353,6 +371,30 @@ def first_run_rows(row: Any, feats_cfg: Any, data: Any, plain_feats: np.ndarray,
         tlearn_acc=fast.metrics["test"].accuracy,
         note="--input-size 224 --no-tta: no FixRes, no mirror view")  # fmt: skip
     return first
+
+
+def demo_row(row: Any, *, tmp: Path) -> None:
+    """The quick start as a new user runs it on a fresh clone: both commands in new processes, empty
+    caches; where train's time goes from benchmarks/stage_times.py in the same process."""
+    env = {**os.environ, "TLEARN_CACHE_DIR": str(tmp / "cache")}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "tlearn", "sample-data", "demo"], cwd=tmp, env=env, check=True,
+                   capture_output=True)  # fmt: skip
+    sample_s = time.perf_counter() - t
+    t = time.perf_counter()
+    steps_file = tmp / "steps.json"
+    subprocess.run([sys.executable, "-m", "benchmarks.stage_times", str(steps_file), "--", "train", "demo",
+                    "--out", str(tmp / "run")], cwd=tmp, env=env, check=True, capture_output=True)  # fmt: skip
+    train_s = time.perf_counter() - t
+    steps = json.loads(steps_file.read_text())
+    config = json.loads((tmp / "run" / "tlearn.json").read_text())
+    breakdown = {"sample-data": sample_s, "train": train_s,
+                 "startup and imports": train_s - steps.get("run", 0.0), **config["details"]["timings"],
+                 "steps": steps}  # fmt: skip
+    spent = ", ".join(f"{k} {v:.1f}s" for k, v in breakdown.items() if isinstance(v, float) and v >= 0.05)
+    row(DEMO, None, sample_s + train_s, tlearn_acc=config["metrics"]["test"]["accuracy"],
+        note=f"{config['method']}; {spent}", breakdown=breakdown)  # fmt: skip
 
 
 def finetune_rows(row: Any, args: Any, backbone: Any, base: Any, data: Any, pick: Any, model: nn.Module, *,
@@ -405,11 +447,19 @@ def _acc(v: float | None) -> str:
     return "" if v is None else f"{v:.1%}"
 
 
+def _secs(v: float | None) -> str:
+    return "" if v is None else f"{v:.1f} s"
+
+
+def _ratio(v: float | None) -> str:
+    return "" if v is None else f"{v:.1f}x"
+
+
 def print_table(rows: list[dict[str, Any]]) -> None:
     print()
     print(f"{'stage':<44} {'plain':>8} {'tlearn':>8} {'ratio':>7} {'acc plain':>10} {'acc tlearn':>11}")
     for r in rows:
-        print(f"{r['stage']:<44} {r['plain_s']:>7.1f}s {r['tlearn_s']:>7.1f}s {r['ratio']:>6.1f}x "
+        print(f"{r['stage']:<44} {_secs(r['plain_s']):>8} {_secs(r['tlearn_s']):>8} {_ratio(r['ratio']):>7} "
               f"{_acc(r['plain_acc']):>10} {_acc(r['tlearn_acc']):>11}")  # fmt: skip
     for r in rows:
         print(f"  {r['stage']}: {r['note']} [{r.get('machine', '?')}, {r.get('date', '?')}]")
@@ -419,7 +469,7 @@ def tables(doc: dict[str, Any]) -> tuple[str, str]:
     """README's two tables: every stage against the plain way, and prediction against the engine alone."""
     lines = ["| stage | plain | tlearn | ratio | accuracy plain | accuracy tlearn |", "|---|---|---|---|---|---|"]
     for r in doc["rows"]:
-        lines.append(f"| {r['stage']} | {r['plain_s']:.1f} s | {r['tlearn_s']:.1f} s | {r['ratio']:.1f}x | "
+        lines.append(f"| {r['stage']} | {_secs(r['plain_s'])} | {_secs(r['tlearn_s'])} | {_ratio(r['ratio'])} | "
                      f"{_acc(r['plain_acc'])} | {_acc(r['tlearn_acc'])} |")  # fmt: skip
     machines = sorted({f"{r.get('machine', 'an earlier run')} ({r.get('date', 'date not kept')})" for r in doc["rows"]})
     lines += ["", "Measured on " + "; ".join(machines) + "."]
