@@ -102,31 +102,6 @@ def test_uint8_input_variant(tiny_bundle: Path, tmp_path: Path, torch_clf: Predi
     np.testing.assert_allclose(proba, reference(torch_clf, pixels.astype(np.float32) / 255), atol=1e-4, rtol=0)
 
 
-def test_int8_keeps_the_accuracy_on_a_synthetic_task(tiny_bundle: Path, tmp_path: Path) -> None:
-    result = export_bundle(tiny_bundle, out=tmp_path / "int8.onnx", int8=True)
-    q = result.int8
-    assert q is not None and q.method == "static" and q.calibration_images == 64
-    assert q.part == "val" and q.n == 16
-    assert q.accuracy_float is not None and q.accuracy_float >= 0.8
-    assert q.accuracy_change is not None and q.accuracy_change >= -1 / 16  # at most one image of 16 changes
-    assert q.agreement is not None and q.agreement >= 0.9
-    assert q.int8_bytes < q.float_bytes
-    assert "QuantizeLinear" in result.path.read_bytes().decode("latin-1")  # really quantized
-
-
-def test_int8_without_the_dataset_says_why_accuracy_is_not_checked(run_cli, tiny_bundle: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    bundle = Path(shutil.copytree(tiny_bundle, tmp_path / "moved"))
-    doc = json.loads((bundle / "tlearn.json").read_text())
-    doc["data"] = str(tmp_path / "gone")
-    (bundle / "tlearn.json").write_text(json.dumps(doc))
-    res = run_cli("export", bundle, "--int8")
-    assert res.code == 0, res.err
-    assert "int8 (dynamic quantization)" in res.out
-    assert f"Accuracy not checked: its dataset {tmp_path / 'gone'} is not there." in res.out
-    assert "on 8 synthetic photos (the dataset is not there)" in res.out
-    assert (bundle / "model.int8.onnx").is_file() and (bundle / "model.int8.onnx.json").is_file()
-
-
 def test_cli_export_prints_the_contract_and_the_difference(run_cli, tiny_bundle: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     res = run_cli("export", tiny_bundle, "--out", tmp_path / "m.onnx")
     assert res.code == 0, res.err
@@ -189,7 +164,7 @@ def test_bad_options_are_reported_together(tiny_bundle: Path) -> None:
     assert "--input must be one of float, uint8. Got 'int4'." in str(err.value)
     assert "--opset must be between 17 and 20. Got 9." in str(err.value)
     with pytest.raises(ConfigError, match=r"--int8 works with --format onnx only.*--out must end in \.pt"):
-        export_bundle(tiny_bundle, format="torchscript", int8=True, out="model.onnx")
+        export_bundle(tiny_bundle, format="torchscript", int8="on", out="model.onnx")
 
 
 def test_missing_onnxruntime_names_the_extra(run_cli, tiny_bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]

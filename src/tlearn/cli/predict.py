@@ -20,6 +20,7 @@ from tlearn.core.progress import no_progress
 
 if TYPE_CHECKING:
     from tlearn.infer.export import ExportResult
+    from tlearn.infer.predictor import BasePredictor
     from tlearn.infer.results import Failure, Predictions
 
 OUTPUT_FORMATS = ("table", "json", "csv")
@@ -85,7 +86,7 @@ def predict(
         _render_table(result, failures)
     # Machine-readable output keeps stdout clean: the summary goes to stderr.
     summary = console if output == "table" else err_console
-    summary.print(_summary(result, failures, engine=predictor.engine, tta=tta and not predictor.config.flip_tta))
+    summary.print(_summary(result, failures, engine=_engine(predictor), tta=tta and not predictor.config.flip_tta))
     if explain is not None and result.items:
         from tlearn.infer.heatmaps import explain_images, write_overlays
 
@@ -142,10 +143,19 @@ def _write_csv(result: Predictions, failures: list[Failure]) -> None:
     sys.stdout.flush()
 
 
+def _engine(predictor: BasePredictor) -> str:
+    """The engine in words: "the torch engine", "the onnx engine in int8 (why it was chosen)"."""
+    words = f"the {predictor.engine} engine"
+    if predictor.precision != "float32":
+        words += f" in {predictor.precision}"
+        words += f" ({escape(predictor.precision_reason)})" if predictor.precision_reason else ""
+    return words
+
+
 def _summary(result: Predictions, failures: list[Failure], *, engine: str, tta: bool) -> str:
     n = len(result.items)
     speed = f" ({result.images_per_second:.0f} images/s)" if n and result.seconds > 0.05 else ""
-    text = f"Predicted {n} image{'s' if n != 1 else ''} in {result.seconds:.1f} s{speed} with the {engine} engine"
+    text = f"Predicted {n} image{'s' if n != 1 else ''} in {result.seconds:.1f} s{speed} with {engine}"
     text += " and the mirror-image TTA." if tta else "."
     unknown = sum(p.unknown for p in result.items)
     if unknown:
@@ -164,8 +174,13 @@ def export(
         Path | None, typer.Option("--out", "-o", help="Model file (default: model.onnx or model.pt in the bundle).")
     ] = None,
     int8: Annotated[
-        bool, typer.Option("--int8", help="Quantize to int8 with ONNX Runtime and report the accuracy change.")
-    ] = False,
+        str,
+        typer.Option(
+            "--int8",
+            help="off; on: also write an int8 model (model.int8.onnx) and predict with it; auto: write it and "
+            "predict with it only if it keeps the validation accuracy within 0.5 point and is faster here.",
+        ),
+    ] = "off",
     input_type: Annotated[
         str, typer.Option("--input", help="Input the model takes: float (RGB in [0, 1]) or uint8 (RGB 0-255).")
     ] = "float",
@@ -207,18 +222,36 @@ def _render_export(r: ExportResult) -> None:
         markup=False,
     )
     q = r.int8
-    if q is None:
+    if q is None or r.int8_path is None:
         return
     calibrated = f", calibrated on {q.calibration_images} training images" if q.method == "static" else ""
     console.print(
-        f"int8 ({q.method} quantization{calibrated}): {q.float_bytes / 1e6:.2f} MB -> {q.int8_bytes / 1e6:.2f} MB."
+        f"int8 ({q.method} quantization{calibrated}): [bold]{escape(short_path(r.int8_path, None))}[/], "
+        f"{q.float_bytes / 1e6:.2f} MB -> {q.int8_bytes / 1e6:.2f} MB."
     )
+    _render_int8_measures(r)
+
+
+def _render_int8_measures(r: ExportResult) -> None:
+    """What int8 costs and buys, and the one line saying whether prediction uses it."""
+    q, choice = r.int8, r.int8_choice
+    assert q is not None
     change = q.accuracy_change
     if change is None or q.accuracy_float is None or q.accuracy_int8 is None or q.agreement is None:
         console.print(f"  [yellow]Accuracy not checked:[/] {escape(q.skipped or '')}.")
-        return
-    colour = "green" if change >= -0.01 else "yellow" if change >= -0.03 else "red"
-    console.print(
-        f"  Accuracy on the {q.part} split ({q.n} images): {q.accuracy_float:.1%} float -> {q.accuracy_int8:.1%} "
-        f"int8 ([{colour}]{change * 100:+.1f} points[/]); same top-1 class for {q.agreement:.1%} of the images."
-    )
+    else:
+        colour = "green" if change >= -0.005 else "yellow" if change >= -0.03 else "red"
+        unknown = "" if q.unknown_agreement is None else f", the same unknown answer for {q.unknown_agreement:.1%}"
+        console.print(
+            f"  Accuracy on the {q.part} split ({q.n} images): {q.accuracy_float:.1%} float -> {q.accuracy_int8:.1%} "
+            f"int8 ([{colour}]{change * 100:+.1f} points[/]); the same top-1 class for {q.agreement:.1%} of the "
+            f"images{unknown}."
+        )
+    if q.float_ips is not None and q.int8_ips is not None and q.speedup is not None:
+        console.print(
+            f"  Engine alone on this machine: {q.float_ips:.0f} images/s float, {q.int8_ips:.0f} int8 "
+            f"({q.speedup:.2f}x)."
+        )
+    if choice is not None:
+        verdict = "[green]int8 used for prediction[/]" if choice.use else "[yellow]float used for prediction[/]"
+        console.print(f"{verdict} with --engine onnx: {escape(choice.reason)}.")

@@ -89,7 +89,8 @@ def serve(
     check_port_free(host, port)
     predictor = load(bundle, engine=engine or "auto")
     web_app = create_app(predictor, top_k=top_k, **asdict(limits))
-    _announce(host, port, f"{predictor.config.backbone}", len(predictor.classes), predictor.engine)
+    engine = predictor.engine + ("" if predictor.precision == "float32" else f", {predictor.precision}")
+    _announce(host, port, f"{predictor.config.backbone}", len(predictor.classes), engine)
     return_freed_memory()  # this process is the server's: image memory goes back to the system after each decode
     uvicorn.run(
         web_app,

@@ -12,7 +12,10 @@ see `onnx_files.py`) holds the classes, this contract and the resize/crop a call
 Every export checks itself before it is written (`verify.py`): ONNX Runtime (or the reloaded
 TorchScript module) must give PyTorch's probabilities on random inputs and on images of the bundle's
 dataset. `int8` quantizes with ONNX Runtime (`int8.py`) and reports the accuracy change on the
-bundle's validation split.
+bundle's validation split and times it; with `int8="auto"` (`int8_choice.py`) prediction uses it only where
+it keeps the validation accuracy and is faster on this machine. The int8 model goes beside the float one
+(model.onnx -> model.int8.onnx), and the float model's JSON records the choice, which `--engine onnx`
+follows for the bundle.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import os
 import tempfile
 import warnings
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +38,11 @@ from tlearn.core.files import atomic_path, write_json_atomic
 from tlearn.core.onnx import OPSET, create_session
 from tlearn.core.progress import Progress, no_progress
 from tlearn.data.sources import display_path
-from tlearn.infer.bundle_images import Splits, labelled_splits
+from tlearn.infer.bundle_images import labelled_splits
 from tlearn.infer.int8 import Int8Report, quantize_bundle_model
+from tlearn.infer.int8_choice import MODES, Int8Choice, choose_int8
 from tlearn.infer.load import load
-from tlearn.infer.onnx_files import sidecar_doc, sidecar_path, weights_digest
+from tlearn.infer.onnx_files import int8_path, sidecar_doc, sidecar_path, weights_digest
 from tlearn.infer.onnx_graph import INPUT_NAME, bundle_to_onnx, export_module
 from tlearn.infer.predictor import Predictor
 from tlearn.infer.verify import Check, Samples, check_export, check_samples
@@ -58,6 +63,8 @@ class ExportResult:
     int8: Int8Report | None
     size_bytes: int
     unknown_outputs: bool = False  # the ONNX model also has unknown_score and unknown (bundles that have them)
+    int8_path: Path | None = None  # the int8 model beside `path` (int8 "on" or "auto")
+    int8_choice: Int8Choice | None = None  # whether prediction uses it, and why
 
 
 def export_bundle(
@@ -66,21 +73,25 @@ def export_bundle(
     format: str = "onnx",
     out: str | Path | None = None,
     input_type: str = "float",
-    int8: bool = False,
+    int8: str | bool = "off",
     opset: int = OPSET,
     progress: Progress = no_progress,
 ) -> ExportResult:
     """Export, verify, optionally quantize, and write the model and its JSON beside it. Raises TlearnError.
 
-    `out` defaults to model.onnx (model.int8.onnx, model.uint8.onnx...) or model.pt in the bundle folder.
+    `out` defaults to model.onnx (model.uint8.onnx for uint8 input) or model.pt in the bundle folder.
+    `int8`: "off"; "on" (also write the int8 model, model.int8.onnx, and predict with it); "auto" (write
+    it, and predict with it only where it keeps the accuracy and is faster: see `int8_choice.py`).
+    True and False mean "on" and "off".
     """
-    _check_options(format=format, input_type=input_type, int8=int8, opset=opset, out=out)
+    mode = ("on" if int8 else "off") if isinstance(int8, bool) else int8
+    _check_options(format=format, input_type=input_type, int8=mode, opset=opset, out=out)
     folder = Path(bundle).expanduser()
     if folder.suffix.lower() in (".onnx", ".pt"):
         raise BundleError(
             f"{display_path(folder)} is already an export.", hint="Pass the bundle folder that `tlearn train` wrote."
         )
-    path = Path(out).expanduser() if out is not None else folder / _default_name(format, input_type, int8)
+    path = Path(out).expanduser() if out is not None else folder / _default_name(format, input_type)
     if out is not None or folder.is_dir():  # a missing bundle is load's to report
         check_writable(path)
     predictor = load(folder, engine="torch")
@@ -88,25 +99,33 @@ def export_bundle(
     splits = labelled_splits(folder, predictor.config)
     samples = check_samples(predictor, splits, input_type)
     report: Int8Report | None = None
-    if format == "onnx":
-        check, report = _write_onnx(
-            path, predictor, splits, samples, input_type=input_type, opset=opset, int8=int8, progress=progress
-        )
-    else:
-        check = _write_torchscript(path, predictor, samples, input_type=input_type)
-    # The model file is there only if its check passed (check_export raises otherwise).
-    doc = sidecar_doc(
+    choice: Int8Choice | None = None
+    quantized: Path | None = None
+    document = partial(
+        sidecar_doc,
         predictor.config,
-        model_file=path.name,
         runtime=format,
         input_type=input_type,
         opset=opset if format == "onnx" else None,
-        check=check,
-        int8=report,
         weights_sha256=weights_digest(folder),
     )
+    if format == "onnx":
+        model, check = _onnx_model(predictor, samples, input_type=input_type, opset=opset)
+        if mode != "off":
+            int8_model, report = quantize_bundle_model(
+                model, predictor, splits, input_type=input_type, progress=progress
+            )
+            choice, quantized = choose_int8(report, mode), int8_path(path)
+            # The int8 model first: the float model's JSON, written last, is what points to it.
+            _write_model(quantized, int8_model)
+            doc = document(model_file=quantized.name, check=None, int8=report, choice=choice, precision="int8")
+            write_json_atomic(sidecar_path(quantized), doc)
+        _write_model(path, model)
+    else:
+        check = _write_torchscript(path, predictor, samples, input_type=input_type)
+    # The model file is there only if its check passed (check_export raises otherwise).
     sidecar = sidecar_path(path)
-    write_json_atomic(sidecar, doc)
+    write_json_atomic(sidecar, document(model_file=path.name, check=check, int8=report, choice=choice))
     h, w = predictor.preprocessing.input_size
     return ExportResult(
         path=path,
@@ -119,31 +138,22 @@ def export_bundle(
         int8=report,
         size_bytes=path.stat().st_size,
         unknown_outputs=format == "onnx" and predictor.unknown_rule is not None,
+        int8_path=quantized,
+        int8_choice=choice,
     )
 
 
-def _write_onnx(
-    path: Path,
-    predictor: Predictor,
-    splits: Splits,
-    samples: Samples,
-    *,
-    input_type: str,
-    opset: int,
-    int8: bool,
-    progress: Progress,
-) -> tuple[Check, Int8Report | None]:
-    """Export to ONNX, check the float model against PyTorch, quantize it if asked, write it to `path`."""
+def _onnx_model(predictor: Predictor, samples: Samples, *, input_type: str, opset: int) -> tuple[bytes, Check]:
+    """The bundle as an ONNX model, checked against PyTorch (check_export raises when it differs)."""
     model = bundle_to_onnx(predictor, input_type=input_type, opset=opset)
     session = create_session(model)
     reference = export_module(predictor.classifier, input_type)
-    check = check_export(lambda x: session.run(None, {INPUT_NAME: x})[0], reference, samples)
-    report: Int8Report | None = None
-    if int8:
-        model, report = quantize_bundle_model(model, predictor, splits, input_type=input_type, progress=progress)
+    return model, check_export(lambda x: session.run(None, {INPUT_NAME: x})[0], reference, samples)
+
+
+def _write_model(path: Path, model: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(model)
-    return check, report
 
 
 def _write_torchscript(path: Path, predictor: Predictor, samples: Samples, *, input_type: str) -> Check:
@@ -170,13 +180,15 @@ def _run_torch(module: Any, x: np.ndarray) -> np.ndarray:
     return out.numpy()
 
 
-def _check_options(*, format: str, input_type: str, int8: bool, opset: int, out: str | Path | None) -> None:
+def _check_options(*, format: str, input_type: str, int8: str, opset: int, out: str | Path | None) -> None:
     problems = []
     if format not in FORMATS:
         problems.append(f"--format must be one of {', '.join(FORMATS)}. Got {format!r}.")
     if input_type not in INPUT_TYPES:
         problems.append(f"--input must be one of {', '.join(INPUT_TYPES)}. Got {input_type!r}.")
-    if int8 and format != "onnx":
+    if int8 not in MODES:
+        problems.append(f"--int8 must be one of {', '.join(MODES)}. Got {int8!r}.")
+    elif int8 != "off" and format != "onnx":
         problems.append("--int8 works with --format onnx only.")
     if not 17 <= opset <= 20:
         problems.append(f"--opset must be between 17 and 20. Got {opset}.")
@@ -214,7 +226,7 @@ def _elsewhere(path: Path) -> str:
     return f"Write it elsewhere with --out, e.g. --out ./{display_path(path.name)} (its JSON goes beside it)."
 
 
-def _default_name(format: str, input_type: str, int8: bool) -> str:
+def _default_name(format: str, input_type: str) -> str:
     if format == "torchscript":
         return "model.uint8.pt" if input_type == "uint8" else "model.pt"
-    return "model" + (".uint8" if input_type == "uint8" else "") + (".int8" if int8 else "") + ".onnx"
+    return "model" + (".uint8" if input_type == "uint8" else "") + ".onnx"

@@ -1,36 +1,44 @@
-"""Int8 quantization of an exported ONNX model with ONNX Runtime, and what it costs in accuracy.
+"""Int8 quantization of an exported ONNX model with ONNX Runtime: what it costs in accuracy, what it buys in speed.
 
-Static quantization (weights and activations) is calibrated on up to CALIBRATION_IMAGES training
-images of the bundle's dataset, spread over the classes; without the dataset, dynamic quantization
-(weights only) needs no calibration. The float and the int8 model are then scored on the bundle's
-validation split (the test split if there is none), so the report says what the smaller model costs.
+Static quantization: int8 weights with one scale per output channel (a MobileNet's depthwise filters
+differ in range by orders of magnitude, which one scale per tensor crushes), uint8 activations, in the
+QDQ format ONNX Runtime fuses into int8 kernels, calibrated (min / max) on up to CALIBRATION_IMAGES
+training images of the bundle's dataset spread over the classes. Without the dataset, dynamic
+quantization (weights only) needs no calibration. The float and the int8 model are then scored on
+the bundle's validation split (the test split if there is none) and timed on a few batches of it on
+this machine; `int8_choice.py` decides from that report whether prediction uses int8.
 """
 
 from __future__ import annotations
 
 import logging
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
+from itertools import chain
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from tlearn.core.onnx import import_onnxruntime
+from tlearn.core.onnx import ENGINE_BATCH, import_onnxruntime
 from tlearn.core.progress import Progress
-from tlearn.infer.bundle_images import Splits, model_inputs, spread, to_uint8
+from tlearn.infer.bundle_images import Splits, spread, to_uint8
 from tlearn.infer.onnx_graph import INPUT_NAME
 from tlearn.infer.onnx_predictor import OnnxPredictor
 from tlearn.infer.predictor import BasePredictor
 
-CALIBRATION_IMAGES = 64
+CALIBRATION_IMAGES = 256
+CALIBRATION_BATCH = 16
+SPEED_IMAGES, SPEED_ROUNDS = 32, 3  # per engine and round, alternating float and int8
 
 
 @dataclass(frozen=True)
 class Int8Report:
-    """What int8 quantization did: method, model sizes, and accuracy before and after (None if not measured)."""
+    """What int8 quantization did: method, sizes, accuracy and speed before and after (None if not measured)."""
 
     method: str  # "static" (calibrated) or "dynamic"
     calibration_images: int
@@ -41,6 +49,9 @@ class Int8Report:
     accuracy_float: float | None = None
     accuracy_int8: float | None = None
     agreement: float | None = None  # fraction of images whose top-1 class is unchanged
+    unknown_agreement: float | None = None  # fraction whose "unknown" answer is unchanged (bundles with one)
+    float_ips: float | None = None  # images per second of the engine alone on this machine
+    int8_ips: float | None = None
     skipped: str | None = None  # why accuracy was not measured
 
     @property
@@ -48,6 +59,13 @@ class Int8Report:
         if self.accuracy_float is None or self.accuracy_int8 is None:
             return None
         return self.accuracy_int8 - self.accuracy_float
+
+    @property
+    def speedup(self) -> float | None:
+        """int8's images per second over the float model's, measured in one run."""
+        if self.float_ips is None or self.int8_ips is None or self.float_ips <= 0:
+            return None
+        return self.int8_ips / self.float_ips
 
 
 def quantize_bundle_model(
@@ -58,27 +76,33 @@ def quantize_bundle_model(
     input_type: str,
     progress: Progress,
 ) -> tuple[bytes, Int8Report]:
-    """The int8 version of a bundle's ONNX `model` and what it did, calibrated and scored on the
+    """The int8 version of a bundle's ONNX `model` and what it did, calibrated, scored and timed on the
     images of the bundle's dataset (`splits`) when they are there."""
-    calibration = calibration_inputs(predictor, splits, input_type, progress)
-    quantized, method = quantize_int8(model, calibration)
+    calibration = calibration_paths(splits)
+    batches = calibration_batches(predictor, calibration, input_type, progress)
+    first = next(batches, None)  # none of them readable: no calibration
+    quantized, method = quantize_int8(model, None if first is None else chain([first], batches))
     report = int8_report(
         splits,
         OnnxPredictor(model, predictor.config),
         OnnxPredictor(quantized, predictor.config),
         method=method,
-        calibration_images=0 if calibration is None else len(calibration),
+        calibration_images=len(calibration) if method == "static" else 0,
         sizes=(len(model), len(quantized)),
         progress=progress,
     )
     return quantized, report
 
 
-def quantize_int8(model: bytes, calibration: np.ndarray | None) -> tuple[bytes, str]:
-    """Int8 weights and activations (static, calibrated on `calibration` model inputs) or weights only (dynamic).
+def quantize_int8(
+    model: bytes, calibration: Iterator[np.ndarray] | None, *, per_channel: bool = True
+) -> tuple[bytes, str]:
+    """Int8 weights and activations (static, calibrated on the `calibration` batches of model inputs) or
+    weights only (dynamic, without them). Returns the quantized model and "static" or "dynamic".
+    `per_channel=False` (one scale per weight tensor) is there for benchmarks/int8.py to compare.
 
-    Static quantization covers the convolutions and linear layers; the softmax stays float so the
-    probabilities keep their resolution. Returns the quantized model and "static" or "dynamic".
+    The head and the unknown score's similarities (every Gemm and MatMul) stay float: they are a few
+    thousand multiply-adds per image, and the probabilities and scores keep their resolution.
     """
     import_onnxruntime()
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
@@ -90,36 +114,50 @@ def quantize_int8(model: bytes, calibration: np.ndarray | None) -> tuple[bytes, 
         # Shape inference and graph clean-up: the quantizers need weights as plain initializers,
         # and a bundle with the mirror TTA shares its weights between two branches.
         quant_pre_process(str(src), str(pre))
-        if calibration is None or not len(calibration):
-            quantize_dynamic(str(pre), str(dst), weight_type=QuantType.QInt8)
+        if calibration is None:
+            quantize_dynamic(str(pre), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=["Conv"])
             return dst.read_bytes(), "dynamic"
         quantize_static(
             str(pre),
             str(dst),
             _calibration_reader(calibration),
             quant_format=QuantFormat.QDQ,
-            per_channel=True,
+            per_channel=per_channel,
             weight_type=QuantType.QInt8,
             activation_type=QuantType.QUInt8,
-            op_types_to_quantize=["Conv", "Gemm", "MatMul"],
+            nodes_to_exclude=_kept_float(pre),
         )
         return dst.read_bytes(), "static"
 
 
-def calibration_inputs(
-    predictor: BasePredictor, splits: Splits, input_type: str, progress: Progress
-) -> np.ndarray | None:
-    """Up to CALIBRATION_IMAGES training images spread over the classes, or None without the dataset."""
+def _kept_float(model_path: Path) -> list[str]:
+    """Names of the nodes that stay float: the head's and the unknown score's matrix products."""
+    import onnx
+
+    graph = onnx.load(str(model_path), load_external_data=False).graph
+    return [n.name for n in graph.node if n.op_type in ("Gemm", "MatMul")]
+
+
+def calibration_paths(splits: Splits) -> list[Path]:
+    """Up to CALIBRATION_IMAGES training images spread evenly over the classes; none without the dataset."""
     if isinstance(splits, str) or not splits["train"][0]:
-        return None
+        return []
     paths, labels = splits["train"]
     by_class = [paths[int(i)] for i in np.argsort(labels, kind="stable")]  # spread the pick over every class
-    progress("int8 calibration", 0, 1)
-    x = model_inputs(predictor, spread(by_class, CALIBRATION_IMAGES))
-    progress("int8 calibration", 1, 1)
-    if not len(x):
-        return None
-    return to_uint8(x) if input_type == "uint8" else x
+    return spread(by_class, CALIBRATION_IMAGES)
+
+
+def calibration_batches(
+    predictor: BasePredictor, paths: Sequence[Path], input_type: str, progress: Progress
+) -> Iterator[np.ndarray]:
+    """The model inputs of `paths`, CALIBRATION_BATCH at a time, decoded as they are asked for (the
+    unreadable ones left out)."""
+    done = 0
+    for idx, x, failed in predictor.input_batches(paths, batch_size=CALIBRATION_BATCH):
+        done += len(idx) + len(failed)
+        progress("int8 calibration", done, len(paths))
+        if len(x):
+            yield to_uint8(x) if input_type == "uint8" else x
 
 
 def int8_report(
@@ -132,45 +170,84 @@ def int8_report(
     sizes: tuple[int, int],
     progress: Progress,
 ) -> Int8Report:
-    """Accuracy of the float and the int8 model on the validation split (the test split if there is none)."""
+    """Accuracy of the float and the int8 model on the validation split (the test split if there is
+    none), and the images per second of each engine on a few batches of it."""
     report = partial(Int8Report, method, calibration_images, float_bytes=sizes[0], int8_bytes=sizes[1])
     if isinstance(splits, str):
         return report(skipped=splits)
     part = next((p for p in ("val", "test") if splits[p][0]), None)
     if part is None:
         return report(skipped="the bundle's split has no validation or test images")
-    hits_before, hits_after, same, n = _score_both(before, after, *splits[part], progress=progress)
-    if not n:
+    scores = _score_both(before, after, *splits[part], progress=progress)
+    if scores is None:
         return report(skipped=f"no image of the {part} split can be read")
-    return report(part=part, n=n, accuracy_float=hits_before / n, accuracy_int8=hits_after / n, agreement=same / n)
+    n, hits_before, hits_after, same, same_unknown, sample = scores
+    float_ips, int8_ips = engine_speeds(before, after, sample)
+    return report(
+        part=part,
+        n=n,
+        accuracy_float=hits_before / n,
+        accuracy_int8=hits_after / n,
+        agreement=same / n,
+        unknown_agreement=None if same_unknown is None else same_unknown / n,
+        float_ips=float_ips,
+        int8_ips=int8_ips,
+    )
 
 
 def _score_both(
     before: BasePredictor, after: BasePredictor, paths: Sequence[Path], labels: np.ndarray, *, progress: Progress
-) -> tuple[int, int, int, int]:
-    """Right answers of `before`, of `after`, answers they share, and images read (unreadable ones skipped)."""
-    hits_before, hits_after, same, n = 0, 0, 0, 0
+) -> tuple[int, int, int, int, int | None, np.ndarray] | None:
+    """Images read, right answers of `before` and of `after`, top-1 answers and unknown answers they
+    share, and the first SPEED_IMAGES model inputs; None when no image can be read."""
+    n, hits_before, hits_after, same, same_unknown = 0, 0, 0, 0, 0
+    sample: list[np.ndarray] = []
+    scored = before.unknown_rule is not None
     for idx, x, _ in before.input_batches(paths, batch_size=32):
+        if not len(idx):
+            continue
         y = labels[idx]
-        p_before, p_after = before.proba_of_inputs(x).argmax(1), after.proba_of_inputs(x).argmax(1)
-        hits_before += int((p_before == y).sum())
-        hits_after += int((p_after == y).sum())
-        same += int((p_before == p_after).sum())
+        (p_before, s_before), (p_after, s_after) = before.answer_of_inputs(x), after.answer_of_inputs(x)
+        hits_before += int((p_before.argmax(1) == y).sum())
+        hits_after += int((p_after.argmax(1) == y).sum())
+        same += int((p_before.argmax(1) == p_after.argmax(1)).sum())
+        if s_before is not None and s_after is not None:
+            same_unknown += int((before.is_unknown(s_before) == after.is_unknown(s_after)).sum())
         n += len(idx)
+        if sum(map(len, sample)) < SPEED_IMAGES:
+            sample.append(x[: SPEED_IMAGES - sum(map(len, sample))])
         progress("int8 accuracy", n, len(paths))
-    return hits_before, hits_after, same, n
+    if not n:
+        return None
+    return n, hits_before, hits_after, same, same_unknown if scored else None, np.concatenate(sample)
 
 
-def _calibration_reader(x: np.ndarray) -> object:
-    """ONNX Runtime's calibration data reader over model inputs `x`, in batches of 16."""
+def engine_speeds(before: BasePredictor, after: BasePredictor, x: np.ndarray) -> tuple[float, float]:
+    """Images per second of each engine alone on model inputs `x`, in ENGINE_BATCH batches.
+
+    The two run in turn, SPEED_ROUNDS times, and each keeps its fastest round: on a machine shared
+    with other work both see the same load, and the ratio is what the choice needs.
+    """
+    best = [float("inf"), float("inf")]
+    for engine in (before, after):  # warm-up: the first run of a session allocates its buffers
+        engine.answer_of_batch(x[:ENGINE_BATCH])
+    for _ in range(SPEED_ROUNDS):
+        for i, engine in enumerate((before, after)):
+            start = time.perf_counter()
+            for s in range(0, len(x), ENGINE_BATCH):
+                engine.answer_of_batch(x[s : s + ENGINE_BATCH])
+            best[i] = min(best[i], time.perf_counter() - start)
+    return len(x) / best[0], len(x) / best[1]
+
+
+def _calibration_reader(batches: Iterator[np.ndarray]) -> Any:
+    """ONNX Runtime's calibration data reader over batches of model inputs."""
     from onnxruntime.quantization import CalibrationDataReader
 
     class Batches(CalibrationDataReader):
-        def __init__(self) -> None:
-            self._batches = iter([{INPUT_NAME: x[i : i + 16]} for i in range(0, len(x), 16)])
-
         def get_next(self) -> dict[str, np.ndarray] | None:
-            return next(self._batches, None)
+            x = next(batches, None)
+            return None if x is None else {INPUT_NAME: x}
 
     return Batches()
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 from tlearn.artifacts.bundle import CONFIG_FILE, load_bundle
 from tlearn.core.errors import BundleError, ConfigError
 from tlearn.data.sources import display_path
-from tlearn.infer.onnx_files import config_of, read_sidecar, sidecar_path, weights_digest
+from tlearn.infer.onnx_files import config_of, int8_model_of, read_sidecar, sidecar_path, weights_digest
 from tlearn.infer.onnx_graph import bundle_to_onnx
 from tlearn.infer.onnx_predictor import BUNDLE_ONNX, OnnxPredictor
 from tlearn.infer.predictor import NO_UNKNOWN_HINT, BasePredictor, Predictor
@@ -52,16 +53,19 @@ def _said_once(predictor: BasePredictor) -> BasePredictor:
 def load_onnx(path: str | Path) -> OnnxPredictor:
     """An ONNX model written by `tlearn export` (with its JSON beside it), or a bundle folder.
 
-    For a bundle, its exported model.onnx is used when it was made from the current weights;
-    otherwise the bundle is exported in memory (a few seconds), and nothing is written.
+    For a bundle, its exported model.onnx is used when it was made from the current weights; otherwise
+    the bundle is exported in memory (a few seconds), and nothing is written. Where `tlearn export
+    --int8` chose the int8 model for a float model (its JSON says so, and why), the int8 model beside
+    it runs in its place.
     """
     path = Path(path).expanduser()
     if path.is_dir() and (path / CONFIG_FILE).is_file():
         exported = path / BUNDLE_ONNX
         if exported.is_file() and sidecar_path(exported).is_file():
             doc = read_sidecar(exported)
-            if doc.get("weights_sha256") == weights_digest(path):
-                return _checked(OnnxPredictor(exported, config_of(doc, exported), source=display_path(path)), exported)
+            digest = weights_digest(path)
+            if doc.get("weights_sha256") == digest:
+                return _int8_or(exported, doc, source=display_path(path))
             log.info("%s was exported from other weights: exporting the bundle again, in memory.", exported)
         classifier, config = load_bundle(path)
         predictor = Predictor(classifier, config, source=display_path(path))
@@ -73,8 +77,24 @@ def load_onnx(path: str | Path) -> OnnxPredictor:
         )
     if path.suffix.lower() != ".onnx":
         raise BundleError(f"{display_path(path)} is not an ONNX file.", hint="Pass a bundle folder or a .onnx file.")
-    doc = read_sidecar(path)
-    return _checked(OnnxPredictor(path, config_of(doc, path), source=display_path(path)), path)
+    return _int8_or(path, read_sidecar(path), source=display_path(path))
+
+
+def _int8_or(model: Path, doc: dict[str, Any], *, source: str) -> OnnxPredictor:
+    """The int8 model beside `model` where its export chose it (and it is there, from the same weights);
+    else `model` itself. `doc` is `model`'s JSON."""
+    config = config_of(doc, model)
+    chosen = int8_model_of(doc, model)
+    if chosen is not None:
+        int8_file, reason = chosen
+        there = int8_file.is_file() and sidecar_path(int8_file).is_file()
+        if there and read_sidecar(int8_file).get("weights_sha256") == doc.get("weights_sha256"):
+            predictor = OnnxPredictor(int8_file, config, source=source, precision="int8", precision_reason=reason)
+            return _checked(predictor, int8_file)
+        log.warning("%s is missing or from other weights: running the float model %s.", int8_file, model.name)
+    # Exports made before the JSON said its precision: an int8 section meant an int8 model.
+    precision = "int8" if doc.get("precision", "int8" if doc.get("int8") else "") == "int8" else "float32"
+    return _checked(OnnxPredictor(model, config, source=source, precision=precision), model)
 
 
 def _checked(predictor: OnnxPredictor, model_path: Path) -> OnnxPredictor:

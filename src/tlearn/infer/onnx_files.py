@@ -14,6 +14,7 @@ from tlearn.infer.onnx_graph import INPUT_NAME, OUTPUT_NAME, SCORE_NAME, UNKNOWN
 
 if TYPE_CHECKING:
     from tlearn.infer.int8 import Int8Report
+    from tlearn.infer.int8_choice import Int8Choice
     from tlearn.infer.verify import Check
 
 SIDECAR_FORMAT = 1
@@ -22,6 +23,11 @@ SIDECAR_FORMAT = 1
 def sidecar_path(model_path: Path) -> Path:
     """The JSON beside an exported model: model.onnx -> model.onnx.json."""
     return model_path.with_name(model_path.name + ".json")
+
+
+def int8_path(model_path: Path) -> Path:
+    """The int8 model beside an exported float model: model.onnx -> model.int8.onnx."""
+    return model_path.with_name(f"{model_path.stem}.int8{model_path.suffix}")
 
 
 def weights_digest(folder: Path) -> str:
@@ -75,8 +81,14 @@ def sidecar_doc(
     check: Check | None,
     int8: Int8Report | None,
     weights_sha256: str,
+    choice: Int8Choice | None = None,
+    precision: str = "float32",
 ) -> dict[str, Any]:
-    """What a program needs to use an exported model: classes, the input/output contract, preprocessing."""
+    """What a program needs to use an exported model: classes, the input/output contract, preprocessing.
+
+    `precision` is what this model computes in ("float32" or "int8"). With `int8` (the quantization's
+    report) and `choice`, "int8" also says whether prediction uses the int8 model, why, and its file.
+    """
     from tlearn.core.version import __version__
 
     h, w = config.preprocessing.input_size
@@ -103,12 +115,37 @@ def sidecar_doc(
         "unknown": None if config.unknown is None else _unknown_doc(config),
         "preprocessing": _preprocessing_doc(config, uint8=uint8),
         "flip_tta": config.flip_tta,
-        "int8": None if int8 is None else {k: v for k, v in asdict(int8).items() if v is not None},
+        "precision": precision,
+        "int8": _int8_doc(int8, choice, model_file, precision),
         "verification": None if check is None else asdict(check),
         "tlearn": __version__,
         "weights_sha256": weights_sha256,
         "bundle": config.to_dict(),
     }
+
+
+def _int8_doc(
+    report: Int8Report | None, choice: Int8Choice | None, model_file: str, precision: str
+) -> dict[str, Any] | None:
+    if report is None:
+        return None
+    doc = {k: v for k, v in asdict(report).items() if v is not None}
+    if choice is not None:
+        name = model_file if precision == "int8" else int8_path(Path(model_file)).name
+        doc |= {**choice.to_dict(), "model": name}
+    return doc
+
+
+def int8_model_of(doc: dict[str, Any], model_path: Path) -> tuple[Path, str] | None:
+    """The int8 model that prediction should use in place of the float `model_path` (whose JSON is `doc`),
+    and why; None when the export chose float or made no int8 model."""
+    int8 = doc.get("int8")
+    if doc.get("precision", "float32") != "float32" or not isinstance(int8, dict) or not int8.get("used"):
+        return None
+    name = int8.get("model")
+    if not isinstance(name, str) or Path(name).name != name:  # a file beside the model, nothing else
+        return None
+    return model_path.with_name(name), str(int8.get("reason", ""))
 
 
 def _unknown_doc(config: BundleConfig) -> dict[str, Any]:

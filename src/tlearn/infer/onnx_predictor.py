@@ -25,14 +25,27 @@ BUNDLE_ONNX = "model.onnx"  # what `tlearn export` writes into a bundle by defau
 
 
 class OnnxPredictor(BasePredictor):
-    """The ONNX Runtime engine. `model` is a serialized ONNX model or its file; `config` the bundle's config."""
+    """The ONNX Runtime engine. `model` is a serialized ONNX model or its file; `config` the bundle's config.
+
+    `precision` says what the model computes in ("float32", or "int8" for a quantized export) and
+    `precision_reason` why it was chosen (the export's measurement), for the summaries to show.
+    """
 
     engine = "onnx"
 
     def __init__(
-        self, model: bytes | str | Path, config: BundleConfig, *, source: str = "", threads: int | None = None
+        self,
+        model: bytes | str | Path,
+        config: BundleConfig,
+        *,
+        source: str = "",
+        threads: int | None = None,
+        precision: str = "float32",
+        precision_reason: str | None = None,
     ) -> None:
         super().__init__(config, source=source)
+        self.precision = precision
+        self.precision_reason = precision_reason
         self.session = create_session(model, threads=threads)
         first = self.session.get_inputs()[0]
         self.input_name: str = first.name

@@ -57,6 +57,8 @@ class BasePredictor(ABC):
     """
 
     engine: ClassVar[str] = ""
+    precision: str = "float32"  # "int8" for a quantized ONNX model
+    precision_reason: str | None = None  # why that precision was chosen (tlearn export's measurement)
 
     def __init__(self, config: BundleConfig, *, source: str = "") -> None:
         self.config = config

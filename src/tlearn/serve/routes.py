@@ -65,6 +65,7 @@ async def model(request: Request) -> dict[str, Any]:
         "input_size": list(config.preprocessing.input_size),
         "flip_tta": config.flip_tta,
         "engine": s.predictor.engine,
+        "precision": s.predictor.precision,
         "metrics": _headline_metrics(config.metrics),
         "version": __version__,
         "trained_with": config.versions.get("tlearn"),

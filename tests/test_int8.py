@@ -1,0 +1,153 @@
+"""int8: the quantized model computes nearly what the float one does, and prediction uses it only where it
+keeps the validation accuracy within half a point and is faster on this machine."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import tlearn
+import tlearn.infer.int8 as int8_module
+from tlearn.infer.export import export_bundle
+from tlearn.infer.int8 import Int8Report
+from tlearn.infer.int8_choice import choose_int8
+
+ort = pytest.importorskip("onnxruntime")
+onnx = pytest.importorskip("onnx")
+
+
+@pytest.fixture
+def bundle(tiny_bundle: Path, tmp_path: Path) -> Path:
+    """A copy of the tiny bundle that an export may write into."""
+    return Path(shutil.copytree(tiny_bundle, tmp_path / "bundle"))
+
+
+def measured(acc_float: float, acc_int8: float, *, float_ips: float = 50.0, int8_ips: float = 90.0) -> Int8Report:
+    """A report as int8_report makes it, with the figures a test chooses: 200 validation images."""
+    return Int8Report(
+        "static", 64, 1000, 300, part="val", n=200, accuracy_float=acc_float, accuracy_int8=acc_int8,
+        agreement=0.99, float_ips=float_ips, int8_ips=int8_ips,
+    )  # fmt: skip
+
+
+def tiny_classes(root: Path) -> list[str]:
+    return sorted(d.name for d in root.iterdir() if d.is_dir())
+
+
+def test_int8_model_is_quantized_and_answers_as_the_float_one(bundle: Path, shapes_master: Path) -> None:
+    result = export_bundle(bundle, int8="on")
+    q = result.int8
+    assert result.int8_path == bundle / "model.int8.onnx" and result.path == bundle / "model.onnx"
+    assert q is not None and q.method == "static" and q.part == "val" and q.n == 16
+    assert q.calibration_images >= 60  # every training image of the tiny dataset, up to 256
+    assert q.accuracy_float is not None and q.accuracy_float >= 0.8
+    assert q.accuracy_change is not None and q.accuracy_change >= -1 / 16  # at most one image of 16 changes
+    assert q.agreement is not None and q.agreement >= 0.9 and q.unknown_agreement is not None
+    assert q.float_ips is not None and q.int8_ips is not None and q.float_ips > 0 and q.int8_ips > 0
+    assert q.int8_bytes < q.float_bytes
+    ops = {n.op_type for n in onnx.load(str(result.int8_path)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops  # really quantized
+    files = [p for cls in tiny_classes(shapes_master) for p in sorted((shapes_master / cls).glob("*.jpg"))[:4]]
+    float_clf, int8_clf = tlearn.load(result.path), tlearn.load(result.int8_path)
+    # The float model's JSON says int8 is chosen (--int8 on): loading either file runs int8.
+    assert float_clf.precision == int8_clf.precision == "int8"
+    plain = tlearn.load(bundle)  # the torch engine, in float
+    p_float, p_int8 = plain.predict_proba(files), int8_clf.predict_proba(files)
+    assert (p_float.argmax(1) == p_int8.argmax(1)).mean() >= 0.9
+    assert np.abs(p_float - p_int8).max() < 0.2
+
+
+def test_a_loss_over_half_a_point_keeps_float(run_cli, bundle: Path, shapes_master: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    real = int8_module.int8_report
+
+    def losing(*args, **kwargs):  # type: ignore[no-untyped-def]
+        from dataclasses import replace
+
+        r = real(*args, **kwargs)  # measured for real, then 1 point worse, as int8 on another model might be
+        assert r.accuracy_float is not None
+        return replace(r, n=200, accuracy_int8=r.accuracy_float - 0.01, int8_ips=2 * (r.float_ips or 1.0))
+
+    monkeypatch.setattr(int8_module, "int8_report", losing)
+    res = run_cli("export", bundle, "--int8", "auto")
+    assert res.code == 0, res.err
+    out = " ".join(res.out.split())  # lines wrapped by the terminal's width, joined
+    said = "float used for prediction with --engine onnx: float kept: int8 loses 1.0 points on validation, more"
+    assert f"{said} than 0.5 (" in out
+    doc = json.loads((bundle / "model.onnx.json").read_text())
+    assert doc["precision"] == "float32" and doc["int8"]["used"] is False and doc["int8"]["mode"] == "auto"
+    assert "loses 1.0 points" in doc["int8"]["reason"]
+    assert (bundle / "model.int8.onnx").is_file()  # there, for whoever wants it; prediction does not use it
+    assert tlearn.load(bundle, engine="onnx").precision == "float32"
+    res = run_cli("predict", bundle, shapes_master / "red_circle", "--engine", "onnx")
+    assert "with the onnx engine." in " ".join(res.out.split())
+
+
+def test_int8_that_keeps_the_accuracy_and_is_faster_is_used_and_says_so(  # type: ignore[no-untyped-def]
+    run_cli, bundle: Path, shapes_master: Path, monkeypatch
+) -> None:
+    monkeypatch.setattr(int8_module, "engine_speeds", lambda before, after, x: (40.0, 80.0))
+    res = run_cli("export", bundle, "--int8", "auto")
+    assert res.code == 0, res.err
+    out = " ".join(res.out.split())
+    assert "Engine alone on this machine: 40 images/s float, 80 int8 (2.00x)." in out
+    assert "int8 used for prediction with --engine onnx: int8 keeps the accuracy within 0.5 point and is faster" in out
+    clf = tlearn.load(bundle, engine="onnx")
+    assert clf.precision == "int8" and clf.precision_reason is not None and "2.00x" in clf.precision_reason
+    res = run_cli("predict", bundle, shapes_master / "red_circle", "--engine", "onnx")
+    assert res.code == 0, res.err
+    assert "with the onnx engine in int8 (int8 keeps the accuracy" in " ".join(res.out.split())
+    assert tlearn.load(bundle, engine="torch").precision == "float32"  # the torch engine is never int8
+
+
+def test_int8_that_is_not_faster_here_keeps_float(bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(int8_module, "engine_speeds", lambda before, after, x: (80.0, 60.0))
+    result = export_bundle(bundle, int8="auto")
+    assert result.int8_choice is not None and not result.int8_choice.use
+    assert "not faster on this machine" in result.int8_choice.reason and "0.75x" in result.int8_choice.reason
+    assert tlearn.load(bundle, engine="onnx").precision == "float32"
+
+
+def test_the_rule_half_a_point_and_faster() -> None:
+    assert choose_int8(measured(0.950, 0.945), "auto").use  # one image of 200: 0.5 point, allowed
+    lost = choose_int8(measured(0.950, 0.940), "auto")
+    assert not lost.use and "loses 1.0 points on validation, more than 0.5" in lost.reason
+    assert choose_int8(measured(0.90, 0.93), "auto").use  # int8 better: fine
+    slow = choose_int8(measured(0.95, 0.95, float_ips=50, int8_ips=52), "auto")
+    assert not slow.use and "not faster" in slow.reason and "1.04x" in slow.reason
+    forced = choose_int8(measured(0.95, 0.90), "on")
+    assert forced.use and "--int8 on" in forced.reason and "90.0% int8 vs 95.0% float" in forced.reason
+    unchecked = choose_int8(Int8Report("dynamic", 0, 1000, 300, skipped="its dataset /x is not there"), "auto")
+    assert not unchecked.use and unchecked.reason == (
+        "float kept: int8's accuracy could not be checked (its dataset /x is not there)"
+    )
+
+
+def test_without_the_dataset_auto_keeps_float_and_says_why(run_cli, bundle: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    doc = json.loads((bundle / "tlearn.json").read_text())
+    doc["data"] = str(tmp_path / "gone")
+    (bundle / "tlearn.json").write_text(json.dumps(doc))
+    res = run_cli("export", bundle, "--int8", "auto")
+    assert res.code == 0, res.err
+    out = " ".join(res.out.split())
+    assert "int8 (dynamic quantization)" in out
+    assert f"Accuracy not checked: its dataset {tmp_path / 'gone'} is not there." in out
+    assert "float used for prediction with --engine onnx: float kept: int8's accuracy could not be checked" in out
+    assert (bundle / "model.int8.onnx").is_file() and (bundle / "model.int8.onnx.json").is_file()
+    assert tlearn.load(bundle, engine="onnx").precision == "float32"
+
+
+def test_a_missing_int8_model_falls_back_to_float(bundle: Path, caplog: pytest.LogCaptureFixture) -> None:
+    export_bundle(bundle, int8="on")
+    (bundle / "model.int8.onnx").unlink()
+    assert tlearn.load(bundle, engine="onnx").precision == "float32"
+    assert "model.int8.onnx is missing or from other weights: running the float model model.onnx" in caplog.text
+
+
+def test_a_bad_mode_is_one_line(run_cli, bundle: Path) -> None:  # type: ignore[no-untyped-def]
+    res = run_cli("export", bundle, "--int8", "maybe")
+    assert res.code == 1
+    assert "--int8 must be one of off, on, auto. Got 'maybe'." in res.err
