@@ -69,7 +69,8 @@ def one_run(root: Path, seed: int, unlabelled: bool) -> dict[str, Any]:
         else {
             "found": pseudo.found, "excluded": pseudo.excluded, "used": pseudo.used, "rounds": pseudo.rounds,
             "threshold": pseudo.threshold, "val_before": pseudo.val_before, "val_after": pseudo.val_after,
-            "class_counts": pseudo.class_counts,
+            "class_counts": pseudo.class_counts, "checked": pseudo.checked,
+            "right_before": pseudo.right_before, "right_after": pseudo.right_after,
         },
     }  # fmt: skip
 

@@ -11,7 +11,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
 from tlearn.core.errors import ConfigError
-from tlearn.training.linear import C_GRID, fit_linear
+from tlearn.training.linear import C_GRID, fit_linear, fit_logistic_many
 
 
 def blobs(n: int = 90, k: int = 3, d: int = 12, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -123,3 +123,23 @@ def test_unknown_head_names_the_flag() -> None:
     x, y = blobs()
     with pytest.raises(ConfigError, match="--head must be"):
         fit_linear(x, y, num_classes=3, kind="forest")  # type: ignore[arg-type]
+
+
+def test_many_heads_solved_together_are_the_heads_fitted_one_by_one() -> None:
+    """Row weights of 0 leave rows out, other labels give another head: each one is fit_linear's at that C."""
+    x, y = blobs()
+    other = (y + 1) % 3
+    keep = np.arange(len(y)) % 4 != 0
+    fits = fit_logistic_many(
+        x, np.stack([y, y, other]), np.stack([np.ones(len(y)), keep, np.ones(len(y))]), num_classes=3, C=0.5
+    )
+    alone = [
+        fit_linear(x, y, num_classes=3, C=0.5),
+        fit_linear(x[keep], y[keep], num_classes=3, C=0.5),
+        fit_linear(x, other, num_classes=3, C=0.5),
+    ]
+    for p, fit in enumerate(alone):
+        proba = torch.softmax(torch.from_numpy(fits.logits(p, x)), 1).numpy()
+        reference = torch.softmax(torch.from_numpy(fit.logits(x)), 1).numpy()
+        np.testing.assert_allclose(proba, reference, atol=0.02)
+    assert not np.allclose(fits.logits(0, x), fits.logits(1, x), atol=0.05)  # the rows left out count

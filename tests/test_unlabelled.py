@@ -15,7 +15,7 @@ from tlearn.core.errors import ConfigError
 from tlearn.data.synthetic import make_sample_dataset
 from tlearn.training.config import TrainConfig
 from tlearn.training.linear import fit_linear
-from tlearn.training.pseudo import Views, self_train
+from tlearn.training.pseudo import Labelled, Views, confident_share, self_train
 
 TINY = ("--backbone", "test_efficientnet", "--weights", "none", "--input-size", "64", "--C", "1")
 
@@ -34,6 +34,16 @@ def _accuracy(score, x: np.ndarray, y: np.ndarray) -> float:  # type: ignore[no-
     return float((score(x).argmax(1) == y).mean())
 
 
+def _self_train(x: np.ndarray, y: np.ndarray, pool: np.ndarray, val: np.ndarray, val_y: np.ndarray, **kw):  # type: ignore[no-untyped-def]
+    ids = np.arange(len(y))
+    labelled = Labelled(x, y, ids, Views(x, None), ids, y)
+    start = _head(x, y, ids)
+    trained = self_train(
+        labelled, Views(pool, None), Views(val, None), val_y, start=start, fit=_head, C=1.0, num_classes=4, **kw
+    )
+    return start, trained
+
+
 def test_guesses_on_unlabelled_features_improve_validation_and_test() -> None:
     rng = np.random.default_rng(1)
     centres = rng.normal(size=(4, 50)) * 0.5  # overlapping classes: two labels per class give about 78%
@@ -41,15 +51,28 @@ def test_guesses_on_unlabelled_features_improve_validation_and_test() -> None:
     pool, pool_y = _blobs(rng, centres, 60, 1.0)
     val, val_y = _blobs(rng, centres, 15, 1.0)
     test, test_y = _blobs(rng, centres, 100, 1.0)
-    start = _head(x, y, np.arange(len(y)))
-    trained = self_train(x, y, np.arange(len(y)), Views(pool, None), Views(val, None), val_y, start=start, fit=_head)
+    start, trained = _self_train(x, y, pool, val, val_y)
     assert trained.val_after > trained.val_before
     assert trained.rounds >= 2 and len(trained.taken) >= 120  # later rounds trust more of the pool
     assert (trained.labels == pool_y[trained.taken]).mean() > 0.85  # the guesses used are mostly right
     assert _accuracy(trained.head[1], test, test_y) > _accuracy(start[1], test, test_y) + 0.1
 
 
-def test_guesses_that_do_not_help_validation_are_not_used() -> None:
+def test_one_validation_photo_per_class_is_not_the_only_evidence() -> None:
+    """With 1 validation photo per class, the held-out labelled training images decide too."""
+    rng = np.random.default_rng(3)
+    centres = rng.normal(size=(4, 50)) * 0.5
+    x, y = _blobs(rng, centres, 4, 1.0)  # 4 labelled training images per class
+    pool, _ = _blobs(rng, centres, 60, 1.0)
+    val, val_y = _blobs(rng, centres, 1, 1.0)  # and 1 validation image per class
+    test, test_y = _blobs(rng, centres, 100, 1.0)
+    start, trained = _self_train(x, y, pool, val, val_y)
+    assert trained.checked == 16 + 4  # every labelled image scores the guesses, held out from its fold
+    assert trained.right_after > trained.right_before and len(trained.taken) > 0
+    assert _accuracy(trained.head[1], test, test_y) > _accuracy(start[1], test, test_y) + 0.05
+
+
+def test_guesses_that_do_not_help_are_not_used() -> None:
     rng = np.random.default_rng(1)
     centres = rng.normal(size=(4, 50)) * 0.5
     x, y = _blobs(rng, centres, 5, 1.0)
@@ -60,9 +83,17 @@ def test_guesses_that_do_not_help_validation_are_not_used() -> None:
     start = _head(x, y, owners)
     guessed = _head(np.concatenate([x, junk]), np.concatenate([y, start[1](junk).argmax(1)]), np.arange(len(y) + 300))
     assert _accuracy(guessed[1], val, val_y) < _accuracy(start[1], val, val_y)  # all of them would hurt
-    trained = self_train(x, y, owners, Views(junk, None), Views(val, None), val_y, start=start, fit=_head)
-    assert len(trained.taken) == 0 and trained.rounds == 0 and trained.head is start
-    assert trained.val_after == trained.val_before
+    _, trained = _self_train(x, y, junk, val, val_y)
+    assert len(trained.taken) == 0 and trained.rounds == 0
+    assert trained.val_after == trained.val_before and trained.right_after == trained.right_before
+
+
+def test_each_guessed_class_gives_its_own_most_confident_share() -> None:
+    guess = np.array([0] * 16 + [1] * 4)  # a class the head over-predicts, and a small one
+    confidence = np.linspace(1.0, 0.5, 20)
+    taken = confident_share(confidence, guess, 0.25)
+    assert list(taken) == [0, 1, 2, 3, 16]  # a quarter of each, the most confident first
+    assert len(confident_share(confidence, guess, 1.0)) == 20
 
 
 def _copies_of(images: list[Path], into: Path) -> int:
@@ -91,7 +122,9 @@ def test_unlabelled_never_trains_on_copies_of_labelled_images(shapes: Path, tmp_
     assert record["used"] <= 16  # only the new photos can be used
     assert sum(record["class_counts"].values()) == record["used"]
     assert record["val_after"] >= record["val_before"]
-    assert "Unlabelled:" in res.out and f"left out {copies} copies of labelled images" in res.out
+    said = " ".join(res.out.split())  # the summary line wraps at the terminal's width
+    assert "Unlabelled:" in said and f"left out {copies} copies of labelled images" in said
+    assert f"of {record['checked']} right" in said and record["checked"] == 64 + 16  # every labelled image but the test
     assert "Photos without labels" in (out / "report.html").read_text()
 
 

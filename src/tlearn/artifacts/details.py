@@ -105,6 +105,9 @@ class PseudoLabels:
     val_before: float  # validation accuracy without them
     val_after: float  # and with them
     kept: bool = True  # False when auto kept fine-tuning, which does not use them
+    checked: int = 0  # labelled images the guesses were judged on: held-out training images + validation
+    right_before: int = 0  # of them, right without the guesses
+    right_after: int = 0  # right with the guesses used
 
     @property
     def summary(self) -> str:
@@ -116,16 +119,23 @@ class PseudoLabels:
                 f"Unlabelled: {self.found} photos, not used (auto kept fine-tuning, which learns from labels "
                 f"only){skipped}."
             )
+        judged = f"{self.checked} held-out labelled images" if self.checked else "validation images"
         if not self.used:
+            right = f" ({self.right_before} of {self.checked} right without them)" if self.checked else ""
             return (
-                f"Unlabelled: {self.found} photos, none used: no confident share of them improved validation "
-                f"accuracy ({self.val_before:.1%}){skipped}."
+                f"Unlabelled: {self.found} photos, none used: no confident share of them got more of the "
+                f"{judged} right{right}{skipped}."
             )
         counts = ", ".join(f"{c} {n}" for c, n in sorted(self.class_counts.items(), key=lambda kv: -kv[1]) if n)
         return (
             f"Unlabelled: {self.used} of {self.found} photos used with predicted labels (confidence >= "
-            f"{self.threshold:.0%}, {self.rounds} round{'s' if self.rounds != 1 else ''}; validation "
-            f"{self.val_before:.1%} -> {self.val_after:.1%}){skipped}. Predicted: {counts}."
+            f"{self.threshold:.0%}, {self.rounds} round{'s' if self.rounds != 1 else ''}; "
+            + (
+                f"held-out labelled images {self.right_before} -> {self.right_after} of {self.checked} right, "
+                if self.checked
+                else ""
+            )
+            + f"validation {self.val_before:.1%} -> {self.val_after:.1%}){skipped}. Predicted: {counts}."
         )
 
 

@@ -31,7 +31,7 @@ from tlearn.training.features import FeatureCache, extract_features
 from tlearn.training.fitted import Fitted
 from tlearn.training.head_phase import class_weights, seeded_head, train_head
 from tlearn.training.linear import fit_linear
-from tlearn.training.pseudo import SelfTrained, Views, self_train
+from tlearn.training.pseudo import Labelled, SelfTrained, Views, self_train
 from tlearn.training.views import FeatureSet, plan_views
 
 
@@ -162,11 +162,12 @@ def fit_feature_method(
     if unlabelled is not None:
         pool = _pool_features(shell, backbone, unlabelled, data, cfg, progress)
         fixed = replace(cfg, C=fit_info["C"])  # the labelled rows' choice: CV on guesses would grade guesses
-        val = data.split.val
+        train, val = data.split.train, data.split.val
+        labelled = Labelled(x, y, owners, _views(feats, train), train, data.labels[train])
         trained = self_train(
-            x, y, owners, pool, Views(feats.clean[val], None if feats.mirror is None else feats.mirror[val]),
-            data.labels[val], start=(head, score, fit_info),
-            fit=lambda x2, y2, o2: _sklearn_head(x2, y2, o2, data, fixed),
+            labelled, pool, _views(feats, val), data.labels[val], start=(head, score, fit_info),
+            fit=lambda x2, y2, o2: _sklearn_head(x2, y2, o2, data, fixed), C=fit_info["C"],
+            num_classes=len(data.classes), seed=cfg.seed,
         )  # fmt: skip
         head, score, _ = trained.head
         pseudo = _pseudo_record(trained, unlabelled, data.classes)
@@ -207,13 +208,18 @@ def _pool_features(
     return Views(feats.clean, feats.mirror)
 
 
+def _views(feats: FeatureSet, idx: np.ndarray) -> Views:
+    return Views(feats.clean[idx], None if feats.mirror is None else feats.mirror[idx])
+
+
 def _pseudo_record(trained: SelfTrained, pool: UnlabelledImages, classes: tuple[str, ...]) -> PseudoLabels:
     counts = np.bincount(trained.labels, minlength=len(classes))
     return PseudoLabels(
         folder=display_path(pool.folder), found=pool.found, unreadable=len(pool.unreadable),
         excluded=len(pool.excluded), used=len(trained.taken), threshold=trained.threshold, rounds=trained.rounds,
         class_counts={c: int(n) for c, n in zip(classes, counts, strict=True)},
-        val_before=trained.val_before, val_after=trained.val_after,
+        val_before=trained.val_before, val_after=trained.val_after, checked=trained.checked,
+        right_before=trained.right_before, right_after=trained.right_after,
     )  # fmt: skip
 
 

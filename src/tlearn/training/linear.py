@@ -9,7 +9,9 @@ bundle from this method is the same network as one from fine-tuning.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Literal
 
 import numpy as np
@@ -158,6 +160,59 @@ def out_of_fold_proba(
     return HeldOut(proba=held_out[best], C=C_GRID[best], folds=folds)
 
 
+@dataclass(frozen=True)
+class LinearFits:
+    """P linear heads on the same features: logits of head p = feats @ weight[p].T + bias[p]."""
+
+    weight: np.ndarray  # (P, K, D), on the raw features
+    bias: np.ndarray  # (P, K)
+
+    def logits(self, p: int, feats: np.ndarray) -> np.ndarray:
+        return feats @ self.weight[p].T + self.bias[p]
+
+    def score(self, p: int) -> Callable[[np.ndarray], np.ndarray]:
+        """Head p as a function of the features."""
+        return partial(self.logits, p)
+
+
+def fit_logistic_many(
+    feats: np.ndarray,
+    labels: np.ndarray,
+    weights: np.ndarray,
+    *,
+    num_classes: int,
+    C: float,
+    start: LinearFits | None = None,
+    max_iter: int = 150,
+) -> LinearFits:
+    """P multinomial logistic regressions at one C on the rows of (N, D) features, each with its own
+    labels (P, N) and row weights (P, N) (0 leaves a row out; scikit-learn's sample weights), solved
+    together as the cross-validation solves its folds: what comparing many heads on cached features
+    costs, in one solve. Features are scaled as `fit_linear` scales them (one global factor, from
+    every row), so C means what it means there; solved to the cross-validation's tolerance, from
+    `start` (P heads, e.g. the same problems with fewer rows) when given: fewer steps, and at most
+    `max_iter` of them."""
+    x = np.asarray(feats, dtype=np.float64)
+    shift, scale = _scaling(x, "global")
+    xt = torch.from_numpy(((x - shift) / scale).astype(np.float32))
+    yt = torch.from_numpy(np.asarray(labels, dtype=np.int64))
+    wt = torch.from_numpy(np.asarray(weights, dtype=np.float32))
+    n_problems, dim = len(yt), x.shape[1]
+    if start is None:
+        weight = torch.zeros(n_problems, dim, num_classes, requires_grad=True)
+        bias = torch.zeros(n_problems, 1, num_classes, requires_grad=True)
+    else:  # on the scaled features (global scaling: no shift)
+        w0 = torch.from_numpy((start.weight * scale[0]).transpose(0, 2, 1).astype(np.float32))
+        weight = w0.contiguous().requires_grad_(True)
+        bias = torch.from_numpy(start.bias[:, None, :].astype(np.float32)).clone().requires_grad_(True)
+    big = xt.numel() * n_problems >= CV_THREADED_SIZE
+    with torch_threads(torch.get_num_threads() if big else 1):
+        _solve(xt, yt, wt, C, weight, bias, max_iter=max_iter)
+    w = weight.detach().numpy().transpose(0, 2, 1).astype(np.float64)  # (P, K, D) on scaled features
+    b = bias.detach().numpy()[:, 0].astype(np.float64)
+    return LinearFits(weight=(w / scale).astype(np.float32), bias=(b - w @ (shift / scale)).astype(np.float32))
+
+
 def _scaling(feats: np.ndarray, scaling: Scaling) -> tuple[np.ndarray, np.ndarray]:
     if scaling == "standard":
         shift = feats.mean(axis=0)
@@ -204,30 +259,11 @@ def _logistic_cv(
     for f, (tr, _) in enumerate(folds):
         in_train[f, torch.from_numpy(tr)] = 1.0
     row_weight = in_train * torch.from_numpy(_sample_weights(y, class_weight).astype(np.float32))
-    n_train = in_train.sum(dim=1)
     weight = torch.zeros(n_folds, dim, num_classes, requires_grad=True)
     bias = torch.zeros(n_folds, 1, num_classes, requires_grad=True)
     accuracy, loss, starts, held_out = [], [], [], []
     for c in C_GRID:
-        opt = torch.optim.LBFGS(
-            [weight, bias],
-            max_iter=150,
-            history_size=10,
-            line_search_fn="strong_wolfe",
-            tolerance_grad=1e-4,
-            tolerance_change=1e-9,
-        )
-
-        def closure(c: float = c, opt: torch.optim.LBFGS = opt) -> torch.Tensor:
-            opt.zero_grad()
-            logits = torch.einsum("nd,fdk->fnk", xt, weight) + bias
-            nll = nn.functional.cross_entropy(logits.transpose(1, 2), yt.expand(n_folds, n), reduction="none")
-            objective = (nll * row_weight).sum(dim=1) / n_train + 0.5 / (c * n_train) * (weight**2).sum(dim=(1, 2))
-            total = objective.sum()
-            total.backward()
-            return total
-
-        opt.step(closure)
+        _solve(xt, yt.expand(n_folds, n), row_weight, c, weight, bias)
         with torch.no_grad():
             logp = (torch.einsum("nd,fdk->fnk", xt, weight) + bias).log_softmax(dim=-1)
         accs, losses = [], []
@@ -276,3 +312,40 @@ def _full_coef(model: ClassifierMixin, num_classes: int) -> tuple[np.ndarray, np
     weight[seen] = coef
     bias[seen] = intercept
     return weight, bias
+
+
+def _solve(
+    xt: torch.Tensor,
+    yt: torch.Tensor,
+    row_weight: torch.Tensor,
+    c: float,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    *,
+    max_iter: int = 150,
+) -> None:
+    """P multinomial logistic regressions at once, in place from the given start: weight (P, D, K) and
+    bias (P, 1, K) minimise sum_i w_pi * nll_pi + ||weight_p||^2 / (2c) (scikit-learn's objective with
+    sample weights; the bias is not penalised) for rows xt (N, D), labels yt (P, N), weights (P, N).
+    Each problem's objective is divided by its number of rows (a weight of 0 leaves a row out), which
+    changes no solution and keeps the gradients of big and small problems alike."""
+    n_rows = (row_weight > 0).sum(dim=1).clamp(min=1)
+    opt = torch.optim.LBFGS(
+        [weight, bias],
+        max_iter=max_iter,
+        history_size=10,
+        line_search_fn="strong_wolfe",
+        tolerance_grad=1e-4,
+        tolerance_change=1e-9,
+    )
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        logits = torch.einsum("nd,pdk->pnk", xt, weight) + bias
+        nll = nn.functional.cross_entropy(logits.transpose(1, 2), yt, reduction="none")
+        objective = (nll * row_weight).sum(dim=1) / n_rows + 0.5 / (c * n_rows) * (weight**2).sum(dim=(1, 2))
+        total = objective.sum()
+        total.backward()
+        return total
+
+    opt.step(closure)
