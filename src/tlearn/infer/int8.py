@@ -112,8 +112,10 @@ def quantize_int8(
         src, pre, dst = Path(tmp) / "float.onnx", Path(tmp) / "pre.onnx", Path(tmp) / "int8.onnx"
         src.write_bytes(model)
         # Shape inference and graph clean-up: the quantizers need weights as plain initializers,
-        # and a bundle with the mirror TTA shares its weights between two branches.
-        quant_pre_process(str(src), str(pre))
+        # and a bundle with the mirror TTA shares its weights between two branches. ONNX's own shape
+        # inference: the symbolic one stops at the built-in MobileNetV2's graph ("Incomplete symbolic
+        # shape inference", a traceback from `tlearn export --int8` on a real bundle).
+        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
         if calibration is None:
             quantize_dynamic(str(pre), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=["Conv"])
             return dst.read_bytes(), "dynamic"
