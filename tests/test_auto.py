@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -39,6 +39,7 @@ def evidence(
     cost: dict[str, float] | None = None,
     val_images: int = 200,
     per_epoch: dict[str, float] | None = None,
+    per_view: dict[str, float] | None = None,
 ) -> Evidence:
     return Evidence(
         train_images=int(per_class * 10),
@@ -55,6 +56,8 @@ def evidence(
         budget_s=budget,
         val_images=val_images,
         epoch_seconds=per_epoch or {k: v / (2 * FINETUNE_EPOCHS) for k, v in (cost or COSTS).items()},
+        view_seconds=per_view or {},
+        views=6,
     )
 
 
@@ -118,6 +121,25 @@ def test_a_tight_budget_takes_fewer_epochs_before_fewer_stages() -> None:
         evidence(per_class=500, last=0.9, earlier=0.7, budget=tight, cost=cost, per_epoch=per_epoch), num_stages=8
     )
     assert d.unfreeze == 2 and d.epochs == min(FINETUNE_EPOCHS, int((tight - 120.0) // 5.0))
+
+
+def test_a_tight_budget_takes_fewer_cached_views_before_fewer_epochs() -> None:
+    # 3 stages: 60 s once, 10 s per cached view, 10 s per epoch; at 6 views and 12 epochs: 240 s.
+    per_epoch = {"1": 2.0, "2": 5.0, "3": 10.0, "all": 40.0}
+    per_view = {"1": 10.0, "2": 10.0, "3": 10.0, "all": 20.0}
+    cost = {k: 60.0 + 6 * per_view[k] + FINETUNE_EPOCHS * v for k, v in per_epoch.items()}
+    roomy = evidence(per_class=40, last=0.6, earlier=0.8, budget=240, cost=cost, per_epoch=per_epoch, per_view=per_view)
+    d = decide(roomy, num_stages=8)
+    assert (d.unfreeze, d.epochs, d.views) == (3, 12, 6)
+    assert "augmented views" not in d.explanation
+    # 210 s: 12 epochs still fit with 3 views (210 s), not with 6 (240 s); epochs stay, views go.
+    tight = replace(roomy, budget_s=210.0)
+    d = decide(tight, num_stages=8)
+    assert (d.unfreeze, d.epochs, d.views) == (3, 12, 3)
+    assert "3 augmented views per image, not 6" in d.explanation
+    # Below MIN_VIEWS the epochs go instead: 200 s fit 3 views and 11 epochs.
+    d = decide(replace(roomy, budget_s=200.0), num_stages=8)
+    assert (d.unfreeze, d.epochs, d.views) == (3, 11, 6 // 2)
 
 
 def test_small_and_different_falls_back_on_the_earlier_layer_and_fine_tunes_deeper() -> None:

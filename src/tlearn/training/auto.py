@@ -57,6 +57,7 @@ log = logging.getLogger(__name__)
 LARGE_PER_CLASS = 150  # training images per class from which fine-tuning is the main method
 PROBE_LEVELS = 3  # earlier levels probed besides the last layer
 MIN_EPOCHS = 4  # fewer fine-tuning epochs than this and the budget takes fewer stages instead
+MIN_VIEWS = 2  # cached augmented views per training image: fewer are tried before fewer epochs
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,8 @@ class Evidence:
     budget_s: float  # seconds the run's time budget leaves for fine-tuning when auto decides
     val_images: int = 0
     epoch_seconds: dict[str, float] = field(default_factory=dict)  # "unfreeze N" -> seconds per epoch
+    view_seconds: dict[str, float] = field(default_factory=dict)  # "unfreeze N" -> seconds per cached view
+    views: int = 0  # augmented views per training image the estimates count (fewer may be chosen)
 
     @property
     def last(self) -> Probe:
@@ -102,6 +105,7 @@ class Decision:
     unfreeze: int | Literal["all"]  # 0: no fine-tuning
     epochs: int
     explanation: str
+    views: int = 0  # augmented views per training image for fine-tuning (0: not fine-tuning)
 
     @property
     def quadrant(self) -> str:
@@ -123,7 +127,7 @@ def decide(e: Evidence, *, num_stages: int) -> Decision:
     ]
     want = {("similar", "small"): 2, ("similar", "large"): 3, ("different", "small"): 3}.get((domain, size), num_stages)
     errors = expected_val_errors(fallback.accuracy, e.val_images)
-    unfreeze, epochs = 0, 0
+    unfreeze, epochs, views = 0, 0, 0
     if not e.val_images:
         lines.append("No validation images to show that fine-tuning does better: features only.")
     elif errors < MIN_VAL_ERRORS:
@@ -132,16 +136,17 @@ def decide(e: Evidence, *, num_stages: int) -> Decision:
             "for fine-tuning to show a gain beyond the noise of the validation split. Features only."
         )
     else:
-        unfreeze, epochs = _fitting(e, want, num_stages)
+        unfreeze, epochs, views = _fitting(e, want, num_stages)
         if not unfreeze:
             lines.append(
                 f"Fine-tuning would not fit the time left ({_minutes(e.budget_s)}): "
                 + ("features." if layer == "last" else f"features of level {layer}.")
             )
     if unfreeze:
-        est = _estimate(e, unfreeze, num_stages, epochs)
+        est = _estimate(e, unfreeze, num_stages, epochs, views)
+        fewer = f" ({views} augmented views per image, not {e.views}, to fit)" if views < e.views else ""
         lines.append(
-            f"Fine-tuning the last {unfreeze} stages for {epochs} epochs should take about {_minutes(est)} "
+            f"Fine-tuning the last {unfreeze} stages for {epochs} epochs{fewer} should take about {_minutes(est)} "
             f"(time left {_minutes(e.budget_s)}): features{'' if layer == 'last' else f' of level {layer}'} first as "
             "the fallback, then fine-tuning, kept unless the features do better on validation."
         )
@@ -153,6 +158,7 @@ def decide(e: Evidence, *, num_stages: int) -> Decision:
         unfreeze=("all" if unfreeze == num_stages else unfreeze),
         epochs=epochs,
         explanation=" ".join(lines),
+        views=views,
     )
 
 
@@ -160,21 +166,33 @@ def _key(unfreeze: int, num_stages: int) -> str:
     return "all" if unfreeze >= num_stages else str(unfreeze)
 
 
-def _estimate(e: Evidence, unfreeze: int, num_stages: int, epochs: int) -> float:
-    """Seconds for `epochs` epochs: the estimate at FINETUNE_EPOCHS, moved by the seconds per epoch."""
+def _estimate(e: Evidence, unfreeze: int, num_stages: int, epochs: int, views: int) -> float:
+    """Seconds for `epochs` epochs on `views` cached views: the estimate at FINETUNE_EPOCHS and the
+    measured views, moved by the seconds per epoch and per view."""
     key = _key(unfreeze, num_stages)
     full = e.finetune_estimates.get(key, np.inf)
-    return full - (FINETUNE_EPOCHS - epochs) * e.epoch_seconds.get(key, 0.0)
+    fewer_epochs = (FINETUNE_EPOCHS - epochs) * e.epoch_seconds.get(key, 0.0)
+    return full - fewer_epochs - (e.views - views) * e.view_seconds.get(key, 0.0)
 
 
-def _fitting(e: Evidence, want: int, num_stages: int) -> tuple[int, int]:
-    """The most stages up to `want`, and the most epochs up to FINETUNE_EPOCHS (at least MIN_EPOCHS),
-    whose estimate fits the time left; (0, 0) when none does."""
+def _view_choices(views: int) -> list[int]:
+    """The cached views tried, most first: the configured number, then halving it down to MIN_VIEWS."""
+    choices = [views]
+    while choices[-1] // 2 >= MIN_VIEWS:
+        choices.append(choices[-1] // 2)
+    return choices
+
+
+def _fitting(e: Evidence, want: int, num_stages: int) -> tuple[int, int, int]:
+    """The most stages up to `want`, the most epochs up to FINETUNE_EPOCHS (at least MIN_EPOCHS), and
+    the most cached views (each one costs a pass of the frozen bottom over every training image) whose
+    estimate fits the time left; (0, 0, 0) when none does."""
     for n in sorted({min(want, num_stages), *range(min(want, 3), 0, -1)}, reverse=True):
         for epochs in range(FINETUNE_EPOCHS, MIN_EPOCHS - 1, -1):
-            if _estimate(e, n, num_stages, epochs) <= e.budget_s:
-                return n, epochs
-    return 0, 0
+            for views in _view_choices(e.views):
+                if _estimate(e, n, num_stages, epochs, views) <= e.budget_s:
+                    return n, epochs, views
+    return 0, 0, 0
 
 
 def is_different(probes: tuple[Probe, ...], train_images: int) -> bool:
@@ -297,6 +315,8 @@ def measure(
         budget_s=max(deadline.left() - fit_seconds - finish, 0.0),
         val_images=n_val,
         epoch_seconds=estimates.per_epoch if estimates else {},
+        view_seconds=estimates.per_view if estimates else {},
+        views=estimates.views if estimates else 0,
     )
 
 
@@ -360,6 +380,7 @@ def fit_auto(
             unfreeze=decision.unfreeze,
             epochs=decision.epochs if cfg.finetune.epochs is None else cfg.finetune.epochs,
         ),
+        views=decision.views if cfg.views is None else cfg.views,
     )
     give_up = None
     if "val" in features.proba and len(data.split.val):
