@@ -261,10 +261,11 @@ def test_report_has_every_section_and_embeds_its_pictures(tmp_path: Path) -> Non
     assert f"tlearn train {run.parent / 'data'} --method auto" in html and "torch==2.4.0" in html
 
 
-def auto_facts(run: Path, **evidence: object) -> dict[str, str]:
-    """The rows of the report's table of auto facts (label -> cell), the record's evidence updated first."""
+def auto_facts(run: Path, decision: dict[str, object] | None = None, **evidence: object) -> dict[str, str]:
+    """The rows of the report's table of auto facts (label -> cell), its evidence and decision updated first."""
     doc = json.loads((run / "tlearn.json").read_text())
     doc["details"]["auto"]["evidence"].update(evidence)
+    doc["details"]["auto"]["decision"].update(decision or {})
     (run / "tlearn.json").write_text(json.dumps(doc))
     html = write_report(run).read_text(encoding="utf-8")
     start = html.index('<table class="kv">', html.index('<p class="decision">'))
@@ -283,6 +284,14 @@ def test_the_auto_facts_have_plain_labels_and_leave_out_what_was_not_measured(tm
     facts = auto_facts(make_run(tmp_path / "timed"), val_images=40, epoch_seconds={"1": 2.5, "2": 4.0, "all": 31.25})
     assert facts["time per fine-tuning epoch"] == "1 stage: 2.5 s, 2 stages: 4.0 s, all stages: 31.2 s"
     assert facts["validation images"] == "40"
+
+
+def test_the_auto_facts_say_the_cached_views_chosen_apart_from_those_the_estimate_counted(tmp_path: Path) -> None:
+    facts = auto_facts(make_run(tmp_path), {"views": 3}, views=6, view_seconds={"1": 3.0, "all": 20.0})
+    assert facts["cached views per image"] == "3"  # what fine-tuning ran with
+    assert facts["views in the fine-tuning estimate"] == "6"  # what the estimates above count
+    assert facts["time per cached view"] == "1 stage: 3.0 s, all stages: 20.0 s"
+    assert not [k for k in facts if "_" in k] and "<table" not in "".join(facts.values())
 
 
 @pytest.mark.parametrize(

@@ -36,6 +36,7 @@ class AutoRecord:
     budget_s: float | None = None
     per_class: tuple[float, int] | None = None  # training images per class: the median and the fewest
     epoch_seconds: dict[str, float] = field(default_factory=dict)  # stages unfrozen -> seconds each epoch adds
+    view_seconds: dict[str, float] = field(default_factory=dict)  # stages unfrozen -> seconds each cached view adds
     validation: dict[str, Any] | None = None  # candidate method -> validation accuracy
     evidence: dict[str, Any] = field(default_factory=dict)  # the rest of the measurements
     other: dict[str, Any] = field(default_factory=dict)  # the rest of the record
@@ -108,8 +109,12 @@ def _read_auto(record: Mapping[str, Any]) -> AutoRecord:
     budget_s = float(evidence.pop("budget_s")) if "budget_s" in evidence else None
     median, fewest = evidence.pop("per_class_median", None), evidence.pop("per_class_min", None)
     per_class = (float(median), int(fewest)) if _numbers(median, fewest) else None
-    seconds = evidence.pop("epoch_seconds", None)
-    epoch_seconds = {str(k): float(v) for k, v in seconds.items()} if isinstance(seconds, Mapping) else {}
+    epoch_seconds, view_seconds = (
+        _per_stage(evidence.pop("epoch_seconds", None)),
+        _per_stage(evidence.pop("view_seconds", None)),
+    )
+    if "views" in evidence:  # the views the estimates count; the decision's are the views fine-tuning ran with
+        evidence["views in the fine-tuning estimate"] = evidence.pop("views")
     validation = auto.pop("validation", None)
     return AutoRecord(
         explanation=str(explanation) if explanation else None,
@@ -121,6 +126,7 @@ def _read_auto(record: Mapping[str, Any]) -> AutoRecord:
         budget_s=budget_s,
         per_class=per_class,
         epoch_seconds=epoch_seconds,
+        view_seconds=view_seconds,
         validation=dict(validation) if isinstance(validation, Mapping) else None,
         evidence=_plain(evidence),
         other=_plain(auto),
@@ -135,7 +141,13 @@ _AUTO_LABELS = {
     "train_images": "training images",
     "val_images": "validation images",
     "chosen": "kept",
+    "views": "cached views per image",
 }
+
+
+def _per_stage(values: Any) -> dict[str, float]:
+    """A record keyed by the stages unfrozen ("1", ..., "all") -> seconds; {} when it is not one."""
+    return {str(k): float(v) for k, v in values.items()} if isinstance(values, Mapping) else {}
 
 
 def _plain(values: Mapping[str, Any]) -> dict[str, Any]:

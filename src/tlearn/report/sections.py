@@ -234,6 +234,8 @@ def _auto_evidence(auto: AutoRecord) -> str:
         facts["fine-tuning estimate"] = _per_stages(auto.finetune_estimates, lambda v: f"{v / 60:.1f} min")
     if auto.epoch_seconds:
         facts["time per fine-tuning epoch"] = _per_stages(auto.epoch_seconds, lambda v: f"{v:.1f} s")
+    if auto.view_seconds:
+        facts["time per cached view"] = _per_stages(auto.view_seconds, lambda v: f"{v:.1f} s")
     if auto.budget_s is not None:
         facts["time left for fine-tuning"] = f"{auto.budget_s / 60:.1f} min"
     if auto.validation is not None:
