@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections import deque
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, ClassVar
 
 import numpy as np
@@ -34,7 +32,7 @@ from PIL import Image
 from tlearn.artifacts.bundle import BundleConfig
 from tlearn.core.errors import BundleError, ConfigError, ImageError
 from tlearn.core.progress import Progress, no_progress
-from tlearn.core.threads import cpu_workers
+from tlearn.core.threads import cpu_workers, prefetched
 from tlearn.data.augment import build_eval_transform
 from tlearn.data.eval_pixels import to_model_input
 from tlearn.data.images import MAX_PIXELS
@@ -307,20 +305,7 @@ class BasePredictor(ABC):
             except ImageError as err:
                 return err
 
-        if len(items) <= 1:  # one image (a server request): no pool to start
-            yield from (prepare(item) for item in items)
-            return
-        pool = ThreadPoolExecutor(max_workers=DECODE_WORKERS, thread_name_prefix="tlearn-decode")
-        pending: deque[Future[np.ndarray | ImageError]] = deque()
-        try:
-            for item in items:
-                pending.append(pool.submit(prepare, item))
-                if len(pending) >= ahead:
-                    yield pending.popleft().result()
-            while pending:
-                yield pending.popleft().result()
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+        yield from prefetched(prepare, items, ahead=ahead, workers=DECODE_WORKERS)  # one image: no pool
 
 
 class Predictor(BasePredictor):
