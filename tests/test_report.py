@@ -292,6 +292,9 @@ def test_the_auto_facts_say_the_cached_views_chosen_apart_from_those_the_estimat
     assert facts["views in the fine-tuning estimate"] == "6"  # what the estimates above count
     assert facts["time per cached view"] == "1 stage: 3.0 s, all stages: 20.0 s"
     assert not [k for k in facts if "_" in k] and "<table" not in "".join(facts.values())
+    # Features only, nothing timed: no rows of views that were never chosen or counted.
+    facts = auto_facts(make_run(tmp_path / "features"), {"views": 0}, views=0, finetune_estimates={})
+    assert "cached views per image" not in facts and "views in the fine-tuning estimate" not in facts
 
 
 @pytest.mark.parametrize(

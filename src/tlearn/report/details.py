@@ -113,8 +113,11 @@ def _read_auto(record: Mapping[str, Any]) -> AutoRecord:
         _per_stage(evidence.pop("epoch_seconds", None)),
         _per_stage(evidence.pop("view_seconds", None)),
     )
-    if "views" in evidence:  # the views the estimates count; the decision's are the views fine-tuning ran with
-        evidence["views in the fine-tuning estimate"] = evidence.pop("views")
+    views = evidence.pop("views", None)  # the views the estimates count; the decision's, what fine-tuning ran with
+    if estimates and views is not None:
+        evidence["views in the fine-tuning estimate"] = views
+    if not decision.get("views"):  # no fine-tuning, no cached views to speak of
+        decision.pop("views", None)
     validation = auto.pop("validation", None)
     return AutoRecord(
         explanation=str(explanation) if explanation else None,
