@@ -7,8 +7,8 @@ is built with random weights, the MobileNetV2 is the built-in one. Both run at 2
 the way tlearn runs them:
 - features: the frozen network once per image, eager PyTorch (channels-last, inference mode) and ONNX
   Runtime (what `extract_features` uses from 256 images on a CPU); the export itself is not timed;
-- fine-tuning, default (`--unfreeze 2`): the frozen bottom below the cut once per image and view (in
-  the precision `--precision auto` picks), then one AdamW step of the last two stages and the head on
+- fine-tuning, default (`--unfreeze 2`): the frozen bottom below the cut once per image and view (as
+  fine-tuning runs it: float32, ONNX Runtime on a CPU), then one AdamW step of the last two stages and the head on
   the cached activations;
 - fine-tuning, whole network (`--unfreeze all`): one AdamW step of everything (BatchNorm frozen).
 Prints images per second and the ViT's slowdown, and writes benchmarks/results/vit_speed.json.
@@ -26,11 +26,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from tlearn.core.precision import autocast, bf16_supported
 from tlearn.models.backbones import BUILTIN_NAME, DEFAULT_BACKBONE, Backbone, create_backbone, set_train_mode_frozen_bn
 from tlearn.models.classifier import FeatureTrunk, Normalize
-from tlearn.models.cut import cut_trunk, top_input
+from tlearn.models.cut import cut_trunk, frozen, top_input
 from tlearn.training.features import Runner
+from tlearn.training.top_phase import bottom_runner
 
 ROOT = Path(__file__).resolve().parents[1]
 BATCH = 32
@@ -75,11 +75,10 @@ def measure(backbone: Backbone, *, images: int, steps: int) -> dict[str, float]:
     trunk = FeatureTrunk(backbone.model)
     cut = cut_trunk(trunk, backbone.stages[-2:], input_size=size)
     assert cut is not None, f"{backbone.name} has no cut below its last two stages"
-    with torch.inference_mode(), autocast("auto"):
-        normed = (x - embed[0].get_buffer("mean")) / embed[0].get_buffer("std")
-        out["bottom"] = BATCH / timed(lambda: cut.bottom(normed), batches)
-        acts = cut.bottom(normed)
-    acts = top_input(acts.float().clone())
+    bottom = bottom_runner(cut, prep)  # as fine-tuning runs it: float32, ONNX Runtime on a CPU
+    with frozen(trunk):
+        acts = top_input(torch.from_numpy(bottom(x.contiguous())))  # the first call exports it: not timed
+    out["bottom"] = BATCH / timed(lambda: bottom(x.contiguous()), batches)
     # What trains: the parameters of the last two stages (as --unfreeze 2 names them) and the head.
     unfrozen = {name for stage in backbone.stages[-2:] for name in stage.params}
     for name, p in backbone.model.named_parameters():
@@ -119,13 +118,13 @@ def main() -> None:
         "top2_step": "fine-tune: step of the last 2 stages (img/s)",
         "whole_step": "fine-tune: step of the whole network (img/s)",
     }
-    print(f"224 px, batch {BATCH}, {torch.get_num_threads()} threads, bf16 native: {bf16_supported()}")
+    print(f"224 px, batch {BATCH}, {torch.get_num_threads()} threads")
     print(f"{'':50} {'ViT-S/14':>9} {'MNv2':>9} {'ratio':>7}")
     for key, label in labels.items():
         print(f"{label:50} {vit[key]:9.1f} {mnv2[key]:9.1f} {mnv2[key] / vit[key]:6.1f}x")
     print(f"{'cached activation per image and view (KB)':50} {vit['activation_kb']:9.0f} {mnv2['activation_kb']:9.0f}")
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    doc = {"input_size": 224, "batch": BATCH, "threads": torch.get_num_threads(), "bf16": bf16_supported(), **rows}
+    doc = {"input_size": 224, "batch": BATCH, "threads": torch.get_num_threads(), **rows}
     args.json.write_text(json.dumps(doc, indent=1))
 
 

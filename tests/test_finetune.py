@@ -3,22 +3,26 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 import tlearn
 from conftest import assert_predicts_as_its_run
 from tlearn.artifacts.bundle import load_bundle
+from tlearn.artifacts.history import HISTORY_FILE
 from tlearn.data.augment import preset
+from tlearn.data.eval_pixels import eval_pixels, to_model_input
 from tlearn.models.backbones import create_backbone
 from tlearn.models.classifier import Classifier, FeatureTrunk, HeadSpec, build_head
 from tlearn.training.calibrate import rescale
 from tlearn.training.config import FinetuneConfig, TrainConfig
-from tlearn.training.loop import run_epochs
+from tlearn.training.loop import read_history, run_epochs
 from tlearn.training.optim import param_groups
 from tlearn.training.run import run
 
@@ -248,6 +252,27 @@ def test_ctrl_c_keeps_a_usable_bundle_from_the_best_epoch(
     assert saved.keys() == checkpoint["best_state"].keys()
     assert all(torch.equal(saved[k], checkpoint["best_state"][k]) for k in saved)
     assert not all(torch.equal(saved[k], checkpoint["model"][k]) for k in saved)  # epoch 6's weights differ
+
+
+def test_the_kept_epoch_scores_validation_as_the_saved_network_does(shapes: Path, tmp_path: Path) -> None:
+    # Phase 2 trains and validates the top on the frozen bottom's cached output; the bundle runs the whole
+    # network in float32. A bottom run in bf16 (what --precision auto chose on CPUs with native bf16, and
+    # what bf16 asks for) gave the top activations the bundle never computes: on eurosat the saved network
+    # then scored 1 to 6 points below the epoch it was kept for.
+    out = tmp_path / "run"
+    ft = FinetuneConfig(**{**FAST, "lr": 3e-4, "unfreeze": 1})
+    network = {"backbone": "mobilenetv2_100.tf_in1k"}  # a random network's logits are too small to show it
+    run(TrainConfig(data=shapes, out=out, method="finetune", views=1, precision="bf16", finetune=ft, **network))  # type: ignore[arg-type]
+    kept = [r for r in read_history(out / HISTORY_FILE) if r["phase"] == "finetune" and r["best"]][-1]
+    classifier, config = load_bundle(out)
+    classifier.temperature = 1.0  # the loss the epoch loop saw: before calibration
+    paths = json.loads((out / "split.json").read_text())["val"]
+    crops = [eval_pixels(Image.open(shapes / p).convert("RGB"), config.preprocessing) for p in paths]
+    x = torch.from_numpy(np.stack([to_model_input(c) for c in crops]))
+    y = torch.tensor([config.classes.index(Path(p).parent.name) for p in paths])
+    with torch.inference_mode():
+        loss = float(torch.nn.functional.cross_entropy(classifier.eval()(x), y))
+    assert loss == pytest.approx(kept["val_loss"], rel=1e-3, abs=1e-5)
 
 
 def test_finetune_learns_the_synthetic_shapes(shapes: Path, tmp_path: Path) -> None:

@@ -57,7 +57,8 @@ def train(
     precision: Annotated[
         str,
         typer.Option(
-            help="auto, bf16 or fp32. auto: bf16 frozen layers on CPUs that have it; mixed precision on GPUs."
+            help="auto, bf16 or fp32: training steps on a GPU (auto: bf16 where supported, else fp16). "
+            "The CPU and frozen layers run in fp32, as the saved model does."
         ),
     ] = "auto",
     time_budget: Annotated[

@@ -166,6 +166,20 @@ def top_input(a: torch.Tensor) -> torch.Tensor:
 
 
 @contextmanager
+def frozen(module: nn.Module) -> Iterator[None]:
+    """No parameter of `module` asks for gradients (a frozen part exports to ONNX only then), then each
+    back as it was."""
+    wanted = [(p, p.requires_grad) for p in module.parameters()]
+    for p, _ in wanted:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, grad in wanted:
+            p.requires_grad_(grad)
+
+
+@contextmanager
 def eval_mode(module: nn.Module) -> Iterator[None]:
     """Inference mode for a block, then every submodule back in the mode it was in (BatchNorm included)."""
     modes = [(m, m.training) for m in module.modules()]

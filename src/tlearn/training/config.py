@@ -95,8 +95,8 @@ class TrainConfig:
     split_file: Path | None = None
     min_per_class: int = 10
     batch_size: int = 32
-    # "fp32", "bf16", or "auto": on the CPU bf16 for frozen layers where it is native; on a GPU mixed
-    # precision for training too (bf16 where supported, else fp16 with a gradient scaler)
+    # "fp32", "bf16", or "auto": training steps on a GPU (auto: bf16 where supported, else fp16 with a
+    # gradient scaler). The CPU and frozen layers always run in fp32, as the saved model does.
     precision: str = "auto"
     device: str = "auto"  # "cpu", "cuda", or "auto" (CUDA when present)
     # the feature method

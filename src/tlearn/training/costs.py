@@ -18,13 +18,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from tlearn.core.precision import autocast
 from tlearn.core.timing import Deadline
 from tlearn.data.labelled import LabelledImages
 from tlearn.models.backbones import Backbone
 from tlearn.models.classifier import FeatureTrunk
-from tlearn.models.cut import cut_trunk, eval_mode, top_input
+from tlearn.models.cut import cut_trunk, eval_mode, frozen, top_input
 from tlearn.training.config import TrainConfig
+from tlearn.training.top_phase import bottom_runner
 from tlearn.training.views import plan_views
 
 FINETUNE_EPOCHS = 12  # what auto fine-tunes for unless --epochs says otherwise
@@ -56,8 +56,8 @@ class FinetuneCosts:
 def finetune_estimates(backbone: Backbone, data: LabelledImages, cfg: TrainConfig) -> FinetuneCosts:
     """Seconds to fine-tune with the last 1, 2, 3 and all stages unfrozen, timed on this machine.
 
-    For each cut, one small batch through the frozen bottom (as it runs: once per cached view, in the
-    run's precision) and one training step of the top give the cost per image; whole-network
+    For each cut, one small batch through the frozen bottom (as it runs: once per cached view, in float32
+    on the engine `boundary_activations` uses) and one training step of the top give the cost per image; whole-network
     training is timed the same way. The estimate adds the cached views, the epochs and the final
     evaluation of the test images.
     """
@@ -93,7 +93,7 @@ def _timed_steps(
     prep = backbone.preprocessing
     x = torch.rand(TIMING_BATCH, 3, *prep.input_size).contiguous(memory_format=torch.channels_last)
     full_step = _seconds_per_image(partial(_train_step, trunk, x), trunk)
-    full_forward = _seconds_per_image(partial(trunk, x), None, precision=cfg.precision)
+    full_forward = _seconds_per_image(partial(trunk, x), None)
     evaluation = 2 * n_test * full_step / 3
     # End to end, the head phase's features come from the whole frozen network, and every epoch makes
     # its augmented images anew.
@@ -105,10 +105,10 @@ def _timed_steps(
         if cut is None:
             fixed[str(n)], per_epoch[str(n)], per_row[str(n)] = fixed["all"], per_epoch["all"], per_row["all"]
             continue
-        with torch.inference_mode(), autocast(cfg.precision):
-            a = cut.bottom(x)
-        bottom = _seconds_per_image(partial(cut.bottom, x), None, precision=cfg.precision)
-        a = top_input(a.float().clone())
+        runner = bottom_runner(cut, prep)  # the bottom as boundary_activations runs it
+        with frozen(trunk):  # the stem is not a submodule of the bottom
+            a = top_input(torch.from_numpy(runner(x.contiguous())))  # the first call exports it: not timed
+        bottom = _seconds_per_image(partial(runner, x.contiguous()), None)
         top = _seconds_per_image(partial(_train_step, cut.top, a), cut.top)
         top_forward = _seconds_per_image(partial(cut.top, a), None)  # the head phase's features
         per_row[str(n)] = bottom + top_forward
@@ -152,12 +152,12 @@ def _train_step(module: nn.Module, x: torch.Tensor) -> None:
     module(x).sum().backward()
 
 
-def _seconds_per_image(step: Callable[[], Any], module: nn.Module | None, *, precision: str = "fp32") -> float:
+def _seconds_per_image(step: Callable[[], Any], module: nn.Module | None) -> float:
     """Wall time of `step` per image of the timing batch: one warm-up call, one timed. The estimate need
     not be exact: the epoch loop measures the real epochs and fits the rest into the time budget."""
     grad = module is not None
     ctx = torch.enable_grad() if grad else torch.inference_mode()
-    with ctx, autocast(precision if not grad else "fp32"):
+    with ctx:
         step()
         start = time.perf_counter()
         step()
