@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from conftest import assert_predicts_as_its_run
+from tlearn.artifacts.history import kept_epochs, read_history
 from tlearn.models.backbones import create_backbone
 from tlearn.training import auto
 from tlearn.training.auto import (
@@ -261,6 +262,9 @@ def test_auto_fine_tunes_when_the_features_leave_room_and_time_allows(run_cli, s
     with (out / "history.csv").open() as fh:
         phases = [r["phase"] for r in csv.DictReader(fh)]
     assert phases == ["head"] * 3 + ["finetune"] * 2
+    # history.csv's best column and tlearn.json agree on which epoch made the kept model, if any.
+    kept = kept_epochs(read_history(out / "history.csv"))
+    assert kept.get("finetune") == (doc["details"]["best_epoch"] if auto["chosen"] == "finetune" else None)
 
 
 def test_features_kept_over_fine_tuning_come_with_the_network_they_were_fitted_on(
@@ -275,6 +279,14 @@ def test_features_kept_over_fine_tuning_come_with_the_network_they_were_fitted_o
     assert res.code == 0, res.err
     assert (recorded(out)["decision"]["method"], recorded(out)["chosen"]) == ("finetune", "features")
     assert_predicts_as_its_run(out, shapes)
+    # The fine-tuning tried is in history.csv, none of its epochs marked as the kept model's, and the
+    # report's curves say so: no ring, and the features kept.
+    rows = read_history(out / "history.csv")
+    assert [r.phase for r in rows] == ["head"] * 3 + ["finetune"] * 2 and not any(r.best for r in rows)
+    assert "best_epoch" not in json.loads((out / "tlearn.json").read_text())["details"]
+    html = (out / "report.html").read_text(encoding="utf-8")
+    curves = html[html.index('<section id="curves">') : html.index('<section id="diagnosis">')]
+    assert "Rings mark" not in curves and "the features were kept" in curves
 
 
 def test_auto_keeps_the_features_when_fine_tuning_cannot_fit_the_budget(run_cli, shapes: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

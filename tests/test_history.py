@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
-from tlearn.artifacts.history import HISTORY_COLUMNS, HistoryRow, kept_epochs, read_history, write_history
+from tlearn.artifacts.history import (
+    HISTORY_COLUMNS,
+    HistoryRow,
+    kept_epochs,
+    not_kept,
+    read_history,
+    write_history,
+)
 from tlearn.training import loop
 
 ROWS = [
@@ -77,6 +85,14 @@ def test_history_csv_is_read_with_empty_cells_and_kept_epochs(tmp_path: Path) ->
     assert rows[3].val_acc is None and rows[3].phase == "finetune" and rows[0].seconds == 2.5
     assert kept_epochs(rows) == {"head": 2, "finetune": 4}
     assert read_history(tmp_path / "absent.csv") == []
+
+
+def test_a_phase_with_no_epoch_marked_best_kept_none_of_its_epochs() -> None:
+    # Fine-tuning that auto tried and did not keep (it kept the features): no row made the kept model.
+    tried = [replace(r, best=False) for r in ROWS]
+    assert kept_epochs(tried) == {}
+    assert kept_epochs([*tried[:2], ROWS[2]]) == {"finetune": 3}
+    assert not_kept(ROWS) == tried
 
 
 def test_rows_of_the_training_loop_convert_both_ways() -> None:

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from matplotlib.figure import Figure
+from matplotlib.text import Text
 from PIL import Image
 
 import tlearn
@@ -388,6 +390,74 @@ def test_curves_show_validation_in_its_own_colour_and_only_when_there_is_validat
     train, val = SPLIT_COLOURS["train"], SPLIT_COLOURS["val"]
     assert coloured(with_val, train) > 500 and coloured(with_val, val) > 500
     assert coloured(without, train) > 500 and coloured(without, val) == 0
+
+
+def kept_the_features(run: Path) -> Path:
+    """Make `run` an auto run that fine-tuned and then kept the features: tlearn.json as that run writes it
+    (method "features", auto's record chosen "features"), history.csv the fine-tuning tried, its rows marked
+    best as tlearn wrote them before it knew better (the report must not believe them)."""
+    doc = json.loads((run / "tlearn.json").read_text())
+    doc["method"] = "features"
+    doc["details"]["auto"].update(chosen="features", validation={"features": 0.9, "finetune": 0.85})
+    (run / "tlearn.json").write_text(json.dumps(doc))
+    return run
+
+
+def drawn_figures(monkeypatch: pytest.MonkeyPatch) -> dict[str, Figure]:
+    """The figures the report draws, by file name, as they were when saved (what the PNG shows)."""
+    from tlearn.report import plots
+
+    figures: dict[str, Figure] = {}
+    real = plots.save_figure
+
+    def keep(fig: Figure, path: Path, **kwargs: object) -> Path:
+        figures[Path(path).name] = fig
+        return real(fig, path, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(plots, "save_figure", keep)
+    return figures
+
+
+def rings(fig: Figure) -> list[tuple[float, float]]:
+    """The (epoch, value) points ringed on the curves: open circles drawn on a panel (not the legend's)."""
+    return [
+        (float(line.get_xdata()[0]), float(line.get_ydata()[0]))  # type: ignore[index]
+        for ax in fig.axes
+        for line in ax.lines
+        if line.get_marker() == "o" and str(line.get_markerfacecolor()) == "none"
+    ]
+
+
+def words(fig: Figure) -> str:
+    """Every text the figure shows: titles, phase names, legend entries."""
+    texts = [t.get_text() for t in fig.findobj(Text)]
+    return " | ".join(t for t in texts if t)
+
+
+def section(html: str, key: str) -> str:
+    start = html.index(f'<section id="{key}">')
+    return html[start : html.index("</section>", start)]
+
+
+def test_curves_of_fine_tuning_auto_did_not_keep_ring_no_epoch_and_say_the_features_were_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    figures = drawn_figures(monkeypatch)
+    tuned = write_report(make_run(tmp_path / "tuned")).read_text(encoding="utf-8")
+    assert len(rings(figures["curves.png"])) == 4  # kept fine-tuning: epochs 4 and 6, in both panels
+    assert "Rings mark the weights each phase kept" in section(tuned, "curves")
+
+    html = write_report(kept_the_features(make_run(tmp_path / "features"))).read_text(encoding="utf-8")
+    fig = figures["curves.png"]
+    assert rings(fig) == []  # no epoch's weights are in the bundle: the features' head trains no epochs
+    assert "kept weights" not in words(fig) and "tried, not kept" in words(fig)
+    curves = section(html, "curves")
+    assert "Rings mark" not in curves
+    assert "the features were kept" in curves and "features 90.0%, fine-tuned 85.0%" in curves
+    diagnosis = section(html, "diagnosis")
+    assert "The saved model keeps the weights of epoch" not in diagnosis  # it keeps none of these epochs
+    assert "fine-tuning auto tried and did not keep" in diagnosis
+    assert '<div class="label">diagnosis</div>' not in html[: html.index("</header>")]  # not of the kept model
 
 
 def test_confusion_matrix_of_a_perfect_model_is_a_diagonal_and_of_a_one_class_model_a_column(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,9 @@ class HistoryRow:
     """One epoch of history.csv. Accuracies are fractions (0 to 1), `lr` the last group's rate, `seconds` wall time.
 
     `phase` is "head" (frozen backbone), "finetune" (unfrozen stages) or "scratch"; `epoch` counts from 1
-    across phases; `best` marks an epoch whose weights were the best so far in its phase.
+    across phases; `best` marks an epoch whose weights were the best so far in its phase, on the way to the
+    kept model: the last one marked in each phase is what the phase kept. Fine-tuning that auto tried and
+    did not keep (it kept the features) has no row marked: none of its weights are in the bundle.
     """
 
     phase: str
@@ -89,13 +91,19 @@ def read_history(path: Path) -> list[HistoryRow]:
 
 
 def kept_epochs(rows: Sequence[HistoryRow]) -> dict[str, int]:
-    """Phase -> the epoch whose weights the phase kept (its last row marked best), in phase order."""
+    """Phase -> the epoch whose weights the phase kept (its last row marked best), in phase order; a phase
+    with no row marked kept nothing (see `not_kept`)."""
     kept: dict[str, int] = {}
     for r in rows:
-        kept.setdefault(r.phase, r.epoch)
         if r.best:
             kept[r.phase] = r.epoch
     return kept
+
+
+def not_kept(rows: Iterable[HistoryRow]) -> list[HistoryRow]:
+    """The rows of a training that was tried and not kept (auto kept the features instead): none marked
+    best, since no epoch's weights are in the bundle."""
+    return [replace(r, best=False) for r in rows]
 
 
 def _cell(value: Any) -> Any:

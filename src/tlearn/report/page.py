@@ -88,7 +88,7 @@ def draw_pictures(run: Run, out: Path, *, tiles: Tiles | None = None) -> dict[st
         split_counts = _split_counts(counts, run.predictions)
         pictures["counts"] = plot_class_counts(counts, out / "class_counts.png", split_counts=split_counts)
     if run.history:
-        pictures["curves"] = plot_history(run.history, out / "curves.png")
+        pictures["curves"] = plot_history(run.history, out / "curves.png", kept=run.epochs_kept)
     part = run.headline
     if part is not None:
         confusion, classes = run.metrics[part].confusion, run.config.classes

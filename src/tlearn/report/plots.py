@@ -80,23 +80,27 @@ def plot_class_counts(
     return save_figure(fig, path)
 
 
-def plot_history(rows: Sequence[HistoryRow], path: Path) -> Path:
+def plot_history(rows: Sequence[HistoryRow], path: Path, *, kept: bool = True) -> Path:
     """Accuracy and loss per epoch, train and validation, with phase changes and kept epochs marked.
 
     Two panels side by side; a dashed vertical line where a phase starts (phase 1 -> phase 2), a ring
-    on the validation curve at the epoch whose weights each phase kept.
+    on the validation curve at the epoch whose weights each phase kept. `kept=False`: the bundle holds
+    none of these epochs' weights (auto tried fine-tuning and kept the features), so the curves are
+    drawn dashed and named "tried, not kept", with no ring.
     """
     fig, (acc_ax, loss_ax) = plt.subplots(1, 2, figsize=(11, 3.8))
     epochs = [r.epoch for r in rows]
     has_val = any(r.val_acc is not None for r in rows)
-    kept = kept_epochs(rows)
+    ringed = kept_epochs(rows) if kept else {}
+    style = {"marker": "o", "ms": 3} if kept else {"marker": "o", "ms": 3, "ls": "--", "alpha": 0.8}
+    tried = "" if kept else " (tried, not kept)"
     for ax, metric, label in ((acc_ax, "acc", "accuracy"), (loss_ax, "loss", "loss")):
         train = [getattr(r, f"train_{metric}") for r in rows]
-        ax.plot(epochs, train, color=SPLIT_COLOURS["train"], marker="o", ms=3, label=f"train {label}")
+        ax.plot(epochs, train, color=SPLIT_COLOURS["train"], label=f"train {label}{tried}", **style)
         if has_val:
             val = [np.nan if (v := getattr(r, f"val_{metric}")) is None else v for r in rows]
-            ax.plot(epochs, val, color=SPLIT_COLOURS["val"], marker="o", ms=3, label=f"validation {label}")
-            for epoch in kept.values():
+            ax.plot(epochs, val, color=SPLIT_COLOURS["val"], label=f"validation {label}{tried}", **style)
+            for epoch in ringed.values():
                 i = epochs.index(epoch)
                 ax.plot([epoch], [val[i]], "o", ms=10, mfc="none", mec="black", mew=1.2)
         _mark_phases(ax, rows)
@@ -107,12 +111,13 @@ def plot_history(rows: Sequence[HistoryRow], path: Path) -> Path:
         ax.xaxis.get_major_locator().set_params(integer=True)
     acc_ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
     handles, labels = acc_ax.get_legend_handles_labels()
-    if has_val and kept:
+    if has_val and ringed:
         handles.append(Line2D([], [], ls="none", marker="o", ms=10, mfc="none", mec="black"))
         labels.append("kept weights")
     fig.legend(handles, labels, loc="upper center", ncol=len(labels), frameon=False, bbox_to_anchor=(0.5, 1.06))
-    acc_ax.set_title("Accuracy per epoch" + ("" if has_val else " (no validation split)"), loc="left")
-    loss_ax.set_title("Loss per epoch", loc="left")
+    of = "" if kept else " of the fine-tuning tried"
+    acc_ax.set_title(f"Accuracy per epoch{of}" + ("" if has_val else " (no validation split)"), loc="left")
+    loss_ax.set_title(f"Loss per epoch{of}", loc="left")
     fig.tight_layout()
     return save_figure(fig, path)
 
@@ -221,8 +226,8 @@ def _draw_method(ax: Axes, curve: MethodCurve, colour: str) -> tuple[Line2D, str
     if curve.rows and not all(np.isnan(val)):
         epochs = [r.epoch for r in curve.rows]
         (line,) = ax.plot(epochs, val, color=colour, marker="o", ms=3.5, lw=2)
-        kept = list(kept_epochs(curve.rows).values())  # the last phase's kept epoch is in the bundle
-        at = epochs.index(kept[-1]) if kept else None
+        kept = kept_epochs(curve.rows).get(curve.rows[-1].phase)  # the last phase's kept epoch is in the bundle
+        at = epochs.index(kept) if kept is not None else None
         ringed = at is not None and not np.isnan(val[at])
         if at is not None and ringed:
             ax.plot([epochs[at]], [val[at]], "o", ms=11, mfc="none", mec=colour, mew=1.5)

@@ -7,12 +7,12 @@ no history.csv, a run folder copied without its dataset check has no check.json.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from tlearn.artifacts.bundle import CHECK_FILE, CONFIG_FILE, SPLIT_FILE, BundleConfig
-from tlearn.artifacts.history import HISTORY_FILE, HistoryRow, read_history
+from tlearn.artifacts.history import HISTORY_FILE, HistoryRow, not_kept, read_history
 from tlearn.artifacts.label_issues import LABEL_ISSUES_FILE, LabelIssue, read_label_issues
 from tlearn.artifacts.metrics import Metrics
 from tlearn.artifacts.predictions import PREDICTIONS_FILE, PredictionRow, read_predictions
@@ -36,6 +36,13 @@ class Run:
     label_issues: list[LabelIssue] | None = None  # None: the run did not check its labels
 
     @property
+    def epochs_kept(self) -> bool:
+        """Whether the bundle's weights come from the epochs of history.csv. Not when auto tried fine-tuning
+        and kept the features: tlearn.json's method is then "features" (its head is fitted in one step, no
+        epochs) and history.csv holds the fine-tuning tried."""
+        return self.config.method != "features"
+
+    @property
     def headline(self) -> str | None:
         """The part to quote: test when there is one, else validation."""
         return next((p for p in ("test", "val") if p in self.metrics), None)
@@ -55,7 +62,7 @@ def read_run(run_dir: str | Path) -> Run:
     """Read a run folder; raises BundleError when it has no readable, complete tlearn.json."""
     folder = Path(run_dir).expanduser()
     config = _read_config(folder / CONFIG_FILE)
-    return Run(
+    run = Run(
         folder=folder,
         config=config,
         details=read_details(config.details or {}),
@@ -66,6 +73,8 @@ def read_run(run_dir: str | Path) -> Run:
         history=read_history(folder / HISTORY_FILE),
         label_issues=read_label_issues(folder / LABEL_ISSUES_FILE),
     )
+    # Runs of earlier versions marked the best epochs of the fine-tuning tried as if they were kept.
+    return run if run.epochs_kept else replace(run, history=not_kept(run.history))
 
 
 def _read_config(path: Path) -> BundleConfig:

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from tlearn.artifacts.details import AutoRecord
+from tlearn.artifacts.history import HISTORY_FILE, HistoryRow, not_kept, write_history
 from tlearn.artifacts.metrics import compute_metrics
 from tlearn.core import distributed
 from tlearn.core.progress import Progress, no_progress
@@ -404,4 +405,10 @@ def fit_auto(
         said += f" Fine-tuning stopped after {epochs.finetune_epochs_run} epochs: {epochs.gave_up}."
     said += f" On validation: features {scores['features']:.1%}, fine-tuned {scores['finetune']:.1%}: {choice} kept."
     record = replace(record, validation=scores, chosen=choice, explanation=record.explanation + said)
-    return replace(winner, details=replace(winner.details, auto=record), history=tuned.history)
+    history = tuned.history
+    if choice == "features":  # the curves stay, as what was tried; none of their epochs made the bundle
+        rows = not_kept(HistoryRow.from_dict(r) for r in tuned.history)
+        if distributed.is_main():
+            write_history(out / HISTORY_FILE, rows)
+        history = [r.to_dict() for r in rows]
+    return replace(winner, details=replace(winner.details, auto=record), history=history)
