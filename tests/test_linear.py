@@ -11,7 +11,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
 from tlearn.core.errors import ConfigError
-from tlearn.training.linear import C_GRID, fit_linear, fit_logistic_many
+from tlearn.training.linear import C_GRID, chosen_c, fit_linear, fit_logistic_many
 
 
 def blobs(n: int = 90, k: int = 3, d: int = 12, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -143,3 +143,29 @@ def test_many_heads_solved_together_are_the_heads_fitted_one_by_one() -> None:
         reference = torch.softmax(torch.from_numpy(fit.logits(x)), 1).numpy()
         np.testing.assert_allclose(proba, reference, atol=0.02)
     assert not np.allclose(fits.logits(0, x), fits.logits(1, x), atol=0.05)  # the rows left out count
+
+
+def test_near_equal_cross_validated_losses_go_to_the_strongest_regularisation() -> None:
+    # The demo's mean held-out log losses per C, from the same features computed by eager PyTorch and
+    # by ONNX Runtime (equal to 1e-5): the lowest loss is at C=100 for one and C=31.6 for the other.
+    eager = [0.10502, 0.05444, 0.02873, 0.01565, 0.00894, 0.00557, 0.00367, 0.00367, 0.00276]
+    onnx = [0.10505, 0.05445, 0.02865, 0.01572, 0.00893, 0.00554, 0.00388, 0.00268, 0.00273]
+    assert C_GRID[chosen_c(np.array(eager))] == C_GRID[chosen_c(np.array(onnx))] == 1.0
+    # A loss lower by more than the tie is still chosen: the rule does not regularise beyond the data.
+    assert C_GRID[chosen_c(np.array([0.9, 0.5, 0.31, 0.3, 0.28, 0.25, 0.2, 0.19, 0.185]))] == 31.622776601683793
+
+
+def separable(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """60 images of 4 classes in 256 dimensions, as pooled CNN features look: non-negative, separable."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(60) % 4
+    x = np.abs(rng.normal(0, 1.0, size=(4, 256))[y] + rng.normal(0, 2.0, size=(60, 256)))
+    return x.astype(np.float32), y
+
+
+def test_features_that_differ_by_1e_6_choose_the_same_c() -> None:
+    x, y = separable()
+    first = fit_linear(x, y, num_classes=4)
+    for seed in range(1, 6):  # the lowest loss alone chose 31.6 instead of 10 for one of these
+        nudged = x + np.random.default_rng(100 + seed).normal(size=x.shape).astype(np.float32) * 1e-6
+        assert fit_linear(nudged, y, num_classes=4).C == first.C, seed
