@@ -107,7 +107,7 @@ def images(n: int) -> list:  # type: ignore[type-arg]
 @pytest.fixture
 def onnx_from_4_images(monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("onnxruntime")
-    monkeypatch.setattr(features, "ONNX_MIN_IMAGES", 4)
+    monkeypatch.setattr(features, "onnx_pays", lambda passes, size: passes >= 4)
 
 
 def test_onnx_runtime_gives_the_features_pytorch_gives(onnx_from_4_images: None) -> None:
@@ -126,6 +126,36 @@ def test_few_images_run_in_pytorch_without_an_export(onnx_from_4_images: None) -
     model = Watched()
     extract_features(model, images(3), batch_size=4, engine="auto")
     assert model.seen == 3
+
+
+def test_the_quick_starts_pass_runs_in_onnx_runtime_as_the_pixels_repay_the_export() -> None:
+    from tlearn.models.backbones import create_backbone
+    from tlearn.models.builtin import BUILTIN_NAME
+    from tlearn.training.config import TrainConfig
+    from tlearn.training.feature_method import for_features
+
+    # `tlearn train demo`: auto's probe pass (the feature method's features) over every image and its mirror
+    size = for_features(create_backbone(BUILTIN_NAME), TrainConfig(data=Path("demo"))).preprocessing.input_size
+    assert size == (288, 288)
+    assert features.onnx_pays(2 * 120, size)  # `tlearn sample-data demo` writes 120 images
+    # The rule counts pixels: the export costs about 25 eager passes at 224 px and ONNX Runtime saves
+    # 1 - 1/3.5 of every pass after it.
+    assert [features.onnx_pays(n, (288, 288)) for n in (21, 22)] == [False, True]
+    assert [features.onnx_pays(n, (224, 224)) for n in (35, 36)] == [False, True]
+    assert [features.onnx_pays(n, (64, 64)) for n in (428, 429)] == [False, True]
+
+
+def test_auto_exports_where_the_rule_says_it_pays_and_only_there() -> None:
+    pytest.importorskip("onnxruntime")
+    big = torch.rand(3, 288, 288)
+    many, few = Watched(), Watched()
+    extract_features(many, [lambda: big] * 22, batch_size=8, engine="auto")
+    assert many.seen < 8  # traced once for the export: ONNX Runtime ran the batches
+    extract_features(few, [lambda: big] * 21, batch_size=8, engine="auto")
+    assert few.seen == 21  # every batch in PyTorch, no export
+    small = Watched()
+    extract_features(small, images(40), batch_size=8, engine="auto")  # 48 px: little work per pass
+    assert small.seen == 40
 
 
 def test_onnx_features_go_to_the_same_cache(onnx_from_4_images: None, tmp_path: Path) -> None:

@@ -34,8 +34,16 @@ log = logging.getLogger(__name__)
 
 FEATURE_FORMAT = 1
 FLUSH_EVERY = 256  # images between writes to the cache
-ONNX_MIN_IMAGES = 256  # fewer images than this do not repay exporting the network (a second or two)
 COMPACT_ABOVE = 16  # chunk files before they are merged into one
+# What ONNX Runtime costs and saves, in eager passes of one image at REFERENCE_SIDE px: exporting the
+# network and opening the session costs EXPORT_PASSES of them (the graph's size sets it, not the
+# input's), after which every pass runs ONNX_SPEEDUP times faster. The built-in MobileNetV2 on a 2-core
+# AMD EPYC, 3 trials each at 224 and 288 px in one loaded session: export 13 to 23 passes, ONNX Runtime
+# 3.7 to 6.3x faster. MobileNetV2 is where the export weighs most (little work per pass for its graph);
+# bigger networks repay it sooner, so these figures err towards PyTorch for them.
+EXPORT_PASSES = 25.0
+ONNX_SPEEDUP = 3.5
+REFERENCE_SIDE = 224
 
 
 class FeatureCache:
@@ -95,6 +103,15 @@ class FeatureCache:
             c.unlink(missing_ok=True)
 
 
+def onnx_pays(passes: int, input_size: Sequence[int]) -> bool:
+    """Whether exporting to ONNX Runtime repays itself over `passes` inputs of `input_size` (H, W): the
+    eager time it saves is more than the export costs. Pixels count, not images: the demo's 240 inputs
+    at 288 px repay it (22 would), as do 36 at 224 px; at 64 px (the tests' tiny networks) it takes 429.
+    """
+    work = passes * input_size[0] * input_size[1] / REFERENCE_SIDE**2  # in passes at REFERENCE_SIDE px
+    return work * (1 - 1 / ONNX_SPEEDUP) > EXPORT_PASSES
+
+
 def extract_features(
     embed: nn.Module,
     inputs: Sequence[Callable[[], torch.Tensor]],
@@ -111,8 +128,8 @@ def extract_features(
 
     `inputs[i]()` returns image i as a (3, H, W) float tensor (clean or an augmented view); only the
     inputs whose key is not cached are computed. Returns (len(inputs), D) float32 in input order.
-    `engine`: "torch", "onnx", or "auto" (ONNX Runtime when it is installed and there are enough
-    images to repay exporting the network; on a GPU, always PyTorch). `workers`: processes making the
+    `engine`: "torch", "onnx", or "auto" (ONNX Runtime when it is installed and the inputs to compute
+    repay exporting the network, see `onnx_pays`; on a GPU, always PyTorch). `workers`: processes making the
     inputs (see `input_batches`); 0 makes them here, for inputs that cost little beside the network.
 
     Under torchrun the rows missing on any rank are split between the ranks, gathered back in order
@@ -127,7 +144,7 @@ def extract_features(
     share = distributed.shard(todo)
     dev = distributed.device()
     embed.eval()
-    runner = Runner(embed, engine if len(share) >= ONNX_MIN_IMAGES and dev.type == "cpu" else "torch")
+    runner = Runner(embed, engine if dev.type == "cpu" else "torch", passes=len(share))
     pending: list[np.ndarray] = []
     start = computed = 0  # share rows gathered so far / computed here
 
@@ -159,21 +176,24 @@ def extract_features(
 class Runner:
     """One batch in, features out: eager PyTorch, or the same network exported to ONNX Runtime.
 
-    ONNX Runtime runs these networks in fp32 three to four times faster than eager PyTorch on a
-    laptop CPU, with the same features (to about 1e-6), so the cache does not care which one ran.
-    Export problems fall back to PyTorch with a note in the log.
+    ONNX Runtime runs these networks in fp32 three to six times faster than eager PyTorch on a
+    laptop CPU, with the same features (to about 1e-5), so the cache does not care which one ran.
+    "auto" with `passes` (the inputs this runner will see) exports only where `onnx_pays`, judged on
+    the first batch's size. Export problems fall back to PyTorch with a note in the log.
     """
 
-    def __init__(self, embed: nn.Module, engine: str = "auto") -> None:
+    def __init__(self, embed: nn.Module, engine: str = "auto", *, passes: int | None = None) -> None:
         self.embed = embed
         self.engine = engine
+        self.passes = passes
         self.session: Any = None
         self.tried = engine == "torch"
 
     def __call__(self, x: torch.Tensor) -> np.ndarray:
         if not self.tried:
             self.tried = True
-            self.session = self._session(x[:1])
+            pays = self.engine != "auto" or self.passes is None or onnx_pays(self.passes, x.shape[-2:])
+            self.session = self._session(x[:1]) if pays else None
         if self.session is None:
             return run_embed(self.embed, x)
         return run_session(self.session, "input", x.numpy())[0].astype(np.float32, copy=False)
