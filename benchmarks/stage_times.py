@@ -3,8 +3,8 @@
     python -m benchmarks.stage_times OUT.json -- train demo      # any tlearn command line after --
 
 Each function in STEPS is wrapped (in its module and wherever it was imported by name) to add up the
-seconds spent inside it; nested steps are counted in their parents too (the probe pass is inside
-auto's measuring). Imports are timed as one step, before the command runs. No profiler runs, so the
+seconds spent inside it; nested steps are counted in their parents too (the extraction is inside
+auto's probe pass). Imports are timed as one step, before the command runs. No profiler runs, so the
 figures are the command's own ("imports": the library's modules, before the command starts; what the
 command imports later is in "command" but in no step): compare them within one session, the machine's load moves them.
 """
@@ -25,6 +25,7 @@ from typing import Any
 STEPS = {
     "run": "tlearn.training.run:run",
     "decode": "tlearn.data.scan:scan_images",
+    "auto: probe pass (the features)": "tlearn.training.auto:probe_pass",
     "auto measuring": "tlearn.training.auto:measure",
     "extraction (network)": "tlearn.training.features:extract_features",
     "linear fits (probes, head CV)": "tlearn.training.linear:fit_linear",

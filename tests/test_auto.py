@@ -313,7 +313,7 @@ def test_probe_features_are_the_ones_the_feature_method_would_compute(
     from tlearn.data.scan import scan_images
     from tlearn.data.sources import load_dataset
     from tlearn.training import features
-    from tlearn.training.auto import measure
+    from tlearn.training.auto import measure, probe_pass
     from tlearn.training.config import TrainConfig
     from tlearn.training.feature_method import compute_features, feature_trunk
     from tlearn.training.run import _backbone, _labelled, _split
@@ -324,7 +324,7 @@ def test_probe_features_are_the_ones_the_feature_method_would_compute(
     scanned = scan_images(ds.samples, short_side=backbone.preprocessing.working_short_side)
     report = check_dataset(ds, scanned)
     data = _labelled(scanned, report, _split(cfg, ds, scanned, report))
-    evidence = measure(backbone, data, cfg)
+    evidence = measure(backbone, data, cfg, probe_pass(backbone, data, cfg))
     assert {p.layer for p in evidence.probes} >= {"last", layer}
 
     computed: list[int] = []

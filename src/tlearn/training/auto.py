@@ -252,25 +252,25 @@ def probe_levels(backbone: Backbone) -> tuple[int, ...]:
     return tuple(i for i in candidates if 0 <= i < n)
 
 
-def measure(
-    backbone: Backbone,
-    data: LabelledImages,
-    cfg: TrainConfig,
-    *,
-    native: Backbone | None = None,
-    deadline: Deadline = NO_DEADLINE,
-    progress: Progress = no_progress,
-) -> Evidence:
-    """Probe every level in one pass (features also cached for the feature method), time the network.
+@dataclass(frozen=True)
+class ProbePass:
+    """Pooled features at every level auto probes, from one pass of the network over every image and
+    its mirror image: the feature method's features too (see `_share_with_feature_method`)."""
 
-    `backbone` is the network as the feature method runs it; `native` as fine-tuning runs it (it is
-    what the time estimates are for). The time left for fine-tuning is what the deadline leaves after
-    the feature method's fit (timed here on the last layer's probe) and the end of the run.
-    """
+    slices: dict[str, np.ndarray]  # "last" or a level index -> (rows, D), rows as `plan_views` lays them out
+    inputs: int  # rows in all
+    seconds: float  # wall time of the pass (small when the rows were cached)
+
+
+def probe_pass(
+    backbone: Backbone, data: LabelledImages, cfg: TrainConfig, *, progress: Progress = no_progress
+) -> ProbePass:
+    """One pass over every image (and its mirror image) giving every probed level's features, cached
+    where the feature method looks for them: the pass the feature method would make anyway, so it is
+    not part of auto's measuring."""
     levels = probe_levels(backbone)
     prep = backbone.preprocessing
-    mirror = cfg.mirror
-    plan = plan_views(data, prep, cfg, mirror=mirror, views=0)
+    plan = plan_views(data, prep, cfg, mirror=cfg.mirror, views=0)
     embed = nn.Sequential(Normalize(prep.mean, prep.std), _ProbeTrunk(backbone.model, levels)).eval()
     namespace = {**feature_namespace(backbone, "probe:" + ",".join(map(str, levels))), "precision": "fp32"}
     cache = FeatureCache(namespace)
@@ -289,17 +289,40 @@ def measure(
     slices = {str(i): rows[:, a:b] for i, a, b in zip(levels, bounds[:-1], bounds[1:], strict=False)}
     slices["last"] = rows[:, bounds[-2] : bounds[-1]]
     _share_with_feature_method(backbone, plan.keys, slices)
+    return ProbePass(slices=slices, inputs=len(plan.inputs), seconds=elapsed)
 
+
+def measure(
+    backbone: Backbone,
+    data: LabelledImages,
+    cfg: TrainConfig,
+    probe: ProbePass,
+    *,
+    native: Backbone | None = None,
+    deadline: Deadline = NO_DEADLINE,
+) -> Evidence:
+    """A cross-validated linear probe on each level of `probe`'s features, and the network's cost.
+
+    `backbone` is the network as the feature method runs it; `native` as fine-tuning runs it (it is
+    what the time estimates are for). The time left for fine-tuning is what the deadline leaves after
+    the feature method's fit (timed here on the last layer's probe) and the end of the run.
+    """
+    prep = backbone.preprocessing
     train, n_val = data.split.train, len(data.split.val)
     probes, fit_seconds = [], 0.0
-    for layer, feats in slices.items():
+    for layer, feats in probe.slices.items():
         t0 = time.perf_counter()
         fit = fit_linear(feats[train], data.labels[train], num_classes=len(data.classes), seed=cfg.seed)
         fit_seconds = max(fit_seconds, time.perf_counter() - t0)
         accuracy = max((s for _, s in fit.cv_scores), default=float("nan"))
         probes.append(Probe(layer, _describe(backbone, layer), feats.shape[1], accuracy))
     counts = np.bincount(data.labels[train], minlength=len(data.classes))
-    ips = len(plan.inputs) / elapsed if elapsed > 0.5 else costs.forward_speed(embed, prep.input_size)
+    if probe.seconds > 0.5:
+        ips = probe.inputs / probe.seconds
+    else:  # the features came from the cache: time the network on a batch
+        levels = probe_levels(backbone)
+        embed = nn.Sequential(Normalize(prep.mean, prep.std), _ProbeTrunk(backbone.model, levels)).eval()
+        ips = costs.forward_speed(embed, prep.input_size)
     # Timing fine-tuning costs seconds; skipped where the decision cannot depend on it.
     size = "large" if float(np.median(counts)) >= LARGE_PER_CLASS else "small"
     timed = fine_tuning_can_show(tuple(probes), len(train), n_val, size)
@@ -357,7 +380,8 @@ def fit_auto(
     from tlearn.training.finetune import fit_finetune
 
     features_backbone = for_features(backbone, cfg)  # the same network, maybe at a larger input
-    evidence = measure(features_backbone, data, cfg, native=backbone, deadline=deadline, progress=progress)
+    probe = probe_pass(features_backbone, data, cfg, progress=progress)
+    evidence = measure(features_backbone, data, cfg, probe, native=backbone, deadline=deadline)
     # Timings differ between processes: under torchrun, rank 0's measurements decide for every rank.
     decision = distributed.from_main(lambda: decide(evidence, num_stages=len(backbone.stages)))
     log.debug("%s", decision.explanation)  # the CLI prints it, the bundle and the result keep it
