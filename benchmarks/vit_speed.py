@@ -6,7 +6,7 @@ The default's weights cannot be downloaded offline, and speed does not depend on
 is built with random weights, the MobileNetV2 is the built-in one. Both run at 224 px, batch 32, in
 the way tlearn runs them:
 - features: the frozen network once per image, eager PyTorch (channels-last, inference mode) and ONNX
-  Runtime (what `extract_features` uses from 256 images on a CPU); the export itself is not timed;
+  Runtime (what `extract_features` uses on a CPU where the pixels repay the export); the export is not timed;
 - fine-tuning, default (`--unfreeze 2`): the frozen bottom below the cut once per image and view (as
   fine-tuning runs it: float32, ONNX Runtime on a CPU), then one AdamW step of the last two stages and the head on
   the cached activations;
