@@ -43,7 +43,7 @@ def test_int8_model_is_quantized_and_answers_as_the_float_one(bundle: Path, shap
     q = result.int8
     assert result.int8_path == bundle / "model.int8.onnx" and result.path == bundle / "model.onnx"
     assert q is not None and q.method == "static" and q.part == "val" and q.n == 16
-    assert q.calibration_images >= 60  # every training image of the tiny dataset, up to 256
+    assert q.calibration_images == int8_module.CALIBRATION_IMAGES == 64  # of the tiny dataset's training images
     assert q.accuracy_float is not None and q.accuracy_float >= 0.8
     assert q.accuracy_change is not None and q.accuracy_change >= -1 / 16  # at most one image of 16 changes
     assert q.agreement is not None and q.agreement >= 0.9 and q.unknown_agreement is not None
@@ -151,3 +151,65 @@ def test_a_bad_mode_is_one_line(run_cli, bundle: Path) -> None:  # type: ignore[
     res = run_cli("export", bundle, "--int8", "maybe")
     assert res.code == 1
     assert "--int8 must be one of off, on, auto. Got 'maybe'." in res.err
+
+
+def test_float_ends_keep_the_first_and_last_convolutions_float(tiny_bundle: Path) -> None:
+    from tlearn.infer.int8 import QuantSettings, quantize_int8
+    from tlearn.infer.int8_graph import end_convs
+    from tlearn.infer.onnx_graph import bundle_to_onnx
+
+    model = bundle_to_onnx(tlearn.load(tiny_bundle))  # type: ignore[arg-type]
+    graph = onnx.load_from_string(model).graph
+    ends = end_convs(graph)
+    # the stem and the last convolution of the network and of its mirror branch
+    assert sorted(n.split("/")[-2] for n in ends) == ["conv_head", "conv_head_1", "conv_stem", "conv_stem_1"]
+    x = np.random.default_rng(0).random((8, 3, 64, 64), dtype=np.float32)
+    for float_ends in (False, True):
+        quantized, _ = quantize_int8(model, iter([x]), settings=QuantSettings(float_ends=float_ends))
+        nodes = onnx.load_from_string(quantized).graph.node
+        dequantized = {o for n in nodes if n.op_type == "DequantizeLinear" for o in n.output}
+        float_convs = {n.name for n in nodes if n.op_type == "Conv" and n.input[1] not in dequantized}
+        assert float_convs == (set(ends) if float_ends else set())
+
+
+def _same_padding_net() -> bytes:
+    """A tiny network with TensorFlow's "same" padding (as the built-in MobileNetV2 has), in ONNX:
+    its padding amounts are worked out at run time from the input's size."""
+    import torch
+    from timm.layers import Conv2dSame
+    from torch import nn
+
+    from tlearn.core.onnx import to_onnx
+
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        Conv2dSame(3, 8, 3, stride=2), nn.ReLU6(), Conv2dSame(8, 8, 3, stride=2, groups=8), nn.ReLU6(),
+        nn.Conv2d(8, 16, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 4), nn.Softmax(1),
+    )  # fmt: skip
+    model = to_onnx(net, torch.rand(2, 3, 33, 33), input_names=("image",), output_names=("probabilities",))
+    assert model is not None
+    return model
+
+
+def test_shape_arithmetic_is_folded_into_constants_not_quantized(tmp_path: Path) -> None:
+    from tlearn.infer.int8 import DEFAULT_SETTINGS, quantize_int8
+    from tlearn.infer.int8_graph import fold_shape_arithmetic, shape_arithmetic
+
+    model = _same_padding_net()
+    assert len(shape_arithmetic(onnx.load_from_string(model).graph)) > 10  # Shape, Gather, Ceil, Sub, Mul...
+    path = tmp_path / "m.onnx"
+    path.write_bytes(model)
+    assert fold_shape_arithmetic(path) == 2  # the two "same" paddings' amounts
+    folded = onnx.load(str(path))
+    assert not shape_arithmetic(folded.graph) and "Shape" not in {n.op_type for n in folded.graph.node}
+    before, after = ort.InferenceSession(model), ort.InferenceSession(str(path))
+    for n in (1, 3):  # the batch size stays free
+        x = np.random.default_rng(n).random((n, 3, 33, 33), dtype=np.float32)
+        assert np.array_equal(before.run(None, {"image": x})[0], after.run(None, {"image": x})[0])
+    # quantized, only the network's own tensors are: none computed from shapes, nothing after the last conv
+    x = np.random.default_rng(0).random((8, 3, 33, 33), dtype=np.float32)
+    quantized, _ = quantize_int8(model, iter([x]), settings=DEFAULT_SETTINGS)
+    nodes = onnx.load_from_string(quantized).graph.node
+    producer = {o: n.op_type for n in nodes for o in n.output}
+    assert {producer.get(n.input[0], "image") for n in nodes if n.op_type == "QuantizeLinear"} <= {
+        "image", "Conv", "Pad", "Clip"}  # fmt: skip

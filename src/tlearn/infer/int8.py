@@ -2,11 +2,21 @@
 
 Static quantization: int8 weights with one scale per output channel (a MobileNet's depthwise filters
 differ in range by orders of magnitude, which one scale per tensor crushes), uint8 activations, in the
-QDQ format ONNX Runtime fuses into int8 kernels, calibrated (min / max) on up to CALIBRATION_IMAGES
-training images of the bundle's dataset spread over the classes. Without the dataset, dynamic
-quantization (weights only) needs no calibration. The float and the int8 model are then scored on
-the bundle's validation split (the test split if there is none) and timed on a few batches of it on
-this machine; `int8_choice.py` decides from that report whether prediction uses int8.
+QDQ format ONNX Runtime fuses into int8 kernels, calibrated (min / max) on CALIBRATION_IMAGES
+training images of the bundle's dataset spread over the classes. What follows the last convolutions
+stays float, and the shape arithmetic of a "same" padding is folded into constants first
+(`int8_graph.py`). Without the dataset, dynamic quantization (weights only) needs no calibration.
+The float and the int8 model are then scored on the bundle's validation split (the test split if
+there is none) and timed on a few batches of it on this machine; `int8_choice.py` decides from that
+report whether prediction uses int8.
+
+The settings (`QuantSettings`) are the best of a sweep on flowers17 feature bundles
+(`benchmarks/int8.py --sweep`, README "int8"): the calibration's images count most. Min / max over
+256 images widened ranges to rare extremes and lost 1.0 point on validation; over 64 it lost none,
+as close to float as percentile calibration at a fraction of its time. Symmetric activations,
+7-bit weights and one scale per tensor lose accuracy; int8 activations and asymmetric weights
+lose speed; keeping the first and last convolutions float costs about a tenth of the speed for
+no steady gain.
 """
 
 from __future__ import annotations
@@ -27,13 +37,16 @@ import numpy as np
 from tlearn.core.onnx import ENGINE_BATCH, import_onnxruntime
 from tlearn.core.progress import Progress
 from tlearn.infer.bundle_images import Splits, spread, to_uint8
+from tlearn.infer.int8_graph import fold_shape_arithmetic, kept_float
 from tlearn.infer.onnx_graph import INPUT_NAME
 from tlearn.infer.onnx_predictor import OnnxPredictor
 from tlearn.infer.predictor import BasePredictor
 
-CALIBRATION_IMAGES = 256
+CALIBRATION_IMAGES = 64  # more widen min / max ranges to rare extremes (see the module docstring)
 CALIBRATION_BATCH = 16
 SPEED_IMAGES, SPEED_ROUNDS = 32, 3  # per engine and round, alternating float and int8
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+HISTOGRAM_BATCH = 2  # images per calibration batch of the histogram methods (see _histogram_reader)
 
 
 @dataclass(frozen=True)
@@ -68,6 +81,31 @@ class Int8Report:
         return self.int8_ips / self.float_ips
 
 
+@dataclass(frozen=True)
+class QuantSettings:
+    """How ONNX Runtime's static quantization runs. The defaults are the best setting of the sweep in
+    `benchmarks/int8.py --sweep` (see the module docstring); the other values are there for it to compare."""
+
+    calibration: str = "minmax"  # how each activation's range is set: "minmax", "entropy", "percentile"
+    percentile: float = 99.999  # with "percentile": the share of |values| the range covers
+    per_channel: bool = True  # one weight scale per output channel (one per tensor collapses a MobileNet)
+    symmetric_activations: bool = False
+    symmetric_weights: bool = True
+    reduce_range: bool = False  # 7-bit weights, for CPUs without VNNI
+    activations: str = "uint8"  # or "int8"
+    float_ends: bool = False  # the first convolution (on the image) and the last one stay float
+    float_tail: bool = True  # what comes after the last convolution (pooling, head, mirror average) stays float
+    fold_shapes: bool = True  # arithmetic on tensor shapes ("same" padding amounts) made constants first
+    images: int = CALIBRATION_IMAGES
+
+    def __post_init__(self) -> None:
+        if self.calibration not in CALIBRATION_METHODS or self.activations not in ("uint8", "int8"):
+            raise ValueError(f"unknown quantization settings {self}")
+
+
+DEFAULT_SETTINGS = QuantSettings()
+
+
 def quantize_bundle_model(
     model: bytes,
     predictor: BasePredictor,
@@ -75,13 +113,16 @@ def quantize_bundle_model(
     *,
     input_type: str,
     progress: Progress,
+    settings: QuantSettings | None = None,
 ) -> tuple[bytes, Int8Report]:
     """The int8 version of a bundle's ONNX `model` and what it did, calibrated, scored and timed on the
     images of the bundle's dataset (`splits`) when they are there."""
-    calibration = calibration_paths(splits)
+    settings = settings or DEFAULT_SETTINGS
+    calibration = calibration_paths(splits, settings.images)
     batches = calibration_batches(predictor, calibration, input_type, progress)
     first = next(batches, None)  # none of them readable: no calibration
-    quantized, method = quantize_int8(model, None if first is None else chain([first], batches))
+    calibrated = None if first is None else chain([first], batches)
+    quantized, method = quantize_int8(model, calibrated, settings=settings)
     report = int8_report(
         splits,
         OnnxPredictor(model, predictor.config),
@@ -95,17 +136,22 @@ def quantize_bundle_model(
 
 
 def quantize_int8(
-    model: bytes, calibration: Iterator[np.ndarray] | None, *, per_channel: bool = True
+    model: bytes, calibration: Iterator[np.ndarray] | None, *, settings: QuantSettings = DEFAULT_SETTINGS
 ) -> tuple[bytes, str]:
     """Int8 weights and activations (static, calibrated on the `calibration` batches of model inputs) or
     weights only (dynamic, without them). Returns the quantized model and "static" or "dynamic".
-    `per_channel=False` (one scale per weight tensor) is there for benchmarks/int8.py to compare.
 
-    The head and the unknown score's similarities (every Gemm and MatMul) stay float: they are a few
-    thousand multiply-adds per image, and the probabilities and scores keep their resolution.
+    What stays float is `int8_graph.kept_float`'s: the head and the unknown score's similarities, and
+    by default everything after the last convolutions.
     """
     import_onnxruntime()
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     with tempfile.TemporaryDirectory(prefix="tlearn-int8-") as tmp, _quiet_logging():
@@ -116,37 +162,43 @@ def quantize_int8(
         # inference: the symbolic one stops at the built-in MobileNetV2's graph ("Incomplete symbolic
         # shape inference", a traceback from `tlearn export --int8` on a real bundle).
         quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+        if settings.fold_shapes:
+            fold_shape_arithmetic(pre)
         if calibration is None:
             quantize_dynamic(str(pre), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=["Conv"])
             return dst.read_bytes(), "dynamic"
+        kept, op_types = kept_float(pre, float_tail=settings.float_tail, float_ends=settings.float_ends)
+        method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                  "percentile": CalibrationMethod.Percentile}[settings.calibration]  # fmt: skip
         quantize_static(
             str(pre),
             str(dst),
-            _calibration_reader(calibration),
+            _calibration_reader(calibration) if settings.calibration == "minmax" else _histogram_reader(calibration),
             quant_format=QuantFormat.QDQ,
-            per_channel=per_channel,
+            per_channel=settings.per_channel,
+            reduce_range=settings.reduce_range,
             weight_type=QuantType.QInt8,
-            activation_type=QuantType.QUInt8,
-            nodes_to_exclude=_kept_float(pre),
+            activation_type=QuantType.QInt8 if settings.activations == "int8" else QuantType.QUInt8,
+            nodes_to_exclude=kept,
+            op_types_to_quantize=op_types,
+            calibrate_method=method,
+            extra_options={
+                "ActivationSymmetric": settings.symmetric_activations,
+                "WeightSymmetric": settings.symmetric_weights,
+                "CalibPercentile": settings.percentile,
+                **({} if settings.calibration == "minmax" else {"CalibStridedMinMax": 1}),
+            },
         )
         return dst.read_bytes(), "static"
 
 
-def _kept_float(model_path: Path) -> list[str]:
-    """Names of the nodes that stay float: the head's and the unknown score's matrix products."""
-    import onnx
-
-    graph = onnx.load(str(model_path), load_external_data=False).graph
-    return [n.name for n in graph.node if n.op_type in ("Gemm", "MatMul")]
-
-
-def calibration_paths(splits: Splits) -> list[Path]:
-    """Up to CALIBRATION_IMAGES training images spread evenly over the classes; none without the dataset."""
+def calibration_paths(splits: Splits, n: int = CALIBRATION_IMAGES) -> list[Path]:
+    """Up to `n` training images spread evenly over the classes; none without the dataset."""
     if isinstance(splits, str) or not splits["train"][0]:
         return []
     paths, labels = splits["train"]
     by_class = [paths[int(i)] for i in np.argsort(labels, kind="stable")]  # spread the pick over every class
-    return spread(by_class, CALIBRATION_IMAGES)
+    return spread(by_class, n)
 
 
 def calibration_batches(
@@ -252,6 +304,31 @@ def _calibration_reader(batches: Iterator[np.ndarray]) -> Any:
             return None if x is None else {INPUT_NAME: x}
 
     return Batches()
+
+
+def _histogram_reader(batches: Iterator[np.ndarray]) -> Any:
+    """The reader for the histogram calibrations (entropy, percentile), HISTOGRAM_BATCH images at a time:
+    they take every activation of the batch (about 200 MB per image for a MobileNetV2 at 288 px with
+    the mirror), so ONNX Runtime is made to fold each batch into the histograms before the next one
+    (its `CalibStridedMinMax` loop, which needs the number of batches and `set_range`)."""
+    from onnxruntime.quantization import CalibrationDataReader
+
+    small = [x[s : s + HISTOGRAM_BATCH] for x in batches for s in range(0, len(x), HISTOGRAM_BATCH)]
+
+    class Window(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.todo: list[np.ndarray] = []
+
+        def __len__(self) -> int:
+            return len(small)
+
+        def set_range(self, start_index: int, end_index: int) -> None:
+            self.todo = small[start_index:end_index]
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return {INPUT_NAME: self.todo.pop(0)} if self.todo else None
+
+    return Window()
 
 
 @contextmanager
