@@ -10,7 +10,10 @@
   size, so they never use it; the test photos enlarged 2x (as a camera's larger photo would be) are
   predicted with and without it, and the accuracy and pixels compared.
 
-    python -m benchmarks.predict_speed BUNDLE [--data ../shared/datasets/flowers17]
+    python -m benchmarks.predict_speed BUNDLE [--data ../shared/datasets/flowers17] [--float-too]
+
+The ONNX engine is the one `--engine onnx` uses: int8 where `tlearn export BUNDLE --int8 auto` chose it
+(`precision` in the output); `--float-too` then also times the float ONNX model in the same run.
 """
 
 from __future__ import annotations
@@ -135,8 +138,12 @@ def reduced_scale_check(predictor: Any, files: Sequence[Path]) -> dict[str, floa
     }
 
 
-def measure(bundle: Path, files: Sequence[Path], tests: Sequence[Path], *, batch_size: int) -> dict[str, Any]:
-    """Every figure for one bundle, in one process: throughputs (img/s), the share, the ratio, accuracies."""
+def measure(
+    bundle: Path, files: Sequence[Path], tests: Sequence[Path], *, batch_size: int, float_too: bool = False
+) -> dict[str, Any]:
+    """Every figure for one bundle, in one process: throughputs (img/s), the share, the ratio, accuracies.
+    With `float_too`, where the bundle's export chose int8, the float ONNX model is measured too
+    (`float_*` figures), so int8 and float compare in one run."""
     from tlearn.infer.load import load
 
     predictor = load(bundle, engine="onnx")
@@ -144,11 +151,24 @@ def measure(bundle: Path, files: Sequence[Path], tests: Sequence[Path], *, batch
     e2e_s, ours = end_to_end(predictor, files, batch_size)
     plain_s, plain = plain_way(bundle, files)
     prep = predictor.config.preprocessing
+    extra: dict[str, Any] = {}
+    if float_too and getattr(predictor, "precision", "float32") == "int8":
+        from tlearn.infer.onnx_predictor import BUNDLE_ONNX, OnnxPredictor
+
+        plain_onnx = OnnxPredictor(bundle / BUNDLE_ONNX, predictor.config)
+        float_e2e_s, float_proba = end_to_end(plain_onnx, files, batch_size)
+        extra = {
+            "float_engine_ips": engine_alone(plain_onnx, files, batch_size),
+            "float_e2e_ips": len(files) / float_e2e_s,
+            "float_acc": accuracy(predictor.classes, float_proba, files, among=tests),
+            "int8_agreement": float((float_proba.argmax(1) == ours.argmax(1)).mean()),
+        }
     return {
         "images": len(files),
         "size": list(prep.input_size),
         "mirror": predictor.config.flip_tta,
         "batch_size": batch_size,
+        "precision": getattr(predictor, "precision", "float32"),
         "engine_ips": engine,
         "e2e_ips": len(files) / e2e_s,
         "plain_ips": len(files) / plain_s,
@@ -159,6 +179,7 @@ def measure(bundle: Path, files: Sequence[Path], tests: Sequence[Path], *, batch
         "acc": accuracy(predictor.classes, ours, files, among=tests),  # the test images among the files
         "plain_acc": accuracy(predictor.classes, plain, files, among=tests),
         "test_images": len({str(f) for f in tests} & {str(f) for f in files}),
+        **extra,
     }
 
 
@@ -168,10 +189,11 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=FLOWERS)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--reduced-scale", action="store_true", help="also check reduced-scale JPEG decoding")
+    parser.add_argument("--float-too", action="store_true", help="where the export chose int8, also time float")
     args = parser.parse_args()
     files = sorted(args.data.glob("*/*.jpg"))[:1000]
     tests = test_files(args.bundle, args.data)
-    result = measure(args.bundle, files, tests, batch_size=args.batch_size)
+    result = measure(args.bundle, files, tests, batch_size=args.batch_size, float_too=args.float_too)
     if args.reduced_scale:
         from tlearn.infer.load import load
 
