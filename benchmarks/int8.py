@@ -213,12 +213,14 @@ def sweep(bundle: Path, specs: list[str]) -> list[dict[str, Any]]:
                                "calibration_images": len(cal), "quantize_s": quantize_s,
                                "int8_mb": len(quantized) / 1e6}  # fmt: skip
         for p, (x, y) in parts.items():
-            (p0, _, f0), (p1, _, f1) = floats[p], outputs(after, x)
+            (p0, u0, f0), (p1, u1, f1) = floats[p], outputs(after, x)
             cos = np.sum(f0 * f1, 1) / (np.linalg.norm(f0, axis=1) * np.linalg.norm(f1, axis=1))
             row |= {f"{p}_images": len(y), f"{p}_float": float((p0.argmax(1) == y).mean()),
                     f"{p}_int8": float((p1.argmax(1) == y).mean()),
                     f"{p}_agreement": float((p0.argmax(1) == p1.argmax(1)).mean()),
-                    f"{p}_cosine_mean": float(cos.mean()), f"{p}_cosine_min": float(cos.min())}  # fmt: skip
+                    f"{p}_cosine_mean": float(cos.mean()), f"{p}_cosine_min": float(cos.min()),
+                    f"{p}_unknown_agreement": None if u0 is None or u1 is None else float((u0 == u1).mean()),
+                    }  # fmt: skip
         float_ips, int8_ips = engine_speeds(before, after, parts["test"][0][:ENGINE_IMAGES])
         row |= {"float_ips": float_ips, "int8_ips": int8_ips, "speedup": int8_ips / float_ips}
         rows.append(row)
