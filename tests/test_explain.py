@@ -43,7 +43,7 @@ def located(
     for i in range(TEST_IMAGES):
         cls = CLASSES[i % 3]
         img, (left, top, right, bottom) = draw_located(cls, 160, rng, radius=0.14)
-        xs.append(transform(np.asarray(img)).numpy())
+        xs.append(transform(np.array(img)).numpy())
         boxes.append((left * scale - dx, top * scale - dy, right * scale - dx, bottom * scale - dy))
         labels.append(config.classes.index(cls.name))
     return classifier, np.stack(xs), boxes, labels

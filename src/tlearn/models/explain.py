@@ -26,6 +26,7 @@ from torch import nn
 
 from tlearn.core.errors import ConfigError
 from tlearn.models.classifier import Classifier
+from tlearn.models.cut import eval_mode, frozen
 
 ALPHA = 0.6  # how much of the colour map covers the image where the map is hottest
 COLOURMAP = "jet"  # the Grad-CAM convention: red where the evidence is, blue where there is none
@@ -126,16 +127,8 @@ def _inference(classifier: Classifier) -> Iterator[None]:
     makes it a leaf that requires them), so autograd records the few layers above it, not the network
     below it: the same maps, 1.4 to 1.7x sooner (the report's 8 tiles at 288 px, medians of 5, two loaded sessions).
     """
-    modes = {m: m.training for m in classifier.modules()}
-    grads = {p: p.requires_grad for p in classifier.parameters()}
-    classifier.eval().requires_grad_(False)
-    try:
+    with eval_mode(classifier), frozen(classifier):
         yield
-    finally:
-        for m, training in modes.items():
-            m.training = training
-        for p, grad in grads.items():
-            p.requires_grad_(grad)
 
 
 @contextmanager

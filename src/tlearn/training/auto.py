@@ -262,6 +262,12 @@ class ProbePass:
     seconds: float  # wall time of the pass (small when the rows were cached)
 
 
+def _probe_embed(backbone: Backbone) -> nn.Module:
+    """Float RGB in [0, 1] -> every probed level's pooled features, side by side."""
+    prep = backbone.preprocessing
+    return nn.Sequential(Normalize(prep.mean, prep.std), _ProbeTrunk(backbone.model, probe_levels(backbone))).eval()
+
+
 def probe_pass(
     backbone: Backbone, data: LabelledImages, cfg: TrainConfig, *, progress: Progress = no_progress
 ) -> ProbePass:
@@ -271,7 +277,7 @@ def probe_pass(
     levels = probe_levels(backbone)
     prep = backbone.preprocessing
     plan = plan_views(data, prep, cfg, mirror=cfg.mirror, views=0)
-    embed = nn.Sequential(Normalize(prep.mean, prep.std), _ProbeTrunk(backbone.model, levels)).eval()
+    embed = _probe_embed(backbone)
     namespace = {**feature_namespace(backbone, "probe:" + ",".join(map(str, levels))), "precision": "fp32"}
     cache = FeatureCache(namespace)
     data.pixels.load(sorted({plan.image_of(r) for r in cache.missing(plan.keys)}))
@@ -320,9 +326,7 @@ def measure(
     if probe.seconds > 0.5:
         ips = probe.inputs / probe.seconds
     else:  # the features came from the cache: time the network on a batch
-        levels = probe_levels(backbone)
-        embed = nn.Sequential(Normalize(prep.mean, prep.std), _ProbeTrunk(backbone.model, levels)).eval()
-        ips = costs.forward_speed(embed, prep.input_size)
+        ips = costs.forward_speed(_probe_embed(backbone), prep.input_size)
     # Timing fine-tuning costs seconds; skipped where the decision cannot depend on it.
     size = "large" if float(np.median(counts)) >= LARGE_PER_CLASS else "small"
     timed = fine_tuning_can_show(tuple(probes), len(train), n_val, size)
