@@ -22,11 +22,12 @@ from tlearn.core.threads import usable_cpus
 
 OPSET = 17  # the classic exporter supports 7 to 20; 17 runs on every ONNX Runtime since 1.11
 
-# ONNX Runtime on a CPU runs these networks fastest a few images at a time: larger batches spill the
-# activations out of the caches. Measured on a 2-core AMD EPYC (MobileNetV2, 2 threads, img/s at
-# 1 / 4 / 8 / 16 / 32 per run): 288 px with the mirror 65 / 61 / 62 / 50 / 46; 224 px with the
-# mirror 108 / 113 / 112 / 109 / 95 (benchmarks/speed.py, predict rows).
-ENGINE_BATCH = 8
+# ONNX Runtime on a CPU runs these networks fastest a couple of images at a time: larger batches spill the
+# activations out of the caches. Measured on a 2-core AMD EPYC with `benchmarks/engine_batch.py` (img/s at
+# 1 / 2 / 4 / 8 / 16 per run, fastest of 5 rounds): MobileNetV2 features at 224 px 259 / 283 / 266 / 246 / 196,
+# at 288 px 143 / 137 / 137 / 116 / 109; DINOv2 ViT-S/14 at 224 px 27 / 29 / 27 / 25 / 25. Two per run is within
+# 5% of the best everywhere, and 15 to 18% faster than eight.
+ENGINE_BATCH = 2
 
 
 def import_onnxruntime() -> ModuleType:

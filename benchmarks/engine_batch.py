@@ -1,0 +1,80 @@
+"""Images per second of ONNX Runtime at each batch size per call, for the networks tlearn runs, in one process.
+
+    flock /tmp/tlearn-heavy.lock python -m benchmarks.engine_batch [--images 96] [--rounds 3]
+
+What `core/onnx.py` ENGINE_BATCH is set from: every ONNX Runtime pass (feature extraction, fine-tuning's
+frozen bottom, prediction, the server) runs at most that many rows per call. Networks: the built-in
+MobileNetV2 feature trunk at 224 px (prediction of a fine-tuned bundle) and 288 px (the feature
+method), and the DINOv2 ViT-S/14 at 224 px with random weights (speed does not depend on them). The
+batch sizes run in turn, `--rounds` times, and each keeps its fastest round, so the machine's load
+moves all of them alike. Prints a table and writes benchmarks/results/engine_batch.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from benchmarks.speed import machine
+from tlearn.core.onnx import create_session, to_onnx
+from tlearn.models.backbones import BUILTIN_NAME, DEFAULT_BACKBONE, create_backbone
+from tlearn.models.classifier import FeatureTrunk, Normalize
+
+ROOT = Path(__file__).resolve().parents[1]
+BATCHES = (1, 2, 4, 8, 16)
+
+
+def features_model(name: str, size: int) -> bytes:
+    """The network's pooled-feature trunk with its normalisation, exported as tlearn exports it."""
+    weights = None if name == BUILTIN_NAME else "none"
+    backbone = create_backbone(name, weights=weights, input_size=size, warn_random=False)
+    prep = backbone.preprocessing
+    net = torch.nn.Sequential(Normalize(prep.mean, prep.std), FeatureTrunk(backbone.model, ())).eval()
+    model = to_onnx(net, torch.rand(1, 3, size, size))
+    assert model is not None
+    return model
+
+
+def speeds(model: bytes, size: int, images: int, rounds: int) -> dict[int, float]:
+    """The fastest of `rounds` runs over `images` inputs, in img/s, for each batch size."""
+    session = create_session(model)
+    x = np.random.default_rng(0).random((images, 3, size, size), dtype=np.float32)
+    session.run(None, {"input": x[:16]})
+    best = dict.fromkeys(BATCHES, float("inf"))
+    for _ in range(rounds):
+        for batch in BATCHES:
+            start = time.perf_counter()
+            for s in range(0, images, batch):
+                session.run(None, {"input": x[s : s + batch]})
+            best[batch] = min(best[batch], time.perf_counter() - start)
+    return {b: images / t for b, t in best.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--images", type=int, default=96)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "engine_batch.json")
+    args = parser.parse_args()
+    rows = []
+    for name, label, size in (
+        (BUILTIN_NAME, "MobileNetV2 (built-in)", 224),
+        (BUILTIN_NAME, "MobileNetV2 (built-in)", 288),
+        (DEFAULT_BACKBONE, "DINOv2 ViT-S/14 (random weights)", 224),
+    ):
+        ips = speeds(features_model(name, size), size, args.images, args.rounds)
+        rows.append({"network": label, "size": size, "img_per_s": {str(b): round(v, 1) for b, v in ips.items()}})
+        cells = " | ".join(f"{ips[b]:.0f}" for b in BATCHES)
+        print(f"| {label} | {size} px | {cells} |", flush=True)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps({"machine": machine(), "batches": list(BATCHES), "rows": rows}, indent=1))
+    print(f"{machine()}; wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
