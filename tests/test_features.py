@@ -12,6 +12,7 @@ import timm
 import torch
 from torch import nn
 
+from tlearn.core import onnx
 from tlearn.core.errors import ExtraMissingError
 from tlearn.training import features
 from tlearn.training.features import FeatureCache, extract_features
@@ -137,12 +138,12 @@ def test_the_quick_starts_pass_runs_in_onnx_runtime_as_the_pixels_repay_the_expo
     # `tlearn train demo`: auto's probe pass (the feature method's features) over every image and its mirror
     size = for_features(create_backbone(BUILTIN_NAME), TrainConfig(data=Path("demo"))).preprocessing.input_size
     assert size == (288, 288)
-    assert features.onnx_pays(2 * 120, size)  # `tlearn sample-data demo` writes 120 images
+    assert onnx.onnx_pays(2 * 120, size)  # `tlearn sample-data demo` writes 120 images
     # The rule counts pixels: the export costs about 25 eager passes at 224 px and ONNX Runtime saves
     # 1 - 1/3.5 of every pass after it.
-    assert [features.onnx_pays(n, (288, 288)) for n in (21, 22)] == [False, True]
-    assert [features.onnx_pays(n, (224, 224)) for n in (35, 36)] == [False, True]
-    assert [features.onnx_pays(n, (64, 64)) for n in (428, 429)] == [False, True]
+    assert [onnx.onnx_pays(n, (288, 288)) for n in (21, 22)] == [False, True]
+    assert [onnx.onnx_pays(n, (224, 224)) for n in (35, 36)] == [False, True]
+    assert [onnx.onnx_pays(n, (64, 64)) for n in (428, 429)] == [False, True]
 
 
 def test_auto_exports_where_the_rule_says_it_pays_and_only_there() -> None:

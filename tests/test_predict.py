@@ -262,3 +262,27 @@ def test_broken_files_between_good_ones_fail_one_at_a_time(clf: BasePredictor, s
     assert [[s.label for s in p.top] for p in result.items] == [[s.label for s in top] for top in alone]
     got = [[s.probability for s in p.top] for p in result.items]
     np.testing.assert_allclose(got, [[s.probability for s in top] for top in alone], atol=1e-6)
+
+
+def test_predict_runs_onnx_runtime_by_default_where_the_images_repay_its_export_and_pytorch_for_a_few(  # type: ignore[no-untyped-def]
+    run_cli, tiny_bundle: Path, shapes_master: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("onnxruntime")
+    import tlearn.infer.load
+
+    many = tmp_path / "many"
+    many.mkdir()
+    for k in range(5):  # 480 files: at 64 px the tiny network repays its export from 429 passes
+        for image in some_images(shapes_master, 24):
+            shutil.copy(image, many / f"{k}-{image.name}")
+    few = some_images(shapes_master, 1)
+    by_default = run_cli("predict", tiny_bundle, many, "-f", "json")
+    assert by_default.code == 0, by_default.err
+    assert "with the onnx engine" in " ".join(by_default.err.split())
+    assert "with the torch engine" in " ".join(run_cli("predict", tiny_bundle, *few, "-f", "json").err.split())
+    # heatmaps need PyTorch's gradients, however many images there are
+    monkeypatch.setattr(tlearn.infer.load, "onnx_pays", lambda passes, size: True)
+    assert "onnx engine" in " ".join(run_cli("predict", tiny_bundle, *few, "-f", "json").err.split())
+    explained = run_cli("predict", tiny_bundle, *few, "--explain", tmp_path / "maps")
+    assert explained.code == 0, explained.err
+    assert "with the torch engine" in " ".join(explained.out.split())

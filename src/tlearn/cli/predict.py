@@ -40,7 +40,11 @@ def predict(
     batch_size: Annotated[int, typer.Option(help="Images per batch.", min=1)] = 32,
     tta: Annotated[bool, typer.Option("--tta", help="Average with the mirror image's (2x compute).")] = False,
     engine: Annotated[
-        str | None, typer.Option(help="torch, or onnx for ONNX Runtime (default: torch; onnx for a .onnx file).")
+        str | None,
+        typer.Option(
+            help="torch, or onnx for ONNX Runtime (default: onnx where it is installed and the images repay "
+            "exporting the model, or the bundle was exported; torch with --explain or for a few images)."
+        ),
     ] = None,
     explain: Annotated[
         Path | None,
@@ -66,7 +70,7 @@ def predict(
     if output not in OUTPUT_FORMATS:
         raise ConfigError(f"--format must be one of {', '.join(OUTPUT_FORMATS)}. Got {output!r}.")
     files, missing = find_images(paths)
-    predictor = load(bundle, engine=engine or "auto")
+    predictor = load(bundle, engine=engine or ("torch" if explain is not None else "auto"), images=len(files))
     if explain is not None:
         from tlearn.infer.heatmaps import torch_classifier
 

@@ -6,8 +6,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from tlearn.artifacts.bundle import CONFIG_FILE, load_bundle
-from tlearn.core.errors import BundleError, ConfigError
+from tlearn.artifacts.bundle import CONFIG_FILE, BundleConfig, load_bundle
+from tlearn.core.errors import BundleError, ConfigError, ExtraMissingError
+from tlearn.core.onnx import import_onnxruntime, onnx_pays
 from tlearn.data.sources import display_path
 from tlearn.infer.onnx_files import config_of, int8_model_of, read_sidecar, sidecar_path, weights_digest
 from tlearn.infer.onnx_graph import bundle_to_onnx
@@ -19,12 +20,13 @@ log = logging.getLogger(__name__)
 ENGINES = ("torch", "onnx")
 
 
-def load(bundle: str | Path, *, engine: str = "auto") -> BasePredictor:
+def load(bundle: str | Path, *, engine: str = "auto", images: int | None = None) -> BasePredictor:
     """Load a bundle folder written by `tlearn train`, or an ONNX file written by `tlearn export`.
 
     `engine`: "torch" runs the bundle's PyTorch network; "onnx" runs ONNX Runtime (the bundle's
     exported model.onnx if it is up to date, else one exported in memory); "auto" picks "onnx" for
-    an .onnx file and "torch" otherwise. Raises BundleError, ConfigError, ExtraMissingError.
+    an .onnx file, and for a bundle folder "onnx" where `images` (how many are about to be predicted)
+    repay the export (`onnx_faster`), else "torch". Raises BundleError, ConfigError, ExtraMissingError.
     """
     path = Path(bundle).expanduser()
     if engine not in (*ENGINES, "auto"):
@@ -35,7 +37,29 @@ def load(bundle: str | Path, *, engine: str = "auto") -> BasePredictor:
     if is_onnx_file:
         raise ConfigError(f"{display_path(path)} is an ONNX file: it runs with --engine onnx, not {engine}.")
     classifier, config = load_bundle(path)
-    return _said_once(Predictor(classifier, config, source=display_path(path)))
+    predictor = Predictor(classifier, config, source=display_path(path))
+    if engine == "auto" and images is not None and onnx_faster(path, config, images):
+        try:
+            return _said_once(_bundle_onnx(path, predictor))
+        except Exception as err:  # a network the exporter cannot trace still predicts, in PyTorch
+            log.info("Predicting in PyTorch: exporting the bundle to ONNX failed (%s).", err)
+    return _said_once(predictor)
+
+
+def onnx_faster(folder: Path, config: BundleConfig, images: int) -> bool:
+    """Whether ONNX Runtime predicts `images` with the bundle sooner than PyTorch: it is installed, and
+    the bundle has an up-to-date exported model (`tlearn export`, int8 where that chose it) or the
+    images' passes (two per image with the mirror) repay exporting one in memory (`core.onnx.onnx_pays`).
+    """
+    try:
+        import_onnxruntime()
+        import onnx  # noqa: F401  (the export writes through it)
+    except (ExtraMissingError, ImportError):
+        return False
+    if _exported(folder) is not None:
+        return True
+    passes = images * (2 if config.flip_tta else 1)
+    return onnx_pays(passes, config.preprocessing.input_size)
 
 
 def _said_once(predictor: BasePredictor) -> BasePredictor:
@@ -60,16 +84,7 @@ def load_onnx(path: str | Path) -> OnnxPredictor:
     """
     path = Path(path).expanduser()
     if path.is_dir() and (path / CONFIG_FILE).is_file():
-        exported = path / BUNDLE_ONNX
-        if exported.is_file() and sidecar_path(exported).is_file():
-            doc = read_sidecar(exported)
-            digest = weights_digest(path)
-            if doc.get("weights_sha256") == digest:
-                return _int8_or(exported, doc, source=display_path(path))
-            log.info("%s was exported from other weights: exporting the bundle again, in memory.", exported)
-        classifier, config = load_bundle(path)
-        predictor = Predictor(classifier, config, source=display_path(path))
-        return OnnxPredictor(bundle_to_onnx(predictor), predictor.config, source=display_path(path))
+        return _bundle_onnx(path, None)
     if not path.is_file():
         raise BundleError(
             f"No such bundle or ONNX file: {display_path(path)}.",
@@ -78,6 +93,30 @@ def load_onnx(path: str | Path) -> OnnxPredictor:
     if path.suffix.lower() != ".onnx":
         raise BundleError(f"{display_path(path)} is not an ONNX file.", hint="Pass a bundle folder or a .onnx file.")
     return _int8_or(path, read_sidecar(path), source=display_path(path))
+
+
+def _exported(folder: Path) -> tuple[Path, dict[str, Any]] | None:
+    """The bundle's exported model.onnx and its JSON, when it was made from the bundle's current weights."""
+    exported = folder / BUNDLE_ONNX
+    if not (exported.is_file() and sidecar_path(exported).is_file()):
+        return None
+    doc = read_sidecar(exported)
+    if doc.get("weights_sha256") != weights_digest(folder):
+        log.info("%s was exported from other weights: exporting the bundle again, in memory.", exported)
+        return None
+    return exported, doc
+
+
+def _bundle_onnx(folder: Path, predictor: Predictor | None) -> OnnxPredictor:
+    """The bundle's exported model where it is up to date (see `_int8_or`), else the bundle (`predictor`,
+    loaded here if None) exported in memory: a few seconds, and nothing is written."""
+    exported = _exported(folder)
+    if exported is not None:
+        return _int8_or(*exported, source=display_path(folder))
+    if predictor is None:
+        classifier, config = load_bundle(folder)
+        predictor = Predictor(classifier, config, source=display_path(folder))
+    return OnnxPredictor(bundle_to_onnx(predictor), predictor.config, source=display_path(folder))
 
 
 def _int8_or(model: Path, doc: dict[str, Any], *, source: str) -> OnnxPredictor:

@@ -26,7 +26,7 @@ from tlearn.core import distributed
 from tlearn.core.cache import cache_root, digest
 from tlearn.core.errors import ExtraMissingError
 from tlearn.core.files import atomic_path
-from tlearn.core.onnx import create_session, run_session, to_onnx
+from tlearn.core.onnx import create_session, onnx_pays, run_session, to_onnx
 from tlearn.core.progress import Progress, no_progress
 from tlearn.core.threads import cpu_workers
 
@@ -35,15 +35,6 @@ log = logging.getLogger(__name__)
 FEATURE_FORMAT = 1
 FLUSH_EVERY = 256  # images between writes to the cache
 COMPACT_ABOVE = 16  # chunk files before they are merged into one
-# What ONNX Runtime costs and saves, in eager passes of one image at REFERENCE_SIDE px: exporting the
-# network and opening the session costs EXPORT_PASSES of them (the graph's size sets it, not the
-# input's), after which every pass runs ONNX_SPEEDUP times faster. The built-in MobileNetV2 on a 2-core
-# AMD EPYC, 3 trials each at 224 and 288 px in one loaded session: export 13 to 23 passes, ONNX Runtime
-# 3.7 to 6.3x faster. MobileNetV2 is where the export weighs most (little work per pass for its graph);
-# bigger networks repay it sooner, so these figures err towards PyTorch for them.
-EXPORT_PASSES = 25.0
-ONNX_SPEEDUP = 3.5
-REFERENCE_SIDE = 224
 
 
 class FeatureCache:
@@ -101,15 +92,6 @@ class FeatureCache:
             np.savez(fh, keys=np.array(keys), feats=np.stack([self._rows[k] for k in keys]))
         for c in chunks:
             c.unlink(missing_ok=True)
-
-
-def onnx_pays(passes: int, input_size: Sequence[int]) -> bool:
-    """Whether exporting to ONNX Runtime repays itself over `passes` inputs of `input_size` (H, W): the
-    eager time it saves is more than the export costs. Pixels count, not images: the demo's 240 inputs
-    at 288 px repay it (22 would), as do 36 at 224 px; at 64 px (the tests' tiny networks) it takes 429.
-    """
-    work = passes * input_size[0] * input_size[1] / REFERENCE_SIDE**2  # in passes at REFERENCE_SIDE px
-    return work * (1 - 1 / ONNX_SPEEDUP) > EXPORT_PASSES
 
 
 def extract_features(
