@@ -7,12 +7,14 @@ latency, errors by status, memory.
 Starts `tlearn serve BUNDLE` in a subprocess on a free 127.0.0.1 port (default bundle: a tiny one trained
 here on synthetic shapes, in seconds; `--builtin` trains one on the built-in MobileNetV2 at 224 px instead).
 First the scaling figures (`--scale`; "" skips them):
-  engine    the bundle's network alone in this process, on pre-decoded inputs, at batch sizes 1, 8 and 32:
-            images per second, the ceiling the server can reach on this machine
+  engine    the bundle's network alone in this process, on pre-decoded inputs, at batch sizes 1, 2, 4, 8, 16
+            and 32: images per second; the best of them is the ceiling the server can reach on this machine
   scaling   a server of its own (with --max-pending at least the clients), then 1, 8 and 32 clients each
             sending one 1600 x 1200 JPEG to /predict in a loop for `--scale-seconds`: requests per second,
-            p50 / p95 latency, throughput as a share of the engine's at batch 32, and p95 against the p50
-            of one client alone (the single-request latency)
+            p50 / p95 latency, the p50 of the time the server itself counts (its "seconds": from the request's
+            headers to its answer, without the network's transport and the client), throughput as a share of
+            the engine's best, and p95 against the p50 of one client alone (the single-request latency); and
+            the images per forward pass the server chose (its /model)
 Then two phases with `--clients` concurrent clients (`--seconds 0` skips them):
   baseline  good requests only (one JPEG to /predict, or four to /predict/batch), `--baseline-seconds`
   mixed     the same good requests among bad ones: truncated and non-image files, a PNG header claiming
@@ -72,6 +74,7 @@ class Outcome:
     kind: str
     status: str  # the HTTP status, or the exception's name when there was no answer
     seconds: float
+    server_seconds: float | None = None  # what the server counted itself (its answer's "seconds")
 
 
 # --- what is sent ----------------------------------------------------------------------------------
@@ -257,11 +260,15 @@ def run_phase(
                         break
                 kind = rng.choice(order)
                 start = time.perf_counter()
+                inside = None
                 try:
-                    status = str(kind.send(http).status_code)
+                    res = kind.send(http)
+                    status = str(res.status_code)
+                    if status == "200":
+                        inside = res.json().get("seconds")
                 except httpx.HTTPError as err:
                     status = type(err).__name__
-                out.append(Outcome(kind.name, status, time.perf_counter() - start))
+                out.append(Outcome(kind.name, status, time.perf_counter() - start, inside))
         return out
 
     with ThreadPoolExecutor(clients) as pool:
@@ -320,34 +327,34 @@ def print_table(result: dict[str, Any]) -> None:
 
 # --- throughput against the engine's ----------------------------------------------------------------
 
-ENGINE_BATCHES = (1, 8, 32)  # 32: the most images the server puts in one forward pass (serve/work.py)
+ENGINE_BATCHES = (1, 2, 4, 8, 16, 32)  # 32: the most images the server puts in one forward pass (serve/pass_size.py)
 
 
-def engine_throughput(bundle: Path, photo: bytes, *, seconds: float = 3.0) -> dict[str, float]:
+def engine_throughput(bundle: Path, photo: bytes, *, engine: str = "auto", seconds: float = 3.0) -> dict[str, float]:
     """Images per second of the bundle's network alone on pre-decoded inputs, at each of ENGINE_BATCHES.
 
-    Loads the bundle the way `tlearn serve` does, decodes `photo` once, and times `proba_of_inputs`
-    (the call the server's batches make) on copies of it, after two warm-up passes per batch size.
+    Loads the bundle the way `tlearn serve` does (`engine`), decodes `photo` once, and times `answer_of_inputs`
+    (the call the server's passes make) on copies of it, after two warm-up passes per batch size.
     """
     from tlearn.infer.load import load
 
-    predictor = load(bundle, engine="auto")
-    x = predictor.model_input(predictor.pixels(photo))
+    predictor = load(bundle, engine=engine)
+    x = predictor.prepare_input(photo)
     out = {}
     for size in ENGINE_BATCHES:
         batch = np.stack([x] * size)
         for _ in range(2):
-            predictor.proba_of_inputs(batch)
+            predictor.answer_of_inputs(batch)
         n, start = 0, time.perf_counter()
         while (elapsed := time.perf_counter() - start) < seconds or n < 3:
-            predictor.proba_of_inputs(batch)
+            predictor.answer_of_inputs(batch)
             n += 1
         out[str(size)] = round(n * size / elapsed, 1)
     return out
 
 
 def scaling(bundle: Path, photo: bytes, clients: list[int], *, seconds: float, extra: list[str], folder: Path
-            ) -> list[dict[str, Any]]:  # fmt: skip
+            ) -> tuple[list[dict[str, Any]], Any]:  # fmt: skip
     """One server, then each number of clients sending one JPEG per request to /predict for `seconds`."""
     pending = ["--max-pending", str(max(16, 2 * max(clients)))] if "--max-pending" not in extra else []
     port, log = free_port(), folder / "scaling-server.log"
@@ -357,12 +364,14 @@ def scaling(bundle: Path, photo: bytes, clients: list[int], *, seconds: float, e
     rows = []
     try:
         wait_until_up(url, server, log)
+        forward_pass = httpx.get(url + "model", timeout=10).json().get("forward_pass")
         run_phase(url, one, clients=max(clients), seconds=2, max_requests=10_000, seed=0)  # warm-up: every shape
         for n in clients:
             start = time.monotonic()
             outcomes = run_phase(url, one, clients=n, seconds=seconds, max_requests=100_000, seed=n)
             elapsed = time.monotonic() - start
             ok = latency(outcomes)
+            inside = [o.server_seconds for o in outcomes if o.server_seconds is not None]
             rows.append({
                 "clients": n,
                 "requests": len(outcomes),
@@ -370,31 +379,39 @@ def scaling(bundle: Path, photo: bytes, clients: list[int], *, seconds: float, e
                 "requests_per_second": round(ok["n"] / elapsed, 1),
                 "p50_ms": ok.get("p50_ms"),
                 "p95_ms": ok.get("p95_ms"),
+                "server_p50_ms": round(float(np.median(inside)) * 1000, 1) if inside else None,
             })  # fmt: skip
     finally:
         stop_server(server)
-    return rows
+    return rows, forward_pass
 
 
-def scaling_result(engine: dict[str, float], rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The rows with their share of the engine's batched throughput, and p95 against one client's p50."""
-    ceiling = engine[str(max(ENGINE_BATCHES))]
+def scaling_result(engine: dict[str, float], rows: list[dict[str, Any]], forward_pass: Any) -> dict[str, Any]:
+    """The rows with their share of the engine's best throughput (at any batch size), and p95 against one
+    client's p50."""
+    ceiling = max(engine.values())
     single = next((r["p50_ms"] for r in rows if r["clients"] == 1), None)
     for r in rows:
         r["share_of_engine"] = round(r["requests_per_second"] / ceiling, 3)
         r["p95_over_single"] = round(r["p95_ms"] / single, 2) if single and r["p95_ms"] else None
-    return {"engine_images_per_second": engine, "single_request_ms": single, "clients": rows}
+    best = max(engine, key=lambda b: engine[b])
+    return {"engine_images_per_second": engine, "engine_best": {"batch": int(best), "images_per_second": ceiling},
+            "server_forward_pass": forward_pass, "single_request_ms": single, "clients": rows}  # fmt: skip
 
 
 def print_scaling(result: dict[str, Any]) -> None:
     engine = result["engine_images_per_second"]
     print("\nengine alone, pre-decoded inputs: " + ", ".join(f"batch {b}: {v:g} img/s" for b, v in engine.items()))
-    print(f"{'clients':>7} {'req/s':>7} {'of engine':>10} {'p50':>8} {'p95':>8} {'p95 / single':>13} {'not 200':>8}")
+    chosen = (result["server_forward_pass"] or {}).get("images", "?")
+    print(f"the server's forward passes: {chosen} image(s); share below: of the engine's best")
+    print(f"{'clients':>7} {'req/s':>7} {'of engine':>10} {'p50':>8} {'p95':>8} {'p95 / single':>13} "
+          f"{'in server':>10} {'not 200':>8}")  # fmt: skip
     for r in result["clients"]:
         ratio = f"{r['p95_over_single']:.2f}x" if r["p95_over_single"] else "-"
+        inside = f"{r['server_p50_ms']:.0f} ms" if r.get("server_p50_ms") else "-"
         print(
             f"{r['clients']:>7} {r['requests_per_second']:>7} {r['share_of_engine']:>10.0%} {r['p50_ms']:>6.0f} ms "
-            f"{r['p95_ms']:>5.0f} ms {ratio:>13} {r['not_200']:>8}"
+            f"{r['p95_ms']:>5.0f} ms {ratio:>13} {inside:>10} {r['not_200']:>8}"
         )
 
 
@@ -424,10 +441,11 @@ def main() -> None:
         scaled = None
         if scale:
             print("Engine alone on pre-decoded inputs...", flush=True)
-            engine = engine_throughput(bundle, photo)
+            chosen_engine = extra[extra.index("--engine") + 1] if "--engine" in extra else "auto"
+            engine = engine_throughput(bundle, photo, engine=chosen_engine)
             print(f"Scaling: {', '.join(map(str, scale))} clients, {args.scale_seconds:g} s each...", flush=True)
-            rows = scaling(bundle, photo, scale, seconds=args.scale_seconds, extra=extra, folder=folder)
-            scaled = scaling_result(engine, rows)
+            rows, forward_pass = scaling(bundle, photo, scale, seconds=args.scale_seconds, extra=extra, folder=folder)
+            scaled = scaling_result(engine, rows, forward_pass)
             print_scaling(scaled)
         if args.seconds == 0:
             write(args.out, {"bundle": str(args.bundle or "tiny (trained here)"), "server_args": extra,

@@ -109,7 +109,7 @@ def assert_same_answers(got: list[Any], alone: list[Any]) -> None:
 def test_concurrent_requests_share_forward_passes_and_get_their_own_answers(
     predictor: BasePredictor, photos: list[bytes], passes: Callable[..., Passes]
 ) -> None:
-    app = create_app(predictor, top_k=4)
+    app = create_app(predictor, top_k=4, pass_size=8)
     with running_server(app) as url:
         one_by_one = [httpx.post(url + "predict", content=p, headers=JPEG, timeout=30) for p in photos]
         alone, scores_alone = answers(one_by_one), unknown_scores(one_by_one)
@@ -127,7 +127,7 @@ def test_concurrent_requests_share_forward_passes_and_get_their_own_answers(
 def test_a_broken_image_fails_only_its_own_request(
     predictor: BasePredictor, photos: list[bytes], passes: Callable[..., Passes]
 ) -> None:
-    app = create_app(predictor, top_k=4)
+    app = create_app(predictor, top_k=4, pass_size=8)
     bodies = [*photos[:3], photos[3][: len(photos[3]) // 2], *photos[4:]]  # the fourth is cut in half
     with running_server(app) as url:
         alone = answers([httpx.post(url + "predict", content=p, headers=JPEG, timeout=30) for p in bodies])
@@ -145,7 +145,7 @@ def test_a_full_queue_answers_503_with_retry_after(
     """With the network held on one request and two images queued (the most with --max-queue 2), a third
     image is refused at once; the queued ones are answered when the network frees."""
     p = passes(hold=True)
-    app = create_app(predictor, max_queue=2, max_batch=4)
+    app = create_app(predictor, max_queue=2, max_batch=4, pass_size=8)
     batch = [("files", (f"{i}.jpg", photos[i], "image/jpeg")) for i in range(2)]
     with running_server(app) as url, httpx.Client(base_url=url, timeout=30) as http, ThreadPoolExecutor(2) as pool:
         running = pool.submit(http.post, "predict", content=photos[0], headers=JPEG)

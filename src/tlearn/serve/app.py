@@ -38,6 +38,7 @@ from tlearn.serve import routes
 from tlearn.serve.docs import add_docs
 from tlearn.serve.errors import add_error_handlers
 from tlearn.serve.limits import Limits
+from tlearn.serve.pass_size import chosen_pass_size
 from tlearn.serve.work import Work
 
 
@@ -55,11 +56,14 @@ def create_app(
     max_upload_mb: float = Limits.max_upload_mb,
     max_queue: int = Limits.max_queue,
     timeout: float = Limits.timeout,
+    pass_size: int | None = None,
 ) -> FastAPI:
     """A FastAPI app serving `predictor` (loaded once, shared by every request).
 
-    `top_k` is the classes returned unless a request asks for another number (?top_k=N); the other
-    keywords are the server's `Limits` (see there). Raises ConfigError for limits that make no sense.
+    `top_k` is the classes returned unless a request asks for another number (?top_k=N); `pass_size` the
+    images per forward pass (default: the size the engine runs fastest, measured here in about a second:
+    see `pass_size.py`); the other keywords are the server's `Limits` (see there). Raises ConfigError for
+    limits that make no sense.
     """
     config = predictor.config
     limits = Limits(
@@ -74,13 +78,14 @@ def create_app(
         max_queue=max_queue,
         timeout=timeout,
     )
+    passes = chosen_pass_size(predictor, pass_size)
     served = routes.Served(
         predictor=predictor,
         name=Path(predictor.source).name if predictor.source else config.backbone,
         page=resources.files("tlearn").joinpath("static/index.html").read_text(encoding="utf-8"),
         top_k=max(1, min(top_k, len(predictor.classes))),
         limits=limits,
-        work=Work(predictor, limits),
+        work=Work(predictor, limits, passes),
     )
 
     @asynccontextmanager

@@ -76,7 +76,7 @@ class Limits:
     large_threads: int = SERVER_LARGE_THREADS
     max_pending: int = 16
     max_upload_mb: float = 256
-    max_queue: int = 64  # two full passes: a 64th image waits at most two passes (0.4 s of MobileNetV2 here)
+    max_queue: int = 64  # a 64th image waits for the 63 before it (1.3 s of the demo MobileNetV2 in PyTorch here)
     timeout: float = 30
 
     def __post_init__(self) -> None:

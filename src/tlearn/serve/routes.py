@@ -54,7 +54,7 @@ async def health(request: Request) -> dict[str, Any]:
 
 
 async def model(request: Request) -> dict[str, Any]:
-    """What the model is: classes, backbone, input size, metrics, versions, limits."""
+    """What the model is: classes, backbone, input size, metrics, versions, limits, images per forward pass."""
     s = served(request)
     config = s.predictor.config
     return {
@@ -73,6 +73,7 @@ async def model(request: Request) -> dict[str, Any]:
         "top_k": s.top_k,
         "unknown": None if config.unknown is None else config.unknown.to_dict(),
         "limits": s.limits.to_dict(),
+        "forward_pass": s.work.pass_size.to_dict(),
     }
 
 

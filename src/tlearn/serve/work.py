@@ -13,7 +13,8 @@ Every image decode is one job on a pool of threads: `large_threads` for images t
 at once however many requests wait, and a small request is not queued behind someone's 50 MP PNGs. A
 request's pixels are summed from the same headers before any is decoded. Decoded images go to the
 `Batcher` (`batching.py`), which runs the network one pass at a time on a thread of its own, on the
-images of every request waiting (up to NETWORK_BATCH, gathered for at most BATCH_WAIT seconds), and
+images of every request waiting (up to the engine's measured pass size, `pass_size.py`, gathered for at most
+BATCH_WAIT seconds), and
 refuses a request with 503 when `max_queue` images already wait. At the deadline the request's queued
 jobs are cancelled and it is answered; a job already running cannot be interrupted, finishes on its
 thread and is dropped, so the pools, not the deadline, are what bound memory.
@@ -45,8 +46,7 @@ from tlearn.infer.results import Prediction
 from tlearn.serve.batching import Batcher, QueueFull
 from tlearn.serve.errors import MB, ApiError
 from tlearn.serve.limits import JPEG_SHARE, LARGE_DECODE_PIXELS, Limits
-
-NETWORK_BATCH = 32  # most images per forward pass, as `predict_many` batches them
+from tlearn.serve.pass_size import PassSize
 
 # How long the first image of a batch waits for others: a pass of the demo's MobileNetV2 (288 px + mirror) takes
 # 26 to 38 ms for one image here, so a few ms catch the requests that arrive together and cost a lone one little.
@@ -89,14 +89,14 @@ class Header:
 class Work:
     """The pools and the counters of one server; its methods are called from the event loop."""
 
-    def __init__(self, predictor: BasePredictor, limits: Limits) -> None:
-        self.predictor, self.limits = predictor, limits
+    def __init__(self, predictor: BasePredictor, limits: Limits, pass_size: PassSize) -> None:
+        self.predictor, self.limits, self.pass_size = predictor, limits, pass_size
         self._pools: tuple[ThreadPoolExecutor, ThreadPoolExecutor] | None = None  # small, large: made at first use
         self._lock = threading.Lock()
         self._pending = 0
         self._held = 0  # bytes of the bodies of the requests in progress, as announced
         self._seconds = 1.0  # running mean of the seconds a request takes, for Retry-After
-        self.batcher = Batcher(self._forward, max_batch=NETWORK_BATCH, max_wait=BATCH_WAIT, max_queue=limits.max_queue)
+        self.batcher = Batcher(self._forward, max_batch=pass_size.size, max_wait=BATCH_WAIT, max_queue=limits.max_queue)
 
     async def close(self) -> None:
         """At the app's shutdown: answer the images queued for the network, then stop the threads; the next
@@ -230,10 +230,10 @@ class Work:
             return err
 
     def _forward(self, x: np.ndarray) -> Answers:
-        """The answers to (N, 3, H, W) inputs, at most NETWORK_BATCH per pass (on the network's thread)."""
-        parts = [
-            Answers(*self.predictor.answer_of_inputs(x[i : i + NETWORK_BATCH])) for i in range(0, len(x), NETWORK_BATCH)
-        ]
+        """The answers to (N, 3, H, W) inputs, `pass_size` images per pass (on the network's thread): a request of
+        more images than that is one item of the batcher's, and its passes run one after the other."""
+        step = self.pass_size.size
+        parts = [Answers(*self.predictor.answer_of_inputs(x[i : i + step])) for i in range(0, len(x), step)]
         if len(parts) == 1:
             return parts[0]
         scores = [p.scores for p in parts if p.scores is not None]
