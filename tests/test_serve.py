@@ -346,11 +346,16 @@ def test_cli_serves_on_loopback_and_warns_about_open_hosts(  # type: ignore[no-u
     res = run_cli(
         "serve", tiny_bundle, "--host", "0.0.0.0", "--port", port, "--max-mb", "2",
         "--threads", "1", "--large-threads", "2", "--max-pending", "20", "--max-upload-mb", "100",
-        "--timeout", "12.5", "--max-batch-mp", "60",
+        "--timeout", "12.5", "--max-batch-mp", "60", "--pass-size", "3",
     )  # fmt: skip
     assert res.code == 0, res.err
     assert calls[-1]["host"] == "0.0.0.0" and calls[-1]["limit_concurrency"] == 80
     assert "Listening on 0.0.0.0: any machine that can reach this one can use the model" in res.out
+    assert "torch engine, passes of 3 images" in " ".join(res.out.split())
+    assert TestClient(calls[-1]["app"]).get("/model").json()["forward_pass"] == {
+        "images": 3,
+        "measured_images_per_second": {},
+    }
     limits = TestClient(calls[-1]["app"]).get("/model").json()["limits"]
     assert limits["max_mb"] == 2 and limits["threads"] == 1 and limits["max_pending"] == 20
     assert limits["large_threads"] == 2 and limits["max_upload_mb"] == 100

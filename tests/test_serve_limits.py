@@ -153,8 +153,9 @@ def test_an_unexpected_error_is_a_json_500(
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("a bug")
 
+    app = create_app(predictor)
     monkeypatch.setattr(predictor, "answer_of_batch", broken)
-    res = TestClient(create_app(predictor), raise_server_exceptions=False).post(
+    res = TestClient(app, raise_server_exceptions=False).post(
         "/predict", content=photo, headers={"content-type": "image/jpeg"}
     )
     assert res.status_code == 500
