@@ -181,3 +181,23 @@ def test_chart_draws_epochs_levels_and_failures(tmp_path: Path) -> None:
     path = plot_comparison(curves, tmp_path / "c.png", title="shapes", chance=0.25)
     with Image.open(path) as png:
         assert png.format == "PNG" and png.width >= 600
+
+
+def test_auto_that_kept_the_features_is_drawn_as_their_level_not_as_the_fine_tuning_it_tried() -> None:
+    from types import SimpleNamespace
+
+    from tlearn.training.compare import MethodRun, method_curve
+
+    tried = tuple(
+        HistoryRow(phase="finetune", epoch=e, train_loss=1.0, train_acc=0.5, val_acc=0.5 + e / 10) for e in (1, 2)
+    )
+    val = SimpleNamespace(accuracy=0.95)
+
+    def ran(method: str) -> MethodRun:
+        result = SimpleNamespace(method=method, metrics={"val": val, "test": val})
+        return MethodRun("auto", Path("x"), 1.0, result=result, history=tried)  # type: ignore[arg-type]
+
+    kept_features = method_curve(ran("features"), "test")
+    assert kept_features.label == "auto (features)" and not kept_features.rows and kept_features.level == 0.95
+    fine_tuned = method_curve(ran("finetune"), "test")
+    assert fine_tuned.label == "auto (finetune)" and list(fine_tuned.rows) == list(tried) and fine_tuned.level is None

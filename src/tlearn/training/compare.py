@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tlearn.artifacts.bundle import SPLIT_FILE, load_bundle
 from tlearn.artifacts.details import MethodDetails
@@ -27,6 +27,9 @@ from tlearn.core.progress import Progress, no_progress
 from tlearn.training.config import METHODS, TrainConfig
 from tlearn.training.run import EpochCallback, TrainResult, run
 from tlearn.training.run_folder import check_free, check_place, is_run_folder
+
+if TYPE_CHECKING:
+    from tlearn.report.plots import MethodCurve  # matplotlib loads only when a chart is drawn
 
 log = logging.getLogger(__name__)
 
@@ -261,26 +264,32 @@ def _run_method(cfg: TrainConfig, out: Path, *, progress: Progress, on_epoch_end
 
 
 def _plot(runs: Sequence[MethodRun], path: Path, *, data: Path, part: str | None) -> Path:
-    from tlearn.report.plots import MethodCurve, plot_comparison
+    from tlearn.report.plots import plot_comparison
 
-    curves = []
-    for r in runs:
-        m = r.metrics(part)
-        curves.append(
-            MethodCurve(
-                label=r.label,
-                rows=r.history,
-                level=None if r.history else r.val_accuracy,
-                score=m.accuracy if m is not None else None,
-                note="failed" if not r.ok else "",
-            )
-        )
+    curves = [method_curve(r, part) for r in runs]
     first = next(r.result for r in runs if r.result is not None)
     scored = first.metrics.get(part) if part is not None else None
     return plot_comparison(
         curves, path, title=f"{_data_name(data)}: validation accuracy per epoch", score_part=part or "test",
         scored_images=scored.n if scored is not None else None, chance=1 / len(first.classes),
     )  # fmt: skip
+
+
+def method_curve(run: MethodRun, part: str | None) -> MethodCurve:
+    """What the chart draws for one method: its epochs, or its validation accuracy as a level when its
+    model did not come from epochs (the feature method, and auto when it tried fine-tuning and kept the
+    features: that history is of a model the bundle does not hold)."""
+    from tlearn.report.plots import MethodCurve
+
+    m = run.metrics(part)
+    epochs = run.history if run.result is None or run.result.method != "features" else ()
+    return MethodCurve(
+        label=run.label,
+        rows=epochs,
+        level=None if epochs else run.val_accuracy,
+        score=m.accuracy if m is not None else None,
+        note="failed" if not run.ok else "",
+    )
 
 
 def _out_dir(data: Path, out: str | Path | None, *, methods: Sequence[str], overwrite: bool) -> Path:
