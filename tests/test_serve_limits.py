@@ -319,15 +319,14 @@ def test_freed_image_memory_goes_back_to_the_system() -> None:
     """After decoding on a worker thread, the memory is the system's again. glibc, left to itself, keeps
     freed blocks of the size of Pillow's (16 MB) and the next decode adds to them: measured, 210 MB kept
     after eight 9 MP PNGs in a row here, and in the server four 49 MP PNGs in a row peaked at +2.1 GB and
-    kept 1 GB; with `return_freed_memory()`, 7 MB kept here and +1.3 GB (the largest image alone) there."""
+    kept 1 GB; with `give_back_freed_memory()` after each, as the server does, nothing is kept here."""
     script = """
 import io
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from PIL import Image
-from tlearn.serve.memory import return_freed_memory
+from tlearn.serve.memory import give_back_freed_memory
 from tlearn.data.images import decode_image
-assert return_freed_memory()
 data = []
 for mode, fill in (("L", 128), ("RGB", (1, 2, 3)), ("RGBA", (1, 2, 3, 4)), ("I;16", 128)):
     buf = io.BytesIO()
@@ -336,14 +335,35 @@ for mode, fill in (("L", 128), ("RGB", (1, 2, 3)), ("RGBA", (1, 2, 3, 4)), ("I;1
 def rss_mb():
     status = Path("/proc/self/status").read_text()
     return int(status.split("VmRSS:")[1].split()[0]) / 1024
+def decode(d):
+    decode_image(d, short_side=64)
+    give_back_freed_memory()
 before = rss_mb()
 with ThreadPoolExecutor(1) as pool:
     for d in data * 2:
-        pool.submit(decode_image, d, short_side=64).result()
+        pool.submit(decode, d).result()
     print(rss_mb() - before)
 """
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
     assert float(out.stdout) < 50, out.stdout  # MB still held after the decodes
+
+
+def test_the_memory_of_large_decodes_is_given_back_after_each(
+    predictor: BasePredictor, photo: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server gives freed memory back after each decode of an image over 1 MP (as decoded), and not after
+    small ones, where it would cost more than they leave (and the network's memory is left to glibc)."""
+    import tlearn.serve.work
+
+    trims: list[int] = []
+    monkeypatch.setattr(tlearn.serve.work, "give_back_freed_memory", lambda: trims.append(1) or True)
+    buf = io.BytesIO()
+    Image.new("RGB", (1500, 1000), (200, 30, 30)).save(buf, "PNG")  # 1.5 MP
+    c = TestClient(create_app(predictor, pass_size=1))
+    assert c.post("/predict", content=photo, headers={"content-type": "image/jpeg"}).status_code == 200
+    assert trims == []
+    assert c.post("/predict", content=buf.getvalue(), headers={"content-type": "image/png"}).status_code == 200
+    assert trims == [1]
 
 
 def test_limits_are_checked_together_and_name_the_flags() -> None:

@@ -85,7 +85,6 @@ def serve(
         import uvicorn
 
         from tlearn.serve.app import create_app
-        from tlearn.serve.memory import return_freed_memory
     except ImportError as err:
         raise ExtraMissingError(err.name or "fastapi", "serve") from None
     from tlearn.infer.load import load
@@ -102,7 +101,6 @@ def serve(
     size = web_app.state.served.work.pass_size.size
     engine += f" engine, passes of {size} image{'s' if size != 1 else ''}"
     _announce(host, port, f"{predictor.config.backbone}", len(predictor.classes), engine)
-    return_freed_memory()  # this process is the server's: image memory goes back to the system after each decode
     uvicorn.run(
         web_app,
         host=host,

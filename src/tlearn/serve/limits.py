@@ -13,9 +13,10 @@ Memory is what the limits bound, beyond the model and its runtime:
             `max_upload_mb` of them at once (one request is always taken, up to its own limit of
             `max_batch` files of `max_mb`); JSON needs up to 1.75 times more while it is parsed.
 With the defaults on two cores: 1 x 1.5 + 2 x 0.13 = 1.8 GB for decoding at worst (0.65 GB when the
-large images are RGB), and 256 MB of uploads. These hold because `tlearn serve` has glibc give freed
-image memory back (`memory.py`); without it decodes in a row pile up. Measured by
-benchmarks/serve_load.py: a 0.76 GB server peaked at 2.1 GB under eight clients sending 49 MP PNGs.
+large images are RGB), and 256 MB of uploads. These hold because the server has glibc give freed
+image memory back after each decode of over 1 MP (`memory.py`); without it decodes in a row pile up.
+Measured by benchmarks/serve_load.py: a 0.78 GB server peaked at 2.2 GB under eight clients sending 49 MP
+PNGs (2.1 GB when a fixed mapping threshold gave memory back, at a third of PyTorch's speed).
 """
 
 from __future__ import annotations

@@ -46,6 +46,7 @@ from tlearn.infer.results import Prediction
 from tlearn.serve.batching import Batcher, QueueFull
 from tlearn.serve.errors import MB, ApiError
 from tlearn.serve.limits import JPEG_SHARE, LARGE_DECODE_PIXELS, Limits
+from tlearn.serve.memory import TRIM_PIXELS, give_back_freed_memory
 from tlearn.serve.pass_size import PassSize
 
 # How long the first image of a batch waits for others: a pass of the demo's MobileNetV2 (288 px + mirror) takes
@@ -83,7 +84,17 @@ class Header:
     """What an image's header declares, read without decoding it."""
 
     pixels: int  # width x height; 0 when Pillow cannot open it (the decoder then refuses it and says why)
-    large: bool  # slow and memory-hungry to decode: over LARGE_DECODE_PIXELS, JPEGs counted at a share
+    decoded: float = 0  # the pixels its decode holds: a JPEG decodes at reduced scale, counted at JPEG_SHARE
+
+    @property
+    def large(self) -> bool:
+        """Slow and memory-hungry to decode: on the pool of large images."""
+        return self.decoded > LARGE_DECODE_PIXELS
+
+    @property
+    def trimmed(self) -> bool:
+        """Its decode's memory is given back to the system at once (`memory.py`)."""
+        return self.decoded > TRIM_PIXELS
 
 
 class Work:
@@ -172,8 +183,8 @@ class Work:
                 f"{self.limits.max_batch_pixels / 1e6:g} MP limit of one request: send fewer or smaller images "
                 "per request.",
             )
-        large = [h.large and h.pixels <= self.limits.max_pixels for h in headers]  # over the limit: not decoded
-        prepared = await self._map(self._prepare, images, large=large)
+        decoded = [h if h.pixels <= self.limits.max_pixels else Header(h.pixels) for h in headers]  # over: refused
+        prepared = await self._map(self._prepare, images, decoded)
         inputs = [p for p in prepared if isinstance(p, np.ndarray)]
         found: Iterator[Prediction] = iter([])
         if inputs:
@@ -184,7 +195,7 @@ class Work:
     async def explain(self, data: bytes) -> Explained | ImageError:
         """The heatmap of one image for its predicted class (see `infer/heatmaps.py`), on the pools."""
         header = await run_in_threadpool(read_header, data)
-        (done,) = await self._map(self._explain, [data], large=[header.large])
+        (done,) = await self._map(self._explain, [data], [header])
         return done
 
     def _explain(self, data: bytes) -> Explained | ImageError:
@@ -208,13 +219,13 @@ class Work:
                 headers={"Retry-After": str(wait)},
             ) from None
 
-    async def _map(self, fn: Callable[[A], R], items: Sequence[A], *, large: Sequence[bool]) -> list[R]:
-        """`fn` of each item, each a job on the small or the large pool; if the request is cancelled, its
-        queued jobs are too."""
+    async def _map(self, fn: Callable[[A], R], items: Sequence[A], headers: Sequence[Header]) -> list[R]:
+        """`fn` of each item, each a job on the small or the large pool by its header (a large decode's memory
+        given back after it); if the request is cancelled, its queued jobs are too."""
         loop, (small_pool, large_pool) = asyncio.get_running_loop(), self._threads()
         futures = [
-            loop.run_in_executor(large_pool if big else small_pool, fn, item)
-            for item, big in zip(items, large, strict=True)
+            loop.run_in_executor(large_pool if h.large else small_pool, _decode_job, fn, item, h.trimmed)
+            for item, h in zip(items, headers, strict=True)
         ]
         try:
             return await asyncio.gather(*futures)
@@ -240,6 +251,14 @@ class Work:
         return Answers(np.concatenate([p.proba for p in parts]), np.concatenate(scores) if scores else None)
 
 
+def _decode_job(fn: Callable[[A], R], item: A, trimmed: bool) -> R:
+    try:
+        return fn(item)
+    finally:
+        if trimmed:
+            give_back_freed_memory()
+
+
 def read_header(data: bytes) -> Header:
     """The size an image declares and whether it is large to decode, from its header alone."""
     try:
@@ -248,9 +267,9 @@ def read_header(data: bytes) -> Header:
             with Image.open(io.BytesIO(data)) as img:
                 (width, height), kind = img.size, img.format
     except Exception:  # not an image, a truncated header, a bomb Pillow itself refuses
-        return Header(0, large=False)
+        return Header(0)
     pixels = width * height
-    return Header(pixels, large=pixels / (JPEG_SHARE if kind == "JPEG" else 1) > LARGE_DECODE_PIXELS)
+    return Header(pixels, pixels / (JPEG_SHARE if kind == "JPEG" else 1))
 
 
 def _late(timeout: float, *, reading: bool) -> ApiError:
