@@ -2,10 +2,10 @@
 
 `tlearn export BUNDLE --int8 auto` uses int8 only where it keeps the accuracy and buys speed on this
 machine: the validation accuracy within MAX_DROP_POINTS of the float model's, with one standard error
-of that measured drop (measured on the bundle's own images, not assumed), and the engine at least MIN_SPEEDUP times as fast (int8 kernels
-are fast with AVX-512 VNNI, and can be slower than float on a CPU with AVX2 only). `--int8 on` uses
-it whatever was measured; `--int8 off` makes no int8 model. The choice and its reason go into the
-JSON beside the exported model, where `--engine onnx` reads it.
+of that measured drop (measured on the bundle's own images, not assumed), and the engine at least
+MIN_SPEEDUP times as fast (int8 kernels are fast with AVX-512 VNNI, and can be slower than float on a
+CPU with AVX2 only). `--int8 on` uses it whatever was measured; `--int8 off` makes no int8 model. The
+choice and its reason go into the JSON beside the exported model, where the ONNX engine reads it.
 """
 
 from __future__ import annotations
