@@ -133,6 +133,34 @@ def test_serve_returns_a_heatmap_only_when_asked(tiny_bundle: Path, shapes_maste
     assert broken.status_code == 415 and broken.json()["error"] == "not_an_image"
 
 
+def test_serve_by_default_answers_from_onnx_runtime_and_draws_heatmaps_with_pytorch(
+    tiny_bundle: Path, shapes_master: Path
+) -> None:
+    pytest.importorskip("fastapi")
+    pytest.importorskip("onnxruntime")
+    from fastapi.testclient import TestClient
+
+    from tlearn.infer.load import load_for_serving
+    from tlearn.serve.app import create_app
+
+    predictor, explainer = load_for_serving(tiny_bundle)
+    assert predictor.engine == "onnx" and explainer is not None and explainer.engine == "torch"
+    client = TestClient(create_app(predictor, explainer=explainer, top_k=4))
+    model = client.get("/model").json()
+    assert model["engine"] == "onnx" and model["heatmaps"] is True  # the page shows its heatmap toggle
+    photo = (shapes_master / "red_circle" / "red_circle_004.jpg").read_bytes()
+    asked = client.post("/predict?explain=true", files={"file": ("circle.jpg", photo, "image/jpeg")})
+    assert asked.status_code == 200, asked.text
+    body = asked.json()
+    (explained,), _ = explain_images(explainer, [photo])
+    shown = Image.open(io.BytesIO(base64.b64decode(body["heatmap"]["png"])))
+    assert np.array_equal(np.asarray(shown), explained.overlay)  # the same map as predict --explain
+    assert body["predictions"][0]["class"] == explainer.predict([photo])[0] == body["heatmap"]["class"]
+    alone, none = load_for_serving(tiny_bundle, engine="onnx")
+    assert alone.engine == "onnx" and none is None
+    assert TestClient(create_app(alone)).get("/model").json()["heatmaps"] is False
+
+
 def test_serve_with_the_onnx_engine_answers_explain_with_a_clear_400(tiny_bundle: Path, shapes_master: Path) -> None:
     pytest.importorskip("fastapi")
     pytest.importorskip("onnxruntime")

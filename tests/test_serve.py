@@ -347,7 +347,7 @@ def test_cli_serves_on_loopback_and_warns_about_open_hosts(  # type: ignore[no-u
     assert res.code == 0, res.err
     assert calls[-1]["host"] == "0.0.0.0" and calls[-1]["limit_concurrency"] == 80
     assert "Listening on 0.0.0.0: any machine that can reach this one can use the model" in res.out
-    assert "torch engine, passes of 3 images" in " ".join(res.out.split())
+    assert "onnx engine, passes of 3 images; heatmaps in PyTorch" in " ".join(res.out.split())
     assert TestClient(calls[-1]["app"]).get("/model").json()["forward_pass"] == {
         "images": 3,
         "measured_images_per_second": {},

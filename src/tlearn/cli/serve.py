@@ -26,7 +26,11 @@ def serve(
     ] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.", min=1, max=65535)] = 8000,
     engine: Annotated[
-        str | None, typer.Option(help="torch, or onnx for ONNX Runtime (default: torch; onnx for a .onnx file).")
+        str | None,
+        typer.Option(
+            help="torch, or onnx for ONNX Runtime alone (default: ONNX Runtime where it is installed, with the "
+            "PyTorch network beside it for heatmaps; onnx for a .onnx file)."
+        ),
     ] = None,
     max_mb: Annotated[
         float, typer.Option("--max-mb", help="Largest image file accepted, in MB.", min=0.01)
@@ -87,7 +91,7 @@ def serve(
         from tlearn.serve.app import create_app
     except ImportError as err:
         raise ExtraMissingError(err.name or "fastapi", "serve") from None
-    from tlearn.infer.load import load
+    from tlearn.infer.load import load_for_serving
 
     limits = Limits(  # checked before the model is loaded
         max_mb=max_mb, max_batch=max_batch, max_batch_pixels=round(max_batch_mp * 1e6), threads=threads,
@@ -95,11 +99,13 @@ def serve(
         timeout=timeout,
     )  # fmt: skip
     check_port_free(host, port)
-    predictor = load(bundle, engine=engine or "auto")
-    web_app = create_app(predictor, top_k=top_k, pass_size=pass_size, **asdict(limits))
+    predictor, explainer = load_for_serving(bundle, engine=engine or "auto")
+    web_app = create_app(predictor, top_k=top_k, pass_size=pass_size, explainer=explainer, **asdict(limits))
     engine = predictor.engine + ("" if predictor.precision == "float32" else f", {predictor.precision}")
     size = web_app.state.served.work.pass_size.size
     engine += f" engine, passes of {size} image{'s' if size != 1 else ''}"
+    if explainer is not None and explainer is not predictor:
+        engine += "; heatmaps in PyTorch"
     _announce(host, port, f"{predictor.config.backbone}", len(predictor.classes), engine)
     uvicorn.run(
         web_app,

@@ -57,8 +57,12 @@ def create_app(
     max_queue: int = Limits.max_queue,
     timeout: float = Limits.timeout,
     pass_size: int | None = None,
+    explainer: BasePredictor | None = None,
 ) -> FastAPI:
     """A FastAPI app serving `predictor` (loaded once, shared by every request).
+
+    Heatmaps (`?explain=true`) come from `explainer`, a PyTorch predictor of the same bundle (default:
+    `predictor` itself when it runs PyTorch; an ONNX predictor alone serves no heatmaps).
 
     `top_k` is the classes returned unless a request asks for another number (?top_k=N); `pass_size` the
     images per forward pass (default: the size the engine runs fastest, measured here in about a second:
@@ -85,7 +89,7 @@ def create_app(
         page=resources.files("tlearn").joinpath("static/index.html").read_text(encoding="utf-8"),
         top_k=max(1, min(top_k, len(predictor.classes))),
         limits=limits,
-        work=Work(predictor, limits, passes),
+        work=Work(predictor, limits, passes, explainer or (predictor if predictor.engine == "torch" else None)),
     )
 
     @asynccontextmanager

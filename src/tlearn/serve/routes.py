@@ -35,7 +35,8 @@ K_QUERY = Query(None, ge=1, description="Classes to return (default: the server'
 EXPLAIN_QUERY = Query(
     False,
     description="Also return a heatmap of the predicted class (Grad-CAM) over the image as the model saw it: "
-    '{"heatmap": {"class", "png": "<base64 PNG>"}}. About the cost of three predictions; PyTorch engine only.',
+    '{"heatmap": {"class", "png": "<base64 PNG>"}}. About the cost of three predictions; from the bundle\'s '
+    "PyTorch network (not with --engine onnx).",
 )
 
 
@@ -65,6 +66,7 @@ async def model(request: Request) -> dict[str, Any]:
         "input_size": list(config.preprocessing.input_size),
         "flip_tta": config.flip_tta,
         "engine": s.predictor.engine,
+        "heatmaps": s.work.explainer is not None,
         "precision": s.predictor.precision,
         "metrics": _headline_metrics(config.metrics),
         "version": __version__,
@@ -80,11 +82,12 @@ async def model(request: Request) -> dict[str, Any]:
 async def predict(request: Request, top_k: int | None = K_QUERY, explain: bool = EXPLAIN_QUERY) -> dict[str, Any]:
     """Top-k classes of one image; with `explain=true`, also its heatmap."""
     start, s = time.perf_counter(), served(request)
-    if explain and s.predictor.engine != "torch":
+    if explain and s.work.explainer is None:
         raise ApiError(
             400,
             "explain_unavailable",
-            "Heatmaps need the PyTorch engine (gradients), and this server runs ONNX: start it without --engine onnx.",
+            "Heatmaps need the PyTorch engine (gradients), and this server runs ONNX only: start it from the "
+            "bundle folder without --engine onnx.",
         )
     body = announced_body(request, file_limit=s.limits.file_limit, max_files=1, field="file")
     async with s.work.admit(body.expected) as admitted:

@@ -100,8 +100,11 @@ class Header:
 class Work:
     """The pools and the counters of one server; its methods are called from the event loop."""
 
-    def __init__(self, predictor: BasePredictor, limits: Limits, pass_size: PassSize) -> None:
+    def __init__(
+        self, predictor: BasePredictor, limits: Limits, pass_size: PassSize, explainer: BasePredictor | None = None
+    ) -> None:
         self.predictor, self.limits, self.pass_size = predictor, limits, pass_size
+        self.explainer = explainer  # the PyTorch predictor heatmaps come from; None: this server has none
         self._pools: tuple[ThreadPoolExecutor, ThreadPoolExecutor] | None = None  # small, large: made at first use
         self._lock = threading.Lock()
         self._pending = 0
@@ -199,7 +202,8 @@ class Work:
         return done
 
     def _explain(self, data: bytes) -> Explained | ImageError:
-        explained, failures = explain_images(self.predictor, [data], max_pixels=self.limits.max_pixels)
+        assert self.explainer is not None  # the routes answer 400 without one
+        explained, failures = explain_images(self.explainer, [data], max_pixels=self.limits.max_pixels)
         if explained:
             return explained[0]
         kind = failures[0].kind if failures else ImageError
