@@ -28,6 +28,7 @@ from tlearn.cli import serve as _serve  # noqa: F401
 from tlearn.cli import suggest as _suggest  # noqa: F401
 from tlearn.cli import train as _train  # noqa: F401
 from tlearn.cli.app import app
+from tlearn.cli.heap import no_collection_at_exit
 from tlearn.cli.render import err_console
 from tlearn.core.errors import FileSystemError, Interrupted, TlearnError
 
@@ -37,6 +38,7 @@ __all__ = ["app", "main"]
 def main() -> None:
     debug = os.environ.get("TLEARN_DEBUG", "") not in ("", "0")
     _setup_logging(debug)
+    no_collection_at_exit()  # a second and more at exit otherwise (see heap.py)
     try:
         app()  # standalone: Typer reports usage errors itself, exits 130 on Ctrl-C, and exits
     except Interrupted as err:

@@ -18,6 +18,7 @@ from rich.table import Table
 
 from tlearn.cli import options as opt
 from tlearn.cli.app import app
+from tlearn.cli.heap import long_lived
 from tlearn.cli.render import console, progress_bar, shell_join, short_path
 from tlearn.core.progress import no_progress
 
@@ -83,8 +84,9 @@ def train(
     augment: opt.AugmentFlags,  # --preset, --hflip ... --cutmix
 ) -> None:
     """Train a classifier on DATA and save it as a bundle (a folder) with its metrics."""
-    from tlearn.training.config import TrainConfig
-    from tlearn.training.run import run
+    with long_lived():  # the network libraries' objects: never scanned by the collector (see heap.py)
+        from tlearn.training.config import TrainConfig
+        from tlearn.training.run import run
 
     cfg = TrainConfig(
         data=data, out=resume or out, method=method, backbone=backbone, weights=weights, input_size=input_size,
