@@ -222,3 +222,42 @@ def test_an_old_report_without_calibration_or_unknown_says_why(old_bundle: Path)
     page = write_report(old_bundle).read_text()
     assert "made before tlearn calibrated" in page and "has no unknown answer" in page
     assert not (old_bundle / "plots" / "reliability.png").exists()
+
+
+def test_auto_sets_the_unknown_threshold_from_its_probe_pass_without_running_the_network_again(
+    shapes: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """auto's probe pass runs the validation files as prediction decodes them: the threshold then costs
+    the head alone, and it is the threshold a pass of the final network over those files sets."""
+    from dataclasses import replace
+
+    from tlearn.models.classifier import Classifier
+    from tlearn.training import run as run_module
+    from tlearn.training import unknown
+
+    passes: list[int] = []  # images the classifier's network ran on while the threshold was set
+    network = Classifier.features
+    seen: dict = {}  # type: ignore[type-arg]
+
+    def counted(fitted, data, **kw):  # type: ignore[no-untyped-def]
+        monkeypatch.setattr(Classifier, "features", lambda self, x: passes.append(len(x)) or network(self, x))
+        try:
+            out = unknown.with_unknown(fitted, data, **kw)
+        finally:
+            monkeypatch.setattr(Classifier, "features", network)
+        seen.update(fitted=out, data=data, kw=kw)
+        return out
+
+    monkeypatch.setattr(run_module, "with_unknown", counted)
+    tlearn.train(
+        shapes, method="auto", backbone="test_efficientnet", weights="none", input_size=64, time_budget=0.001,
+        out=tmp_path / "run",
+    )  # fmt: skip
+    fitted = seen["fitted"]
+    rule = fitted.classifier.unknown.rule
+    assert passes == [] and rule.val_images == len(seen["data"].split.val) >= 10
+
+    again = counted(replace(fitted, val_predicted=None), seen["data"], **seen["kw"])  # the files through the network
+    assert passes and sum(passes) == 2 * rule.val_images  # each file and its mirror image: the counter counts
+    assert again.classifier.unknown.rule.threshold == pytest.approx(rule.threshold, rel=1e-4, abs=1e-5)
+    assert again.classifier.unknown.rule.norm == pytest.approx(rule.norm, rel=1e-4, abs=1e-6)

@@ -125,11 +125,18 @@ class Classifier(nn.Module):
     def logits_and_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(N, K) calibrated logits and the (N, D) pooled features they came from (with the mirror
         rule: the mean of the image's and its mirror image's features)."""
-        f = self.features(x)
+        return self.outputs_of_features(self.features(x), self.features(x.flip(-1)) if self.flip_tta else None)
+
+    def outputs_of_features(
+        self, f: torch.Tensor, f_mirror: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`logits_and_features` from the pooled features of the images and (with `flip_tta`) of their
+        mirror images, computed beforehand: the head, the mirror rule and the temperature."""
         logits = self.head(f)
         if self.flip_tta:
-            fm = self.features(x.flip(-1))
-            logits, f = mirror_logits(logits, self.head(fm)), (f + fm) / 2
+            if f_mirror is None:
+                raise ValueError("This classifier averages each image with its mirror image: pass f_mirror.")
+            logits, f = mirror_logits(logits, self.head(f_mirror)), (f + f_mirror) / 2
         return (logits / self.temperature if self.temperature != 1.0 else logits), f
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

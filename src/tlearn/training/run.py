@@ -192,15 +192,16 @@ def _train(
         save_split(split, scanned.samples, dataset.root, out / SPLIT_FILE)
         write_json_atomic(out / CHECK_FILE, report.to_dict())
 
+    val_files = [scanned.samples[i].path for i in split.val]
     with timer.stage("fit"):
         fitted = _fit(
             cfg, backbone, data, progress=progress, on_epoch_end=on_epoch_end, folder=folder, deadline=deadline,
-            unlabelled=pool,
+            unlabelled=pool, val_files=val_files,
         )  # fmt: skip
         fitted = calibrated(fitted, data)  # probabilities that mean what they say; no prediction changes
         fitted = with_unknown(  # "not one of my classes", its threshold set as prediction scores validation
             fitted, data, recall=cfg.unknown_recall, seed=cfg.seed,
-            val_files=[scanned.samples[i].path for i in split.val], prep=fitted.preprocessing or backbone.preprocessing,
+            val_files=val_files, prep=fitted.preprocessing or backbone.preprocessing,
         )  # fmt: skip
     with timer.stage("evaluate"):
         metrics = {
@@ -297,6 +298,7 @@ def _fit(
     folder: RunFolder,
     deadline: Deadline,
     unlabelled: UnlabelledImages | None = None,
+    val_files: list[Path] | None = None,
 ) -> Fitted:
     from tlearn.training.auto import fit_auto
     from tlearn.training.feature_method import fit_feature_method
@@ -315,6 +317,7 @@ def _fit(
                 on_epoch_end=on_epoch_end,
                 deadline=deadline,
                 unlabelled=unlabelled,
+                val_files=val_files,
             )
         if method == "features":
             return fit_feature_method(for_features(backbone, cfg), data, cfg, progress=progress, unlabelled=unlabelled)

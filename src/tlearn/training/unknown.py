@@ -12,12 +12,17 @@ in batches of the predictor's default size, through the final network. The cache
 features differ from those by up to one grey level of input (0.035 in knn_msp score on the test
 shapes), enough to move an image across the threshold: a reloaded bundle must keep the share of
 validation images its rule says it keeps.
+
+auto's probe pass runs the network on those files anyway (`prediction_inputs`, one pass with the
+training images, cached): with its features (`Fitted.val_predicted`) the threshold costs the head
+alone. Other methods decode the files and run the final network here (`predicted_outputs`).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -60,7 +65,8 @@ def with_unknown(
     """The fitted model with an `UnknownScorer` inside its classifier (unchanged when it cannot learn one).
 
     With `val_files` (the validation images' files, in split order) and the bundle's `prep`, the
-    threshold is set on scores of those files as prediction computes them; else on the cached features.
+    threshold is set on scores of those files as prediction computes them (from `fitted.val_predicted`
+    when the method holds their features); else on the cached features.
     """
     feats, proba = fitted.features, fitted.proba
     if "train" not in feats or "val" not in feats or "val" not in proba or len(feats["val"]) < MIN_VAL_IMAGES:
@@ -69,7 +75,13 @@ def with_unknown(
     scorer = fit_scorer(
         feats["train"], data.labels[data.split.train], num_classes=len(data.classes), kind=kind, cap=cap, seed=seed
     )
-    if val_files is not None and prep is not None:
+    if fitted.val_predicted is not None:  # the network already ran on the files, as prediction runs it
+        clean, mirror = fitted.val_predicted
+        with torch.inference_mode():
+            z, f = fitted.classifier.eval().outputs_of_features(
+                torch.from_numpy(clean), None if mirror is None else torch.from_numpy(mirror)
+            )
+    elif val_files is not None and prep is not None:
         f, z = predicted_outputs(fitted.classifier, val_files, prep)
     else:
         f, z = _tensors(feats["val"], proba["val"])
@@ -151,6 +163,25 @@ def predicted_outputs(
         feats.append(f.float())
         logits.append(z.float())
     return torch.cat(feats), torch.cat(logits)
+
+
+def prediction_inputs(files: Sequence[Path], prep: Preprocessing, *, mirror: bool) -> list[Callable[[], torch.Tensor]]:
+    """Image files as the model inputs `Predictor` makes of them (each decoded straight to its eval
+    crop), interleaved with their mirror images when `mirror`: [file 0, its mirror, file 1, ...].
+
+    The (3, H, W) float tensors are made on call; a file's mirror image reuses its decoded pixels.
+    """
+
+    @functools.lru_cache(maxsize=1)
+    def pixels(i: int) -> np.ndarray:
+        return decode_eval_pixels(files[i], prep)
+
+    def make(i: int, flip: bool) -> torch.Tensor:
+        crop = pixels(i)
+        return torch.from_numpy(to_model_input(crop[:, ::-1] if flip else crop))
+
+    flips = (False, True) if mirror else (False,)
+    return [functools.partial(make, i, flip) for i in range(len(files)) for flip in flips]
 
 
 def _tensors(features: np.ndarray, proba: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
