@@ -224,11 +224,17 @@ def test_an_old_report_without_calibration_or_unknown_says_why(old_bundle: Path)
     assert not (old_bundle / "plots" / "reliability.png").exists()
 
 
-def test_auto_sets_the_unknown_threshold_from_its_probe_pass_without_running_the_network_again(
-    shapes: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(("method", "options"), [("auto", {"time_budget": 0.001}), ("features", {"C": 1.0})])
+def test_the_unknown_threshold_comes_from_the_methods_own_pass_without_running_the_network_again(
+    method: str,
+    options: dict,
+    shapes: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,  # type: ignore[type-arg]
 ) -> None:
-    """auto's probe pass runs the validation files as prediction decodes them: the threshold then costs
-    the head alone, and it is the threshold a pass of the final network over those files sets."""
+    """auto's probe pass and the feature method's pass run the validation files as prediction decodes
+    them: the threshold then costs the head alone, and it is the threshold a pass of the final network
+    over those files sets."""
     from dataclasses import replace
 
     from tlearn.models.classifier import Classifier
@@ -250,8 +256,8 @@ def test_auto_sets_the_unknown_threshold_from_its_probe_pass_without_running_the
 
     monkeypatch.setattr(run_module, "with_unknown", counted)
     tlearn.train(
-        shapes, method="auto", backbone="test_efficientnet", weights="none", input_size=64, time_budget=0.001,
-        out=tmp_path / "run",
+        shapes, method=method, backbone="test_efficientnet", weights="none", input_size=64, out=tmp_path / "run",
+        **options,
     )  # fmt: skip
     fitted = seen["fitted"]
     rule = fitted.classifier.unknown.rule

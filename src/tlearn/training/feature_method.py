@@ -8,8 +8,9 @@ views of each training image (extracted once, cached too), the cheap augmentatio
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, TypeAlias
 
 import numpy as np
@@ -18,6 +19,7 @@ from scipy.special import softmax
 from torch import nn
 
 from tlearn.artifacts.details import LinearHead, MethodDetails, PseudoLabels
+from tlearn.core.preprocessing import Preprocessing
 from tlearn.core.progress import Progress, no_progress
 from tlearn.data.labelled import LabelledImages
 from tlearn.data.sources import display_path
@@ -32,6 +34,7 @@ from tlearn.training.fitted import Fitted
 from tlearn.training.head_phase import class_weights, seeded_head, train_head
 from tlearn.training.linear import fit_linear
 from tlearn.training.pseudo import Labelled, SelfTrained, Views, self_train
+from tlearn.training.unknown import prediction_inputs
 from tlearn.training.views import FeatureSet, plan_views
 
 
@@ -104,8 +107,14 @@ def compute_features(
     mirror: bool,
     cfg: TrainConfig,
     progress: Progress = no_progress,
+    val_files: Sequence[Path] | None = None,
 ) -> FeatureSet:
-    """Features of all images (and their mirror images) and `views` augmented views per training image."""
+    """Features of all images (and their mirror images) and `views` augmented views per training image.
+
+    `val_files` (the validation images' files, in split order) join the same pass decoded as prediction
+    decodes them (`FeatureSet.val_predicted`, for the unknown answer's threshold): their share of the
+    pass, not a second pass of the network in eager PyTorch.
+    """
     prep = backbone.preprocessing
     embed = _Embed(shell).to(memory_format=torch.channels_last)
     namespace = {**feature_namespace(backbone, shell.trunk.levels), "precision": "fp32"}
@@ -118,17 +127,35 @@ def compute_features(
     data.pixels.load(sorted(set(todo)))  # decode what is needed, in parallel, before the workers start
     # The image and its mirror are crops of the decoded pixels (see views._eval_view): made on this
     # process, they cost a few percent of the network's time, less than handing them over from workers.
+    extra, extra_keys = _prediction_rows(data, prep, mirror=mirror, val_files=val_files)
     clean = extract_features(
-        embed, plan.inputs[:fixed], keys=plan.keys[:fixed], cache=cache, batch_size=cfg.batch_size,
-        progress=progress, workers=0,
+        embed, plan.inputs[:fixed] + extra, keys=plan.keys[:fixed] + extra_keys, cache=cache,
+        batch_size=cfg.batch_size, progress=progress, workers=0,
     )  # fmt: skip
+    clean, predicted = clean[:fixed], clean[fixed:]
     aug = extract_features(
         embed, plan.inputs[fixed:], keys=plan.keys[fixed:], cache=view_cache, batch_size=cfg.batch_size,
         progress=progress, stage="views",
     )  # fmt: skip
     if not len(aug):
         aug = np.zeros((0, clean.shape[1]), np.float32)
-    return plan.rows(np.concatenate([clean, aug]))
+    feats = plan.rows(np.concatenate([clean, aug]))
+    if not extra:
+        return feats
+    if not mirror:
+        return replace(feats, val_predicted=(predicted, None))
+    return replace(feats, val_predicted=(np.ascontiguousarray(predicted[0::2]), np.ascontiguousarray(predicted[1::2])))
+
+
+def _prediction_rows(
+    data: LabelledImages, prep: Preprocessing, *, mirror: bool, val_files: Sequence[Path] | None
+) -> tuple[list[Callable[[], torch.Tensor]], list[str]]:
+    """The validation files as prediction's model inputs, and their cache keys (none without the files)."""
+    if val_files is None or len(val_files) != len(data.split.val):
+        return [], []
+    views = (":predict", ":predict:mirror") if mirror else (":predict",)
+    keys = [data.sha256[i] + v for i in data.split.val for v in views]
+    return prediction_inputs(val_files, prep, mirror=mirror), keys
 
 
 def fit_feature_method(
@@ -138,6 +165,7 @@ def fit_feature_method(
     *,
     progress: Progress = no_progress,
     unlabelled: UnlabelledImages | None = None,
+    val_files: Sequence[Path] | None = None,
 ) -> Fitted:
     """Features -> a linear head on them -> one Classifier (trunk + nn.Linear head).
 
@@ -150,8 +178,9 @@ def fit_feature_method(
     shell = feature_trunk(backbone, cfg.feature_layer)
     mirror = cfg.mirror
     feats = compute_features(
-        shell, backbone, data, views=cfg.views_for("features"), mirror=mirror, cfg=cfg, progress=progress
-    )
+        shell, backbone, data, views=cfg.views_for("features"), mirror=mirror, cfg=cfg, progress=progress,
+        val_files=val_files,
+    )  # fmt: skip
     x, y, owners = _training_rows(feats, data)
     spec = HeadSpec(num_classes=len(data.classes), in_features=x.shape[1])
     if cfg.head == "softmax":
@@ -187,8 +216,9 @@ def fit_feature_method(
     )  # fmt: skip
     details = MethodDetails("features", linear=linear, unlabelled=pseudo)
     return Fitted(
-        classifier=classifier.eval(), head=spec, details=details, proba=proba, preprocessing=prep, features=features
-    )
+        classifier=classifier.eval(), head=spec, details=details, proba=proba, preprocessing=prep, features=features,
+        val_predicted=feats.val_predicted,
+    )  # fmt: skip
 
 
 Score: TypeAlias = Callable[[np.ndarray], np.ndarray]  # cached features (n, D) -> logits (n, K)

@@ -320,7 +320,9 @@ def _fit(
                 val_files=val_files,
             )
         if method == "features":
-            return fit_feature_method(for_features(backbone, cfg), data, cfg, progress=progress, unlabelled=unlabelled)
+            return fit_feature_method(
+                for_features(backbone, cfg), data, cfg, progress=progress, unlabelled=unlabelled, val_files=val_files
+            )
         if method == "finetune":
             return fit_finetune(
                 backbone, data, cfg, out=out, progress=progress, on_epoch_end=on_epoch_end, deadline=deadline
