@@ -156,3 +156,17 @@ def test_located_dataset_writes_each_image_with_its_box(tmp_path: Path) -> None:
     assert len(boxes) == 6 and all((tmp_path / name).is_file() for name in boxes)
     for left, top, right, bottom in boxes.values():
         assert 0 <= left < right <= 100 and 0 <= top < bottom <= 100
+
+
+def test_maps_of_many_images_take_one_network_pass_per_batch() -> None:
+    """The report's 36 tiles cost three passes of the network, not 36."""
+    backbone = create_backbone("test_resnet", weights="none", warn_random=False, input_size=64)
+    classifier = Classifier(
+        FeatureTrunk(backbone.model), build_head(HeadSpec(2, backbone.num_features)), mean=(0.5,) * 3, std=(0.5,) * 3
+    )
+    passes: list[int] = []
+    classifier.trunk.register_forward_hook(lambda _m, args, _out: passes.append(len(args[0])))
+    x = np.random.default_rng(0).random((20, 3, 64, 64), dtype=np.float32)
+    heat = class_activation_maps(classifier, x, targets=[0, 1] * 10, batch_size=16)
+    assert passes == [16, 4]
+    assert heat.maps.shape == (20, 64, 64)

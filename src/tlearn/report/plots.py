@@ -1,4 +1,5 @@
-"""Pictures users look at: PNGs drawn with matplotlib, readable at a glance, sized for many classes."""
+"""Pictures users look at: charts drawn with matplotlib, readable at a glance, sized for many classes; the grids
+of photos (mistakes, right answers, label check) are drawn by `photo_grid`."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from matplotlib.ticker import MaxNLocator, PercentFormatter
 
 from tlearn.artifacts.history import HistoryRow, kept_epochs
 from tlearn.core.files import atomic_path
+from tlearn.report.photo_grid import TILE, photo_grid
 
 if TYPE_CHECKING:
     from tlearn.artifacts.details import Reliability
@@ -384,39 +386,26 @@ def image_grid(
 ) -> Path:
     """Images (paths relative to `root`, the dataset) in a grid, each with its two-line caption; an image
     with an entry in `overlays` (by path, uint8 (H, W, 3)) shows that instead."""
-    n = max(len(tiles), 1)
-    cols = max(1, min(cols, n))
-    rows = -(-n // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.95 * rows + 0.4), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, (image, caption) in zip(axes.flat, tiles, strict=False):
+    shown = []
+    for image, caption in tiles:
         pixels = (overlays or {}).get(image)
         if pixels is None:
             pixels = _thumbnail(Path(image) if root is None else _base(root) / image)
-        if pixels is None:
-            ax.imshow(np.full((3, 4, 3), 225, dtype=np.uint8))
-            ax.text(1.5, 1.0, "image not found", ha="center", va="center", fontsize=9, color="#555555")
-        else:
-            ax.imshow(pixels)
-        ax.set_title(caption, fontsize=8.5, color="#222222")
-    if not tiles:
-        axes.flat[0].text(0.5, 0.5, empty, ha="center", va="center", fontsize=12)
-    fig.suptitle(title, x=0.01, ha="left", fontsize=11)
-    fig.tight_layout()
-    return save_figure(fig, path)
+        shown.append((pixels, caption))
+    return photo_grid(shown, path, cols=cols, title=title, empty=empty)
 
 
-def _thumbnail(path: Path, short_side: int = 160) -> np.ndarray | None:
+def _thumbnail(path: Path) -> np.ndarray | None:
+    """The photo's centre square at the grid's size (so tiles line up), or None when it cannot be read."""
     from tlearn.core.errors import ImageError
     from tlearn.data.images import decode_image
 
     try:
-        pixels = decode_image(path, short_side=short_side).pixels
+        pixels = decode_image(path, short_side=TILE).pixels
     except ImageError:
         return None
     h, w = pixels.shape[:2]
-    side = min(h, w)  # centre square, so tiles line up
+    side = min(h, w)
     top, left = (h - side) // 2, (w - side) // 2
     return pixels[top : top + side, left : left + side]
 
