@@ -159,7 +159,7 @@ def test_located_dataset_writes_each_image_with_its_box(tmp_path: Path) -> None:
 
 
 def test_maps_of_many_images_take_one_network_pass_per_batch() -> None:
-    """The report's 36 tiles cost three passes of the network, not 36."""
+    """The report's 36 tiles cost five passes of the network, not 36."""
     backbone = create_backbone("test_resnet", weights="none", warn_random=False, input_size=64)
     classifier = Classifier(
         FeatureTrunk(backbone.model), build_head(HeadSpec(2, backbone.num_features)), mean=(0.5,) * 3, std=(0.5,) * 3
@@ -167,6 +167,6 @@ def test_maps_of_many_images_take_one_network_pass_per_batch() -> None:
     passes: list[int] = []
     classifier.trunk.register_forward_hook(lambda _m, args, _out: passes.append(len(args[0])))
     x = np.random.default_rng(0).random((20, 3, 64, 64), dtype=np.float32)
-    heat = class_activation_maps(classifier, x, targets=[0, 1] * 10, batch_size=16)
-    assert passes == [16, 4]
+    heat = class_activation_maps(classifier, x, targets=[0, 1] * 10)
+    assert passes == [8, 8, 4]
     assert heat.maps.shape == (20, 64, 64)

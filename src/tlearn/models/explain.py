@@ -46,10 +46,11 @@ def class_activation_maps(
     x: np.ndarray | torch.Tensor,
     *,
     targets: Sequence[int] | np.ndarray | None = None,
-    batch_size: int = 16,
+    batch_size: int = 8,
 ) -> Heatmaps:
     """Grad-CAM of float RGB inputs (N, 3, H, W) in [0, 1], for `targets` (default: the predicted classes,
-    which costs one more forward pass)."""
+    which costs one more forward pass). `batch_size` images per pass: 8 is this CPU's fastest (the report's
+    36 tiles of MobileNetV2 at 288 px in 0.7 to 0.8 s against 1.1 to 1.3 s at 16, loaded 2-core machine)."""
     from captum.attr import LayerAttribution, LayerGradCam
 
     inputs = torch.as_tensor(np.asarray(x, dtype=np.float32)) if isinstance(x, np.ndarray) else x.float()
