@@ -48,11 +48,17 @@ from tlearn.training.auto_validation import (
 )
 from tlearn.training.config import TrainConfig
 from tlearn.training.costs import FINETUNE_EPOCHS
-from tlearn.training.feature_method import feature_namespace, fit_feature_method, for_features, plan_views
+from tlearn.training.feature_method import (
+    feature_namespace,
+    fit_feature_method,
+    for_features,
+    plan_views,
+    predicted_pairs,
+    prediction_rows,
+)
 from tlearn.training.features import FeatureCache, extract_features
 from tlearn.training.fitted import Fitted
 from tlearn.training.linear import fit_linear
-from tlearn.training.unknown import prediction_inputs
 
 log = logging.getLogger(__name__)
 
@@ -291,11 +297,8 @@ def probe_pass(
     levels = probe_levels(backbone)
     prep = backbone.preprocessing
     plan = plan_views(data, prep, cfg, mirror=cfg.mirror, views=0)
-    inputs, keys = list(plan.inputs), list(plan.keys)
-    if val_files is not None:
-        inputs += prediction_inputs(val_files, prep, mirror=cfg.mirror)
-        views = (":predict", ":predict:mirror") if cfg.mirror else (":predict",)
-        keys += [data.sha256[i] + v for i in data.split.val for v in views]
+    extra, extra_keys = prediction_rows(data, prep, mirror=cfg.mirror, val_files=val_files)
+    inputs, keys = list(plan.inputs) + extra, list(plan.keys) + extra_keys
     embed = _probe_embed(backbone)
     namespace = {**feature_namespace(backbone, "probe:" + ",".join(map(str, levels))), "precision": "fp32"}
     cache = FeatureCache(namespace)
@@ -310,10 +313,9 @@ def probe_pass(
     slices = _level_slices(backbone, levels, rows[: len(plan.inputs)])
     _share_with_feature_method(backbone, plan.keys, slices)
     predicted: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}
-    if val_files is not None:
+    if extra:
         for layer, feats in _level_slices(backbone, levels, rows[len(plan.inputs) :]).items():
-            clean = np.ascontiguousarray(feats[0::2] if cfg.mirror else feats)
-            predicted[layer] = (clean, np.ascontiguousarray(feats[1::2]) if cfg.mirror else None)
+            predicted[layer] = predicted_pairs(feats, mirror=cfg.mirror)
     return ProbePass(slices=slices, inputs=len(inputs), seconds=elapsed, predicted=predicted)
 
 

@@ -127,7 +127,7 @@ def compute_features(
     data.pixels.load(sorted(set(todo)))  # decode what is needed, in parallel, before the workers start
     # The image and its mirror are crops of the decoded pixels (see views._eval_view): made on this
     # process, they cost a few percent of the network's time, less than handing them over from workers.
-    extra, extra_keys = _prediction_rows(data, prep, mirror=mirror, val_files=val_files)
+    extra, extra_keys = prediction_rows(data, prep, mirror=mirror, val_files=val_files)
     clean = extract_features(
         embed, plan.inputs[:fixed] + extra, keys=plan.keys[:fixed] + extra_keys, cache=cache,
         batch_size=cfg.batch_size, progress=progress, workers=0,
@@ -140,22 +140,26 @@ def compute_features(
     if not len(aug):
         aug = np.zeros((0, clean.shape[1]), np.float32)
     feats = plan.rows(np.concatenate([clean, aug]))
-    if not extra:
-        return feats
-    if not mirror:
-        return replace(feats, val_predicted=(predicted, None))
-    return replace(feats, val_predicted=(np.ascontiguousarray(predicted[0::2]), np.ascontiguousarray(predicted[1::2])))
+    return replace(feats, val_predicted=predicted_pairs(predicted, mirror=mirror)) if extra else feats
 
 
-def _prediction_rows(
+def prediction_rows(
     data: LabelledImages, prep: Preprocessing, *, mirror: bool, val_files: Sequence[Path] | None
 ) -> tuple[list[Callable[[], torch.Tensor]], list[str]]:
-    """The validation files as prediction's model inputs, and their cache keys (none without the files)."""
+    """The validation files as prediction's model inputs ([file 0, its mirror, file 1, ...]) and their cache
+    keys, to join a pass of the network (none without the files); `predicted_pairs` splits their rows."""
     if val_files is None or len(val_files) != len(data.split.val):
         return [], []
     views = (":predict", ":predict:mirror") if mirror else (":predict",)
     keys = [data.sha256[i] + v for i in data.split.val for v in views]
     return prediction_inputs(val_files, prep, mirror=mirror), keys
+
+
+def predicted_pairs(rows: np.ndarray, *, mirror: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """The rows of `prediction_rows`' inputs as (the files' features, their mirror images' or None)."""
+    if not mirror:
+        return np.ascontiguousarray(rows), None
+    return np.ascontiguousarray(rows[0::2]), np.ascontiguousarray(rows[1::2])
 
 
 def fit_feature_method(
