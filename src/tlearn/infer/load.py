@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from tlearn.artifacts.bundle import CONFIG_FILE, BundleConfig, load_bundle
+from tlearn.artifacts.bundle import CONFIG_FILE, load_bundle
 from tlearn.core.errors import BundleError, ConfigError, ExtraMissingError
 from tlearn.core.onnx import import_onnxruntime, onnx_pays
 from tlearn.data.sources import display_path
@@ -26,7 +26,8 @@ def load(bundle: str | Path, *, engine: str = "auto", images: int | None = None)
     `engine`: "torch" runs the bundle's PyTorch network; "onnx" runs ONNX Runtime (the bundle's
     exported model.onnx if it is up to date, else one exported in memory); "auto" picks "onnx" for
     an .onnx file, and for a bundle folder "onnx" where `images` (how many are about to be predicted)
-    repay the export (`onnx_faster`), else "torch". Raises BundleError, ConfigError, ExtraMissingError.
+    repay the export (`core.onnx.onnx_pays`) or it was exported, else "torch". Raises BundleError,
+    ConfigError, ExtraMissingError.
     """
     path = Path(bundle).expanduser()
     if engine not in (*ENGINES, "auto"):
@@ -38,25 +39,17 @@ def load(bundle: str | Path, *, engine: str = "auto", images: int | None = None)
         raise ConfigError(f"{display_path(path)} is an ONNX file: it runs with --engine onnx, not {engine}.")
     classifier, config = load_bundle(path)
     predictor = Predictor(classifier, config, source=display_path(path))
-    if engine == "auto" and images is not None and onnx_faster(path, config, images):
-        try:
-            return _said_once(_bundle_onnx(path, predictor))
-        except Exception as err:  # a network the exporter cannot trace still predicts, in PyTorch
-            log.info("Predicting in PyTorch: exporting the bundle to ONNX failed (%s).", err)
+    if engine == "auto" and images is not None and onnx_available():
+        # ONNX Runtime where the bundle has an up-to-date exported model (`tlearn export`, int8 where that
+        # chose it) or the images' passes (two per image with the mirror) repay exporting one in memory
+        exported = _exported(path)
+        passes = images * (2 if config.flip_tta else 1)
+        if exported is not None or onnx_pays(passes, config.preprocessing.input_size):
+            try:
+                return _said_once(_bundle_onnx(path, predictor, exported))
+            except Exception as err:  # a network the exporter cannot trace still predicts, in PyTorch
+                log.info("Predicting in PyTorch: exporting the bundle to ONNX failed (%s).", err)
     return _said_once(predictor)
-
-
-def onnx_faster(folder: Path, config: BundleConfig, images: int) -> bool:
-    """Whether ONNX Runtime predicts `images` with the bundle sooner than PyTorch: it is installed, and
-    the bundle has an up-to-date exported model (`tlearn export`, int8 where that chose it) or the
-    images' passes (two per image with the mirror) repay exporting one in memory (`core.onnx.onnx_pays`).
-    """
-    if not onnx_available():
-        return False
-    if _exported(folder) is not None:
-        return True
-    passes = images * (2 if config.flip_tta else 1)
-    return onnx_pays(passes, config.preprocessing.input_size)
 
 
 def onnx_available() -> bool:
@@ -83,7 +76,7 @@ def load_for_serving(bundle: str | Path, *, engine: str = "auto") -> tuple[BaseP
         torch_predictor = load(path, engine="torch")
         assert isinstance(torch_predictor, Predictor)
         try:
-            return _bundle_onnx(path, torch_predictor), torch_predictor
+            return _bundle_onnx(path, torch_predictor, _exported(path)), torch_predictor
         except Exception as err:  # a network the exporter cannot trace is still served, in PyTorch
             log.info("Serving in PyTorch: exporting the bundle to ONNX failed (%s).", err)
             return torch_predictor, torch_predictor
@@ -113,7 +106,7 @@ def load_onnx(path: str | Path) -> OnnxPredictor:
     """
     path = Path(path).expanduser()
     if path.is_dir() and (path / CONFIG_FILE).is_file():
-        return _bundle_onnx(path, None)
+        return _bundle_onnx(path, None, _exported(path))
     if not path.is_file():
         raise BundleError(
             f"No such bundle or ONNX file: {display_path(path)}.",
@@ -136,10 +129,11 @@ def _exported(folder: Path) -> tuple[Path, dict[str, Any]] | None:
     return exported, doc
 
 
-def _bundle_onnx(folder: Path, predictor: Predictor | None) -> OnnxPredictor:
-    """The bundle's exported model where it is up to date (see `_int8_or`), else the bundle (`predictor`,
-    loaded here if None) exported in memory: a few seconds, and nothing is written."""
-    exported = _exported(folder)
+def _bundle_onnx(
+    folder: Path, predictor: Predictor | None, exported: tuple[Path, dict[str, Any]] | None
+) -> OnnxPredictor:
+    """The bundle's `exported` model where it is up to date (`_exported`; see `_int8_or`), else the bundle
+    (`predictor`, loaded here if None) exported in memory: a few seconds, and nothing is written."""
     if exported is not None:
         return _int8_or(*exported, source=display_path(folder))
     if predictor is None:
