@@ -5,9 +5,11 @@
 What `core/onnx.py` ENGINE_BATCH is set from: every ONNX Runtime pass (feature extraction, fine-tuning's
 frozen bottom, prediction, the server) runs at most that many rows per call. Networks: the built-in
 MobileNetV2 feature trunk at 224 px (prediction of a fine-tuned bundle) and 288 px (the feature
-method), and the DINOv2 ViT-S/14 at 224 px with random weights (speed does not depend on them). The
-batch sizes run in turn, `--rounds` times, and each keeps its fastest round, so the machine's load
-moves all of them alike. Prints a table and writes benchmarks/results/engine_batch.json.
+method), and the DINOv2 ViT-S/14 at 224 px with random weights (speed does not depend on them). Each
+batch size runs one call at a time ("serial") and with one call in flight per physical core on the same
+session ("in flight", what `run_session` does). They run in turn, `--rounds` times, and each keeps its
+fastest round, so the machine's load moves all of them alike. Prints a table and writes
+benchmarks/results/engine_batch.json.
 """
 
 from __future__ import annotations
@@ -15,13 +17,14 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from benchmarks.speed import machine
-from tlearn.core.onnx import create_session, to_onnx
+from tlearn.core.onnx import create_session, physical_cores, to_onnx
 from tlearn.models.backbones import BUILTIN_NAME, DEFAULT_BACKBONE, create_backbone
 from tlearn.models.classifier import FeatureTrunk, Normalize
 
@@ -40,19 +43,25 @@ def features_model(name: str, size: int) -> bytes:
     return model
 
 
-def speeds(model: bytes, size: int, images: int, rounds: int) -> dict[int, float]:
-    """The fastest of `rounds` runs over `images` inputs, in img/s, for each batch size."""
+def speeds(model: bytes, size: int, images: int, rounds: int) -> dict[str, dict[int, float]]:
+    """The fastest of `rounds` runs over `images` inputs, in img/s, for each batch size, one call at a time
+    ("serial") and one call in flight per physical core ("in flight")."""
     session = create_session(model)
     x = np.random.default_rng(0).random((images, 3, size, size), dtype=np.float32)
     session.run(None, {"input": x[:16]})
-    best = dict.fromkeys(BATCHES, float("inf"))
+    pool = ThreadPoolExecutor(max_workers=physical_cores())
+    best = {mode: dict.fromkeys(BATCHES, float("inf")) for mode in ("serial", "in flight")}
     for _ in range(rounds):
         for batch in BATCHES:
+            chunks = [x[s : s + batch] for s in range(0, images, batch)]
             start = time.perf_counter()
-            for s in range(0, images, batch):
-                session.run(None, {"input": x[s : s + batch]})
-            best[batch] = min(best[batch], time.perf_counter() - start)
-    return {b: images / t for b, t in best.items()}
+            for chunk in chunks:
+                session.run(None, {"input": chunk})
+            best["serial"][batch] = min(best["serial"][batch], time.perf_counter() - start)
+            start = time.perf_counter()
+            list(pool.map(lambda chunk: session.run(None, {"input": chunk}), chunks))
+            best["in flight"][batch] = min(best["in flight"][batch], time.perf_counter() - start)
+    return {mode: {b: images / t for b, t in times.items()} for mode, times in best.items()}
 
 
 def main() -> None:
@@ -62,15 +71,23 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "engine_batch.json")
     args = parser.parse_args()
     rows = []
+    print(f"| network | size | calls | {' | '.join(f'{b} per call' for b in BATCHES)} |", flush=True)
     for name, label, size in (
         (BUILTIN_NAME, "MobileNetV2 (built-in)", 224),
         (BUILTIN_NAME, "MobileNetV2 (built-in)", 288),
         (DEFAULT_BACKBONE, "DINOv2 ViT-S/14 (random weights)", 224),
     ):
         ips = speeds(features_model(name, size), size, args.images, args.rounds)
-        rows.append({"network": label, "size": size, "img_per_s": {str(b): round(v, 1) for b, v in ips.items()}})
-        cells = " | ".join(f"{ips[b]:.0f}" for b in BATCHES)
-        print(f"| {label} | {size} px | {cells} |", flush=True)
+        rows.append(
+            {
+                "network": label,
+                "size": size,
+                "img_per_s": {mode: {str(b): round(v, 1) for b, v in by.items()} for mode, by in ips.items()},
+            }
+        )
+        for mode, by in ips.items():
+            cells = " | ".join(f"{by[b]:.0f}" for b in BATCHES)
+            print(f"| {label} | {size} px | {mode} | {cells} |", flush=True)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"machine": machine(), "batches": list(BATCHES), "rows": rows}, indent=1))
     print(f"{machine()}; wrote {args.json}")

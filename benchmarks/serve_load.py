@@ -333,12 +333,13 @@ ENGINE_BATCHES = (1, 2, 4, 8, 16, 32)  # 32: the most images the server puts in 
 def engine_throughput(bundle: Path, photo: bytes, *, engine: str = "auto", seconds: float = 3.0) -> dict[str, float]:
     """Images per second of the bundle's network alone on pre-decoded inputs, at each of ENGINE_BATCHES.
 
-    Loads the bundle the way `tlearn serve` does (`engine`), decodes `photo` once, and times `answer_of_inputs`
-    (the call the server's passes make) on copies of it, after two warm-up passes per batch size.
+    Loads the bundle the way `tlearn serve` does (`engine`: "auto" is ONNX Runtime where it is installed, as
+    in the server), decodes `photo` once, and times `answer_of_inputs` (the call the server's passes make) on
+    copies of it, after two warm-up passes per batch size.
     """
-    from tlearn.infer.load import load
+    from tlearn.infer.load import load_for_serving
 
-    predictor = load(bundle, engine=engine)
+    predictor, _ = load_for_serving(bundle, engine=engine)
     x = predictor.prepare_input(photo)
     out = {}
     for size in ENGINE_BATCHES:

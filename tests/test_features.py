@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -193,17 +195,26 @@ def test_without_the_export_extra_auto_runs_pytorch_and_onnx_says_what_to_instal
         extract_features(Watched(), images(8), batch_size=4, engine="onnx")
 
 
-def test_onnx_runtime_gets_a_few_images_per_run_and_the_rows_keep_their_order() -> None:
-    from tlearn.core.onnx import ENGINE_BATCH, run_session
+def test_onnx_runtime_gets_a_few_images_per_call_one_call_in_flight_per_core_and_the_rows_keep_their_order() -> None:
+    from tlearn.core.onnx import ENGINE_BATCH, physical_cores, run_session
 
     sizes: list[int] = []
+    lock = threading.Lock()
+    in_flight = [0, 0]  # now, most
 
-    class Session:  # stands for an ONNX Runtime session: row sums as the "features"
+    class Session:  # stands for an ONNX Runtime session: row sums as the "features", later rows answer sooner
         def run(self, _: object, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
-            sizes.append(len(feed["input"]))
+            with lock:
+                sizes.append(len(feed["input"]))
+                in_flight[0] += 1
+                in_flight[1] = max(in_flight)
+            time.sleep(0.02 / len(sizes))
+            with lock:
+                in_flight[0] -= 1
             return [feed["input"].sum(axis=(1, 2, 3))[:, None]]
 
     x = np.random.default_rng(0).random((21, 3, 2, 2)).astype(np.float32)
     (out,) = run_session(Session(), "input", x)
-    assert max(sizes) <= ENGINE_BATCH < 21 and sum(sizes) == 21  # faster than one run of 21 on a CPU
+    assert max(sizes) <= ENGINE_BATCH < 21 and sum(sizes) == 21  # faster than one call of 21 on a CPU
+    assert in_flight[1] == min(physical_cores(), len(sizes))  # the cores fill while one call waits
     np.testing.assert_allclose(out[:, 0], x.sum(axis=(1, 2, 3)), rtol=1e-6)

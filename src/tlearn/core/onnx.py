@@ -6,9 +6,11 @@ need them, and a missing one raises ExtraMissingError naming the extra to instal
 
 from __future__ import annotations
 
+import functools
 import io
 import warnings
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -22,12 +24,16 @@ from tlearn.core.threads import usable_cpus
 
 OPSET = 17  # the classic exporter supports 7 to 20; 17 runs on every ONNX Runtime since 1.11
 
-# ONNX Runtime on a CPU runs these networks fastest a couple of images at a time: larger batches spill the
-# activations out of the caches. Measured on a 2-core AMD EPYC with `benchmarks/engine_batch.py` (img/s at
-# 1 / 2 / 4 / 8 / 16 per run, fastest of 5 rounds): MobileNetV2 features at 224 px 259 / 283 / 266 / 246 / 196,
-# at 288 px 143 / 137 / 137 / 116 / 109; DINOv2 ViT-S/14 at 224 px 27 / 29 / 27 / 25 / 25. Two per run is within
-# 5% of the best everywhere, and 15 to 18% faster than eight.
-ENGINE_BATCH = 2
+# ONNX Runtime on a CPU runs these networks fastest one image per call with calls side by side: larger
+# batches spill the activations out of the caches, and one small call alone leaves the cores idle between
+# its operators (its threads sleep there), which another call in flight on the same session fills.
+# Measured on a 2-core AMD EPYC with `python -m benchmarks.engine_batch` (img/s, fastest of 3 rounds, at
+# 1 / 2 / 4 / 8 / 16 images per call; one call at a time, then one in flight per core): MobileNetV2 features
+# at 224 px 263 / 280 / 257 / 254 / 230, in flight 357 / 325 / 283 / 254 / 213; at 288 px 173 / 160 / 155 /
+# 143 / 132, in flight 205 / 183 / 163 / 139 / 124; DINOv2 ViT-S/14 at 224 px 27 / 29 / 28 / 26 / 25, in
+# flight 28 / 29 / 25 / 22 / 21. One per call in flight: 18 to 27% faster than the best serial batch for
+# MobileNetV2, the same for the ViT.
+ENGINE_BATCH = 1
 
 # What ONNX Runtime costs and saves, in eager passes of one image at REFERENCE_SIDE px: exporting the
 # network and opening the session costs EXPORT_PASSES of them (the graph's size sets it, not the
@@ -90,12 +96,21 @@ def create_session(model: bytes | str | Path, *, threads: int | None = None) -> 
 
 
 def run_session(session: Any, name: str, x: np.ndarray, *, outputs: list[str] | None = None) -> list[np.ndarray]:
-    """The session's outputs (all, or those named) for input `name` = x, run ENGINE_BATCH rows at a time
-    (rows are independent), each concatenated back in row order."""
+    """The session's outputs (all, or those named) for input `name` = x, run ENGINE_BATCH rows per call
+    (rows are independent) with one call in flight per physical core, each concatenated back in row order.
+    A call of a few rows keeps the session's own threads: one image alone is not slower."""
     if len(x) <= ENGINE_BATCH:
         return [np.asarray(o) for o in session.run(outputs, {name: x})]
-    parts = [session.run(outputs, {name: x[s : s + ENGINE_BATCH]}) for s in range(0, len(x), ENGINE_BATCH)]
+    chunks = [x[s : s + ENGINE_BATCH] for s in range(0, len(x), ENGINE_BATCH)]
+    parts = list(_calls().map(lambda chunk: session.run(outputs, {name: chunk}), chunks))
     return [np.concatenate([p[k] for p in parts]) for k in range(len(parts[0]))]
+
+
+@functools.cache
+def _calls() -> ThreadPoolExecutor:
+    """The threads session calls run on, one per physical core, shared by every session of the process
+    (sessions are thread-safe; a call never waits for another call, so sharing cannot deadlock)."""
+    return ThreadPoolExecutor(max_workers=physical_cores(), thread_name_prefix="tlearn-onnx")
 
 
 def to_onnx(

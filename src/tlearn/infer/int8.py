@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from tlearn.core.onnx import ENGINE_BATCH, import_onnxruntime
+from tlearn.core.onnx import import_onnxruntime
 from tlearn.core.progress import Progress
 from tlearn.infer.bundle_images import Splits, spread, to_uint8
 from tlearn.infer.int8_graph import fold_shape_arithmetic, kept_float
@@ -277,19 +277,19 @@ def _score_both(
 
 
 def engine_speeds(before: BasePredictor, after: BasePredictor, x: np.ndarray) -> tuple[float, float]:
-    """Images per second of each engine alone on model inputs `x`, in ENGINE_BATCH batches.
+    """Images per second of each engine alone on model inputs `x`, all of them per call (as prediction
+    passes them: `run_session` splits them).
 
     The two run in turn, SPEED_ROUNDS times, and each keeps its fastest round: on a machine shared
     with other work both see the same load, and the ratio is what the choice needs.
     """
     best = [float("inf"), float("inf")]
     for engine in (before, after):  # warm-up: the first run of a session allocates its buffers
-        engine.answer_of_batch(x[:ENGINE_BATCH])
+        engine.answer_of_batch(x[:2])
     for _ in range(SPEED_ROUNDS):
         for i, engine in enumerate((before, after)):
             start = time.perf_counter()
-            for s in range(0, len(x), ENGINE_BATCH):
-                engine.answer_of_batch(x[s : s + ENGINE_BATCH])
+            engine.answer_of_batch(x)
             best[i] = min(best[i], time.perf_counter() - start)
     return len(x) / best[0], len(x) / best[1]
 
