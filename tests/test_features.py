@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import sys
 import threading
 import time
@@ -218,3 +220,28 @@ def test_onnx_runtime_gets_a_few_images_per_call_one_call_in_flight_per_core_and
     assert max(sizes) <= ENGINE_BATCH < 21 and sum(sizes) == 21  # faster than one call of 21 on a CPU
     assert in_flight[1] == min(physical_cores(), len(sizes))  # the cores fill while one call waits
     np.testing.assert_allclose(out[:, 0], x.sum(axis=(1, 2, 3)), rtol=1e-6)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX")
+def test_onnx_calls_still_run_in_a_forked_child_after_the_parent_ran_some() -> None:
+    """A DataLoader worker is a fork: it inherits the call pool without its threads, and used to wait forever."""
+    from tlearn.core.onnx import run_session
+
+    class Session:
+        def run(self, _: object, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+            return [feed["input"].sum(axis=1, keepdims=True)]
+
+    x = np.ones((5, 3), dtype=np.float32)
+    run_session(Session(), "input", x)  # the parent's pool now has its threads
+    pid = os.fork()
+    if pid == 0:  # the child: exit 0 only if its calls came back right
+        ok = np.array_equal(run_session(Session(), "input", x)[0][:, 0], np.full(5, 3.0))
+        os._exit(0 if ok else 1)
+    deadline = time.monotonic() + 20
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if done[0] == 0:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child's ONNX calls never ran")
+    assert os.waitstatus_to_exitcode(done[1]) == 0

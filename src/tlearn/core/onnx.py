@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import io
+import os
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -111,6 +112,10 @@ def _calls() -> ThreadPoolExecutor:
     """The threads session calls run on, one per physical core, shared by every session of the process
     (sessions are thread-safe; a call never waits for another call, so sharing cannot deadlock)."""
     return ThreadPoolExecutor(max_workers=physical_cores(), thread_name_prefix="tlearn-onnx")
+
+
+# A forked child (a DataLoader worker) has the pool but not its threads: it makes its own on first use.
+os.register_at_fork(after_in_child=_calls.cache_clear)
 
 
 def to_onnx(
