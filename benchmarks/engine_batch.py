@@ -1,14 +1,15 @@
-"""Images per second of ONNX Runtime at each batch size per call, for the networks tlearn runs, in one process.
+"""Images per second of ONNX Runtime and eager PyTorch at each batch size per call, for the networks tlearn runs.
 
     flock /tmp/tlearn-heavy.lock python -m benchmarks.engine_batch [--images 96] [--rounds 3]
 
 What `core/onnx.py` ENGINE_BATCH is set from: every ONNX Runtime pass (feature extraction, fine-tuning's
-frozen bottom, prediction, the server) runs at most that many rows per call. Networks: the built-in
+frozen bottom, prediction, the server) runs at most that many rows per call; and `infer/predictor.py`
+TORCH_PASS_INPUTS, the most inputs per eager PyTorch pass of the `Predictor`. Networks: the built-in
 MobileNetV2 feature trunk at 224 px (prediction of a fine-tuned bundle) and 288 px (the feature
 method), and the DINOv2 ViT-S/14 at 224 px with random weights (speed does not depend on them). Each
 batch size runs one call at a time ("serial") and with one call in flight per physical core on the same
-session ("in flight", what `run_session` does). They run in turn, `--rounds` times, and each keeps its
-fastest round, so the machine's load moves all of them alike. Prints a table and writes
+session ("in flight", what `run_session` does), and in eager PyTorch. They run in turn, `--rounds`
+times, and each keeps its fastest round, so the machine's load moves all of them alike. Prints a table and writes
 benchmarks/results/engine_batch.json.
 """
 
@@ -29,28 +30,29 @@ from tlearn.models.backbones import BUILTIN_NAME, DEFAULT_BACKBONE, create_backb
 from tlearn.models.classifier import FeatureTrunk, Normalize
 
 ROOT = Path(__file__).resolve().parents[1]
-BATCHES = (1, 2, 4, 8, 16)
+BATCHES = (1, 2, 4, 8, 16, 32)
 
 
-def features_model(name: str, size: int) -> bytes:
-    """The network's pooled-feature trunk with its normalisation, exported as tlearn exports it."""
+def features_net(name: str, size: int) -> torch.nn.Module:
+    """The network's pooled-feature trunk with its normalisation, in eval mode."""
     weights = None if name == BUILTIN_NAME else "none"
     backbone = create_backbone(name, weights=weights, input_size=size, warn_random=False)
     prep = backbone.preprocessing
-    net = torch.nn.Sequential(Normalize(prep.mean, prep.std), FeatureTrunk(backbone.model, ())).eval()
+    return torch.nn.Sequential(Normalize(prep.mean, prep.std), FeatureTrunk(backbone.model, ())).eval()
+
+
+def speeds(net: torch.nn.Module, size: int, images: int, rounds: int) -> dict[str, dict[int, float]]:
+    """The fastest of `rounds` runs over `images` inputs, in img/s, for each batch size: ONNX Runtime one call
+    at a time ("serial") and one call in flight per physical core ("in flight"), and eager PyTorch as
+    `infer.predictor.Predictor` runs it (channels-last, inference mode, one pass at a time)."""
     model = to_onnx(net, torch.rand(1, 3, size, size))
     assert model is not None
-    return model
-
-
-def speeds(model: bytes, size: int, images: int, rounds: int) -> dict[str, dict[int, float]]:
-    """The fastest of `rounds` runs over `images` inputs, in img/s, for each batch size, one call at a time
-    ("serial") and one call in flight per physical core ("in flight")."""
     session = create_session(model)
     x = np.random.default_rng(0).random((images, 3, size, size), dtype=np.float32)
     session.run(None, {"input": x[:16]})
     pool = ThreadPoolExecutor(max_workers=physical_cores())
-    best = {mode: dict.fromkeys(BATCHES, float("inf")) for mode in ("serial", "in flight")}
+    best = {mode: dict.fromkeys(BATCHES, float("inf")) for mode in ("serial", "in flight", "eager PyTorch")}
+    eager = torch.from_numpy(x).contiguous(memory_format=torch.channels_last)
     for _ in range(rounds):
         for batch in BATCHES:
             chunks = [x[s : s + batch] for s in range(0, images, batch)]
@@ -61,6 +63,11 @@ def speeds(model: bytes, size: int, images: int, rounds: int) -> dict[str, dict[
             start = time.perf_counter()
             list(pool.map(lambda chunk: session.run(None, {"input": chunk}), chunks))
             best["in flight"][batch] = min(best["in flight"][batch], time.perf_counter() - start)
+            start = time.perf_counter()
+            with torch.inference_mode():
+                for s in range(0, images, batch):
+                    net(eager[s : s + batch])
+            best["eager PyTorch"][batch] = min(best["eager PyTorch"][batch], time.perf_counter() - start)
     return {mode: {b: images / t for b, t in times.items()} for mode, times in best.items()}
 
 
@@ -72,12 +79,12 @@ def main() -> None:
     args = parser.parse_args()
     rows = []
     print(f"| network | size | calls | {' | '.join(f'{b} per call' for b in BATCHES)} |", flush=True)
-    for name, label, size in (
-        (BUILTIN_NAME, "MobileNetV2 (built-in)", 224),
-        (BUILTIN_NAME, "MobileNetV2 (built-in)", 288),
-        (DEFAULT_BACKBONE, "DINOv2 ViT-S/14 (random weights)", 224),
+    for name, label, size, images in (
+        (BUILTIN_NAME, "MobileNetV2 (built-in)", 224, args.images),
+        (BUILTIN_NAME, "MobileNetV2 (built-in)", 288, args.images),
+        (DEFAULT_BACKBONE, "DINOv2 ViT-S/14 (random weights)", 224, BATCHES[-1]),  # ~10 img/s in eager PyTorch
     ):
-        ips = speeds(features_model(name, size), size, args.images, args.rounds)
+        ips = speeds(features_net(name, size).to(memory_format=torch.channels_last), size, images, args.rounds)
         rows.append(
             {
                 "network": label,

@@ -286,3 +286,29 @@ def test_predict_runs_onnx_runtime_by_default_where_the_images_repay_its_export_
     explained = run_cli("predict", tiny_bundle, *few, "--explain", tmp_path / "maps")
     assert explained.code == 0, explained.err
     assert "with the torch engine" in " ".join(explained.out.split())
+
+
+def test_pytorch_predicts_a_few_images_per_pass_with_the_answers_of_one_at_a_time(
+    tiny_bundle: Path, shapes_master: Path
+) -> None:
+    """A pass of 32 images at 288 px makes layers over 32 MB, which glibc maps and unmaps every time
+    (3x slower here): PyTorch passes hold TORCH_PASS_INPUTS network inputs, an image and its mirror two."""
+    from tlearn.infer.predictor import TORCH_PASS_INPUTS
+
+    predictor = tlearn.load(tiny_bundle, engine="torch")
+    classifier = predictor.classifier  # type: ignore[attr-defined]
+    passes: list[int] = []
+    answer = classifier.answer
+    classifier.answer = lambda t: passes.append(len(t)) or answer(t)
+    files = some_images(shapes_master, 3)  # 12 images
+    x = np.stack([predictor.prepare_input(f) for f in files])
+    proba, scores = predictor.answer_of_inputs(x)
+    per_image = TORCH_PASS_INPUTS // (2 if predictor.config.flip_tta else 1)
+    assert passes == [per_image] * (len(files) // per_image) + (
+        [len(files) % per_image] if len(files) % per_image else []
+    )
+    one_by_one = [predictor.answer_of_inputs(x[i : i + 1]) for i in range(len(files))]
+    np.testing.assert_allclose(proba, np.concatenate([p for p, _ in one_by_one]), atol=1e-5)
+    if scores is not None:
+        np.testing.assert_allclose(scores, np.concatenate([s for _, s in one_by_one]), atol=1e-5)
+    assert scores is not None or predictor.config.unknown is None

@@ -31,6 +31,7 @@ from tlearn.cli.app import app
 from tlearn.cli.heap import no_collection_at_exit
 from tlearn.cli.render import err_console
 from tlearn.core.errors import FileSystemError, Interrupted, TlearnError
+from tlearn.core.malloc import keep_tensor_memory
 
 __all__ = ["app", "main"]
 
@@ -39,6 +40,7 @@ def main() -> None:
     debug = os.environ.get("TLEARN_DEBUG", "") not in ("", "0")
     _setup_logging(debug)
     no_collection_at_exit()  # a second and more at exit otherwise (see heap.py)
+    keep_tensor_memory()  # eager PyTorch's layers reuse freed blocks instead of mapping each anew (core/malloc.py)
     try:
         app()  # standalone: Typer reports usage errors itself, exits 130 on Ctrl-C, and exits
     except Interrupted as err:

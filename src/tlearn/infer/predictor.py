@@ -308,8 +308,19 @@ class BasePredictor(ABC):
         yield from prefetched(prepare, items, ahead=ahead, workers=DECODE_WORKERS)  # one image: no pool
 
 
+# Eager PyTorch runs a pass of a few inputs fastest on a CPU: a layer's output for 32 images and their
+# mirrors is over 32 MB, which glibc always maps afresh and unmaps (see core/malloc.py; 2.3 million page
+# faults and 3.9 s of system time for 64 flowers17 photos at 288 px), where a few images' blocks are reused.
+# `python -m benchmarks.engine_batch`, MobileNetV2's feature trunk in eager PyTorch at 1 / 2 / 4 / 8 / 16 / 32
+# inputs per pass (2-core AMD EPYC): 124 / 169 / 207 / 173 / 90 / 72 img/s at 224 px, 90 / 105 / 115 / 69 /
+# 47 / 23 at 288 px; the ViT-S/14 14-15 at every size. The feature-method bundle (288 px, its mirror inside
+# the network: 2 inputs per image) through `tlearn.load(bundle, engine="torch")`, with the CLI's malloc
+# settings: 24 img/s in passes of 32 images, 55 to 59 in passes of 2 or 4.
+TORCH_PASS_INPUTS = 4
+
+
 class Predictor(BasePredictor):
-    """The PyTorch engine: the bundle's own `Classifier`, on the CPU."""
+    """The PyTorch engine: the bundle's own `Classifier`, on the CPU, a few images per pass."""
 
     engine = "torch"
 
@@ -318,6 +329,15 @@ class Predictor(BasePredictor):
         self.classifier = classifier.eval()
 
     def answer_of_batch(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Passes of TORCH_PASS_INPUTS network inputs (an image and its mirror are two), in row order."""
+        step = max(1, TORCH_PASS_INPUTS // (2 if self.config.flip_tta else 1))
+        parts = [self._answer_of_pass(x[s : s + step]) for s in range(0, len(x), step)]
+        if len(parts) == 1:
+            return parts[0]
+        scores = [p[1] for p in parts if p[1] is not None]
+        return np.concatenate([p[0] for p in parts]), np.concatenate(scores) if scores else None
+
+    def _answer_of_pass(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
         t = t.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():

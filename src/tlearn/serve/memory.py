@@ -14,36 +14,17 @@ of 4 MB or more a mapping of its own, and eager PyTorch allocates each layer's a
 30 MB each for the demo's MobileNetV2 at 288 px): every layer then mapped, faulted in and unmapped its
 memory, and the PyTorch engine served 2.5 to 4 times fewer requests (measured in one process, alternating:
 2.2 and 5.3 requests/s against 8.8 and 14.3 at 8 clients, on a loaded machine). ONNX Runtime keeps an
-arena of its own and was not affected.
+arena of its own and was not affected. The CLI now fixes the threshold at 32 MB, glibc's most, for every
+command (`core/malloc.py`): layers' blocks are reused, and these trims give the pixels back.
 """
 
 from __future__ import annotations
 
-import ctypes
-import sys
-from collections.abc import Callable
-from functools import cache
+from tlearn.core.malloc import give_back_freed_memory
 
 # Decoded pixels past which a decode's memory is given back at once: a 1 MP RGB image holds 3 MB, four
 # times what a phone photo decoded at reduced scale for a 288 px model does; trimming after those would
 # cost more than the memory they leave.
 TRIM_PIXELS = 1_000_000
 
-
-@cache
-def _malloc_trim() -> Callable[[int], int] | None:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        trim = ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError):  # musl and others: no malloc_trim
-        return None
-    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
-    return trim
-
-
-def give_back_freed_memory() -> bool:
-    """Return the memory this process has freed to the system (glibc's `malloc_trim(0)`); True if glibc
-    did. A no-op elsewhere (macOS, Windows, musl): their allocators return large blocks by themselves."""
-    trim = _malloc_trim()
-    return bool(trim(0)) if trim is not None else False
+__all__ = ["TRIM_PIXELS", "give_back_freed_memory"]
