@@ -325,7 +325,7 @@ import io
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from PIL import Image
-from tlearn.serve.memory import give_back_freed_memory
+from tlearn.core.malloc import give_back_freed_memory
 from tlearn.data.images import decode_image
 data = []
 for mode, fill in (("L", 128), ("RGB", (1, 2, 3)), ("RGBA", (1, 2, 3, 4)), ("I;16", 128)):

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from tlearn.core.errors import BundleError, ExtraMissingError
-from tlearn.core.threads import usable_cpus
+from tlearn.core.threads import by_row_chunks, usable_cpus
 
 OPSET = 17  # the classic exporter supports 7 to 20; 17 runs on every ONNX Runtime since 1.11
 
@@ -100,11 +100,8 @@ def run_session(session: Any, name: str, x: np.ndarray, *, outputs: list[str] | 
     """The session's outputs (all, or those named) for input `name` = x, run ENGINE_BATCH rows per call
     (rows are independent) with one call in flight per physical core, each concatenated back in row order.
     A call of a few rows keeps the session's own threads: one image alone is not slower."""
-    if len(x) <= ENGINE_BATCH:
-        return [np.asarray(o) for o in session.run(outputs, {name: x})]
-    chunks = [x[s : s + ENGINE_BATCH] for s in range(0, len(x), ENGINE_BATCH)]
-    parts = list(_calls().map(lambda chunk: session.run(outputs, {name: chunk}), chunks))
-    return [np.concatenate([p[k] for p in parts]) for k in range(len(parts[0]))]
+    parts = by_row_chunks(lambda chunk: session.run(outputs, {name: chunk}), x, ENGINE_BATCH, pool=_calls())
+    return [np.asarray(p) for p in parts]
 
 
 @functools.cache

@@ -11,9 +11,12 @@ from __future__ import annotations
 import os
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    import numpy as np
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -63,3 +66,21 @@ def prefetched(fn: Callable[[T], R], items: Sequence[T], *, ahead: int, workers:
             yield pending.popleft().result()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def by_row_chunks(
+    fn: Callable[[np.ndarray], Sequence[np.ndarray | None]],
+    x: np.ndarray,
+    step: int,
+    *,
+    pool: Executor | None = None,
+) -> list[np.ndarray | None]:
+    """`fn` on the rows of `x`, `step` at a time (rows are independent; on `pool`, side by side), each of
+    its outputs concatenated back in row order (an output that is None stays None). One call: as it is."""
+    import numpy as np  # here, not at the top: see torch_threads
+
+    if len(x) <= step:
+        return list(fn(x))
+    chunks = [x[s : s + step] for s in range(0, len(x), step)]
+    parts = list(pool.map(fn, chunks) if pool is not None else map(fn, chunks))
+    return [None if parts[0][k] is None else np.concatenate([p[k] for p in parts]) for k in range(len(parts[0]))]

@@ -32,7 +32,7 @@ from PIL import Image
 from tlearn.artifacts.bundle import BundleConfig
 from tlearn.core.errors import BundleError, ConfigError, ImageError
 from tlearn.core.progress import Progress, no_progress
-from tlearn.core.threads import cpu_workers, prefetched
+from tlearn.core.threads import by_row_chunks, cpu_workers, prefetched
 from tlearn.data.augment import build_eval_transform
 from tlearn.data.eval_pixels import to_model_input
 from tlearn.data.images import MAX_PIXELS
@@ -331,11 +331,9 @@ class Predictor(BasePredictor):
     def answer_of_batch(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Passes of TORCH_PASS_INPUTS network inputs (an image and its mirror are two), in row order."""
         step = max(1, TORCH_PASS_INPUTS // (2 if self.config.flip_tta else 1))
-        parts = [self._answer_of_pass(x[s : s + step]) for s in range(0, len(x), step)]
-        if len(parts) == 1:
-            return parts[0]
-        scores = [p[1] for p in parts if p[1] is not None]
-        return np.concatenate([p[0] for p in parts]), np.concatenate(scores) if scores else None
+        proba, scores = by_row_chunks(self._answer_of_pass, x, step)
+        assert proba is not None
+        return proba, scores
 
     def _answer_of_pass(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))

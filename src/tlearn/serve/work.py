@@ -40,13 +40,14 @@ from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
 from tlearn.core.errors import ImageError
+from tlearn.core.malloc import give_back_freed_memory
 from tlearn.infer.heatmaps import Explained, explain_images
 from tlearn.infer.predictor import BasePredictor
 from tlearn.infer.results import Prediction
 from tlearn.serve.batching import Batcher, QueueFull
 from tlearn.serve.errors import MB, ApiError
 from tlearn.serve.limits import JPEG_SHARE, LARGE_DECODE_PIXELS, Limits
-from tlearn.serve.memory import TRIM_PIXELS, give_back_freed_memory
+from tlearn.serve.memory import TRIM_PIXELS
 from tlearn.serve.pass_size import PassSize
 
 # How long the first image of a batch waits for others: a pass of the demo's MobileNetV2 (288 px + mirror) takes
