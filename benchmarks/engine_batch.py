@@ -7,8 +7,9 @@ frozen bottom, prediction, the server) runs at most that many rows per call; and
 TORCH_PASS_INPUTS, the most inputs per eager PyTorch pass of the `Predictor`. Networks: the built-in
 MobileNetV2 feature trunk at 224 px (prediction of a fine-tuned bundle) and 288 px (the feature
 method), and the DINOv2 ViT-S/14 at 224 px with random weights (speed does not depend on them). Each
-batch size runs one call at a time ("serial") and with one call in flight per physical core on the same
-session ("in flight", what `run_session` does), and in eager PyTorch. They run in turn, `--rounds`
+batch size runs on a session with a thread per physical core, one call at a time ("serial") and one call
+in flight per core ("in flight, threads per core"); on a session with one thread, one call in flight
+per core ("in flight, one thread each", what `run_session` does); and in eager PyTorch. They run in turn, `--rounds`
 times, and each keeps its fastest round, so the machine's load moves all of them alike. Prints a table and writes
 benchmarks/results/engine_batch.json.
 """
@@ -42,16 +43,18 @@ def features_net(name: str, size: int) -> torch.nn.Module:
 
 
 def speeds(net: torch.nn.Module, size: int, images: int, rounds: int) -> dict[str, dict[int, float]]:
-    """The fastest of `rounds` runs over `images` inputs, in img/s, for each batch size: ONNX Runtime one call
-    at a time ("serial") and one call in flight per physical core ("in flight"), and eager PyTorch as
-    `infer.predictor.Predictor` runs it (channels-last, inference mode, one pass at a time)."""
+    """The fastest of `rounds` runs over `images` inputs, in img/s, for each batch size and mode (see the
+    module's docstring); eager PyTorch as `infer.predictor.Predictor` runs it (channels-last, inference
+    mode, one pass at a time)."""
     model = to_onnx(net, torch.rand(1, 3, size, size))
     assert model is not None
-    session = create_session(model)
+    session, narrow = create_session(model), create_session(model, threads=1)
     x = np.random.default_rng(0).random((images, 3, size, size), dtype=np.float32)
     session.run(None, {"input": x[:16]})
+    narrow.run(None, {"input": x[:16]})
     pool = ThreadPoolExecutor(max_workers=physical_cores())
-    best = {mode: dict.fromkeys(BATCHES, float("inf")) for mode in ("serial", "in flight", "eager PyTorch")}
+    modes = ("serial", "in flight, threads per core", "in flight, one thread each", "eager PyTorch")
+    best = {mode: dict.fromkeys(BATCHES, float("inf")) for mode in modes}
     eager = torch.from_numpy(x).contiguous(memory_format=torch.channels_last)
     for _ in range(rounds):
         for batch in BATCHES:
@@ -62,7 +65,10 @@ def speeds(net: torch.nn.Module, size: int, images: int, rounds: int) -> dict[st
             best["serial"][batch] = min(best["serial"][batch], time.perf_counter() - start)
             start = time.perf_counter()
             list(pool.map(lambda chunk: session.run(None, {"input": chunk}), chunks))
-            best["in flight"][batch] = min(best["in flight"][batch], time.perf_counter() - start)
+            best[modes[1]][batch] = min(best[modes[1]][batch], time.perf_counter() - start)
+            start = time.perf_counter()
+            list(pool.map(lambda chunk: narrow.run(None, {"input": chunk}), chunks))
+            best[modes[2]][batch] = min(best[modes[2]][batch], time.perf_counter() - start)
             start = time.perf_counter()
             with torch.inference_mode():
                 for s in range(0, images, batch):

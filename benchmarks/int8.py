@@ -104,9 +104,9 @@ def measure(bundle: Path, *, per_channel: bool) -> dict[str, Any]:
     choice = choose_int8(report, "auto")
     paths, y = splits["test"]
     x = model_inputs(predictor, paths)
-    (p0, u0, f0), (p1, u1, f1) = outputs(before.session, x), outputs(after.session, x)
+    (p0, u0, f0), (p1, u1, f1) = outputs(before.sessions.calls, x), outputs(after.sessions.calls, x)
     cos = np.sum(f0 * f1, 1) / (np.linalg.norm(f0, axis=1) * np.linalg.norm(f1, axis=1))
-    float_ips, int8_ips = engine_speeds(before.session, after.session, x[:ENGINE_IMAGES])
+    float_ips, int8_ips = engine_speeds(before.sessions.calls, after.sessions.calls, x[:ENGINE_IMAGES])
     config = predictor.config
     return {
         "bundle": str(bundle),
@@ -195,7 +195,7 @@ def sweep(bundle: Path, specs: list[str]) -> list[dict[str, Any]]:
     if isinstance(splits, str):
         raise SystemExit(f"{bundle}: {splits}")
     model = with_features(bundle_to_onnx(predictor))  # type: ignore[arg-type]
-    before = OnnxPredictor(model, predictor.config).session
+    before = OnnxPredictor(model, predictor.config).sessions.calls
     parts = {p: (model_inputs(predictor, splits[p][0]), splits[p][1]) for p in ("val", "test")}
     floats = {p: outputs(before, x) for p, (x, _) in parts.items()}
     calibration: dict[int, np.ndarray] = {}
@@ -208,7 +208,7 @@ def sweep(bundle: Path, specs: list[str]) -> list[dict[str, Any]]:
         start = time.perf_counter()
         quantized, _ = quantize_int8(model, (cal[s : s + 16] for s in range(0, len(cal), 16)), settings=settings)
         quantize_s = time.perf_counter() - start
-        after = OnnxPredictor(quantized, predictor.config).session
+        after = OnnxPredictor(quantized, predictor.config).sessions.calls
         row: dict[str, Any] = {"setting": spec or "default", "settings": dataclasses.asdict(settings),
                                "calibration_images": len(cal), "quantize_s": quantize_s,
                                "int8_mb": len(quantized) / 1e6}  # fmt: skip

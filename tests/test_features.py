@@ -198,7 +198,7 @@ def test_without_the_export_extra_auto_runs_pytorch_and_onnx_says_what_to_instal
 
 
 def test_onnx_runtime_gets_a_few_images_per_call_one_call_in_flight_per_core_and_the_rows_keep_their_order() -> None:
-    from tlearn.core.onnx import ENGINE_BATCH, physical_cores, run_session
+    from tlearn.core.onnx import ENGINE_BATCH, Sessions, physical_cores, run_session
 
     sizes: list[int] = []
     lock = threading.Lock()
@@ -216,26 +216,69 @@ def test_onnx_runtime_gets_a_few_images_per_call_one_call_in_flight_per_core_and
             return [feed["input"].sum(axis=(1, 2, 3))[:, None]]
 
     x = np.random.default_rng(0).random((21, 3, 2, 2)).astype(np.float32)
-    (out,) = run_session(Session(), "input", x)
+    (out,) = run_session(Sessions(Session(), lone=Unused()), "input", x)
     assert max(sizes) <= ENGINE_BATCH < 21 and sum(sizes) == 21  # faster than one call of 21 on a CPU
     assert in_flight[1] == min(physical_cores(), len(sizes))  # the cores fill while one call waits
     np.testing.assert_allclose(out[:, 0], x.sum(axis=(1, 2, 3)), rtol=1e-6)
 
 
+class Unused:
+    def run(self, *_: object) -> list[np.ndarray]:
+        raise AssertionError("this session should not run")
+
+
+class Constant:
+    def __init__(self, value: float) -> None:
+        self.value = value
+
+    def run(self, _: object, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return [np.full((len(feed["input"]), 1), self.value, dtype=np.float32)]
+
+
+def test_a_single_row_runs_on_the_lone_session_where_there_is_one_and_on_the_calls_session_otherwise() -> None:
+    """A server's lone request gets every core (the `lone` session); passes of several rows never do."""
+    from tlearn.core.onnx import Sessions, run_session
+
+    one, two = np.zeros((1, 3), np.float32), np.zeros((2, 3), np.float32)
+    assert run_session(Sessions(Constant(1.0), lone=Constant(2.0)), "input", one)[0].tolist() == [[2.0]]
+    assert run_session(Sessions(Constant(1.0), lone=Constant(2.0)), "input", two)[0].tolist() == [[1.0], [1.0]]
+    assert run_session(Sessions(Constant(1.0)), "input", one)[0].tolist() == [[1.0]]
+
+
+def test_opened_sessions_run_one_thread_per_call_and_the_lone_one_a_thread_per_core() -> None:
+    pytest.importorskip("onnxruntime")
+    from tlearn.core.onnx import open_sessions, physical_cores, run_session, to_onnx
+
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten()).eval()
+    model = to_onnx(net, torch.rand(1, 3, 8, 8))
+    assert model is not None
+    bulk, served = open_sessions(model), open_sessions(model, lone=True)
+    assert bulk.lone is None
+    assert int(bulk.calls.get_session_options().intra_op_num_threads) == 1
+    if physical_cores() > 1:
+        assert int(served.lone.get_session_options().intra_op_num_threads) == physical_cores()
+    x = torch.rand(3, 3, 8, 8)
+    with torch.no_grad():
+        want = net(x).numpy()
+    for sessions in (bulk, served):
+        for rows in (x[:1], x):
+            np.testing.assert_allclose(run_session(sessions, "input", rows.numpy())[0], want[: len(rows)], atol=1e-6)
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX")
 def test_onnx_calls_still_run_in_a_forked_child_after_the_parent_ran_some() -> None:
     """A DataLoader worker is a fork: it inherits the call pool without its threads, and used to wait forever."""
-    from tlearn.core.onnx import run_session
+    from tlearn.core.onnx import Sessions, run_session
 
     class Session:
         def run(self, _: object, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
             return [feed["input"].sum(axis=1, keepdims=True)]
 
     x = np.ones((5, 3), dtype=np.float32)
-    run_session(Session(), "input", x)  # the parent's pool now has its threads
+    run_session(Sessions(Session()), "input", x)  # the parent's pool now has its threads
     pid = os.fork()
     if pid == 0:  # the child: exit 0 only if its calls came back right
-        ok = np.array_equal(run_session(Session(), "input", x)[0][:, 0], np.full(5, 3.0))
+        ok = np.array_equal(run_session(Sessions(Session()), "input", x)[0][:, 0], np.full(5, 3.0))
         os._exit(0 if ok else 1)
     deadline = time.monotonic() + 20
     while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:

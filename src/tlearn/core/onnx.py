@@ -12,6 +12,7 @@ import os
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -25,15 +26,16 @@ from tlearn.core.threads import by_row_chunks, usable_cpus
 
 OPSET = 17  # the classic exporter supports 7 to 20; 17 runs on every ONNX Runtime since 1.11
 
-# ONNX Runtime on a CPU runs these networks fastest one image per call with calls side by side: larger
-# batches spill the activations out of the caches, and one small call alone leaves the cores idle between
-# its operators (its threads sleep there), which another call in flight on the same session fills.
-# Measured on a 2-core AMD EPYC with `python -m benchmarks.engine_batch` (img/s, fastest of 3 rounds, at
-# 1 / 2 / 4 / 8 / 16 images per call; one call at a time, then one in flight per core): MobileNetV2 features
-# at 224 px 263 / 280 / 257 / 254 / 230, in flight 357 / 325 / 283 / 254 / 213; at 288 px 173 / 160 / 155 /
-# 143 / 132, in flight 205 / 183 / 163 / 139 / 124; DINOv2 ViT-S/14 at 224 px 27 / 29 / 28 / 26 / 25, in
-# flight 28 / 29 / 25 / 22 / 21. One per call in flight: 18 to 27% faster than the best serial batch for
-# MobileNetV2, the same for the ViT.
+# ONNX Runtime on a CPU runs these networks fastest one image per call, each call on one thread of its own,
+# with one call in flight per physical core: larger batches spill the activations out of the caches, and a
+# call spread over the cores leaves them idle between its operators (its threads wait for each other there).
+# Measured on a 2-core AMD EPYC with `python -m benchmarks.engine_batch` (img/s at 1 / 2 / 4 / 8 / 16 images
+# per call, fastest of 3 rounds, all in one run). MobileNetV2 features at 224 px: one call at a time on a
+# thread per core 218 / 240 / 243 / 205 / 193; in flight on a thread per core 275 / 274 / 248 / 212 / 182;
+# in flight on one thread each 320 / 333 / 260 / 214 / 189. At 288 px: 118 / 133 / 140 / 119 / 103; 175 /
+# 143 / 124 / 129 / 104; 193 / 158 / 138 / 134 / 124. DINOv2 ViT-S/14 at 224 px: 21 / 21 / 21 / 22 / 19;
+# 24 / 23 / 20 / 18 / 17; 27 / 25 / 24 / 22 / 18. One per call on one thread each: 10 to 16% faster than
+# the same calls on a thread per core, 32 to 45% faster than the best serial batch.
 ENGINE_BATCH = 1
 
 # What ONNX Runtime costs and saves, in eager passes of one image at REFERENCE_SIDE px: exporting the
@@ -96,11 +98,36 @@ def create_session(model: bytes | str | Path, *, threads: int | None = None) -> 
         raise BundleError(f"ONNX Runtime cannot load the model{where}: {err}".rstrip(".") + ".") from None
 
 
-def run_session(session: Any, name: str, x: np.ndarray, *, outputs: list[str] | None = None) -> list[np.ndarray]:
-    """The session's outputs (all, or those named) for input `name` = x, run ENGINE_BATCH rows per call
-    (rows are independent) with one call in flight per physical core, each concatenated back in row order.
-    A call of a few rows keeps the session's own threads: one image alone is not slower."""
-    parts = by_row_chunks(lambda chunk: session.run(outputs, {name: chunk}), x, ENGINE_BATCH, pool=_calls())
+@dataclass(frozen=True)
+class Sessions:
+    """One model opened in ONNX Runtime for `run_session`: `calls` has one intra-op thread, and passes
+    keep one call of it in flight per physical core; `lone`, where asked for, has a thread per core and
+    runs a pass of a single row (a lone request to a server), which one thread would answer later."""
+
+    calls: Any
+    lone: Any = None
+
+    def inputs(self) -> Any:
+        return self.calls.get_inputs()
+
+    def outputs(self) -> Any:
+        return self.calls.get_outputs()
+
+
+def open_sessions(model: bytes | str | Path, *, lone: bool = False) -> Sessions:
+    """`Sessions` of `model`; `lone` opens it a second time for single rows (only worth it on more than one
+    core, and where single rows are common: a server)."""
+    calls = create_session(model, threads=1)
+    return Sessions(calls, create_session(model) if lone and physical_cores() > 1 else None)
+
+
+def run_session(sessions: Sessions, name: str, x: np.ndarray, *, outputs: list[str] | None = None) -> list[np.ndarray]:
+    """The outputs (all, or those named) for input `name` = x, run ENGINE_BATCH rows per call (rows are
+    independent) with one call in flight per physical core, each concatenated back in row order. A single
+    row runs on the `lone` session where there is one."""
+    if len(x) == 1 and sessions.lone is not None:
+        return [np.asarray(p) for p in sessions.lone.run(outputs, {name: x})]
+    parts = by_row_chunks(lambda chunk: sessions.calls.run(outputs, {name: chunk}), x, ENGINE_BATCH, pool=_calls())
     return [np.asarray(p) for p in parts]
 
 

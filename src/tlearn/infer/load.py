@@ -69,17 +69,19 @@ def load_for_serving(bundle: str | Path, *, engine: str = "auto") -> tuple[BaseP
     images, so the export at start-up repays itself: 2.9x the requests per second of PyTorch at 8
     clients on a 2-core CPU), with the bundle's PyTorch network beside it for heatmaps, which need
     gradients; an .onnx file by ONNX Runtime alone. "torch": PyTorch for both. "onnx": ONNX Runtime
-    alone. Raises what `load` raises.
+    alone. ONNX Runtime also opens the model for lone requests (`core.onnx.Sessions`). Raises what `load` raises.
     """
     path = Path(bundle).expanduser()
     if engine == "auto" and path.is_dir() and onnx_available():
         torch_predictor = load(path, engine="torch")
         assert isinstance(torch_predictor, Predictor)
         try:
-            return _bundle_onnx(path, torch_predictor, _exported(path)), torch_predictor
+            return _bundle_onnx(path, torch_predictor, _exported(path), lone=True), torch_predictor
         except Exception as err:  # a network the exporter cannot trace is still served, in PyTorch
             log.info("Serving in PyTorch: exporting the bundle to ONNX failed (%s).", err)
             return torch_predictor, torch_predictor
+    if engine == "onnx" or (engine == "auto" and path.suffix.lower() == ".onnx"):
+        return _said_once(load_onnx(path, lone=True)), None
     predictor = load(path, engine=engine)
     return predictor, predictor if isinstance(predictor, Predictor) else None
 
@@ -96,17 +98,17 @@ def _said_once(predictor: BasePredictor) -> BasePredictor:
     return predictor
 
 
-def load_onnx(path: str | Path) -> OnnxPredictor:
+def load_onnx(path: str | Path, *, lone: bool = False) -> OnnxPredictor:
     """An ONNX model written by `tlearn export` (with its JSON beside it), or a bundle folder.
 
     For a bundle, its exported model.onnx is used when it was made from the current weights; otherwise
     the bundle is exported in memory (a few seconds), and nothing is written. Where `tlearn export
     --int8` chose the int8 model for a float model (its JSON says so, and why), the int8 model beside
-    it runs in its place.
+    it runs in its place. `lone`: also open the model for passes of a single row (`core.onnx.Sessions`).
     """
     path = Path(path).expanduser()
     if path.is_dir() and (path / CONFIG_FILE).is_file():
-        return _bundle_onnx(path, None, _exported(path))
+        return _bundle_onnx(path, None, _exported(path), lone=lone)
     if not path.is_file():
         raise BundleError(
             f"No such bundle or ONNX file: {display_path(path)}.",
@@ -114,7 +116,7 @@ def load_onnx(path: str | Path) -> OnnxPredictor:
         )
     if path.suffix.lower() != ".onnx":
         raise BundleError(f"{display_path(path)} is not an ONNX file.", hint="Pass a bundle folder or a .onnx file.")
-    return _int8_or(path, read_sidecar(path), source=display_path(path))
+    return _int8_or(path, read_sidecar(path), source=display_path(path), lone=lone)
 
 
 def _exported(folder: Path) -> tuple[Path, dict[str, Any]] | None:
@@ -130,19 +132,19 @@ def _exported(folder: Path) -> tuple[Path, dict[str, Any]] | None:
 
 
 def _bundle_onnx(
-    folder: Path, predictor: Predictor | None, exported: tuple[Path, dict[str, Any]] | None
+    folder: Path, predictor: Predictor | None, exported: tuple[Path, dict[str, Any]] | None, *, lone: bool = False
 ) -> OnnxPredictor:
     """The bundle's `exported` model where it is up to date (`_exported`; see `_int8_or`), else the bundle
     (`predictor`, loaded here if None) exported in memory: a few seconds, and nothing is written."""
     if exported is not None:
-        return _int8_or(*exported, source=display_path(folder))
+        return _int8_or(*exported, source=display_path(folder), lone=lone)
     if predictor is None:
         classifier, config = load_bundle(folder)
         predictor = Predictor(classifier, config, source=display_path(folder))
-    return OnnxPredictor(bundle_to_onnx(predictor), predictor.config, source=display_path(folder))
+    return OnnxPredictor(bundle_to_onnx(predictor), predictor.config, source=display_path(folder), lone=lone)
 
 
-def _int8_or(model: Path, doc: dict[str, Any], *, source: str) -> OnnxPredictor:
+def _int8_or(model: Path, doc: dict[str, Any], *, source: str, lone: bool = False) -> OnnxPredictor:
     """The int8 model beside `model` where its export chose it (and it is there, from the same weights);
     else `model` itself. `doc` is `model`'s JSON."""
     config = config_of(doc, model)
@@ -151,18 +153,20 @@ def _int8_or(model: Path, doc: dict[str, Any], *, source: str) -> OnnxPredictor:
         int8_file, reason = chosen
         there = int8_file.is_file() and sidecar_path(int8_file).is_file()
         if there and read_sidecar(int8_file).get("weights_sha256") == doc.get("weights_sha256"):
-            predictor = OnnxPredictor(int8_file, config, source=source, precision="int8", precision_reason=reason)
+            predictor = OnnxPredictor(
+                int8_file, config, source=source, lone=lone, precision="int8", precision_reason=reason
+            )
             return _checked(predictor, int8_file)
         log.warning("%s is missing or from other weights: running the float model %s.", int8_file, model.name)
     # Exports made before the JSON said its precision: an int8 section meant an int8 model.
     precision = "int8" if doc.get("precision", "int8" if doc.get("int8") else "") == "int8" else "float32"
-    return _checked(OnnxPredictor(model, config, source=source, precision=precision), model)
+    return _checked(OnnxPredictor(model, config, source=source, lone=lone, precision=precision), model)
 
 
 def _checked(predictor: OnnxPredictor, model_path: Path) -> OnnxPredictor:
     """The classes of the JSON beside an ONNX model must be as many as its outputs (as load_bundle checks
     for a bundle): an edited JSON would label every answer wrongly, or index past its list."""
-    width = predictor.session.get_outputs()[0].shape[-1]
+    width = predictor.sessions.outputs()[0].shape[-1]
     classes = predictor.config.classes
     if isinstance(width, int) and width != len(classes):
         raise BundleError(

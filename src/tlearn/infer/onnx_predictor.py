@@ -1,9 +1,10 @@
 """Run a model with ONNX Runtime: `OnnxPredictor` has the interface of the PyTorch `Predictor`.
 
 Decoding, batching, TTA and top-k are the shared ones of `BasePredictor`; only the network runs in
-ONNX Runtime, usually faster on a CPU than eager PyTorch. One session is made per model and reused
-for every call (sessions are thread-safe), with one intra-op thread per physical core: hyper-threads
-of a busy core add nothing but contention.
+ONNX Runtime, usually faster on a CPU than eager PyTorch. The model is opened once and reused for every
+call (sessions are thread-safe) as `core.onnx.Sessions`: one thread per call, one call in flight per
+physical core (hyper-threads of a busy core add nothing but contention); `lone` adds a session on every
+core for a pass of a single row, which a server meets whenever one request comes alone.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from tlearn.artifacts.bundle import BundleConfig
-from tlearn.core.onnx import create_session, run_session
+from tlearn.core.onnx import open_sessions, run_session
 from tlearn.infer.onnx_graph import SCORE_NAME
 from tlearn.infer.predictor import BasePredictor
 
@@ -39,18 +40,18 @@ class OnnxPredictor(BasePredictor):
         config: BundleConfig,
         *,
         source: str = "",
-        threads: int | None = None,
+        lone: bool = False,
         precision: str = "float32",
         precision_reason: str | None = None,
     ) -> None:
         super().__init__(config, source=source)
         self.precision = precision
         self.precision_reason = precision_reason
-        self.session = create_session(model, threads=threads)
-        first = self.session.get_inputs()[0]
+        self.sessions = open_sessions(model, lone=lone)
+        first = self.sessions.inputs()[0]
         self.input_name: str = first.name
         self.input_uint8 = first.type == "tensor(uint8)"
-        names = [o.name for o in self.session.get_outputs()]
+        names = [o.name for o in self.sessions.outputs()]
         # The unknown score only when both the graph and the bundle's rule have it (an older export: neither).
         scored = SCORE_NAME in names and config.unknown is not None
         self._outputs = [names[0], SCORE_NAME] if scored else [names[0]]
@@ -62,5 +63,5 @@ class OnnxPredictor(BasePredictor):
             feed = np.rint(x * 255).astype(np.uint8)  # exact: the eval transform gives multiples of 1/255
         else:
             feed = np.ascontiguousarray(x, dtype=np.float32)
-        out = run_session(self.session, self.input_name, feed, outputs=self._outputs)
+        out = run_session(self.sessions, self.input_name, feed, outputs=self._outputs)
         return out[0], out[1] if len(out) > 1 else None

@@ -26,7 +26,7 @@ from tlearn.core import distributed
 from tlearn.core.cache import cache_root, digest
 from tlearn.core.errors import ExtraMissingError
 from tlearn.core.files import atomic_path
-from tlearn.core.onnx import create_session, onnx_pays, run_session, to_onnx
+from tlearn.core.onnx import onnx_pays, open_sessions, run_session, to_onnx
 from tlearn.core.progress import Progress, no_progress
 from tlearn.core.threads import cpu_workers
 
@@ -184,7 +184,7 @@ class Runner:
         try:
             model = to_onnx(self.embed, example)
             assert model is not None
-            return create_session(model)
+            return open_sessions(model)
         except ExtraMissingError:
             if self.engine == "onnx":
                 raise
