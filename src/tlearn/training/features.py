@@ -28,7 +28,7 @@ from tlearn.core.errors import ExtraMissingError
 from tlearn.core.files import atomic_path
 from tlearn.core.onnx import onnx_pays, open_sessions, run_session, to_onnx
 from tlearn.core.progress import Progress, no_progress
-from tlearn.core.threads import cpu_workers
+from tlearn.core.threads import cpu_workers, prefetched
 
 log = logging.getLogger(__name__)
 
@@ -220,12 +220,17 @@ def input_batches(
 
     Transforms are many small tensor operations: on the main process they fight the model for the
     same threads (and are several times slower for it); a worker process with one thread each makes
-    them at full speed and overlaps them with the model's work.
+    them at full speed and overlaps them with the model's work. `workers` 0, for inputs that cost
+    little (crops of decoded pixels): made on one thread of this process, a batch or two ahead of the
+    model, so that the cores do not wait for them between passes.
     """
     workers = input_workers() if workers is None else workers
     if workers == 0 or len(inputs) <= batch_size:
-        for start in range(0, len(inputs), batch_size):
-            yield torch.stack([make() for make in inputs[start : start + batch_size]])
+
+        def batch(start: int) -> torch.Tensor:
+            return torch.stack([make() for make in inputs[start : start + batch_size]])
+
+        yield from prefetched(batch, range(0, len(inputs), batch_size), ahead=2, workers=1)
         return
     loader = torch.utils.data.DataLoader(
         _Made(inputs), batch_size=batch_size, num_workers=workers, collate_fn=torch.stack, prefetch_factor=4
