@@ -11,7 +11,7 @@ from PIL import Image
 from conftest import add_broken_files, jpeg_bytes
 from tlearn.core.preprocessing import Preprocessing
 from tlearn.data.augment import build_eval_transform
-from tlearn.data.eval_pixels import crop_box, decode_eval_pixels, eval_pixels, to_model_input
+from tlearn.data.eval_pixels import decode_eval_pixels, eval_pixels, to_model_input
 from tlearn.data.images import decode_image, open_image
 
 
@@ -42,16 +42,14 @@ def two_step(data: bytes, p: Preprocessing) -> np.ndarray:
     ("size", "input_size"),
     [((666, 500), 288), ((500, 666), 224), ((900, 600), (224, 160)), ((256, 256), 224), ((257, 300), 224)],
 )
-def test_one_resize_gives_the_pixels_of_decode_resize_crop_within_one_grey_level(
+def test_prediction_decodes_to_the_pixels_that_training_evaluates_on(
     size: tuple[int, int], input_size: int | tuple[int, int]
 ) -> None:
     p = prep(input_size)
     data = jpeg_bytes(photo(size), quality=92)
-    got, want = decode_eval_pixels(data, p), two_step(data, p)
-    assert got.shape == (*p.input_size, 3) and got.dtype == np.uint8
-    diff = np.abs(got.astype(int) - want.astype(int))
-    assert diff.max() <= 1  # measured: 1 on flowers17 and here
-    assert diff.mean() < 0.2  # measured: 0.01 at 288 px on flowers17, 0.13 for a shrink by 1/257 here
+    got = decode_eval_pixels(data, p)
+    assert got.shape == (*p.input_size, 3) and got.dtype == np.uint8 and got.flags.c_contiguous
+    np.testing.assert_array_equal(got, two_step(data, p))
 
 
 def test_an_image_at_the_working_size_is_cropped_without_resampling() -> None:
@@ -64,7 +62,6 @@ def test_an_image_smaller_than_the_working_size_is_enlarged_as_the_eval_transfor
     p = prep(224)
     for size in ((200, 150), (224, 224), (255, 400)):
         data = jpeg_bytes(photo(size), quality=95)
-        assert crop_box(size, p) is None
         np.testing.assert_array_equal(decode_eval_pixels(data, p), two_step(data, p))
 
 

@@ -324,6 +324,7 @@ def test_freed_image_memory_goes_back_to_the_system() -> None:
 import io
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+import torch  # loaded in a server before any decode (decoding shrinks with it)
 from PIL import Image
 from tlearn.core.malloc import give_back_freed_memory
 from tlearn.data.images import decode_image

@@ -23,7 +23,7 @@ from tlearn.data.sources import load_dataset
 from tlearn.data.split import load_split
 from tlearn.models.builtin import BUILTIN_NAME
 from tlearn.models.unknown import BANK_CAP, DEFAULT_KIND, UNKNOWN
-from tlearn.training.unknown import fit_scorer
+from tlearn.training.unknown import THRESHOLD_SLACK, fit_scorer
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +150,8 @@ def test_a_reloaded_bundle_gives_the_scores_its_threshold_was_set_on(bundle: Pat
     val = [ds.samples[i].path for i in split.val]
     scores = clf.unknown_scores(val)
     assert float((scores <= rule.threshold).mean()) == pytest.approx(rule.recall)
-    assert np.quantile(scores, 0.95, method="higher") == pytest.approx(rule.threshold, abs=1e-5)
+    at = np.quantile(scores, 0.95, method="higher")  # a validation image's score, a hair below the threshold
+    assert at < rule.threshold <= at + 2 * THRESHOLD_SLACK * max(abs(at), np.ptp(scores))
     np.testing.assert_array_equal(scores, tlearn.load(bundle).unknown_scores(val))
 
 

@@ -73,7 +73,7 @@ def decode_input(image: ImageInput, prep: Preprocessing, *, max_pixels: int = MA
         )
         return decoded.pixels  # decode_image raises ImageError and nothing else, whatever the bytes
     img = _as_rgb_image(image)
-    return np.array(shrink_to_short_side(img, prep.working_short_side, resample=prep.resample))  # writable
+    return shrink_to_short_side(img, prep.working_short_side, resample=prep.resample)
 
 
 def _as_rgb_image(image: ImageInput) -> Image.Image:

@@ -1,10 +1,9 @@
 """Using a trained bundle from Python: `clf = tlearn.load(bundle)`, then `clf.predict(images)`.
 
 Images may be file paths, encoded bytes, PIL images or uint8 (H, W, 3) arrays. Each is decoded
-straight to the pixels of the bundle's eval crop (the working size and interpolation training decoded
-with, the crop's box resized in one step: `data/eval_pixels.py`, within one grey level of decoding
-then cropping), then goes through the bundle's network, so a bundle predicts what it predicted when
-it was evaluated.
+straight to the pixels of the bundle's eval crop (decoded and shrunk as training decoded it, then the
+crop sliced out: `data/eval_pixels.py`, the very pixels training evaluated on), then goes through the
+bundle's network, so a bundle predicts what it predicted when it was evaluated.
 
 Two engines run a bundle: `Predictor` (its PyTorch network) and `OnnxPredictor` (an exported ONNX
 graph, in `onnx_predictor.py`). Both are a `BasePredictor`: decoding on a thread pool, the eval
@@ -108,7 +107,7 @@ class BasePredictor(ABC):
     def input_pixels(self, image: ImageInput, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
         """One input straight to uint8 (h, w, 3) at the input size: what prediction runs. Raises ImageError.
 
-        The same pixels as `model_input(pixels(image))` within one grey level, several times cheaper.
+        The same pixels as `model_input(pixels(image))`, without torch's transforms.
         """
         return decode_eval_input(image, self.preprocessing, max_pixels=max_pixels)
 
