@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -53,8 +53,6 @@ from tlearn.training.feature_method import (
     fit_feature_method,
     for_features,
     plan_views,
-    predicted_pairs,
-    prediction_rows,
 )
 from tlearn.training.features import FeatureCache, extract_features
 from tlearn.training.fitted import Fitted
@@ -267,9 +265,6 @@ class ProbePass:
     slices: dict[str, np.ndarray]  # "last" or a level index -> (rows, D), rows as `plan_views` lays them out
     inputs: int  # rows in all
     seconds: float  # wall time of the pass (small when the rows were cached)
-    # "last" or a level index -> the validation files' features as prediction computes them and their
-    # mirror images' (None without the mirror view): see `Fitted.val_predicted`; empty without the files
-    predicted: dict[str, tuple[np.ndarray, np.ndarray | None]] = field(default_factory=dict)
 
 
 def _probe_embed(backbone: Backbone) -> nn.Module:
@@ -284,21 +279,13 @@ def probe_pass(
     cfg: TrainConfig,
     *,
     progress: Progress = no_progress,
-    val_files: Sequence[Path] | None = None,
 ) -> ProbePass:
     """One pass over every image (and its mirror image) giving every probed level's features, cached
     where the feature method looks for them: the pass the feature method would make anyway, so it is
-    not part of auto's measuring.
-
-    `val_files` (the validation images' files, in split order) join the same pass decoded as prediction
-    decodes them, for the unknown answer's threshold (see training/unknown.py): with the network's
-    session already open they cost their share of the pass, not a second pass in eager PyTorch.
-    """
+    not part of auto's measuring."""
     levels = probe_levels(backbone)
     prep = backbone.preprocessing
     plan = plan_views(data, prep, cfg, mirror=cfg.mirror, views=0)
-    extra, extra_keys = prediction_rows(data, prep, mirror=cfg.mirror, val_files=val_files)
-    inputs, keys = list(plan.inputs) + extra, list(plan.keys) + extra_keys
     embed = _probe_embed(backbone)
     namespace = {**feature_namespace(backbone, "probe:" + ",".join(map(str, levels))), "precision": "fp32"}
     cache = FeatureCache(namespace)
@@ -307,16 +294,12 @@ def probe_pass(
     # The image and its mirror are crops of the decoded pixels: made here, as the feature method makes
     # them (see compute_features), not handed over from worker processes that take seconds to start.
     rows = extract_features(
-        embed, inputs, keys=keys, cache=cache, batch_size=cfg.batch_size, progress=progress, workers=0
+        embed, plan.inputs, keys=plan.keys, cache=cache, batch_size=cfg.batch_size, progress=progress, workers=0
     )
     elapsed = time.perf_counter() - start
-    slices = _level_slices(backbone, levels, rows[: len(plan.inputs)])
+    slices = _level_slices(backbone, levels, rows)
     _share_with_feature_method(backbone, plan.keys, slices)
-    predicted: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}
-    if extra:
-        for layer, feats in _level_slices(backbone, levels, rows[len(plan.inputs) :]).items():
-            predicted[layer] = predicted_pairs(feats, mirror=cfg.mirror)
-    return ProbePass(slices=slices, inputs=len(inputs), seconds=elapsed, predicted=predicted)
+    return ProbePass(slices=slices, inputs=len(plan.inputs), seconds=elapsed)
 
 
 def _level_slices(backbone: Backbone, levels: tuple[int, ...], rows: np.ndarray) -> dict[str, np.ndarray]:
@@ -408,16 +391,13 @@ def fit_auto(
     on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
     deadline: Deadline = NO_DEADLINE,
     unlabelled: UnlabelledImages | None = None,
-    val_files: Sequence[Path] | None = None,
 ) -> Fitted:
     """Measure, decide, fit. Photos without labels (`unlabelled`) train the feature method's head only:
-    when fine-tuning runs and is kept, they are not in the final model (its details say so).
-    `val_files`: the validation images' files, whose features the features' result then carries as
-    prediction computes them (`Fitted.val_predicted`)."""
+    when fine-tuning runs and is kept, they are not in the final model (its details say so)."""
     from tlearn.training.finetune import fit_finetune
 
     features_backbone = for_features(backbone, cfg)  # the same network, maybe at a larger input
-    probe = probe_pass(features_backbone, data, cfg, progress=progress, val_files=val_files)
+    probe = probe_pass(features_backbone, data, cfg, progress=progress)
     evidence = measure(features_backbone, data, cfg, probe, native=backbone, deadline=deadline)
     # Timings differ between processes: under torchrun, rank 0's measurements decide for every rank.
     decision = distributed.from_main(lambda: decide(evidence, num_stages=len(backbone.stages)))
@@ -433,9 +413,6 @@ def fit_auto(
     if decision.feature_layer != "last":
         features, said = _layer_on_validation(features, fit_layer("last"), decision.feature_layer, data)
         record = replace(record, explanation=record.explanation + said)
-    kept = features.details.linear
-    if kept is not None:  # the feature method's trunk is the probed network: the probe's features are its own
-        features = replace(features, val_predicted=probe.predicted.get(kept.feature_layer))
     if decision.method == "features":
         return replace(features, details=replace(features.details, auto=record))
     ft_cfg = replace(

@@ -8,9 +8,8 @@ views of each training image (extracted once, cached too), the cheap augmentatio
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import replace
-from pathlib import Path
 from typing import Any, TypeAlias
 
 import numpy as np
@@ -19,7 +18,6 @@ from scipy.special import softmax
 from torch import nn
 
 from tlearn.artifacts.details import LinearHead, MethodDetails, PseudoLabels
-from tlearn.core.preprocessing import Preprocessing
 from tlearn.core.progress import Progress, no_progress
 from tlearn.data.labelled import LabelledImages
 from tlearn.data.sources import display_path
@@ -34,7 +32,6 @@ from tlearn.training.fitted import Fitted
 from tlearn.training.head_phase import class_weights, seeded_head, train_head
 from tlearn.training.linear import fit_linear
 from tlearn.training.pseudo import Labelled, SelfTrained, Views, self_train
-from tlearn.training.unknown import prediction_inputs
 from tlearn.training.views import FeatureSet, plan_views
 
 
@@ -107,14 +104,8 @@ def compute_features(
     mirror: bool,
     cfg: TrainConfig,
     progress: Progress = no_progress,
-    val_files: Sequence[Path] | None = None,
 ) -> FeatureSet:
-    """Features of all images (and their mirror images) and `views` augmented views per training image.
-
-    `val_files` (the validation images' files, in split order) join the same pass decoded as prediction
-    decodes them (`FeatureSet.val_predicted`, for the unknown answer's threshold): their share of the
-    pass, not a second pass of the network in eager PyTorch.
-    """
+    """Features of all images (and their mirror images) and `views` augmented views per training image."""
     prep = backbone.preprocessing
     embed = _Embed(shell).to(memory_format=torch.channels_last)
     namespace = {**feature_namespace(backbone, shell.trunk.levels), "precision": "fp32"}
@@ -127,39 +118,17 @@ def compute_features(
     data.pixels.load(sorted(set(todo)))  # decode what is needed, in parallel, before the workers start
     # The image and its mirror are crops of the decoded pixels (see views._eval_view): made on this
     # process, they cost a few percent of the network's time, less than handing them over from workers.
-    extra, extra_keys = prediction_rows(data, prep, mirror=mirror, val_files=val_files)
     clean = extract_features(
-        embed, plan.inputs[:fixed] + extra, keys=plan.keys[:fixed] + extra_keys, cache=cache,
-        batch_size=cfg.batch_size, progress=progress, workers=0,
+        embed, plan.inputs[:fixed], keys=plan.keys[:fixed], cache=cache, batch_size=cfg.batch_size,
+        progress=progress, workers=0,
     )  # fmt: skip
-    clean, predicted = clean[:fixed], clean[fixed:]
     aug = extract_features(
         embed, plan.inputs[fixed:], keys=plan.keys[fixed:], cache=view_cache, batch_size=cfg.batch_size,
         progress=progress, stage="views",
     )  # fmt: skip
     if not len(aug):
         aug = np.zeros((0, clean.shape[1]), np.float32)
-    feats = plan.rows(np.concatenate([clean, aug]))
-    return replace(feats, val_predicted=predicted_pairs(predicted, mirror=mirror)) if extra else feats
-
-
-def prediction_rows(
-    data: LabelledImages, prep: Preprocessing, *, mirror: bool, val_files: Sequence[Path] | None
-) -> tuple[list[Callable[[], torch.Tensor]], list[str]]:
-    """The validation files as prediction's model inputs ([file 0, its mirror, file 1, ...]) and their cache
-    keys, to join a pass of the network (none without the files); `predicted_pairs` splits their rows."""
-    if val_files is None or len(val_files) != len(data.split.val):
-        return [], []
-    views = (":predict", ":predict:mirror") if mirror else (":predict",)
-    keys = [data.sha256[i] + v for i in data.split.val for v in views]
-    return prediction_inputs(val_files, prep, mirror=mirror), keys
-
-
-def predicted_pairs(rows: np.ndarray, *, mirror: bool) -> tuple[np.ndarray, np.ndarray | None]:
-    """The rows of `prediction_rows`' inputs as (the files' features, their mirror images' or None)."""
-    if not mirror:
-        return np.ascontiguousarray(rows), None
-    return np.ascontiguousarray(rows[0::2]), np.ascontiguousarray(rows[1::2])
+    return plan.rows(np.concatenate([clean, aug]))
 
 
 def fit_feature_method(
@@ -169,7 +138,6 @@ def fit_feature_method(
     *,
     progress: Progress = no_progress,
     unlabelled: UnlabelledImages | None = None,
-    val_files: Sequence[Path] | None = None,
 ) -> Fitted:
     """Features -> a linear head on them -> one Classifier (trunk + nn.Linear head).
 
@@ -182,9 +150,8 @@ def fit_feature_method(
     shell = feature_trunk(backbone, cfg.feature_layer)
     mirror = cfg.mirror
     feats = compute_features(
-        shell, backbone, data, views=cfg.views_for("features"), mirror=mirror, cfg=cfg, progress=progress,
-        val_files=val_files,
-    )  # fmt: skip
+        shell, backbone, data, views=cfg.views_for("features"), mirror=mirror, cfg=cfg, progress=progress
+    )
     x, y, owners = _training_rows(feats, data)
     spec = HeadSpec(num_classes=len(data.classes), in_features=x.shape[1])
     if cfg.head == "softmax":
@@ -221,8 +188,15 @@ def fit_feature_method(
     details = MethodDetails("features", linear=linear, unlabelled=pseudo)
     return Fitted(
         classifier=classifier.eval(), head=spec, details=details, proba=proba, preprocessing=prep, features=features,
-        val_predicted=feats.val_predicted,
+        val_predicted=val_features(feats, data),
     )  # fmt: skip
+
+
+def val_features(feats: FeatureSet, data: LabelledImages) -> tuple[np.ndarray, np.ndarray | None]:
+    """The validation images' features and their mirror images' (None without): what prediction computes
+    for their files, since it decodes a file to the pixels training decoded it to (`data/eval_pixels.py`)."""
+    val = data.split.val
+    return feats.clean[val], None if feats.mirror is None else feats.mirror[val]
 
 
 Score: TypeAlias = Callable[[np.ndarray], np.ndarray]  # cached features (n, D) -> logits (n, K)

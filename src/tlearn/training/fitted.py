@@ -25,7 +25,7 @@ class Fitted:
     # (n, D) pooled features per part as the final network computes them (mirror rule included):
     # what the "unknown" score learns from (training/unknown.py)
     features: dict[str, np.ndarray] = field(default_factory=dict)
-    # (n_val, D) features of the validation files decoded as prediction decodes them, and of their
-    # mirror images (None without the mirror rule), computed with the final network's trunk: what
-    # the unknown threshold is set on without running the network again (see auto.probe_pass)
+    # (n_val, D) features of the validation images and of their mirror images (None without the mirror
+    # rule) from the final network's trunk, as prediction computes them for their files: what the unknown
+    # threshold is set on without running the network again (the feature method's own pass)
     val_predicted: tuple[np.ndarray, np.ndarray | None] | None = None

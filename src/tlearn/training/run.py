@@ -196,7 +196,7 @@ def _train(
     with timer.stage("fit"):
         fitted = _fit(
             cfg, backbone, data, progress=progress, on_epoch_end=on_epoch_end, folder=folder, deadline=deadline,
-            unlabelled=pool, val_files=val_files,
+            unlabelled=pool,
         )  # fmt: skip
         fitted = calibrated(fitted, data)  # probabilities that mean what they say; no prediction changes
         fitted = with_unknown(  # "not one of my classes", its threshold set as prediction scores validation
@@ -298,7 +298,6 @@ def _fit(
     folder: RunFolder,
     deadline: Deadline,
     unlabelled: UnlabelledImages | None = None,
-    val_files: list[Path] | None = None,
 ) -> Fitted:
     from tlearn.training.auto import fit_auto
     from tlearn.training.feature_method import fit_feature_method
@@ -317,12 +316,9 @@ def _fit(
                 on_epoch_end=on_epoch_end,
                 deadline=deadline,
                 unlabelled=unlabelled,
-                val_files=val_files,
             )
         if method == "features":
-            return fit_feature_method(
-                for_features(backbone, cfg), data, cfg, progress=progress, unlabelled=unlabelled, val_files=val_files
-            )
+            return fit_feature_method(for_features(backbone, cfg), data, cfg, progress=progress, unlabelled=unlabelled)
         if method == "finetune":
             return fit_finetune(
                 backbone, data, cfg, out=out, progress=progress, on_epoch_end=on_epoch_end, deadline=deadline

@@ -12,16 +12,16 @@ in batches of the predictor's default size, through the final network, so that a
 the share of validation images its rule says it keeps; the threshold sits a hair above the quantile's
 score (THRESHOLD_SLACK), which engines and batch sizes move in its last digits.
 
-auto's probe pass runs the network on those files anyway (`prediction_inputs`, one pass with the
-training images, cached): with its features (`Fitted.val_predicted`) the threshold costs the head
-alone. Other methods decode the files and run the final network here (`predicted_outputs`).
+The feature method's pass (auto's probe pass) has computed exactly those features already, since
+prediction decodes a file to the pixels training decoded it to: with them (`Fitted.val_predicted`)
+the threshold costs the head alone. Other methods decode the files and run the final network here
+(`predicted_outputs`).
 """
 
 from __future__ import annotations
 
-import functools
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -175,25 +175,6 @@ def predicted_outputs(
         feats.append(f.float())
         logits.append(z.float())
     return torch.cat(feats), torch.cat(logits)
-
-
-def prediction_inputs(files: Sequence[Path], prep: Preprocessing, *, mirror: bool) -> list[Callable[[], torch.Tensor]]:
-    """Image files as the model inputs `Predictor` makes of them (each decoded straight to its eval
-    crop), interleaved with their mirror images when `mirror`: [file 0, its mirror, file 1, ...].
-
-    The (3, H, W) float tensors are made on call; a file's mirror image reuses its decoded pixels.
-    """
-
-    @functools.lru_cache(maxsize=1)
-    def pixels(i: int) -> np.ndarray:
-        return decode_eval_pixels(files[i], prep)
-
-    def make(i: int, flip: bool) -> torch.Tensor:
-        crop = pixels(i)
-        return torch.from_numpy(to_model_input(crop[:, ::-1] if flip else crop))
-
-    flips = (False, True) if mirror else (False,)
-    return [functools.partial(make, i, flip) for i in range(len(files)) for flip in flips]
 
 
 def _tensors(features: np.ndarray, proba: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:

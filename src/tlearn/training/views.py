@@ -32,9 +32,6 @@ class FeatureSet:
     mirror: np.ndarray | None  # (N, D) features of the mirrored images, when flips are on
     views: np.ndarray  # (len(train) * K, D)
     view_owner: np.ndarray  # (len(train) * K,) image index of each view row
-    # The validation files' features as prediction computes them, and their mirror images' (None without
-    # the mirror view), when asked for: see `Fitted.val_predicted`
-    val_predicted: tuple[np.ndarray, np.ndarray | None] | None = None
 
 
 @dataclass(frozen=True)
