@@ -3,7 +3,7 @@
 The eval transform (`augment.build_eval_transform`) takes pixels decoded at the working size (shorter
 side `resize_short_side`) and center-crops them to the input size. Prediction decodes a file the way
 training does (`images.shrink_to_short_side`, the same filter in the same code) and crops it with a
-slice, without torch's per-image tensor transforms, whose Python holds the GIL and fights the network
+slice, without torchvision's per-image transforms, whose Python holds the GIL and fights the network
 for the cores: training and prediction see the same pixels, to the grey level. JPEGs are decoded at a
 reduced DCT scale where that still leaves the shorter side at or above the working size (see
 `images.open_image`), never below it. Images smaller than the working size are enlarged by the eval

@@ -107,7 +107,7 @@ class BasePredictor(ABC):
     def input_pixels(self, image: ImageInput, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
         """One input straight to uint8 (h, w, 3) at the input size: what prediction runs. Raises ImageError.
 
-        The same pixels as `model_input(pixels(image))`, without torch's transforms.
+        The same pixels as `model_input(pixels(image))`, without torchvision's transforms.
         """
         return decode_eval_input(image, self.preprocessing, max_pixels=max_pixels)
 
