@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -105,6 +107,22 @@ def test_decode_shrinks_to_short_side_and_never_enlarges() -> None:
     assert small.pixels.shape == (30, 40, 3)
 
 
+def test_shrinking_a_photo_says_nothing_on_stderr(tmp_path: Path) -> None:
+    """The resize reads Pillow's bytes in place, read-only; torch warns (once a process, on stderr) about a
+    read-only array it is given through NumPy: a fresh process with warnings as errors shows none."""
+    photo = tmp_path / "photo.jpg"
+    photo_like((640, 480)).save(photo, quality=90)
+    code = (
+        "import sys; from tlearn.data.images import decode_image; "
+        "d = decode_image(sys.argv[1], short_side=256); print(d.pixels.shape)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-W", "error", "-c", code, str(photo)], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "(256, 341, 3)" and out.stderr == ""
+
+
 def test_shrink_keeps_aspect_for_portrait_images() -> None:
     out = shrink_to_short_side(Image.new("RGB", (300, 900)), 100)
     assert out.shape == (300, 100, 3)
@@ -138,6 +156,7 @@ def test_shrinking_is_pillows_filter_to_one_grey_level(
     w, h = size
     new = (short_side, round(h * short_side / w)) if w <= h else (round(w * short_side / h), short_side)
     assert ours.shape == (new[1], new[0], 3) and ours.dtype == np.uint8 and ours.flags.writeable
+    assert ours.flags.c_contiguous
     by_pass = img.resize((new[0], h), resample=resample).resize(new, resample=resample)  # horizontal, vertical
     diff = np.abs(ours.astype(np.int16) - np.asarray(by_pass, dtype=np.int16))
     assert diff.max() <= 1 and diff.mean() < 0.02

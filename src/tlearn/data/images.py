@@ -15,12 +15,15 @@ import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from tlearn.core.errors import EmptyFile, ImageError, ImageTooLarge, NotAnImage, TruncatedImage, UnreadableFile
+
+if TYPE_CHECKING:
+    import torch
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 
@@ -88,7 +91,9 @@ def shrink_to_short_side(
     new = working_size(img.size, short_side)
     if new == img.size:
         return np.array(img, dtype=np.uint8)
-    return resize_pixels(np.array(img, dtype=np.uint8), new, resample)
+    # A read-only view of Pillow's bytes, not a copy of them (0.3 to 0.6 ms a photo): the resize reads it
+    # and writes pixels of its own.
+    return resize_pixels(np.asarray(img), new, resample)
 
 
 def working_size(size: tuple[int, int], short_side: int) -> tuple[int, int]:
@@ -116,9 +121,23 @@ def resize_pixels(pixels: np.ndarray, size: tuple[int, int], resample: Image.Res
         return np.array(Image.fromarray(pixels).resize(size, resample=resample), dtype=np.uint8)
     import torch  # here, not at the top: the CLI imports this module, and `tlearn --help` must not load torch
 
-    x = torch.from_numpy(pixels).permute(2, 0, 1).unsqueeze(0)  # channels-last: what the uint8 kernel runs on
+    x = _tensor(pixels).permute(2, 0, 1).unsqueeze(0)  # channels-last: what the uint8 kernel runs on
     out = torch.nn.functional.interpolate(x, size=(size[1], size[0]), mode=mode, antialias=True)
-    return np.ascontiguousarray(out[0].permute(1, 2, 0).numpy())
+    # The kernel returns planes (3, H, W); stacking them is 3x faster than numpy's strided transpose copy.
+    return np.stack(list(out[0].numpy()), axis=-1)
+
+
+def _tensor(pixels: np.ndarray) -> torch.Tensor:
+    """A tensor over `pixels` without a copy; a read-only array (a view of Pillow's bytes) goes through DLPack,
+    where torch does not warn that it cannot write it (NumPy 1 cannot export one: that copies)."""
+    import torch
+
+    if pixels.flags.writeable:
+        return torch.from_numpy(pixels)
+    try:
+        return torch.from_dlpack(pixels)
+    except BufferError:
+        return torch.from_numpy(pixels.copy())
 
 
 def _open(
