@@ -226,6 +226,21 @@ class RssSampler:
             self.peak_kb = max(self.peak_kb, rss_kb(self.pid) or 0)
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a process so far, all its threads (psutil where /proc is missing)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        try:
+            import psutil
+
+            t = psutil.Process(pid).cpu_times()
+            return float(t.user + t.system)
+        except (ImportError, OSError):
+            return None
+
+
 def rss_kb(pid: int) -> int | None:
     now = proc_kb(pid, "VmRSS")
     if now is None:
@@ -368,9 +383,12 @@ def scaling(bundle: Path, photo: bytes, clients: list[int], *, seconds: float, e
         forward_pass = httpx.get(url + "model", timeout=10).json().get("forward_pass")
         run_phase(url, one, clients=max(clients), seconds=2, max_requests=10_000, seed=0)  # warm-up: every shape
         for n in clients:
-            start = time.monotonic()
+            pids = (server.pid, os.getpid())
+            start, before = time.monotonic(), [cpu_seconds(p) for p in pids]
             outcomes = run_phase(url, one, clients=n, seconds=seconds, max_requests=100_000, seed=n)
             elapsed = time.monotonic() - start
+            after = [cpu_seconds(p) for p in pids]
+            spent = [None if a is None or b is None else b - a for a, b in zip(before, after, strict=True)]
             ok = latency(outcomes)
             inside = [o.server_seconds for o in outcomes if o.server_seconds is not None]
             rows.append({
@@ -381,6 +399,10 @@ def scaling(bundle: Path, photo: bytes, clients: list[int], *, seconds: float, e
                 "p50_ms": ok.get("p50_ms"),
                 "p95_ms": ok.get("p95_ms"),
                 "server_p50_ms": round(float(np.median(inside)) * 1000, 1) if inside else None,
+                # CPU per request, in ms of one core: the server's (all its threads) and this load generator's,
+                # which shares the machine's cores with it
+                "server_cpu_ms": round(spent[0] * 1000 / len(outcomes), 1) if spent[0] and outcomes else None,
+                "clients_cpu_ms": round(spent[1] * 1000 / len(outcomes), 1) if spent[1] and outcomes else None,
             })  # fmt: skip
     finally:
         stop_server(server)
@@ -406,13 +428,14 @@ def print_scaling(result: dict[str, Any]) -> None:
     chosen = (result["server_forward_pass"] or {}).get("images", "?")
     print(f"the server's forward passes: {chosen} image(s); share below: of the engine's best")
     print(f"{'clients':>7} {'req/s':>7} {'of engine':>10} {'p50':>8} {'p95':>8} {'p95 / single':>13} "
-          f"{'in server':>10} {'not 200':>8}")  # fmt: skip
+          f"{'in server':>10} {'not 200':>8} {'CPU ms/req: server':>19} {'clients':>8}")  # fmt: skip
     for r in result["clients"]:
         ratio = f"{r['p95_over_single']:.2f}x" if r["p95_over_single"] else "-"
         inside = f"{r['server_p50_ms']:.0f} ms" if r.get("server_p50_ms") else "-"
+        cpu = [f"{r[k]:.1f}" if r.get(k) is not None else "-" for k in ("server_cpu_ms", "clients_cpu_ms")]
         print(
             f"{r['clients']:>7} {r['requests_per_second']:>7} {r['share_of_engine']:>10.0%} {r['p50_ms']:>6.0f} ms "
-            f"{r['p95_ms']:>5.0f} ms {ratio:>13} {inside:>10} {r['not_200']:>8}"
+            f"{r['p95_ms']:>5.0f} ms {ratio:>13} {inside:>10} {r['not_200']:>8} {cpu[0]:>19} {cpu[1]:>8}"
         )
 
 
