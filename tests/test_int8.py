@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -28,12 +29,14 @@ def bundle(tiny_bundle: Path, tmp_path: Path) -> Path:
 
 def measured(
     acc_float: float, acc_int8: float, *, float_ips: float = 50.0, int8_ips: float = 90.0, changed: int = 0,
-    n: int = 200,
+    n: int = 200, unknown_changed: int | None = None,
 ) -> Int8Report:  # fmt: skip
-    """A report as int8_report makes it, with the figures a test chooses: 200 validation images by default."""
+    """A report as int8_report makes it, with the figures a test chooses: 200 validation images by default;
+    `unknown_changed` None is a bundle without an unknown answer."""
+    unknown = None if unknown_changed is None else 1 - unknown_changed / n
     return Int8Report(
         "static", 64, 1000, 300, part="val", n=n, accuracy_float=acc_float, accuracy_int8=acc_int8,
-        agreement=1 - changed / n, float_ips=float_ips, int8_ips=int8_ips,
+        agreement=1 - changed / n, unknown_agreement=unknown, float_ips=float_ips, int8_ips=int8_ips,
     )  # fmt: skip
 
 
@@ -89,9 +92,22 @@ def test_a_loss_over_half_a_point_keeps_float(run_cli, bundle: Path, shapes_mast
     assert "with the onnx engine." in " ".join(res.out.split())
 
 
+def same_unknown_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """int8 measured as giving every validation image float's unknown answer. The tiny bundle's unknown
+    scores crowd its threshold (16 validation images), and int8 moves 2 of them across it."""
+    real = int8_module._score_both
+
+    def score(*args: Any, **kwargs: Any) -> Any:
+        found = real(*args, **kwargs)
+        return None if found is None else (*found[:4], found[0], found[5])
+
+    monkeypatch.setattr(int8_module, "_score_both", score)
+
+
 def test_int8_that_keeps_the_accuracy_and_is_faster_is_used_and_says_so(  # type: ignore[no-untyped-def]
     run_cli, bundle: Path, shapes_master: Path, monkeypatch
 ) -> None:
+    same_unknown_answers(monkeypatch)
     monkeypatch.setattr(int8_module, "engine_speeds", lambda before, after, x: (40.0, 80.0))
     res = run_cli("export", bundle, "--int8", "auto")
     assert res.code == 0, res.err
@@ -107,6 +123,7 @@ def test_int8_that_keeps_the_accuracy_and_is_faster_is_used_and_says_so(  # type
 
 
 def test_int8_that_is_not_faster_here_keeps_float(bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    same_unknown_answers(monkeypatch)
     monkeypatch.setattr(int8_module, "engine_speeds", lambda before, after, x: (80.0, 60.0))
     result = export_bundle(bundle, int8="auto")
     assert result.int8_choice is not None and not result.int8_choice.use
@@ -136,6 +153,18 @@ def test_the_rule_half_a_point_with_its_error_and_faster() -> None:
     assert not unchecked.use and unchecked.reason == (
         "float kept: int8's accuracy could not be checked (its dataset /x is not there)"
     )
+
+
+def test_unknown_answers_that_int8_changes_count_among_its_changed_answers() -> None:
+    """An image int8 calls "unknown" where float named its class (or the other way) is a changed answer
+    as much as a changed class: the same bound applies to both."""
+    assert choose_int8(measured(0.950, 0.950, unknown_changed=0), "auto").use
+    flips = choose_int8(measured(0.950, 0.950, unknown_changed=4), "auto")
+    assert not flips.use
+    assert "changes 4 of 200 answers (whether it is unknown, for 4), so it may lose 1.0" in flips.reason
+    both = choose_int8(measured(0.950, 0.950, changed=1, unknown_changed=1), "auto")
+    assert not both.use and "changes 2 of 200 answers (whether it is unknown, for 1), so it may lose 0.7" in both.reason
+    assert choose_int8(measured(0.950, 0.950, unknown_changed=1, n=2000), "auto").use  # 0.05 on 2,000 images
 
 
 def test_without_the_dataset_auto_keeps_float_and_says_why(run_cli, bundle: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

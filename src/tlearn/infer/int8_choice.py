@@ -46,12 +46,13 @@ def choose_int8(report: Int8Report, mode: str) -> Int8Choice:
             mode, False, f"float kept: int8 loses {drop:.1f} points on {_part(report)}, more than {MAX_DROP_POINTS}"
             f" ({measured})"
         )  # fmt: skip
-    changed, bound = _drop_bound(report, drop)
+    changed, unknown, bound = _drop_bound(report, drop)
     if bound > MAX_DROP_POINTS + 1e-9:
+        of_them = f" (whether it is unknown, for {unknown})" if unknown else ""
         return Int8Choice(
             mode, False, f"float kept: int8 loses {drop:.1f} points on {_part(report)} but changes {changed} of "
-            f"{report.n} answers, so it may lose {bound:.1f} (one standard error), more than {MAX_DROP_POINTS} "
-            f"({measured})"
+            f"{report.n} answers{of_them}, so it may lose {bound:.1f} (one standard error), more than "
+            f"{MAX_DROP_POINTS} ({measured})"
         )  # fmt: skip
     speedup = report.speedup
     if speedup is None or speedup < MIN_SPEEDUP:
@@ -61,19 +62,24 @@ def choose_int8(report: Int8Report, mode: str) -> Int8Choice:
     return Int8Choice(mode, True, f"int8 keeps the accuracy within {MAX_DROP_POINTS} point and is faster ({measured})")
 
 
-def _drop_bound(report: Int8Report, drop: float) -> tuple[int, float]:
-    """The answers int8 changes, and the accuracy it may lose: the measured drop plus one standard error.
+def _drop_bound(report: Int8Report, drop: float) -> tuple[int, int, float]:
+    """The answers int8 changes (those whose unknown answer changes among them), and the accuracy it may
+    lose: the measured drop plus one standard error.
 
     On a few hundred validation images one answer is 0.3 to 0.7 point, so the measured drop alone lets
     int8 through where it is lucky on validation (a fine-tuned flowers17 bundle: no net loss on 137
     validation images, 1.7 points on 299 test images). The drop is the difference of two paired
     counts, the images only float gets right and those only int8 gets right; its standard error is
-    about sqrt(their sum) / n, and the changed answers bound their sum.
+    about sqrt(their sum) / n, and the changed answers bound their sum. An image that int8 calls
+    "unknown" where float named its class (or the other way round) is a changed answer too: the
+    unknown score moves with the features, and the threshold was placed on float's scores. Counting
+    the two kinds apart may count an image twice, which errs on float's side.
     """
     if report.agreement is None or not report.n:
-        return 0, drop
-    changed = round((1 - report.agreement) * report.n)
-    return changed, drop + 100 * math.sqrt(changed) / report.n
+        return 0, 0, drop
+    unknown = 0 if report.unknown_agreement is None else round((1 - report.unknown_agreement) * report.n)
+    changed = round((1 - report.agreement) * report.n) + unknown
+    return changed, unknown, drop + 100 * math.sqrt(changed) / report.n
 
 
 def _part(report: Int8Report) -> str:
