@@ -11,7 +11,7 @@ from PIL import Image
 from conftest import add_broken_files, jpeg_bytes
 from tlearn.core.preprocessing import Preprocessing
 from tlearn.data.augment import build_eval_transform
-from tlearn.data.eval_pixels import decode_eval_pixels, eval_pixels, to_model_input
+from tlearn.data.eval_pixels import decode_eval_pixels, eval_crop, eval_pixels, to_model_input
 from tlearn.data.images import decode_image, open_image
 
 
@@ -50,6 +50,19 @@ def test_prediction_decodes_to_the_pixels_that_training_evaluates_on(
     got = decode_eval_pixels(data, p)
     assert got.shape == (*p.input_size, 3) and got.dtype == np.uint8 and got.flags.c_contiguous
     np.testing.assert_array_equal(got, two_step(data, p))
+
+
+@pytest.mark.parametrize("size", [(666, 500), (256, 300), (300, 256), (200, 150), (255, 400)])
+def test_training_crops_its_decoded_pixels_to_the_pixels_prediction_decodes_to(size: tuple[int, int]) -> None:
+    """Training's clean and mirror inputs are eval crops of the pixels it decoded (at the working size, or
+    smaller): the same pixels as prediction's for the same file, whatever the image's size."""
+    p = prep(224)
+    data = jpeg_bytes(photo(size), quality=92)
+    decoded = decode_image(data, short_side=p.working_short_side, resample=p.resample).pixels
+    got = eval_crop(decoded, p)
+    assert got.shape == (*p.input_size, 3) and got.dtype == np.uint8 and got.flags.c_contiguous
+    np.testing.assert_array_equal(got, decode_eval_pixels(data, p))
+    np.testing.assert_array_equal(eval_crop(np.array(photo(size)), p), eval_pixels(photo(size), p))  # not shrunk
 
 
 def test_an_image_at_the_working_size_is_cropped_without_resampling() -> None:

@@ -20,7 +20,7 @@ from PIL import Image
 
 from tlearn.core.preprocessing import Preprocessing
 from tlearn.data.augment import build_eval_transform
-from tlearn.data.images import MAX_PIXELS, open_image, shrink_to_short_side
+from tlearn.data.images import MAX_PIXELS, open_image, resize_pixels, shrink_to_short_side, working_size
 
 
 def eval_pixels(img: Image.Image, prep: Preprocessing) -> np.ndarray:
@@ -28,9 +28,28 @@ def eval_pixels(img: Image.Image, prep: Preprocessing) -> np.ndarray:
     at least the working size): shrunk to the working size as training's decoding shrinks it, then the
     center crop, placed as torchvision's CenterCrop places it."""
     if min(img.size) < prep.resize_short_side:  # smaller than the working size: the eval transform enlarges
-        x = build_eval_transform(prep)(np.array(img, dtype=np.uint8))  # it, as in training
-        return np.rint(x.numpy().transpose(1, 2, 0) * 255.0).astype(np.uint8)  # exact: multiples of 1/255
-    pixels = shrink_to_short_side(img, prep.resize_short_side, resample=prep.resample)
+        return _enlarged(np.array(img, dtype=np.uint8), prep)  # it, as in training
+    return _center_crop(shrink_to_short_side(img, prep.resize_short_side, resample=prep.resample), prep)
+
+
+def eval_crop(pixels: np.ndarray, prep: Preprocessing) -> np.ndarray:
+    """`eval_pixels` of uint8 (H, W, 3) pixels already decoded (training's, at the working size: then only
+    the crop's slice is copied, without a round trip through Pillow)."""
+    h, w = pixels.shape[:2]
+    if min(h, w) < prep.resize_short_side:
+        return _enlarged(pixels, prep)
+    size = working_size((w, h), prep.resize_short_side)
+    if size != (w, h):
+        pixels = resize_pixels(pixels, size, prep.resample)
+    return _center_crop(pixels, prep)
+
+
+def _enlarged(pixels: np.ndarray, prep: Preprocessing) -> np.ndarray:
+    x = build_eval_transform(prep)(pixels)
+    return np.ascontiguousarray(np.rint(x.numpy().transpose(1, 2, 0) * 255.0), dtype=np.uint8)  # exact: k / 255
+
+
+def _center_crop(pixels: np.ndarray, prep: Preprocessing) -> np.ndarray:
     h, w = prep.input_size
     top, left = round((pixels.shape[0] - h) / 2.0), round((pixels.shape[1] - w) / 2.0)
     return np.ascontiguousarray(pixels[top : top + h, left : left + w])

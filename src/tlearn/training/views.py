@@ -14,11 +14,10 @@ from functools import partial
 
 import numpy as np
 import torch
-from PIL import Image
 
 from tlearn.core.preprocessing import Preprocessing
 from tlearn.data.augment import augmented_view, build_train_transform, view_seed
-from tlearn.data.eval_pixels import eval_pixels, to_model_input
+from tlearn.data.eval_pixels import eval_crop, to_model_input
 from tlearn.data.labelled import LabelledImages
 from tlearn.data.scan import Pixels
 from tlearn.training.config import TrainConfig
@@ -89,10 +88,10 @@ def _eval_view(prep: Preprocessing, pixels: Pixels, i: int, flip: bool) -> torch
 
     Pixels decoded at the working size need no resampling (a slice, then the float scaling), so the
     clean and mirror inputs cost almost nothing to make beside the network; smaller pixels are enlarged
-    by the eval transform itself (`eval_pixels`). The image is looked up when the input is made, not
+    by the eval transform itself (`eval_crop`). The image is looked up when the input is made, not
     when it is planned: planning stays free, and images whose features are cached are never decoded.
     """
-    crop = eval_pixels(Image.fromarray(pixels[i]), prep)
+    crop = eval_crop(pixels[i], prep)
     x = to_model_input(crop[:, ::-1] if flip else crop)
     return torch.from_numpy(x)
 
