@@ -2,7 +2,7 @@
 
 The eval transform (`augment.build_eval_transform`) takes pixels decoded at the working size (shorter
 side `resize_short_side`) and center-crops them to the input size. Prediction decodes a file the way
-training does (`images.shrink_to_short_side`, the same filter in the same code) and crops it with a
+training does (`images.resize_pixels` to `images.working_size`, the same filter in the same code) and crops it with a
 slice, without torchvision's per-image transforms, whose Python holds the GIL and fights the network
 for the cores: training and prediction see the same pixels, to the grey level. JPEGs are decoded at a
 reduced DCT scale where that still leaves the shorter side at or above the working size (see
@@ -20,7 +20,7 @@ from PIL import Image
 
 from tlearn.core.preprocessing import Preprocessing
 from tlearn.data.augment import build_eval_transform
-from tlearn.data.images import MAX_PIXELS, open_image, resize_pixels, shrink_to_short_side, working_size
+from tlearn.data.images import MAX_PIXELS, open_image, resize_pixels, working_size
 
 
 def eval_pixels(img: Image.Image, prep: Preprocessing) -> np.ndarray:
@@ -28,8 +28,8 @@ def eval_pixels(img: Image.Image, prep: Preprocessing) -> np.ndarray:
     at least the working size): shrunk to the working size as training's decoding shrinks it, then the
     center crop, placed as torchvision's CenterCrop places it."""
     if min(img.size) < prep.resize_short_side:  # smaller than the working size: the eval transform enlarges
-        return _enlarged(np.array(img, dtype=np.uint8), prep)  # it, as in training
-    return _center_crop(shrink_to_short_side(img, prep.resize_short_side, resample=prep.resample), prep)
+        return _enlarged(np.array(img, dtype=np.uint8), prep)  # it, as in training (torchvision wants it writable)
+    return eval_crop(np.asarray(img), prep)  # a read-only view: shrunk as training's decoding shrinks, or sliced
 
 
 def eval_crop(pixels: np.ndarray, prep: Preprocessing) -> np.ndarray:
