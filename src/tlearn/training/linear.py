@@ -111,12 +111,18 @@ def fit_linear(
     elif C is None:
         C = 1.0
     model = _estimator(kind, C, class_weight, seed)
-    if start is not None and isinstance(model, LogisticRegression) and len(np.unique(labels)) == num_classes > 2:
+    # A logistic regression is fitted on centred rows, as `_solve` solves them (its intercept is not
+    # penalised, so no solution changes): 23 L-BFGS steps instead of 59 on flowers17's features. The
+    # SVM's is (liblinear's intercept is a penalised feature), so its rows stay as they are.
+    logistic = isinstance(model, LogisticRegression)
+    centre = x.mean(axis=0) if logistic else np.zeros(x.shape[1])
+    if start is not None and logistic and len(np.unique(labels)) == num_classes > 2:
         # scikit-learn's warm start: begin from the cross-validation's solution for this C
         model.set_params(warm_start=True)
-        model.coef_, model.intercept_ = start
-    model.fit(x, labels)
+        model.coef_, model.intercept_ = start[0], start[1] + start[0] @ centre
+    model.fit(x - centre, labels)
     w, b = _full_coef(model, num_classes)
+    b = b - w @ centre  # back to the rows as they were (a class never seen keeps its -1e4: its w is 0)
     # Fold the scaling into the layer: w @ ((f - shift) / scale) + b == (w / scale) @ f + (b - w @ (shift / scale)).
     weight = w / scale
     bias = b - w @ (shift / scale)
@@ -347,6 +353,15 @@ def _solve(
     Each problem's objective is divided by its number of rows (a weight of 0 leaves a row out), which
     changes no solution and keeps the gradients of big and small problems alike."""
     n_rows = (row_weight > 0).sum(dim=1).clamp(min=1)
+    # Solved on centred rows: W (x - m) + (b + W m) is W x + b and the bias is not penalised, so no
+    # solution changes, but the features of a ReLU network share a large mean, one direction whose
+    # curvature dwarfs the others', and L-BFGS crawls along it. Centred, the label check's 5 folds x 9 Cs
+    # on flowers17 (1,360 x 1,280) took 1.9 s instead of 3.5 (eurosat_rgb200: 3.5 s instead of 5.7;
+    # 150 steps at C = 0.01 had not converged), each choosing the same C.
+    mean = xt.mean(dim=0)
+    xt = xt - mean
+    with torch.no_grad():
+        bias += torch.matmul(mean, weight)[:, None, :]
     opt = torch.optim.LBFGS(
         [weight, bias],
         max_iter=max_iter,
@@ -366,3 +381,5 @@ def _solve(
         return total
 
     opt.step(closure)
+    with torch.no_grad():
+        bias -= torch.matmul(mean, weight)[:, None, :]
