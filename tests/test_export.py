@@ -260,3 +260,71 @@ def test_export_to_a_path_below_a_file_fails_before_any_work(
     (tmp_path / "taken.onnx").mkdir()
     with pytest.raises(OutputError, match=r"Cannot write .*taken\.onnx: it is a folder"):
         export_bundle(tiny_bundle, out=tmp_path / "taken.onnx")
+
+
+def test_an_unexported_bundle_is_exported_once_for_every_later_process_and_again_once_changed(
+    tiny_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`tlearn predict` and `serve` of a bundle without model.onnx read the model the first call kept in
+    the cache folder; new weights, or an edited tlearn.json or unknown bank, make a new one."""
+    import tlearn.infer.load
+
+    bundle = Path(shutil.copytree(tiny_bundle, tmp_path / "b"))
+    calls: list[int] = []
+    real = tlearn.infer.load.bundle_to_onnx
+    monkeypatch.setattr(tlearn.infer.load, "bundle_to_onnx", lambda *a, **k: calls.append(1) or real(*a, **k))
+    x = np.random.default_rng(0).random((3, 3, 64, 64), dtype=np.float32)
+    first = tlearn.load(bundle, engine="onnx").proba_of_batch(x)
+    again = tlearn.load(bundle, engine="onnx").proba_of_batch(x)
+    assert calls == [1]
+    np.testing.assert_array_equal(again, first)
+
+    classifier, config = load_bundle(bundle)
+    with torch.no_grad():
+        classifier.head[-1].bias += torch.tensor([5.0, 0.0, 0.0, 0.0])  # retrained: favours class 0
+    save_bundle(classifier, config, bundle)
+    changed = tlearn.load(bundle, engine="onnx").proba_of_batch(x)
+    assert calls == [1, 1]
+    np.testing.assert_allclose(changed, tlearn.load(bundle).proba_of_batch(x), atol=1e-4)
+    assert not np.allclose(changed, first, atol=1e-3)
+
+    (bundle / "tlearn.json").write_text((bundle / "tlearn.json").read_text() + "\n")  # any change to what it reads
+    tlearn.load(bundle, engine="onnx")
+    assert calls == [1, 1, 1]
+    from safetensors.torch import load_file, save_file
+
+    bank = load_file(bundle / "unknown.safetensors")  # the unknown answer's features, beside the weights
+    save_file({k: v * 1.01 for k, v in bank.items()}, bundle / "unknown.safetensors")
+    tlearn.load(bundle, engine="onnx")
+    assert calls == [1, 1, 1, 1]
+
+
+def test_a_cache_folder_that_cannot_be_written_costs_the_export_not_the_prediction(
+    tiny_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    monkeypatch.setenv("TLEARN_CACHE_DIR", str(blocker))
+    x = np.random.default_rng(0).random((2, 3, 64, 64), dtype=np.float32)
+    proba = tlearn.load(tiny_bundle, engine="onnx").proba_of_batch(x)
+    np.testing.assert_allclose(proba, tlearn.load(tiny_bundle).proba_of_batch(x), atol=1e-4)
+    assert "Cannot keep the exported model" in caplog.text
+
+
+def test_the_cache_keeps_the_most_recently_used_models() -> None:
+    from tlearn.core.cache import cache_root
+    from tlearn.core.onnx import CACHED_MODELS, cached_model
+
+    made: list[int] = []
+
+    def maker(i: int):  # type: ignore[no-untyped-def]
+        return lambda: made.append(i) or f"model {i}".encode()
+
+    assert cached_model({"n": 0}, maker(0)) == b"model 0"
+    for i in range(1, CACHED_MODELS + 3):
+        cached_model({"n": i}, maker(i))
+        cached_model({"n": 0}, maker(0))  # used again each time: kept
+    assert len(list((cache_root() / "onnx").glob("*.onnx"))) == CACHED_MODELS
+    assert made.count(0) == 1
+    cached_model({"n": 1}, maker(1))  # the oldest: pruned, so made again
+    assert made.count(1) == 2

@@ -127,6 +127,24 @@ def test_onnx_runtime_gives_the_features_pytorch_gives(onnx_from_4_images: None)
         np.testing.assert_allclose(got, reference, rtol=1e-5, atol=1e-5)
 
 
+def test_a_named_network_is_exported_once_for_every_later_extraction(onnx_from_4_images: None) -> None:
+    """With `network` (what identifies it: a feature namespace), the export is kept in the cache folder:
+    the next extraction (a second dataset, another process) traces nothing and gets the same features;
+    another name, or another input size, is exported anew."""
+    first, second, other = Watched(), Watched(), Watched()
+    reference = extract_features(first, images(10), batch_size=4, engine="onnx", network={"weights": "a"})
+    assert 0 < first.seen < 4  # traced for the export
+    again = extract_features(second, images(10), batch_size=4, engine="onnx", network={"weights": "a"})
+    assert second.seen == 0
+    np.testing.assert_array_equal(again, reference)
+    extract_features(other, images(10), batch_size=4, engine="onnx", network={"weights": "b"})
+    assert other.seen > 0
+    larger = [lambda: torch.rand(3, 64, 64)] * 4
+    other.seen = 0
+    extract_features(other, larger, batch_size=4, engine="onnx", network={"weights": "b"})
+    assert other.seen > 0
+
+
 def test_few_images_run_in_pytorch_without_an_export(onnx_from_4_images: None) -> None:
     model = Watched()
     extract_features(model, images(3), batch_size=4, engine="auto")

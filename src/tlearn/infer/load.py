@@ -6,9 +6,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from tlearn.artifacts.bundle import CONFIG_FILE, load_bundle
+from tlearn.artifacts.bundle import CONFIG_FILE, UNKNOWN_FILE, WEIGHTS_FILE, load_bundle
 from tlearn.core.errors import BundleError, ConfigError, ExtraMissingError
-from tlearn.core.onnx import import_onnxruntime, onnx_pays
+from tlearn.core.files import file_sha256
+from tlearn.core.onnx import cached_model, import_onnxruntime, onnx_pays
 from tlearn.data.sources import display_path
 from tlearn.infer.onnx_files import config_of, int8_model_of, read_sidecar, sidecar_path, weights_digest
 from tlearn.infer.onnx_graph import bundle_to_onnx
@@ -18,6 +19,7 @@ from tlearn.infer.predictor import NO_UNKNOWN_HINT, BasePredictor, Predictor
 log = logging.getLogger(__name__)
 
 ENGINES = ("torch", "onnx")
+BUNDLE_FILES = (CONFIG_FILE, WEIGHTS_FILE, UNKNOWN_FILE)  # what `load_bundle` reads: what its exported model is made of
 
 
 def load(bundle: str | Path, *, engine: str = "auto", images: int | None = None) -> BasePredictor:
@@ -141,7 +143,12 @@ def _bundle_onnx(
     if predictor is None:
         classifier, config = load_bundle(folder)
         predictor = Predictor(classifier, config, source=display_path(folder))
-    return OnnxPredictor(bundle_to_onnx(predictor), predictor.config, source=display_path(folder), lone=lone)
+    made = predictor
+    # kept in the cache folder under the bundle's files, so the next `tlearn predict` or `serve` of it
+    # reads the model instead of exporting it again
+    files = {name: file_sha256(folder / name) for name in BUNDLE_FILES if (folder / name).is_file()}
+    model = cached_model({"bundle": files}, lambda: bundle_to_onnx(made))
+    return OnnxPredictor(model, predictor.config, source=display_path(folder), lone=lone)
 
 
 def _int8_or(model: Path, doc: dict[str, Any], *, source: str, lone: bool = False) -> OnnxPredictor:

@@ -294,8 +294,9 @@ def probe_pass(
     # The image and its mirror are crops of the decoded pixels: made here, as the feature method makes
     # them (see compute_features), not handed over from worker processes that take seconds to start.
     rows = extract_features(
-        embed, plan.inputs, keys=plan.keys, cache=cache, batch_size=cfg.batch_size, progress=progress, workers=0
-    )
+        embed, plan.inputs, keys=plan.keys, cache=cache, batch_size=cfg.batch_size, progress=progress, workers=0,
+        network=namespace,
+    )  # fmt: skip
     elapsed = time.perf_counter() - start
     slices = _level_slices(backbone, levels, rows)
     _share_with_feature_method(backbone, plan.keys, slices)

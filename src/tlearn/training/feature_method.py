@@ -120,11 +120,11 @@ def compute_features(
     # process, they cost a few percent of the network's time, less than handing them over from workers.
     clean = extract_features(
         embed, plan.inputs[:fixed], keys=plan.keys[:fixed], cache=cache, batch_size=cfg.batch_size,
-        progress=progress, workers=0,
+        progress=progress, workers=0, network=namespace,
     )  # fmt: skip
     aug = extract_features(
         embed, plan.inputs[fixed:], keys=plan.keys[fixed:], cache=view_cache, batch_size=cfg.batch_size,
-        progress=progress, stage="views",
+        progress=progress, stage="views", network=namespace,
     )  # fmt: skip
     if not len(aug):
         aug = np.zeros((0, clean.shape[1]), np.float32)

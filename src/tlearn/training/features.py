@@ -26,7 +26,7 @@ from tlearn.core import distributed
 from tlearn.core.cache import cache_root, digest
 from tlearn.core.errors import ExtraMissingError
 from tlearn.core.files import atomic_path
-from tlearn.core.onnx import onnx_pays, open_sessions, run_session, to_onnx
+from tlearn.core.onnx import cached_model, onnx_pays, open_sessions, run_session, to_onnx
 from tlearn.core.progress import Progress, no_progress
 from tlearn.core.threads import cpu_workers, prefetched
 
@@ -105,6 +105,7 @@ def extract_features(
     stage: str = "features",
     engine: str = "auto",
     workers: int | None = None,
+    network: dict[str, Any] | None = None,
 ) -> np.ndarray:
     """Run `embed` (float [0, 1] NCHW -> (N, D)) on every input, reusing cached rows.
 
@@ -113,6 +114,8 @@ def extract_features(
     `engine`: "torch", "onnx", or "auto" (ONNX Runtime when it is installed and the inputs to compute
     repay exporting the network, see `onnx_pays`; on a GPU, always PyTorch). `workers`: processes making the
     inputs (see `input_batches`); 0 makes them here, for inputs that cost little beside the network.
+    `network`: what identifies `embed` (a feature namespace), under which its exported ONNX model is kept
+    in the cache folder for the next extraction of any process (`core.onnx.cached_model`); None exports it.
 
     Under torchrun the rows missing on any rank are split between the ranks, gathered back in order
     every FLUSH_EVERY rows per rank, and rank 0 writes them to the cache: every rank returns them all.
@@ -126,7 +129,7 @@ def extract_features(
     share = distributed.shard(todo)
     dev = distributed.device()
     embed.eval()
-    runner = Runner(embed, engine if dev.type == "cpu" else "torch", passes=len(share))
+    runner = Runner(embed, engine if dev.type == "cpu" else "torch", passes=len(share), network=network)
     pending: list[np.ndarray] = []
     start = computed = 0  # share rows gathered so far / computed here
 
@@ -164,8 +167,16 @@ class Runner:
     the first batch's size. Export problems fall back to PyTorch with a note in the log.
     """
 
-    def __init__(self, embed: nn.Module, engine: str = "auto", *, passes: int | None = None) -> None:
+    def __init__(
+        self,
+        embed: nn.Module,
+        engine: str = "auto",
+        *,
+        passes: int | None = None,
+        network: dict[str, Any] | None = None,
+    ) -> None:
         self.embed = embed
+        self.network = network
         self.engine = engine
         self.passes = passes
         self.session: Any = None
@@ -182,9 +193,15 @@ class Runner:
 
     def _session(self, example: torch.Tensor) -> Any:
         try:
-            model = to_onnx(self.embed, example)
-            assert model is not None
-            return open_sessions(model)
+
+            def export() -> bytes:
+                model = to_onnx(self.embed, example)
+                assert model is not None
+                return model
+
+            if self.network is None:
+                return open_sessions(export())
+            return open_sessions(cached_model({**self.network, "input": list(example.shape[1:])}, export))
         except ExtraMissingError:
             if self.engine == "onnx":
                 raise
