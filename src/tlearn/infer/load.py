@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -143,11 +144,10 @@ def _bundle_onnx(
     if predictor is None:
         classifier, config = load_bundle(folder)
         predictor = Predictor(classifier, config, source=display_path(folder))
-    made = predictor
     # kept in the cache folder under the bundle's files, so the next `tlearn predict` or `serve` of it
     # reads the model instead of exporting it again
     files = {name: file_sha256(folder / name) for name in BUNDLE_FILES if (folder / name).is_file()}
-    model = cached_model({"bundle": files}, lambda: bundle_to_onnx(made))
+    model = cached_model({"bundle": files}, partial(bundle_to_onnx, predictor))
     return OnnxPredictor(model, predictor.config, source=display_path(folder), lone=lone)
 
 

@@ -15,6 +15,7 @@ import logging
 import os
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -193,15 +194,10 @@ class Runner:
 
     def _session(self, example: torch.Tensor) -> Any:
         try:
-
-            def export() -> bytes:
-                model = to_onnx(self.embed, example)
-                assert model is not None
-                return model
-
             if self.network is None:
-                return open_sessions(export())
-            return open_sessions(cached_model({**self.network, "input": list(example.shape[1:])}, export))
+                return open_sessions(self._export(example))
+            key = {**self.network, "input": list(example.shape[1:])}
+            return open_sessions(cached_model(key, partial(self._export, example)))
         except ExtraMissingError:
             if self.engine == "onnx":
                 raise
@@ -210,6 +206,11 @@ class Runner:
                 raise
             log.info("Running features in PyTorch: exporting to ONNX failed (%s).", err)
         return None
+
+    def _export(self, example: torch.Tensor) -> bytes:
+        model = to_onnx(self.embed, example)
+        assert model is not None
+        return model
 
 
 def run_embed(embed: nn.Module, x: torch.Tensor) -> np.ndarray:
