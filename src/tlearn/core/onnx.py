@@ -11,6 +11,7 @@ import hashlib
 import io
 import logging
 import os
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -199,7 +200,7 @@ def cached_model(key: dict[str, Any], make: Callable[[], bytes]) -> bytes:
     try:
         model = path.read_bytes()
         if model:
-            os.utime(path)  # used now: the last to be pruned
+            _used_now(path)
             return model
     except OSError:
         pass
@@ -207,11 +208,19 @@ def cached_model(key: dict[str, Any], make: Callable[[], bytes]) -> bytes:
     try:
         with atomic_path(path) as tmp:
             tmp.write_bytes(model)
+        _used_now(path)
         for old in sorted(folder.glob("*.onnx"), key=lambda f: f.stat().st_mtime, reverse=True)[CACHED_MODELS:]:
             old.unlink(missing_ok=True)
     except OSError as err:
         log.warning("Cannot keep the exported model in %s: %s", folder, err)
     return model
+
+
+def _used_now(path: Path) -> None:
+    """Mark a kept model as used now, the last to be pruned: from a clock finer than the file system's own
+    (a few ms), so two models used one after the other are kept in that order."""
+    now = time.time_ns()
+    os.utime(path, ns=(now, now))
 
 
 @functools.cache
