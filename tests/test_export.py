@@ -328,3 +328,22 @@ def test_the_cache_keeps_the_most_recently_used_models() -> None:
     assert made.count(0) == 1
     cached_model({"n": 1}, maker(1))  # the oldest: pruned, so made again
     assert made.count(1) == 2
+
+
+def test_a_damaged_kept_model_is_exported_anew_not_run(
+    tiny_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tlearn.infer.load
+    from tlearn.core.cache import cache_root
+
+    calls: list[int] = []
+    real = tlearn.infer.load.bundle_to_onnx
+    monkeypatch.setattr(tlearn.infer.load, "bundle_to_onnx", lambda *a, **k: calls.append(1) or real(*a, **k))
+    x = np.random.default_rng(0).random((2, 3, 64, 64), dtype=np.float32)
+    tlearn.load(tiny_bundle, engine="onnx")
+    (kept,) = (cache_root() / "onnx").glob("*.onnx")
+    kept.write_bytes(kept.read_bytes()[:1000])  # cut short, as a full disk or a crash elsewhere might leave it
+    proba = tlearn.load(tiny_bundle, engine="onnx").proba_of_batch(x)
+    assert calls == [1, 1]
+    np.testing.assert_allclose(proba, tlearn.load(tiny_bundle).proba_of_batch(x), atol=1e-4)
+    assert len(list((cache_root() / "onnx").glob("*.onnx"))) == 1  # the damaged file is gone, a good one kept

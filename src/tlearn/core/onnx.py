@@ -194,17 +194,21 @@ def cached_model(key: dict[str, Any], make: Callable[[], bytes]) -> bytes:
     """`make()`'s serialized ONNX model, kept in the cache folder under `key` (what the model was made
     from) and the exporting code (versions of torch, onnx and timm, and tlearn's own source), so that a
     later process reads it instead of exporting again: 2.6 s for the demo's bundle on a 2-core AMD EPYC,
-    against a few ms. A cache that cannot be read or written costs the export, nothing else."""
+    against a few ms. The file's name carries its content's digest: a damaged file is exported anew, never
+    run. A cache that cannot be read or written costs the export, nothing else."""
     folder = cache_root() / "onnx"
-    path = folder / f"{digest({'model': key, 'exporter': _exporter()})}.onnx"
+    name = digest({"model": key, "exporter": _exporter()})
     try:
-        model = path.read_bytes()
-        if model:
-            _used_now(path)
-            return model
+        for kept in folder.glob(f"{name}.*.onnx"):
+            model = kept.read_bytes()
+            if kept.name == _file_name(name, model):
+                _used_now(kept)
+                return model
+            kept.unlink(missing_ok=True)  # damaged: its bytes are not the ones written
     except OSError:
         pass
     model = make()
+    path = folder / _file_name(name, model)
     try:
         with atomic_path(path) as tmp:
             tmp.write_bytes(model)
@@ -214,6 +218,10 @@ def cached_model(key: dict[str, Any], make: Callable[[], bytes]) -> bytes:
     except OSError as err:
         log.warning("Cannot keep the exported model in %s: %s", folder, err)
     return model
+
+
+def _file_name(name: str, model: bytes) -> str:
+    return f"{name}.{hashlib.sha256(model).hexdigest()[:16]}.onnx"
 
 
 def _used_now(path: Path) -> None:
