@@ -176,7 +176,8 @@ def parse_setting(spec: str) -> Any:
         if name not in fields:
             raise SystemExit(f"{spec!r}: {name!r} is not one of {', '.join(fields)}")
         default = getattr(DEFAULT_SETTINGS, name)
-        changes[name] = value.lower() in ("1", "true", "yes") if isinstance(default, bool) else type(default)(value)
+        flag = isinstance(default, bool) or (default is None and name == "reduce_range")  # None: by the CPU
+        changes[name] = value.lower() in ("1", "true", "yes") if flag else type(default)(value)
     return replace(DEFAULT_SETTINGS, **changes)
 
 

@@ -11,6 +11,7 @@ import hashlib
 import io
 import logging
 import os
+import platform
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -85,6 +86,26 @@ def physical_cores() -> int:
         except OSError:  # no sysfs (macOS, some containers): count logical CPUs
             cores.add(("cpu", str(cpu)))
     return max(1, len(cores))
+
+
+# CPU flags whose int8 dot products add in 32 bits (VNNI; AMX implies it).
+_VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
+
+
+@functools.cache
+def int8_saturates() -> bool:
+    """Whether ONNX Runtime's uint8 x int8 convolutions can overflow on this CPU: x86 without VNNI (AVX2,
+    AVX-512 without VNNI) adds pairs of products in 16 bits, which 8-bit weights overflow (ONNX Runtime's
+    advice: 7-bit weights, its `reduce_range`). Other CPUs add in 32 bits. An x86 CPU whose flags cannot be
+    read counts as saturating: 7-bit weights run correctly everywhere, 8-bit ones do not."""
+    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686", "x86"):
+        return False
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return True
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), None)
+    return flags is None or not _VNNI_FLAGS & set(flags)
 
 
 def create_session(model: bytes | str | Path, *, threads: int | None = None) -> Any:

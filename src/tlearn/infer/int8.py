@@ -10,6 +10,11 @@ The float and the int8 model are then scored on the bundle's validation split (t
 there is none) and timed on a few batches of it on this machine; `int8_choice.py` decides from that
 report whether prediction uses int8.
 
+Weights have 7 bits instead of 8 where the quantizing CPU's int8 kernels would overflow 8-bit ones
+(x86 without VNNI: `core.onnx.int8_saturates`), and the export records which (`weight_bits`): 8-bit
+weights on such a CPU (AVX2 only) moved a probability of the tiny test bundle by up to 0.39, 7-bit ones by
+up to 0.07 (96 images, every class the same).
+
 The settings (`QuantSettings`) are the best of a sweep on flowers17 feature bundles
 (`benchmarks/int8.py --sweep`, README "int8"): the calibration's images count most. Min / max over
 256 images widened ranges to rare extremes and lost 1.0 point on validation; over 64 it lost none,
@@ -26,7 +31,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from itertools import chain
 from pathlib import Path
@@ -34,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from tlearn.core.onnx import import_onnxruntime
+from tlearn.core.onnx import import_onnxruntime, int8_saturates
 from tlearn.core.progress import Progress
 from tlearn.infer.bundle_images import Splits, spread, to_uint8
 from tlearn.infer.int8_graph import fold_shape_arithmetic, kept_float
@@ -66,6 +71,7 @@ class Int8Report:
     float_ips: float | None = None  # images per second of the engine alone on this machine
     int8_ips: float | None = None
     skipped: str | None = None  # why accuracy was not measured
+    weight_bits: int = 8  # 7 where the quantizing CPU's int8 kernels would overflow 8-bit weights
 
     @property
     def accuracy_change(self) -> float | None:
@@ -91,7 +97,7 @@ class QuantSettings:
     per_channel: bool = True  # one weight scale per output channel (one per tensor collapses a MobileNet)
     symmetric_activations: bool = False
     symmetric_weights: bool = True
-    reduce_range: bool = False  # 7-bit weights, for CPUs without VNNI
+    reduce_range: bool | None = None  # 7-bit weights; None: where this CPU's kernels saturate 8 (`int8_saturates`)
     activations: str = "uint8"  # or "int8"
     float_ends: bool = False  # the first convolution (on the image) and the last one stay float
     float_tail: bool = True  # what comes after the last convolution (pooling, head, mirror average) stays float
@@ -132,7 +138,14 @@ def quantize_bundle_model(
         sizes=(len(model), len(quantized)),
         progress=progress,
     )
-    return quantized, report
+    return quantized, replace(report, weight_bits=weight_bits(settings))
+
+
+def weight_bits(settings: QuantSettings) -> int:
+    """7 where `settings` ask for reduced-range weights, or leave it to this CPU and its int8 kernels would
+    overflow 8-bit ones (`int8_saturates`); else 8."""
+    reduce = int8_saturates() if settings.reduce_range is None else settings.reduce_range
+    return 7 if reduce else 8
 
 
 def quantize_int8(
@@ -142,7 +155,8 @@ def quantize_int8(
     weights only (dynamic, without them). Returns the quantized model and "static" or "dynamic".
 
     What stays float is `int8_graph.kept_float`'s: the head and the unknown score's similarities, and
-    by default everything after the last convolutions.
+    by default everything after the last convolutions. Weights have 7 bits where this CPU's int8 kernels
+    would overflow 8 (`weight_bits`).
     """
     import_onnxruntime()
     from onnxruntime.quantization import (
@@ -154,6 +168,7 @@ def quantize_int8(
     )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    reduced = weight_bits(settings) == 7
     with tempfile.TemporaryDirectory(prefix="tlearn-int8-") as tmp, _quiet_logging():
         src, pre, dst = Path(tmp) / "float.onnx", Path(tmp) / "pre.onnx", Path(tmp) / "int8.onnx"
         src.write_bytes(model)
@@ -165,7 +180,8 @@ def quantize_int8(
         if settings.fold_shapes:
             fold_shape_arithmetic(pre)
         if calibration is None:
-            quantize_dynamic(str(pre), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=["Conv"])
+            quantize_dynamic(str(pre), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=["Conv"],
+                             reduce_range=reduced)  # fmt: skip
             return dst.read_bytes(), "dynamic"
         kept, op_types = kept_float(pre, float_tail=settings.float_tail, float_ends=settings.float_ends)
         method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
@@ -176,7 +192,7 @@ def quantize_int8(
             _calibration_reader(calibration) if settings.calibration == "minmax" else _histogram_reader(calibration),
             quant_format=QuantFormat.QDQ,
             per_channel=settings.per_channel,
-            reduce_range=settings.reduce_range,
+            reduce_range=reduced,
             weight_type=QuantType.QInt8,
             activation_type=QuantType.QInt8 if settings.activations == "int8" else QuantType.QUInt8,
             nodes_to_exclude=kept,

@@ -10,7 +10,7 @@ from typing import Any
 from tlearn.artifacts.bundle import CONFIG_FILE, UNKNOWN_FILE, WEIGHTS_FILE, load_bundle
 from tlearn.core.errors import BundleError, ConfigError, ExtraMissingError
 from tlearn.core.files import file_sha256
-from tlearn.core.onnx import cached_model, import_onnxruntime, onnx_pays
+from tlearn.core.onnx import cached_model, import_onnxruntime, int8_saturates, onnx_pays
 from tlearn.data.sources import display_path
 from tlearn.infer.onnx_files import config_of, int8_model_of, read_sidecar, sidecar_path, weights_digest
 from tlearn.infer.onnx_graph import bundle_to_onnx
@@ -152,10 +152,18 @@ def _bundle_onnx(
 
 
 def _int8_or(model: Path, doc: dict[str, Any], *, source: str, lone: bool = False) -> OnnxPredictor:
-    """The int8 model beside `model` where its export chose it (and it is there, from the same weights);
-    else `model` itself. `doc` is `model`'s JSON."""
+    """The int8 model beside `model` where its export chose it (and it is there, from the same weights, with
+    weights this CPU's int8 kernels run correctly: `core.onnx.int8_saturates`); else `model` itself. `doc`
+    is `model`'s JSON."""
     config = config_of(doc, model)
     chosen = int8_model_of(doc, model)
+    if chosen is not None and doc["int8"].get("weight_bits", 8) == 8 and int8_saturates():
+        log.warning(
+            "%s has 8-bit weights, which this CPU's int8 kernels (no VNNI) would overflow: running the float model "
+            "%s. Export it here again (`tlearn export BUNDLE --int8 auto`) for 7-bit weights.",
+            chosen[0].name, model.name,
+        )  # fmt: skip
+        chosen = None
     if chosen is not None:
         int8_file, reason = chosen
         there = int8_file.is_file() and sidecar_path(int8_file).is_file()
@@ -167,6 +175,12 @@ def _int8_or(model: Path, doc: dict[str, Any], *, source: str, lone: bool = Fals
         log.warning("%s is missing or from other weights: running the float model %s.", int8_file, model.name)
     # Exports made before the JSON said its precision: an int8 section meant an int8 model.
     precision = "int8" if doc.get("precision", "int8" if doc.get("int8") else "") == "int8" else "float32"
+    if precision == "int8" and (doc.get("int8") or {}).get("weight_bits", 8) == 8 and int8_saturates():
+        log.warning(
+            "%s has 8-bit weights, which this CPU's int8 kernels (no VNNI) may overflow: its answers can differ "
+            "from the float model's. Export the bundle here again (`tlearn export BUNDLE --int8 on`) for 7-bit "
+            "weights.", model.name,
+        )  # fmt: skip
     return _checked(OnnxPredictor(model, config, source=source, lone=lone, precision=precision), model)
 
 
