@@ -44,7 +44,7 @@ import threading
 import time
 import zlib
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -173,11 +173,22 @@ def stop_server(server: subprocess.Popen[bytes]) -> None:
         server.kill()
 
 
-def start_server(bundle: Path, port: int, extra: list[str], log: Path) -> subprocess.Popen[bytes]:
-    cmd = [sys.executable, "-c", "from tlearn.cli import main; main()", "serve", str(bundle), "--host", HOST]
-    cmd += ["--port", str(port), *extra]
+def start_server(
+    bundle: Path, port: int, extra: list[str], log: Path, *, plain: bool = False
+) -> subprocess.Popen[bytes]:
+    """`tlearn serve BUNDLE` on `port`, or with `plain` the plain way's server of the same bundle
+    (benchmarks/plain_server.py, under uvicorn; `extra` is then ignored)."""
+    env = {**os.environ, "COLUMNS": "200"}
+    if plain:
+        cmd = [sys.executable, "-m", "uvicorn", "benchmarks.plain_server:app", "--host", HOST, "--port", str(port)]
+        cmd += ["--log-level", "warning"]
+        env["PLAIN_BUNDLE"] = str(bundle)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    else:
+        cmd = [sys.executable, "-c", "from tlearn.cli import main; main()", "serve", str(bundle), "--host", HOST]
+        cmd += ["--port", str(port), *extra]
     with log.open("wb") as out:
-        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "COLUMNS": "200"})
+        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
 
 
 def wait_until_up(url: str, server: subprocess.Popen[bytes], log: Path, *, seconds: float = 120) -> None:
@@ -369,18 +380,21 @@ def engine_throughput(bundle: Path, photo: bytes, *, engine: str = "auto", secon
     return out
 
 
-def scaling(bundle: Path, photo: bytes, clients: list[int], *, seconds: float, extra: list[str], folder: Path
+def scaling(bundle: Path, photo: bytes, clients: list[int], *, seconds: float, extra: list[str], folder: Path,
+            plain: bool = False, labelled: Sequence[tuple[bytes, str]] = ()
             ) -> tuple[list[dict[str, Any]], Any]:  # fmt: skip
-    """One server, then each number of clients sending one JPEG per request to /predict for `seconds`."""
+    """One server (`plain`: the plain way's, see `start_server`), then each number of clients sending one
+    JPEG per request to /predict for `seconds`. With `labelled` (photo, class) pairs, the server's accuracy
+    on them too, sent by `max(clients)` clients (`accuracy` in the last row)."""
     pending = ["--max-pending", str(max(16, 2 * max(clients)))] if "--max-pending" not in extra else []
-    port, log = free_port(), folder / "scaling-server.log"
-    server = start_server(bundle, port, [*extra, *pending], log)
+    port, log = free_port(), folder / f"scaling-{'plain' if plain else 'tlearn'}-server.log"
+    server = start_server(bundle, port, [*extra, *pending], log, plain=plain)
     url = f"http://{HOST}:{port}/"
     one = [Kind("good: 1 JPEG", 1, True, multipart("predict", "file", [("a.jpg", photo, "image/jpeg")]))]
     rows = []
     try:
         wait_until_up(url, server, log)
-        forward_pass = httpx.get(url + "model", timeout=10).json().get("forward_pass")
+        forward_pass = None if plain else httpx.get(url + "model", timeout=10).json().get("forward_pass")
         run_phase(url, one, clients=max(clients), seconds=2, max_requests=10_000, seed=0)  # warm-up: every shape
         for n in clients:
             pids = (server.pid, os.getpid())
@@ -404,9 +418,27 @@ def scaling(bundle: Path, photo: bytes, clients: list[int], *, seconds: float, e
                 "server_cpu_ms": round(spent[0] * 1000 / len(outcomes), 1) if spent[0] and outcomes else None,
                 "clients_cpu_ms": round(spent[1] * 1000 / len(outcomes), 1) if spent[1] and outcomes else None,
             })  # fmt: skip
+        if labelled and rows:
+            rows[-1]["accuracy"] = served_accuracy(url, labelled, clients=max(clients))
     finally:
         stop_server(server)
     return rows, forward_pass
+
+
+def served_accuracy(url: str, labelled: Sequence[tuple[bytes, str]], *, clients: int) -> float:
+    """Share of the (photo, class) pairs whose answer's most probable class is theirs, sent to /predict
+    by `clients` threads at once (a failed request counts as wrong)."""
+
+    def right(pair: tuple[bytes, str]) -> bool:
+        with httpx.Client(base_url=url, timeout=120) as http:
+            res = http.post("predict", files=[("file", ("a.jpg", pair[0], "image/jpeg"))])
+        if res.status_code != 200:
+            return False
+        body = res.json()
+        return bool((body["predictions"][0]["class"] if "predictions" in body else body["class"]) == pair[1])
+
+    with ThreadPoolExecutor(clients) as pool:
+        return float(np.mean(list(pool.map(right, labelled))))
 
 
 def scaling_result(engine: dict[str, float], rows: list[dict[str, Any]], forward_pass: Any) -> dict[str, Any]:

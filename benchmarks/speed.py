@@ -1,7 +1,7 @@
 """tlearn against the plain way, in one process, on the same split: time, throughput, accuracy.
 
     python -m benchmarks.speed [--data ../shared/datasets/flowers17] [--weights ...mobilenetv2...]
-        [--stages extract,first-run,warmup,finetune,predict,demo] [--finetuned-bundle DIR]
+        [--stages extract,first-run,warmup,finetune,predict,serve,demo] [--finetuned-bundle DIR]
     python -m benchmarks.speed --table      # rewrite README.md's tables from the JSON
 
 A run of some stages replaces their rows in the JSON and keeps the others'; every row records the
@@ -19,7 +19,10 @@ end (first run with where its time goes, rerun, and first run with the fast sett
 (20 epochs of head training on the frozen base), fine-tuning the last two stages to the accuracy target,
 prediction on 1,000 images after `tlearn export BUNDLE --int8 auto` (int8 where the bundle's validation split
 keeps its accuracy; the engine alone, end to end and its share, the plain way: see
-benchmarks/predict_speed.py), and the quick start (`tlearn sample-data demo && tlearn train demo` in
+benchmarks/predict_speed.py), serving the feature-method bundle so exported to 1, 8 and 32 clients at once on
+loopback, each sending one 1600 x 1200 JPEG per request, against the engine alone and against the plain way's
+server (benchmarks/plain_server.py; see benchmarks/serve_load.py), with both servers' accuracy on the test
+photos, and the quick start (`tlearn sample-data demo && tlearn train demo` in
 fresh processes with empty caches, as on a fresh clone; no plain way). The first run and the quick
 start say where their time goes, step by step (benchmarks/stage_times.py). Prints one table with the
 ratios and writes JSON.
@@ -52,11 +55,13 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 TARGET = 0.965
 PLAIN_BATCH = 16
-STAGES = ("extract", "first-run", "warmup", "finetune", "predict", "demo")
+STAGES = ("extract", "first-run", "warmup", "finetune", "predict", "serve", "demo")
 DEMO = "quick start: sample-data + train demo"
 README = ROOT / "README.md"
 TABLE_START, TABLE_END = "<!-- speed.json: stages -->", "<!-- /speed.json: stages -->"
 PREDICT_START, PREDICT_END = "<!-- speed.json: predict -->", "<!-- /speed.json: predict -->"
+SERVE_START, SERVE_END = "<!-- speed.json: serve -->", "<!-- /speed.json: serve -->"
+SERVE_CLIENTS, SERVE_SECONDS = [1, 8, 32], 10.0  # clients at once, and seconds of requests for each
 
 
 # --- the plain way ---------------------------------------------------------------------------------
@@ -248,7 +253,7 @@ def main() -> None:
         feats_cfg = replace(base, method="features", val_frac=0.0, out=Path(tmp) / "f1")
         if "first-run" in stages:
             first_run_rows(row, feats_cfg, data, plain_feats, plain_s, tmp=Path(tmp))
-        if "predict" in stages:  # a bundle with a validation split, on which `--int8 auto` decides
+        if stages & {"predict", "serve"}:  # a bundle with a validation split, on which `--int8 auto` decides
             os.environ["TLEARN_CACHE_DIR"] = str(Path(tmp) / "cache-predict")
             feats_bundle = run(replace(base, method="features", out=Path(tmp) / "fp")).out
 
@@ -281,6 +286,18 @@ def main() -> None:
                     f"{m['precision']}, {size} input, "
                     f"mirror {'on' if m['mirror'] else 'off'}; plain = the same network in eager PyTorch",
                     predict=m)  # fmt: skip
+
+        # 6. serving the feature-method bundle, as exported for prediction
+        if "serve" in stages:
+            from benchmarks.predict_speed import test_files
+            from tlearn.infer.export import export_bundle
+
+            if "predict" not in stages:
+                export_bundle(feats_bundle, int8="auto")
+            labelled = [(f.read_bytes(), f.parent.name) for f in test_files(feats_bundle, args.data)]
+            doc["serve"] = {**serve_figures(feats_bundle, labelled, Path(tmp)), **where}
+            save()
+            print_serve(doc["serve"])
 
     print_table(rows)
     print(f"\nwrote {args.json}")
@@ -472,6 +489,52 @@ def finetune_rows(row: Any, args: Any, backbone: Any, base: Any, data: Any, pick
     return tuned
 
 
+def serve_figures(bundle: Path, labelled: list[tuple[bytes, str]], folder: Path) -> dict[str, Any]:
+    """`tlearn serve BUNDLE` and the plain way's server at SERVE_CLIENTS, with the engine alone
+    (benchmarks/serve_load.py) and the servers' accuracy on the `labelled` photos."""
+    from benchmarks.serve_load import engine_throughput, jpeg, scaling, scaling_result
+
+    photo = jpeg((1600, 1200), 0)
+    engine = engine_throughput(bundle, photo)
+    ours, forward_pass = scaling(bundle, photo, SERVE_CLIENTS, seconds=SERVE_SECONDS, extra=[], folder=folder,
+                                 labelled=labelled)  # fmt: skip
+    plain, _ = scaling(bundle, photo, SERVE_CLIENTS, seconds=SERVE_SECONDS, extra=[], folder=folder, plain=True,
+                       labelled=labelled)  # fmt: skip
+    config = json.loads((bundle / "tlearn.json").read_text())
+    prep = config["preprocessing"]
+    return {
+        **scaling_result(engine, ours, forward_pass),
+        "plain": scaling_result(engine, plain, None)["clients"],
+        "photo": "1600 x 1200 JPEG",
+        "bundle": f"{prep['input_size'][0]} px{', mirror' if config.get('flip_tta') else ''}",
+        "accuracy_photos": len(labelled),
+    }
+
+
+def print_serve(serve: dict[str, Any]) -> None:
+    print(f"\nserving ({serve['bundle']}; engine alone, best: {serve['engine_best']['images_per_second']:.0f} img/s)")
+    for line in serve_table(serve):
+        print(line)
+
+
+def serve_table(serve: dict[str, Any]) -> list[str]:
+    """Rows of requests/s, share of the engine, latency, p95 against one client's p50, and the plain way's."""
+    lines = ["| clients | tlearn serve | share of the engine | p50 / p95 | p95 / one client's p50 | the plain way | "
+             "p50 / p95 plain | ratio |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r, p in zip(serve["clients"], serve["plain"], strict=True):
+        lines.append(f"| {r['clients']} | {r['requests_per_second']:.1f} req/s | {r['share_of_engine']:.0%} | "
+                     f"{r['p50_ms']:.0f} / {r['p95_ms']:.0f} ms | {r['p95_over_single']:.1f}x | "
+                     f"{p['requests_per_second']:.1f} req/s | {p['p50_ms']:.0f} / {p['p95_ms']:.0f} ms | "
+                     f"{r['requests_per_second'] / p['requests_per_second']:.1f}x |")  # fmt: skip
+    ours, plain = serve["clients"][-1].get("accuracy"), serve["plain"][-1].get("accuracy")
+    lines += ["", f"The feature-method bundle ({serve['bundle']}), one {serve['photo']} per request; the engine "
+              f"alone {serve['engine_best']['images_per_second']:.0f} img/s at its best "
+              f"({serve['engine_best']['batch']} per call); accuracy on the {serve['accuracy_photos']} test photos "
+              f"sent by {serve['clients'][-1]['clients']} clients: tlearn {_acc(ours)}, the plain way {_acc(plain)}. "
+              f"Measured on {serve['machine']} ({serve['date']})."]  # fmt: skip
+    return lines
+
+
 def _acc(v: float | None) -> str:
     return "" if v is None else f"{v:.1%}"
 
@@ -494,8 +557,9 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         print(f"  {r['stage']}: {r['note']} [{r.get('machine', '?')}, {r.get('date', '?')}]")
 
 
-def tables(doc: dict[str, Any]) -> tuple[str, str]:
-    """README's two tables: every stage against the plain way, and prediction against the engine alone."""
+def tables(doc: dict[str, Any]) -> tuple[str, str, str]:
+    """README's three tables: every stage against the plain way, prediction against the engine alone, and
+    serving (a note that it has not run, before it has)."""
     lines = ["| stage | plain | tlearn | ratio | accuracy plain | accuracy tlearn |", "|---|---|---|---|---|---|"]
     for r in doc["rows"]:
         lines.append(f"| {r['stage']} | {_secs(r['plain_s'])} | {_secs(r['tlearn_s'])} | {_ratio(r['ratio'])} | "
@@ -513,13 +577,15 @@ def tables(doc: dict[str, Any]) -> tuple[str, str]:
             pred.append(f"| {name} ({setting}) | {m['engine_ips']:.0f} img/s | {m['e2e_ips']:.0f} img/s | "
                         f"{m['share']:.0%} | {m['plain_ips']:.0f} img/s | {m['ratio']:.1f}x | {_acc(m['plain_acc'])} | "
                         f"{_acc(m['acc'])} |")  # fmt: skip
-    return "\n".join(lines), "\n".join(pred)
+    serve = serve_table(doc["serve"]) if "serve" in doc else ["(not measured yet: `--stages serve`)"]
+    return "\n".join(lines), "\n".join(pred), "\n".join(serve)
 
 
 def write_tables(doc: dict[str, Any], readme: Path) -> None:
     """Replace the text between each pair of markers in README.md by its table."""
     text = readme.read_text(encoding="utf-8")
-    for (start, end), table in zip(((TABLE_START, TABLE_END), (PREDICT_START, PREDICT_END)), tables(doc), strict=True):
+    marks = ((TABLE_START, TABLE_END), (PREDICT_START, PREDICT_END), (SERVE_START, SERVE_END))
+    for (start, end), table in zip(marks, tables(doc), strict=True):
         before, rest = text.split(start, 1)
         _, after = rest.split(end, 1)
         text = f"{before}{start}\n{table}\n{end}{after}"
