@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.speed import machine
+from benchmarks.machine import machine
 from tlearn.core.onnx import create_session, physical_cores, to_onnx
 from tlearn.models.backbones import BUILTIN_NAME, DEFAULT_BACKBONE, create_backbone
 from tlearn.models.classifier import FeatureTrunk, Normalize

@@ -266,7 +266,7 @@ def main() -> None:
     )
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "int8.json")
     args = parser.parse_args()
-    from benchmarks.speed import machine
+    from benchmarks.machine import machine
 
     if args.sweep is not None:
         rows = sweep(args.bundles[0], args.sweep or list(SWEEP))

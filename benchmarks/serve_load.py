@@ -54,6 +54,8 @@ import httpx
 import numpy as np
 from PIL import Image
 
+from benchmarks.machine import machine
+
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "serve_load.json"
 HOST = "127.0.0.1"  # the only address this benchmark talks to
@@ -568,19 +570,6 @@ def write(out: Path, result: dict[str, Any]) -> None:
     tmp_out.write_text(json.dumps(result, indent=2) + "\n")
     tmp_out.replace(out)
     print(f"Wrote {out}")
-
-
-def machine() -> str:
-    """The CPU's model name and the cores this process may use (absolute figures are this machine's)."""
-    name = ""
-    try:
-        name = next(
-            (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-             if line.startswith("model name")), "")  # fmt: skip
-    except OSError:
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{name or 'unknown CPU'}, {cores} cores"
 
 
 if __name__ == "__main__":

@@ -34,7 +34,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -50,6 +49,8 @@ from PIL import Image
 from safetensors.torch import load_file
 from torch import nn
 from torchvision import transforms
+
+from benchmarks.machine import machine
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -303,20 +304,6 @@ def main() -> None:
     print(f"\nwrote {args.json}")
 
 
-def machine() -> str:
-    """The CPU model (lscpu's Model name) and the cores this process may use."""
-    name = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{name}, {cores} cores"
-
-
 EXTRACT_ROUNDS = 2  # each side's extraction runs this many times, in turn, and keeps its fastest
 
 
@@ -501,12 +488,16 @@ def serve_figures(bundle: Path, labelled: list[tuple[bytes, str]], folder: Path)
     plain, _ = scaling(bundle, photo, SERVE_CLIENTS, seconds=SERVE_SECONDS, extra=[], folder=folder, plain=True,
                        labelled=labelled)  # fmt: skip
     config = json.loads((bundle / "tlearn.json").read_text())
+    exported = bundle / "model.onnx.json"
+    int8 = (json.loads(exported.read_text()).get("int8") if exported.is_file() else None) or {}
     prep = config["preprocessing"]
+    setting = f"{prep['input_size'][0]} px{', mirror' if config.get('flip_tta') else ''}"
     return {
         **scaling_result(engine, ours, forward_pass),
         "plain": scaling_result(engine, plain, None)["clients"],
         "photo": "1600 x 1200 JPEG",
-        "bundle": f"{prep['input_size'][0]} px{', mirror' if config.get('flip_tta') else ''}",
+        "bundle": setting + (", int8" if int8.get("used") else ""),
+        "int8": int8.get("reason"),
         "accuracy_photos": len(labelled),
     }
 
