@@ -95,4 +95,6 @@ def _measured(report: Int8Report) -> str:
         )
     if report.speedup is not None:
         parts.append(f"{report.speedup:.2f}x the float model's speed")
+    if report.weight_bits == 7:
+        parts.append("7-bit weights, as this CPU has no VNNI")
     return "; ".join(parts) or "not measured"

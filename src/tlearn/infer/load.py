@@ -157,7 +157,7 @@ def _int8_or(model: Path, doc: dict[str, Any], *, source: str, lone: bool = Fals
     is `model`'s JSON."""
     config = config_of(doc, model)
     chosen = int8_model_of(doc, model)
-    if chosen is not None and doc["int8"].get("weight_bits", 8) == 8 and int8_saturates():
+    if chosen is not None and _overflows_here(doc):
         log.warning(
             "%s has 8-bit weights, which this CPU's int8 kernels (no VNNI) would overflow: running the float model "
             "%s. Export it here again (`tlearn export BUNDLE --int8 auto`) for 7-bit weights.",
@@ -175,13 +175,20 @@ def _int8_or(model: Path, doc: dict[str, Any], *, source: str, lone: bool = Fals
         log.warning("%s is missing or from other weights: running the float model %s.", int8_file, model.name)
     # Exports made before the JSON said its precision: an int8 section meant an int8 model.
     precision = "int8" if doc.get("precision", "int8" if doc.get("int8") else "") == "int8" else "float32"
-    if precision == "int8" and (doc.get("int8") or {}).get("weight_bits", 8) == 8 and int8_saturates():
+    if precision == "int8" and _overflows_here(doc):
         log.warning(
             "%s has 8-bit weights, which this CPU's int8 kernels (no VNNI) may overflow: its answers can differ "
             "from the float model's. Export the bundle here again (`tlearn export BUNDLE --int8 on`) for 7-bit "
             "weights.", model.name,
         )  # fmt: skip
     return _checked(OnnxPredictor(model, config, source=source, lone=lone, precision=precision), model)
+
+
+def _overflows_here(doc: dict[str, Any]) -> bool:
+    """Whether the int8 model of an export (`doc`: its JSON) has 8-bit weights (exports before `weight_bits`
+    all had) and this CPU's int8 kernels would overflow them."""
+    int8 = doc.get("int8")
+    return isinstance(int8, dict) and int8.get("weight_bits", 8) == 8 and int8_saturates()
 
 
 def _checked(predictor: OnnxPredictor, model_path: Path) -> OnnxPredictor:
