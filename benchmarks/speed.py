@@ -520,7 +520,7 @@ def serve_table(serve: dict[str, Any]) -> list[str]:
     ours, plain = serve["clients"][-1].get("accuracy"), serve["plain"][-1].get("accuracy")
     lines += ["", f"The feature-method bundle ({serve['bundle']}), one {serve['photo']} per request; the engine "
               f"alone {serve['engine_best']['images_per_second']:.0f} img/s at its best "
-              f"({serve['engine_best']['batch']} per call); accuracy on the {serve['accuracy_photos']} test photos "
+              f"(passes of {serve['engine_best']['batch']}); accuracy on the {serve['accuracy_photos']} test photos "
               f"sent by {serve['clients'][-1]['clients']} clients: tlearn {_acc(ours)}, the plain way {_acc(plain)}. "
               f"Measured on {serve['machine']} ({serve['date']})."]  # fmt: skip
     return lines
