@@ -6,6 +6,8 @@ import os
 import platform
 from pathlib import Path
 
+from tlearn.core.threads import cpu_flags
+
 # The widest SIMD a CPU has, widest first: int8 kernels need VNNI to pay, and float kernels run wider with AVX-512.
 SIMD = (("avx512_vnni", "AVX-512 VNNI"), ("avx_vnni", "AVX2 VNNI"), ("avx512f", "AVX-512"), ("avx2", "AVX2"))
 
@@ -17,7 +19,7 @@ def machine() -> str:
     except OSError:
         lines = []
     name = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "")
-    flags = next((set(line.split(":", 1)[1].split()) for line in lines if line.startswith("flags")), set())
+    flags = cpu_flags() or frozenset()
     simd = next((label for flag, label in SIMD if flag in flags), None)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return ", ".join(p for p in (name or platform.processor() or platform.machine(), simd, f"{cores} cores") if p)

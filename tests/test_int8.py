@@ -214,6 +214,27 @@ def test_int8_weights_have_seven_bits_where_this_cpus_int8_kernels_would_saturat
     assert ("7-bit weights, as this CPU has no VNNI" in doc["reason"]) == saturates  # what the export prints
 
 
+@pytest.mark.parametrize(
+    ("arch", "flags", "saturates"),
+    [
+        ("x86_64", {"avx2", "fma"}, True),  # AVX2 only
+        ("x86_64", {"avx2", "avx512f", "avx512bw"}, True),  # AVX-512 without VNNI
+        ("x86_64", {"avx2", "avx512f", "avx512_vnni"}, False),
+        ("x86_64", {"avx2", "avx_vnni"}, False),  # AVX-VNNI (recent Intel laptops)
+        ("x86_64", None, True),  # flags unreadable: 7-bit weights run correctly everywhere
+        ("aarch64", None, False),  # ARM adds int8 products in 32 bits
+    ],
+)
+def test_only_x86_cpus_without_vnni_count_as_overflowing_8_bit_weights(
+    monkeypatch: pytest.MonkeyPatch, arch: str, flags: set[str] | None, saturates: bool
+) -> None:
+    import tlearn.core.onnx as core_onnx
+
+    monkeypatch.setattr(core_onnx.platform, "machine", lambda: arch)
+    monkeypatch.setattr(core_onnx, "cpu_flags", lambda: None if flags is None else frozenset(flags))
+    assert core_onnx.int8_saturates.__wrapped__() is saturates
+
+
 def test_eight_bit_int8_is_not_run_on_a_cpu_whose_kernels_would_saturate_it(
     bundle: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -29,7 +29,7 @@ from torch import nn
 from tlearn.core.cache import cache_root, digest
 from tlearn.core.errors import BundleError, ExtraMissingError
 from tlearn.core.files import atomic_path
-from tlearn.core.threads import by_row_chunks, usable_cpus
+from tlearn.core.threads import by_row_chunks, cpu_flags, usable_cpus
 
 OPSET = 17  # the classic exporter supports 7 to 20; 17 runs on every ONNX Runtime since 1.11
 
@@ -100,12 +100,8 @@ def int8_saturates() -> bool:
     read counts as saturating: 7-bit weights run correctly everywhere, 8-bit ones do not."""
     if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686", "x86"):
         return False
-    try:
-        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return True
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), None)
-    return flags is None or not _VNNI_FLAGS & set(flags)
+    flags = cpu_flags()
+    return flags is None or not _VNNI_FLAGS & flags
 
 
 def create_session(model: bytes | str | Path, *, threads: int | None = None) -> Any:

@@ -43,6 +43,17 @@ def usable_cpus() -> list[int]:
     return list(range(os.cpu_count() or 1))
 
 
+def cpu_flags() -> frozenset[str] | None:
+    """The instruction-set flags of this machine's CPU (Linux's /proc/cpuinfo, e.g. "avx2", "avx512_vnni");
+    None where they cannot be read (macOS, Windows)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            line = next((line for line in fh if line.startswith("flags")), None)
+    except OSError:
+        return None
+    return None if line is None else frozenset(line.split(":", 1)[1].split())
+
+
 def cpu_workers(cap: int) -> int:
     """Worker threads or processes for work that scales with the CPUs: one per usable CPU, at most `cap`."""
     return max(1, min(cap, len(usable_cpus())))
