@@ -6,7 +6,8 @@ One `async` endpoint, `POST /predict` with a multipart `file`, that opens the up
 torchvision's Resize / CenterCrop / ToTensor and the bundle's own network in eager PyTorch on that one
 image, on the event loop, and answers the most probable class: the same network and settings as the bundle
 (its input size and mirror averaging), so the same answers, one image per forward pass and one request at
-a time. Nothing of tlearn is used but the loading of the bundle's network.
+a time. Nothing of tlearn is used but the loading of the bundle's network (`predict_speed.plain_network`, as
+the plain way of prediction has it).
 """
 
 from __future__ import annotations
@@ -19,16 +20,10 @@ from typing import Any
 import torch
 from fastapi import FastAPI, UploadFile
 from PIL import Image
-from torchvision import transforms
 
-from tlearn.infer.load import load
+from benchmarks.predict_speed import plain_network
 
-predictor: Any = load(Path(os.environ["PLAIN_BUNDLE"]), engine="torch")
-prep = predictor.config.preprocessing
-transform = transforms.Compose(
-    [transforms.Resize(prep.resize_short_side), transforms.CenterCrop(list(prep.input_size)), transforms.ToTensor()]
-)
-model = predictor.classifier.eval()
+transform, model, classes = plain_network(Path(os.environ["PLAIN_BUNDLE"]))
 app = FastAPI()
 
 
@@ -43,4 +38,4 @@ async def predict(file: UploadFile) -> dict[str, Any]:
     with torch.no_grad():
         proba = model(transform(image).unsqueeze(0)).softmax(1)[0]
     best = int(proba.argmax())
-    return {"class": predictor.classes[best], "probability": float(proba[best])}
+    return {"class": classes[best], "probability": float(proba[best])}

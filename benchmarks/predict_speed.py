@@ -87,8 +87,9 @@ def end_to_end(predictor: Any, files: Sequence[Path], batch_size: int) -> tuple[
     return time.perf_counter() - start, proba
 
 
-def plain_way(bundle: Path, files: Sequence[Path], *, batch_size: int = 16) -> tuple[float, np.ndarray]:
-    """Seconds and probabilities of the plain way (see the module's docstring)."""
+def plain_network(bundle: Path) -> tuple[Any, torch.nn.Module, list[str]]:
+    """The plain way's transform (torchvision's Resize / CenterCrop / ToTensor at the bundle's settings), the
+    bundle's network in eager PyTorch (with its mirror averaging), and its classes."""
     from tlearn.infer.load import load
 
     torch_predictor = load(bundle, engine="torch")
@@ -96,9 +97,14 @@ def plain_way(bundle: Path, files: Sequence[Path], *, batch_size: int = 16) -> t
     tf = transforms.Compose(
         [transforms.Resize(prep.resize_short_side), transforms.CenterCrop(list(prep.input_size)), transforms.ToTensor()]
     )
+    return tf, torch_predictor.classifier.eval(), list(torch_predictor.classes)  # type: ignore[attr-defined]
+
+
+def plain_way(bundle: Path, files: Sequence[Path], *, batch_size: int = 16) -> tuple[float, np.ndarray]:
+    """Seconds and probabilities of the plain way (see the module's docstring)."""
+    tf, model, _ = plain_network(bundle)
     workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     loader = torch.utils.data.DataLoader(_Photos(files, tf), batch_size=batch_size, num_workers=workers)
-    model = torch_predictor.classifier.eval()  # type: ignore[attr-defined]
     out, start = [], time.perf_counter()
     with torch.no_grad():
         for x in loader:
