@@ -87,6 +87,14 @@ def test_features_too_good_for_validation_to_show_a_gain_are_not_fine_tuned() ->
     ).unfreeze
 
 
+def test_features_that_get_every_probe_image_right_are_said_to_get_none_wrong() -> None:
+    # The demo's message read "about 0.0 of the 20 validation images wrong".
+    d = decide(evidence(per_class=2, last=1.0, earlier=1.0, val_images=20), num_stages=STAGES)
+    assert d.method == "features"
+    assert "should get none of the 20 validation images wrong" in d.explanation
+    assert "about 0.0" not in d.explanation
+
+
 def test_the_error_count_rule_sits_at_its_threshold() -> None:
     at = 1 - (MIN_VAL_ERRORS + 0.01) / 200
     below = 1 - (MIN_VAL_ERRORS - 0.01) / 200

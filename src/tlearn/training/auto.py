@@ -118,6 +118,11 @@ class Decision:
         return f"{self.size} and {self.domain}"
 
 
+def _how_many(errors: float) -> str:
+    """'none' or 'about 2.3': expected errors as the explanation says them."""
+    return "none" if round(errors, 1) == 0 else f"about {errors:.1f}"
+
+
 def decide(e: Evidence, *, num_stages: int) -> Decision:
     """The method, layer, stages and epochs for these measurements. Pure: no I/O, no randomness."""
     size = "large" if e.per_class_median >= LARGE_PER_CLASS else "small"
@@ -138,7 +143,7 @@ def decide(e: Evidence, *, num_stages: int) -> Decision:
         lines.append("No validation images to show that fine-tuning does better: features only.")
     elif errors < MIN_VAL_ERRORS:
         lines.append(
-            f"The features should get about {errors:.1f} of the {e.val_images} validation images wrong: too few "
+            f"The features should get {_how_many(errors)} of the {e.val_images} validation images wrong: too few "
             "for fine-tuning to show a gain beyond the noise of the validation split. Features only."
         )
     else:
