@@ -8,13 +8,16 @@ Starts `tlearn serve BUNDLE` in a subprocess on a free 127.0.0.1 port (default b
 here on synthetic shapes, in seconds; `--builtin` trains one on the built-in MobileNetV2 at 224 px instead).
 First the scaling figures (`--scale`; "" skips them):
   engine    the bundle's network alone in this process, on pre-decoded inputs, at batch sizes 1, 2, 4, 8, 16
-            and 32: images per second; the best of them is the ceiling the server can reach on this machine
+            and 32: images per second and CPU per image; the best of them is the ceiling the server can reach
+            on this machine. And the CPU of decoding the photo: a server decodes on the same cores, so with
+            every core busy on the engine's and the decoding's CPU it reaches at most the most share possible
   scaling   a server of its own (with --max-pending at least the clients), then 1, 8 and 32 clients each
             sending one 1600 x 1200 JPEG to /predict in a loop for `--scale-seconds`: requests per second,
             p50 / p95 latency, the p50 of the time the server itself counts (its "seconds": from the request's
             headers to its answer, without the network's transport and the client), throughput as a share of
-            the engine's best, and p95 against the p50 of one client alone (the single-request latency); and
-            the images per forward pass the server chose (its /model)
+            the engine's best, and p95 against the p50 of one client alone (the single-request latency), beside
+            the least that ratio can be with that many requests in flight (clients / the engine's best rate,
+            Little's law, over the same p50); and the images per forward pass the server chose (its /model)
 Then two phases with `--clients` concurrent clients (`--seconds 0` skips them):
   baseline  good requests only (one JPEG to /predict, or four to /predict/batch), `--baseline-seconds`
   mixed     the same good requests among bad ones: truncated and non-image files, a PNG header claiming
@@ -358,28 +361,60 @@ def print_table(result: dict[str, Any]) -> None:
 ENGINE_BATCHES = (1, 2, 4, 8, 16, 32)  # 32: the most images the server puts in one forward pass (serve/pass_size.py)
 
 
-def engine_throughput(bundle: Path, photo: bytes, *, engine: str = "auto", seconds: float = 3.0) -> dict[str, float]:
-    """Images per second of the bundle's network alone on pre-decoded inputs, at each of ENGINE_BATCHES.
+@dataclass(frozen=True)
+class Engine:
+    """The bundle's network alone on pre-decoded inputs, and what a server must do besides it for each request.
+
+    images_per_second and cpu_ms_per_image are by batch size (CPU: of all the process's threads, in ms of one
+    core); decode_cpu_ms is the CPU of turning the request's photo into the model's input (`prepare_input`, the
+    call the server's decoding threads make), which a server runs on the same cores as the network.
+    """
+
+    images_per_second: dict[str, float]
+    cpu_ms_per_image: dict[str, float]
+    decode_cpu_ms: float
+    cores: int  # the cores this process may run on
+
+    @property
+    def best(self) -> str:
+        return max(self.images_per_second, key=lambda b: self.images_per_second[b])
+
+    @property
+    def most_share_possible(self) -> float:
+        """The largest share of the engine's best throughput that a server decoding on the same cores can reach,
+        even with HTTP free: every core busy with the engine's and the decoding's CPU of each image."""
+        most = self.cores * 1000 / (self.cpu_ms_per_image[self.best] + self.decode_cpu_ms)
+        return min(1.0, most / self.images_per_second[self.best])
+
+
+def engine_throughput(bundle: Path, photo: bytes, *, engine: str = "auto", seconds: float = 3.0) -> Engine:
+    """The bundle's network alone on pre-decoded inputs at each of ENGINE_BATCHES, and the decoding of `photo`.
 
     Loads the bundle the way `tlearn serve` does (`engine`: "auto" is ONNX Runtime where it is installed, as
     in the server), decodes `photo` once, and times `answer_of_inputs` (the call the server's passes make) on
-    copies of it, after two warm-up passes per batch size.
+    copies of it, after two warm-up passes per batch size; then times `prepare_input(photo)` for `seconds`.
     """
     from tlearn.infer.load import load_for_serving
 
     predictor, _ = load_for_serving(bundle, engine=engine)
     x = predictor.prepare_input(photo)
-    out = {}
+    rates, cpu = {}, {}
     for size in ENGINE_BATCHES:
         batch = np.stack([x] * size)
         for _ in range(2):
             predictor.answer_of_inputs(batch)
-        n, start = 0, time.perf_counter()
+        n, start, cpu_start = 0, time.perf_counter(), time.process_time()
         while (elapsed := time.perf_counter() - start) < seconds or n < 3:
             predictor.answer_of_inputs(batch)
             n += 1
-        out[str(size)] = round(n * size / elapsed, 1)
-    return out
+        rates[str(size)] = round(n * size / elapsed, 1)
+        cpu[str(size)] = round((time.process_time() - cpu_start) * 1000 / (n * size), 1)
+    n, start, cpu_start = 0, time.perf_counter(), time.process_time()
+    while time.perf_counter() - start < seconds or n < 3:
+        predictor.prepare_input(photo)
+        n += 1
+    decode_ms = round((time.process_time() - cpu_start) * 1000 / n, 1)
+    return Engine(rates, cpu, decode_ms, len(os.sched_getaffinity(0)))
 
 
 def scaling(bundle: Path, photo: bytes, clients: list[int], *, seconds: float, extra: list[str], folder: Path,
@@ -443,22 +478,32 @@ def served_accuracy(url: str, labelled: Sequence[tuple[bytes, str]], *, clients:
         return float(np.mean(list(pool.map(right, labelled))))
 
 
-def scaling_result(engine: dict[str, float], rows: list[dict[str, Any]], forward_pass: Any) -> dict[str, Any]:
+def scaling_result(engine: Engine, rows: list[dict[str, Any]], forward_pass: Any) -> dict[str, Any]:
     """The rows with their share of the engine's best throughput (at any batch size), and p95 against one
-    client's p50."""
-    ceiling = max(engine.values())
+    client's p50; with the bounds no server on this machine passes: the share `Engine.most_share_possible`,
+    and, for more than one client, the least mean latency over one client's p50 (`least_latency_ratio`: with
+    that many requests in flight, Little's law makes the mean latency at least clients / the engine's best
+    rate, even with decoding and HTTP free)."""
+    best = engine.images_per_second[engine.best]
     single = next((r["p50_ms"] for r in rows if r["clients"] == 1), None)
     for r in rows:
-        r["share_of_engine"] = round(r["requests_per_second"] / ceiling, 3)
+        r["share_of_engine"] = round(r["requests_per_second"] / best, 3)
         r["p95_over_single"] = round(r["p95_ms"] / single, 2) if single and r["p95_ms"] else None
-    best = max(engine, key=lambda b: engine[b])
-    return {"engine_images_per_second": engine, "engine_best": {"batch": int(best), "images_per_second": ceiling},
+        least = r["clients"] * 1000 / best / single if single and r["clients"] > 1 else None
+        r["least_latency_ratio"] = None if least is None else round(least, 2)
+    return {"engine_images_per_second": engine.images_per_second, "engine_cpu_ms_per_image": engine.cpu_ms_per_image,
+            "decode_cpu_ms": engine.decode_cpu_ms, "most_share_possible": round(engine.most_share_possible, 3),
+            "engine_best": {"batch": int(engine.best), "images_per_second": best},
             "server_forward_pass": forward_pass, "single_request_ms": single, "clients": rows}  # fmt: skip
 
 
 def print_scaling(result: dict[str, Any]) -> None:
     engine = result["engine_images_per_second"]
     print("\nengine alone, pre-decoded inputs: " + ", ".join(f"batch {b}: {v:g} img/s" for b, v in engine.items()))
+    best = result["engine_best"]["batch"]
+    print(f"CPU per image: the engine {result['engine_cpu_ms_per_image'][str(best)]:g} ms (batch {best}), decoding "
+          f"the photo {result['decode_cpu_ms']:g} ms: a server reaches at most {result['most_share_possible']:.0%} "
+          "of the engine")  # fmt: skip
     chosen = (result["server_forward_pass"] or {}).get("images", "?")
     print(f"the server's forward passes: {chosen} image(s); share below: of the engine's best")
     print(f"{'clients':>7} {'req/s':>7} {'of engine':>10} {'p50':>8} {'p95':>8} {'p95 / single':>13} "
