@@ -9,8 +9,9 @@ here on synthetic shapes, in seconds; `--builtin` trains one on the built-in Mob
 First the scaling figures (`--scale`; "" skips them):
   engine    the bundle's network alone in this process, on pre-decoded inputs, at batch sizes 1, 2, 4, 8, 16
             and 32: images per second and CPU per image; the best of them is the ceiling the server can reach
-            on this machine. And the CPU of decoding the photo: a server decodes on the same cores, so with
-            every core busy on the engine's and the decoding's CPU it reaches at most the most share possible
+            on this machine. And the CPU of decoding the photo: a server decodes on the same cores, so even
+            with every core busy on nothing but the engine's and the decoding's CPU it reaches only a share of
+            that best (the most share possible)
   scaling   a server of its own (with --max-pending at least the clients), then 1, 8 and 32 clients each
             sending one 1600 x 1200 JPEG to /predict in a loop for `--scale-seconds`: requests per second,
             p50 / p95 latency, the p50 of the time the server itself counts (its "seconds": from the request's
@@ -403,18 +404,20 @@ def engine_throughput(bundle: Path, photo: bytes, *, engine: str = "auto", secon
         batch = np.stack([x] * size)
         for _ in range(2):
             predictor.answer_of_inputs(batch)
-        n, start, cpu_start = 0, time.perf_counter(), time.process_time()
-        while (elapsed := time.perf_counter() - start) < seconds or n < 3:
-            predictor.answer_of_inputs(batch)
-            n += 1
-        rates[str(size)] = round(n * size / elapsed, 1)
-        cpu[str(size)] = round((time.process_time() - cpu_start) * 1000 / (n * size), 1)
+        calls, wall, cpu_s = _timed(lambda b=batch: predictor.answer_of_inputs(b), seconds)
+        rates[str(size)] = round(calls * size / wall, 1)
+        cpu[str(size)] = round(cpu_s * 1000 / (calls * size), 1)
+    calls, _, cpu_s = _timed(lambda: predictor.prepare_input(photo), seconds)
+    return Engine(rates, cpu, round(cpu_s * 1000 / calls, 1), len(os.sched_getaffinity(0)))
+
+
+def _timed(call: Callable[[], object], seconds: float) -> tuple[int, float, float]:
+    """(calls, wall seconds, CPU seconds of the whole process) of `call` repeated for `seconds`, at least 3 times."""
     n, start, cpu_start = 0, time.perf_counter(), time.process_time()
-    while time.perf_counter() - start < seconds or n < 3:
-        predictor.prepare_input(photo)
+    while (elapsed := time.perf_counter() - start) < seconds or n < 3:
+        call()
         n += 1
-    decode_ms = round((time.process_time() - cpu_start) * 1000 / n, 1)
-    return Engine(rates, cpu, decode_ms, len(os.sched_getaffinity(0)))
+    return n, elapsed, time.process_time() - cpu_start
 
 
 def scaling(bundle: Path, photo: bytes, clients: list[int], *, seconds: float, extra: list[str], folder: Path,
