@@ -13,7 +13,7 @@ from PIL import Image
 
 from conftest import jpeg_bytes, solid
 from tlearn.core.errors import EmptyFile, ImageError, ImageTooLarge, NotAnImage, TruncatedImage, UnreadableFile
-from tlearn.data.images import decode_image, open_image, shrink_to_short_side
+from tlearn.data.images import decode_image, open_image, shrink_to_short_side, upright_rgb
 
 
 def test_cmyk_jpeg_becomes_rgb_with_its_colours() -> None:
@@ -54,6 +54,17 @@ def test_exif_orientation_is_applied() -> None:
     assert upright.size == (20, 40)
     assert upright.getpixel((10, 3))[0] > 200  # the band is now at the top
     assert upright.getpixel((10, 36))[0] < 50
+
+
+def test_turning_a_callers_image_upright_leaves_it_as_it_was() -> None:
+    img = Image.new("RGB", (40, 20), (0, 0, 0))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", exif=exif, quality=95)
+    theirs = Image.open(io.BytesIO(buf.getvalue()))
+    assert upright_rgb(theirs).size == (20, 40)
+    assert theirs.size == (40, 20) and theirs.getexif()[0x0112] == 6  # the Python API's caller still has theirs
 
 
 def test_gif_gives_its_first_frame() -> None:
