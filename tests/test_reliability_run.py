@@ -131,7 +131,7 @@ def test_out_beside_a_csv_dataset_is_refused(run_cli, shapes: Path) -> None:  # 
     table.write_text("path,label\n" + "\n".join(rows) + "\n")
     res = run_cli("train", table, *FEATURES, "--out", shapes / "runs" / "csv")
     assert res.code == 1
-    assert "is inside the dataset folder" in one_error(res.err)
+    assert "the folder of labels.csv and its images" in one_error(res.err)
     assert not (shapes / "runs").exists()
 
 
