@@ -95,6 +95,17 @@ def test_features_that_get_every_probe_image_right_are_said_to_get_none_wrong() 
     assert "about 0.0" not in d.explanation
 
 
+def test_probes_that_could_not_be_measured_keep_the_features_and_say_why() -> None:
+    # Every class had a single training image: nothing to hold out, no probe accuracy ("nan%" before).
+    nan = float("nan")
+    e = evidence(per_class=1, last=nan, earlier=nan, val_images=20)
+    d = decide(e, num_stages=STAGES)
+    assert d.method == "features" and d.feature_layer == "last"
+    assert "nan" not in d.explanation.lower()
+    assert "Linear probe: not measured" in d.explanation
+    assert not fine_tuning_can_show(e.probes, e.train_images, e.val_images, "small")
+
+
 def test_the_error_count_rule_sits_at_its_threshold() -> None:
     at = 1 - (MIN_VAL_ERRORS + 0.01) / 200
     below = 1 - (MIN_VAL_ERRORS - 0.01) / 200

@@ -122,6 +122,17 @@ def test_class_missing_from_training_is_never_predicted() -> None:
     assert (layer_out(fit, x).argmax(1) != 2).all()
 
 
+def test_a_class_of_one_image_stays_in_training_while_the_others_choose_c() -> None:
+    x, y = blobs(n=120)
+    lone = x[:1] + 20.0  # far from the three blobs: a class of its own
+    x, y = np.concatenate([x, lone]), np.concatenate([y, [3]])
+    fit = fit_linear(x, y, num_classes=4)
+    assert fit.folds == 3 and [c for c, _ in fit.cv_scores] == list(C_GRID)
+    # held out, the lone image could never be right: the scores are those of the classes cross-validation can judge
+    assert max(s for _, s in fit.cv_scores) > 0.8
+    assert layer_out(fit, lone).argmax(1).tolist() == [3]
+
+
 def test_unknown_head_names_the_flag() -> None:
     x, y = blobs()
     with pytest.raises(ConfigError, match="--head must be"):

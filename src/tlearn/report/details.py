@@ -8,6 +8,7 @@ This module is the one place in the report that knows those keys; every key it d
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -163,4 +164,5 @@ def _numbers(*values: Any) -> bool:
 
 
 def _fraction(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) else None
+    """A number read back, None where there is none (a probe that could not be measured wrote NaN)."""
+    return float(value) if isinstance(value, int | float) and math.isfinite(value) else None

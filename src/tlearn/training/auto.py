@@ -130,17 +130,22 @@ def decide(e: Evidence, *, num_stages: int) -> Decision:
     domain = "different" if is_different(e.probes, e.train_images) else "similar"
     fallback = fallback_probe(e.probes, e.train_images, size)
     layer = fallback.layer
+    measured = bool(np.isfinite(fallback.accuracy))  # not when no class has two training images to hold one out
     lines = [
         f"{e.train_images} training images, {e.per_class_median:.0f} per class (median): {size}.",
         f"Linear probe: last layer {e.last.accuracy:.1%}"
         + (f", best earlier layer ({earlier.description}) {earlier.accuracy:.1%}" if earlier else "")
-        + (": similar to the pretraining data." if domain == "similar" else ": different from the pretraining data."),
+        + (": similar to the pretraining data." if domain == "similar" else ": different from the pretraining data.")
+        if measured
+        else "Linear probe: not measured, since no class has two training images to hold one out.",
     ]
     want = {("similar", "small"): 2, ("similar", "large"): 3, ("different", "small"): 3}.get((domain, size), num_stages)
     errors = expected_val_errors(fallback.accuracy, e.val_images)
     unfreeze, epochs, views = 0, 0, 0
     if not e.val_images:
         lines.append("No validation images to show that fine-tuning does better: features only.")
+    elif not measured:
+        lines.append("Nothing measured says fine-tuning would do better: features only.")
     elif errors < MIN_VAL_ERRORS:
         lines.append(
             f"The features should get {_how_many(errors)} of the {e.val_images} validation images wrong: too few "
