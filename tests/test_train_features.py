@@ -46,6 +46,19 @@ def test_cli_trains_saves_and_the_bundle_predicts_the_same(run_cli, shapes: Path
     assert [clf.classes[i] for i in proba.argmax(1)] == [r["predicted"] for r in rows]
 
 
+def test_a_class_of_one_image_is_trained_on_and_not_ranked_as_the_worst(run_cli, shapes: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    rare = sorted(shapes.iterdir())[0]
+    for extra in sorted(rare.iterdir())[1:]:
+        extra.unlink()  # one image left: it can only go to training
+    res = run_cli("train", shapes, "--method", "auto", *TINY, "--out", tmp_path / "run")
+    assert res.code == 0, res.err
+    assert "nan" not in res.out.lower()  # auto's probes and the head's C are still cross-validated
+    assert "by 3-fold CV" in res.out
+    table = res.out.split("Recall per class on test, worst first:")[1]
+    rows = [[cell.strip() for cell in line.split("│")[1:-1]] for line in table.splitlines() if line.startswith("│ ")]
+    assert rows[-1] == [rare.name, "–", "0"]  # no test image: no recall, and listed after the classes that have one
+
+
 def test_broken_files_are_listed_and_training_goes_on(run_cli, shapes: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     expected = add_broken_files(shapes, "yellow_star")
     res = run_cli("train", shapes, "--method", "features", *TINY, "--out", tmp_path / "run")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import warnings
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -25,13 +26,34 @@ from sklearn.metrics import (
 CALIBRATION_BINS = 15
 
 
+NO_IMAGES = "–"  # what a table shows for the recall and F1 of a class with no images in the part
+
+WEAK_BY = 0.1  # a class whose recall is this far below the overall accuracy is highlighted
+
+
 @dataclass(frozen=True)
 class ClassMetrics:
     name: str
     precision: float
-    recall: float
+    recall: float  # 0 where the part holds none of the class's images (scikit-learn's zero_division)
     f1: float
     support: int
+
+    def recall_text(self) -> str:
+        """The recall as a table shows it: undefined (NO_IMAGES) for a class with no images in the part."""
+        return f"{self.recall:.1%}" if self.support else NO_IMAGES
+
+    def f1_text(self) -> str:
+        return f"{self.f1:.3f}" if self.support else NO_IMAGES
+
+    def is_weak(self, accuracy: float) -> bool:
+        """Recall WEAK_BY or more below the overall accuracy; never a class with no images to find."""
+        return bool(self.support) and self.recall < accuracy - WEAK_BY
+
+
+def ranked_by_recall(per_class: Sequence[ClassMetrics]) -> list[ClassMetrics]:
+    """The lowest recall first (ties by name), then the classes with no images in the part, which have none."""
+    return sorted(per_class, key=lambda c: (not c.support, c.recall, c.name))
 
 
 @dataclass(frozen=True)

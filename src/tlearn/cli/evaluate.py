@@ -111,15 +111,17 @@ def _summary_table(m: Metrics) -> Table:
 
 def _per_class_table(m: Metrics, *, show: int) -> Table:
     """Every class when there are few; else the `show` (at least 10) with the lowest recall."""
-    ranked = sorted(m.per_class, key=lambda c: (c.recall, c.name))
+    from tlearn.artifacts.metrics import ranked_by_recall  # here: `tlearn --help` does not load scikit-learn
+
+    ranked = ranked_by_recall(m.per_class)
     shown = ranked if len(ranked) <= 20 else ranked[: max(show, 10)]
     rest = f"; {len(ranked) - len(shown)} more with --json" if len(shown) < len(ranked) else ""
     table = Table(title=f"Per class, lowest recall first{rest}")
     for col in ("class", "precision", "recall", "F1", "images"):
         table.add_column(col, justify="left" if col == "class" else "right")
     for c in shown:
-        style = "yellow" if c.support and c.recall < m.accuracy - 0.1 else "dim" if not c.support else None
-        table.add_row(c.name, f"{c.precision:.1%}", f"{c.recall:.1%}", f"{c.f1:.3f}", str(c.support), style=style)
+        style = "yellow" if c.is_weak(m.accuracy) else "dim" if not c.support else None
+        table.add_row(c.name, f"{c.precision:.1%}", c.recall_text(), c.f1_text(), str(c.support), style=style)
     return table
 
 

@@ -132,6 +132,8 @@ def print_epoch(row: dict[str, Any]) -> None:
 
 
 def render_result(result: TrainResult) -> None:
+    from tlearn.artifacts.metrics import ranked_by_recall  # here: `tlearn --help` does not load scikit-learn
+
     report = result.dataset
     counts = result.split_counts
     console.print(
@@ -158,7 +160,7 @@ def render_result(result: TrainResult) -> None:
     headline = result.headline
     if headline is not None:
         part, m = headline
-        worst = sorted(m.per_class, key=lambda c: c.recall)
+        worst = ranked_by_recall(m.per_class)
         shown = worst if len(worst) <= 20 else worst[:10]
         console.print(f"Recall per class on {part}, worst first:")
         recall = Table()
@@ -166,8 +168,7 @@ def render_result(result: TrainResult) -> None:
         recall.add_column("recall", justify="right")
         recall.add_column("images", justify="right")
         for c in shown:
-            style = "yellow" if c.recall < m.accuracy - 0.1 else None
-            recall.add_row(c.name, f"{c.recall:.1%}", str(c.support), style=style)
+            recall.add_row(c.name, c.recall_text(), str(c.support), style="yellow" if c.is_weak(m.accuracy) else None)
         console.print(recall)
     labels = label_summary(result)
     if labels:

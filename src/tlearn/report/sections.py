@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tlearn.artifacts.history import kept_epochs
+from tlearn.artifacts.metrics import ranked_by_recall
 from tlearn.artifacts.predictions import worst_mistakes
 from tlearn.core.notebook import escape, percent
 from tlearn.report.details import AutoRecord, MethodDetails
@@ -388,9 +389,9 @@ def _per_class(run: Run) -> str:
     part = "test" if "test" in run.metrics else next(iter(run.metrics))
     m = run.metrics[part]
     rows = []
-    for c in sorted(m.per_class, key=lambda c: (c.recall, c.name)):
-        cells = [c.name, f"{c.precision:.1%}", f"{c.recall:.1%}", f"{c.f1:.3f}", str(c.support)]
-        rows.append(cells if c.recall >= m.accuracy - 0.1 else [f"!{cell}" for cell in cells])
+    for c in ranked_by_recall(m.per_class):
+        cells = [c.name, f"{c.precision:.1%}", c.recall_text(), c.f1_text(), str(c.support)]
+        rows.append([f"!{cell}" for cell in cells] if c.is_weak(m.accuracy) else cells)
     header = ["class", "precision", "recall", "F1", "images"]
     return (
         f"<h3>Per class on {part}, lowest recall first</h3>\n"
