@@ -59,6 +59,19 @@ def test_a_class_of_one_image_is_trained_on_and_not_ranked_as_the_worst(run_cli,
     assert rows[-1] == [rare.name, "–", "0"]  # no test image: no recall, and listed after the classes that have one
 
 
+def test_train_says_what_the_dataset_check_warns_of(run_cli, shapes: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    first, second = sorted(shapes.iterdir())[:2]
+    shutil.copy(sorted(first.iterdir())[0], second / "copy.jpg")  # one photo under two classes
+    for extra in sorted(first.iterdir())[1:]:
+        extra.unlink()  # and a class of that one photo
+    res = run_cli("train", shapes, "--method", "features", *TINY, "--out", tmp_path / "run")
+    assert res.code == 0, res.err
+    out = " ".join(res.out.split())
+    assert "Warning: 1 images appear under two or more classes (label conflicts)." in out
+    assert f"Warning: 1 classes have fewer than 10 images ({first.name})" in out
+    assert "Labels not checked: every class needs at least two different images." in out
+
+
 def test_broken_files_are_listed_and_training_goes_on(run_cli, shapes: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     expected = add_broken_files(shapes, "yellow_star")
     res = run_cli("train", shapes, "--method", "features", *TINY, "--out", tmp_path / "run")

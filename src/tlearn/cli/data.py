@@ -12,7 +12,7 @@ from rich.table import Table
 
 from tlearn.cli import options as opt
 from tlearn.cli.app import app
-from tlearn.cli.render import console, err_console, progress_bar, shell_word, short_path
+from tlearn.cli.render import LABELS_NOT_CHECKED, console, err_console, progress_bar, shell_word, short_path
 
 if TYPE_CHECKING:
     from tlearn.data.checks import DatasetReport
@@ -176,7 +176,7 @@ def _label_json(found: LabelCheck) -> dict[str, Any]:
 def _render_labels(found: LabelCheck, *, show: int) -> None:
     if found.issues is None:
         if found.dataset.usable:
-            console.print("Labels not checked: every class needs at least two different images.")
+            console.print(LABELS_NOT_CHECKED)
         return
     wrong, far = found.mislabelled, found.outliers
     if wrong:

@@ -23,6 +23,10 @@ from tlearn.core.progress import Progress as ProgressFn
 from tlearn.data.sources import display_path
 
 console = Console(highlight=False)
+
+# When the label check could not run: it judges each image by a model that never saw it, so every class
+# needs another image to train that model on (`training/label_issues.py` `can_check`).
+LABELS_NOT_CHECKED = "Labels not checked: every class needs at least two different images."
 err_console = Console(stderr=True, highlight=False)
 
 STAGE_LABELS = {

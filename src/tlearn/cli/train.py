@@ -19,7 +19,7 @@ from rich.table import Table
 from tlearn.cli import options as opt
 from tlearn.cli.app import app
 from tlearn.cli.heap import long_lived
-from tlearn.cli.render import console, progress_bar, shell_join, short_path
+from tlearn.cli.render import LABELS_NOT_CHECKED, console, progress_bar, shell_join, short_path
 from tlearn.core.progress import no_progress
 
 if TYPE_CHECKING:
@@ -133,6 +133,7 @@ def print_epoch(row: dict[str, Any]) -> None:
 
 def render_result(result: TrainResult) -> None:
     from tlearn.artifacts.metrics import ranked_by_recall  # here: `tlearn --help` does not load scikit-learn
+    from tlearn.data.checks import unreadable_warning
 
     report = result.dataset
     counts = result.split_counts
@@ -143,6 +144,9 @@ def render_result(result: TrainResult) -> None:
     )
     for u in report.unreadable[:10]:
         console.print(f"  [yellow]skipped[/] {escape(short_path(u.path, report.root))}: {escape(u.reason)}")
+    for warning in report.warnings:  # what `tlearn check` would warn of (the unreadable files are listed above)
+        if warning != unreadable_warning(len(report.unreadable)):
+            console.print(f"[yellow]Warning:[/] {escape(warning)}")
     for note in result.notes:
         console.print(f"  {note}")
     if result.details.auto is not None:
@@ -186,8 +190,8 @@ def render_result(result: TrainResult) -> None:
 
 def label_summary(result: TrainResult) -> str:
     """One line about the label check: how many images may be mislabelled or far from every class."""
-    if result.label_issues is None:
-        return ""
+    if result.label_issues is None:  # the scratch CNN has no pretrained features to judge labels by
+        return "" if result.method == "scratch" else LABELS_NOT_CHECKED
     found = []
     if result.mislabelled:
         n = result.mislabelled

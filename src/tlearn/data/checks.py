@@ -144,7 +144,7 @@ def check_dataset(dataset: Dataset, scanned: ScannedImages, *, min_per_class: in
         only = f" (only '{classes[0]}')" if classes else ""
         problems.append(f"A classifier needs at least two classes with images; found {len(classes)}{only}.")
     if scanned.unreadable:
-        warnings.append(f"{len(scanned.unreadable)} files cannot be read and will be skipped.")
+        warnings.append(unreadable_warning(len(scanned.unreadable)))
     if empty:
         warnings.append(f"{len(empty)} class folders have no readable images and are left out: {', '.join(empty)}.")
     if small:
@@ -189,6 +189,11 @@ def check_dataset(dataset: Dataset, scanned: ScannedImages, *, min_per_class: in
         problems=tuple(problems),
         warnings=tuple(warnings),
     )
+
+
+def unreadable_warning(files: int) -> str:
+    """The check's warning about unreadable files (commands that list them file by file leave it out)."""
+    return f"{files} files cannot be read and will be skipped."
 
 
 def find_duplicates(scanned: ScannedImages) -> list[DuplicateGroup]:
