@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -54,6 +55,18 @@ def fixed_predictions() -> tuple[np.ndarray, np.ndarray]:
     logits[[1, 5, 9], [1, 3, 0]] += 4.0  # three wrong, one of them predicting 'owl'
     proba = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
     return y, proba
+
+
+def test_new_data_of_one_class_is_scored_without_a_library_warning() -> None:
+    # `tlearn evaluate BUNDLE FOLDER` on a folder of one known class printed scikit-learn's UserWarning
+    # ("A single label was found in 'y_true' and 'y_pred'...") above its tables.
+    y = np.zeros(10, dtype=np.int64)
+    proba = np.full((10, 4), 0.1)
+    proba[:, 0] = 0.7  # every image right: one class in the truth and in the predictions
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        m = compute_metrics(y, proba, CLASSES)
+    assert m.balanced_accuracy == m.accuracy == 1.0
 
 
 @pytest.mark.filterwarnings("ignore:y_pred contains classes not in y_true")
