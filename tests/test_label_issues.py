@@ -122,6 +122,16 @@ def test_check_labels_lists_the_swapped_images_and_writes_the_csv(  # type: igno
     assert doc["outliers"][0]["suggested"] == ""
 
 
+def test_check_labels_never_replaces_a_file_it_did_not_write(run_cli, shapes: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    theirs = tmp_path / "label_issues.csv"
+    theirs.write_text("id,notes\n1,my own list\n")
+    res = run_cli("check", shapes, "--labels", "--input-size", "64", "--csv", theirs)
+    assert res.code == 1
+    assert res.err.startswith(f"Error: --csv {theirs} exists and is not a list that tlearn check wrote")
+    assert "Traceback" not in res.err and len(res.err.strip().splitlines()) == 2  # the error and its hint
+    assert theirs.read_text() == "id,notes\n1,my own list\n"
+
+
 def test_train_counts_label_issues_and_the_report_shows_them(  # type: ignore[no-untyped-def]
     run_cli, noisy_shapes: tuple[Path, set[str], str], tmp_path: Path
 ) -> None:

@@ -44,6 +44,19 @@ def write_label_issues(path: Path, issues: Sequence[LabelIssue]) -> Path:
     return path
 
 
+def replaceable(path: Path) -> bool:
+    """Whether writing a list to `path` loses nothing: no file there, or one that starts with this list's
+    header row (one that `write_label_issues` wrote before, which a new check replaces)."""
+    path = Path(path)
+    if not path.exists():
+        return True
+    try:
+        with path.open(encoding="utf-8", errors="replace") as fh:
+            return fh.readline().strip() == ",".join(COLUMNS)
+    except OSError:  # a folder, or a file this user cannot read
+        return False
+
+
 def read_label_issues(path: Path) -> list[LabelIssue] | None:
     """The rows of a label_issues.csv; None when there is no such file (the run did not check labels)."""
     path = Path(path)
