@@ -7,6 +7,7 @@ import io
 import json
 import os
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +62,24 @@ def test_unreadable_image_in_python_raises_and_names_it(clf: BasePredictor, shap
         clf.predict_proba([shapes / "red_circle" / "red_circle_000.jpg", shapes / "red_circle" / "notes.jpg"])
     with pytest.raises(ImageError, match=r"Cannot read image 0: an image array must be \(H, W, 3\) RGB"):
         clf.predict_proba([np.zeros((8, 8, 5), np.uint8)])
+
+
+@pytest.mark.parametrize(
+    ("image", "says"),
+    [
+        (5, r"Cannot read image 0: cannot predict on a int: pass a path, bytes, a PIL image or a uint8 array"),
+        (np.zeros((0, 0, 3), np.uint8), r"Cannot read image 0: an image array has no pixels; got shape \(0, 0, 3\)"),
+        (np.full((8, 8, 3), np.nan), r"Cannot read image 0: an image array must hold finite numbers"),
+    ],
+)
+def test_an_input_the_python_api_cannot_use_is_an_image_error_that_says_why(
+    clf: BasePredictor, image: object, says: str
+) -> None:
+    # before: TypeError "'int' object is not iterable", ZeroDivisionError, NumPy's RuntimeWarning on the cast
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ImageError, match=says):
+            clf.predict(image)  # type: ignore[arg-type]
 
 
 def test_bundle_of_another_format_is_a_clear_one_line_error(run_cli, tiny_bundle: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

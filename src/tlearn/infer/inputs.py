@@ -8,7 +8,7 @@ short side, same interpolation), so a bundle predicts on what it was evaluated o
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -94,12 +94,13 @@ def decode_eval_input(image: ImageInput, prep: Preprocessing, *, max_pixels: int
 
 
 def as_list(images: Sequence[ImageInput] | ImageInput) -> list[ImageInput]:
-    """One image, or a sequence of them, as a list (a single array is one image when it is 2-D or 3-D)."""
+    """One image, or a sequence of them, as a list (a single array is one image when it is 2-D or 3-D). Anything
+    else that is not a sequence counts as one image too, for the per-image check to name what it is."""
     if isinstance(images, str | Path | bytes | Image.Image) or (
         isinstance(images, np.ndarray) and images.ndim in (2, 3)
     ):
         return [images]
-    return list(images)
+    return list(images) if isinstance(images, Iterable) else [images]
 
 
 def input_name(item: ImageInput, i: int) -> str:
@@ -126,6 +127,12 @@ def _as_uint8_rgb(arr: np.ndarray) -> np.ndarray:
         arr = np.stack([arr] * 3, axis=-1)
     if arr.ndim != 3 or arr.shape[2] not in (3, 4):
         raise ImageError(f"an image array must be (H, W, 3) RGB; got shape {arr.shape}")
+    if not arr.size:
+        raise ImageError(f"an image array has no pixels; got shape {arr.shape}")
+    if arr.dtype.kind not in "biuf":  # booleans, integers, floats
+        raise ImageError(f"an image array must hold numbers; got dtype {arr.dtype}")
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise ImageError("an image array must hold finite numbers; it holds NaN or infinity")
     if arr.dtype != np.uint8:
         if np.issubdtype(arr.dtype, np.floating) and arr.max() <= 1.0:
             arr = arr * 255.0
