@@ -172,6 +172,37 @@ def test_linked_folder_is_followed_once_and_a_second_link_to_it_is_named(tmp_pat
     assert [(i.path.name, i.reason) for i in ds.ignored] == [("more", "a link to cats/again, listed already")]
 
 
+def test_a_link_to_another_class_folder_or_the_dataset_is_not_followed(tmp_path: Path) -> None:
+    data = two_classes(tmp_path / "pets", n=3)
+    (data / "cats" / "up").symlink_to(data)  # ln -s .. up: it reached dogs/ through pets/ and took its photos
+    (data / "cats" / "dogs too").symlink_to(data / "dogs")
+    ds = load_dataset(data)
+    assert {s.label: sum(t.label == s.label for t in ds.samples) for s in ds.samples} == {"cats": 3, "dogs": 3}
+    assert {i.path.name: i.reason for i in ds.ignored} == {
+        "dogs too": "a link to dogs, a class folder of its own: not followed",
+        "up": "a link to the dataset's folder: not followed",
+    }
+
+
+def test_a_link_from_one_split_to_another_is_not_followed(tmp_path: Path) -> None:
+    data = tmp_path / "pets"
+    for part in ("train", "val"):
+        two_classes(data / part, n=3)
+    (data / "train" / "cats" / "more").symlink_to(data / "val" / "dogs")  # val/ comes after train/ in the walk
+    (data / "train" / "dogs" / "all val").symlink_to(data / "val")
+    ds = load_dataset(data)
+    counts = {
+        (p, c): sum(s.split == p and s.label == c for s in ds.samples)
+        for p in ("train", "val")
+        for c in ("cats", "dogs")
+    }
+    assert set(counts.values()) == {3}
+    assert {i.path.name: i.reason for i in ds.ignored} == {
+        "more": "a link to val/dogs, a class folder of its own: not followed",
+        "all val": "a link to val, a split folder of its own: not followed",
+    }
+
+
 def test_same_file_by_a_link_or_a_hard_link_is_counted_once_and_named(tmp_path: Path) -> None:
     data = two_classes(tmp_path / "pets", n=3)
     (data / "cats" / "link.jpg").symlink_to(data / "cats" / "00.jpg")

@@ -14,7 +14,7 @@ import logging
 import os
 import stat
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -145,6 +145,7 @@ def _from_class_folders(
     samples: list[Sample] = []
     empty: list[str] = []
     ignored: list[Ignored] = []
+    walk.own(class_dirs)
     for class_dir in sorted(class_dirs, key=lambda d: d.name):
         label = display_path(class_dir.name)  # a class name is text: it goes into tlearn.json, tables, JSON
         found = 0
@@ -172,8 +173,11 @@ def _from_split_folders(root: Path, split_dirs: dict[Path, SplitName]) -> Datase
     empty: set[str] = set()
     ignored: list[Ignored] = []
     walk = FileWalk(root)  # one for all splits: a file linked into train/ and test/ is listed once
+    layout = {split_dir: [d for d in _visible_children(split_dir) if d.is_dir()] for split_dir in split_dirs}
+    walk.own(list(layout), what="a split folder")
+    walk.own([d for dirs in layout.values() for d in dirs])  # before any walk: no split takes another's photos
     for split_dir, split in sorted(split_dirs.items(), key=lambda kv: kv[0].name):
-        class_dirs = [d for d in _visible_children(split_dir) if d.is_dir()]
+        class_dirs = layout[split_dir]
         loose = [f for f in _visible_children(split_dir) if f.is_file()]
         ignored += [Ignored(f, f"not in a class folder of {split_dir.name}/") for f in loose]
         s, e, i = _from_class_folders(class_dirs, split, walk)
@@ -318,12 +322,28 @@ class FileWalk:
     not followed 40 times until the kernel refuses. A file reached a second time (a link, a hard
     link) is not listed again: training on two copies of one file would put one in train and the
     other in test. Hidden files and the junk of other systems (__MACOSX, Thumbs.db) are skipped.
+    A link to `root` or to a folder listed on its own (`own`: another class's) is not followed either:
+    through it, one class would take another's photos.
     """
 
     def __init__(self, root: Path | None = None) -> None:
         self.root = root  # names in reasons are relative to it
         self._folders: dict[tuple[int, int] | str, Path] = {}
         self._files: dict[tuple[int, int] | str, Path] = {}
+        self._own: dict[tuple[int, int] | str, str] = {}  # folder -> why a link to it is not followed
+        if root is not None:
+            self._reserve(root, "a link to the dataset's folder: not followed")
+
+    def own(self, folders: Sequence[Path], what: str = "a class folder") -> None:
+        """Folders that are listed on their own (class or split folders): a link to one is not followed."""
+        for folder in folders:
+            self._reserve(folder, f"a link to {self._name(folder)}, {what} of its own: not followed")
+
+    def _reserve(self, folder: Path, why: str) -> None:
+        try:
+            self._own.setdefault(_identity(folder, folder.stat()), why)
+        except OSError:
+            pass
 
     def files(self, folder: Path) -> Iterator[Path | Ignored]:
         """Regular files below `folder`, sorted, and an Ignored (with why) for each link not followed."""
@@ -366,6 +386,8 @@ class FileWalk:
             if stat.S_ISDIR(st.st_mode):
                 if key in self._folders:
                     yield Ignored(child, f"a link to {self._name(self._folders[key])}, listed already")
+                elif key in self._own:
+                    yield Ignored(child, self._own[key])
                 else:
                     self._folders[key] = child
                     yield from self._below(child)
