@@ -125,14 +125,14 @@ def test_out_inside_the_data_folder_is_refused_before_it_becomes_a_class(run_cli
     assert sorted(p.name for p in shapes.iterdir()) == classes  # no 'plots' class for the next run
 
 
-def test_out_beside_a_csv_dataset_is_refused(run_cli, shapes: Path) -> None:  # type: ignore[no-untyped-def]
+def test_a_csv_dataset_trains_into_runs_beside_it(run_cli, shapes: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
     table = shapes / "labels.csv"
     rows = [f"{p.relative_to(shapes).as_posix()},{p.parent.name}" for p in sorted(shapes.rglob("*.jpg"))]
     table.write_text("path,label\n" + "\n".join(rows) + "\n")
-    res = run_cli("train", table, *FEATURES, "--out", shapes / "runs" / "csv")
-    assert res.code == 1
-    assert "the folder of labels.csv and its images" in one_error(res.err)
-    assert not (shapes / "runs").exists()
+    monkeypatch.chdir(shapes)
+    res = run_cli("train", "labels.csv", *FEATURES)  # cd project; tlearn train labels.csv
+    assert res.code == 0, res.err
+    assert (shapes / "runs" / "labels" / "tlearn.json").is_file()
 
 
 # --- 3. an --out that cannot be a folder, or cannot be written ---------------------------------------------

@@ -94,12 +94,18 @@ def test_a_folder_inside_the_data_folder_is_refused(tmp_path: Path, data: Path) 
         check_out(tmp_path / "elsewhere" / ".." / "photos" / "run", data=data)
 
 
-def test_the_folder_of_a_csv_dataset_counts_as_the_data_folder(tmp_path: Path, data: Path) -> None:
+def test_a_csv_dataset_takes_a_run_folder_beside_it(
+    tmp_path: Path, data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A CSV names its images and classes: no folder beside it becomes a class. `cd project; tlearn train
+    # labels.csv` was refused ("The default run folder runs/ is inside ...").
     table = data / "labels.csv"
     table.write_text("path,label\ncat/1.jpg,cat\n")
-    with pytest.raises(OutputError, match=r"is inside .*photos, the folder of labels.csv and its images") as err:
-        check_out(data / "runs" / "one", data=table)
-    assert "read it as a class" not in str(err.value)  # a CSV names its classes: no folder becomes one
+    check_out(data / "runs" / "one", data=table)
+    monkeypatch.chdir(data)
+    check_out(None, data=Path("labels.csv"))
+    with pytest.raises(OutputError, match="holds the dataset"):  # but never over the CSV's own folder
+        check_out(data, data=table, overwrite=True)
 
 
 def test_a_folder_that_holds_the_dataset_is_refused(tmp_path: Path, data: Path) -> None:

@@ -11,7 +11,7 @@ nothing was there, else left in its temporary folder, where `--resume TARGET` fi
 folder of a run that was killed before it could clean up).
 
 Every check here is about paths only and runs before any work: an existing bundle, a file, a folder
-inside the dataset (the next run would read it as a class) or beside its CSV, a folder that holds the dataset.
+inside a dataset folder (the next run would read it as a class), a folder that holds the dataset (or its CSV).
 """
 
 from __future__ import annotations
@@ -84,15 +84,13 @@ def check_place(out: Path, *, data: Path, name: str | None = None) -> None:
             break
     dataset = _data_folder(data)
     if dataset.exists():  # a missing dataset is for loading it to report
-        if full.is_relative_to(dataset):
-            table = Path(data).expanduser()
-            why = (
-                f"is inside {dataset}, the folder of {table.name} and its images: a run folder there would mix its "
-                "pictures with the data."
-                if table.is_file()
-                else f"is inside the dataset folder {dataset}: the next run would read it as a class."
+        # A folder inside a folder dataset becomes a class of the next run. A CSV names its images and
+        # classes, so a run folder beside it (`cd project; tlearn train labels.csv` -> runs/) is harmless.
+        if full.is_relative_to(dataset) and not Path(data).expanduser().is_file():
+            raise OutputError(
+                f"{said} is inside the dataset folder {dataset}: the next run would read it as a class.",
+                hint=f"Pass --out a folder outside {dataset}.",
             )
-            raise OutputError(f"{said} {why}", hint=f"Pass --out a folder outside {dataset}.")
         if dataset.is_relative_to(full):
             raise OutputError(f"{said} holds the dataset {dataset}.", hint=f"Pass --out a folder outside {dataset}.")
     if Path.cwd().resolve().is_relative_to(full):
