@@ -107,3 +107,15 @@ def test_duplicate_groups_feed_the_split(shapes: Path) -> None:
     copies = [i for i, s in enumerate(scanned.samples) if s.path.name.startswith("copy") or s.path == src]
     parts = {p for p, ix in split.parts().items() for i in copies if i in ix}
     assert len(parts) == 1
+
+
+def test_a_csv_class_without_readable_images_is_not_called_a_folder(shapes: Path) -> None:
+    table = shapes / "labels.csv"
+    table.write_text(
+        "path,label\n"
+        + "".join(f"{p.relative_to(shapes).as_posix()},{p.parent.name}\n" for p in shapes.rglob("*.jpg"))
+        + "missing.jpg,ghost\n"
+    )
+    dataset = load_dataset(table)
+    report = check_dataset(dataset, scan_images(dataset.samples, short_side=32))
+    assert "1 classes have no readable images and are left out: ghost." in report.warnings

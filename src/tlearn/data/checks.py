@@ -146,7 +146,8 @@ def check_dataset(dataset: Dataset, scanned: ScannedImages, *, min_per_class: in
     if scanned.unreadable:
         warnings.append(unreadable_warning(len(scanned.unreadable)))
     if empty:
-        warnings.append(f"{len(empty)} class folders have no readable images and are left out: {', '.join(empty)}.")
+        what = "classes" if dataset.kind == "csv" else "class folders"  # a CSV's classes are labels, not folders
+        warnings.append(f"{len(empty)} {what} have no readable images and are left out: {', '.join(empty)}.")
     if small:
         warnings.append(
             f"{len(small)} classes have fewer than {min_per_class} images ({', '.join(small[:5])}"
