@@ -65,6 +65,15 @@ def test_csv_paths_are_relative_to_the_csv(tmp_path: Path) -> None:
     assert "without a path or a label" in ds.ignored[0].reason
 
 
+@pytest.mark.parametrize("sep", [";", "\t"])
+def test_csv_of_a_spreadsheet_that_separates_by_semicolons_or_tabs_is_read(tmp_path: Path, sep: str) -> None:
+    put(tmp_path / "img" / "x,1.jpg")  # a comma in a name stays a name
+    put(tmp_path / "img" / "y.jpg")
+    csv = tmp_path / "labels.csv"
+    csv.write_text(f"\ufeffpath{sep}label\nimg/x,1.jpg{sep}cat\nimg/y.jpg{sep}dog\n")  # as Excel saves it
+    assert [(s.path.name, s.label) for s in load_dataset(csv).samples] == [("x,1.jpg", "cat"), ("y.jpg", "dog")]
+
+
 def test_csv_without_label_column_names_the_header(tmp_path: Path) -> None:
     csv = tmp_path / "bad.csv"
     csv.write_text("file,species_name\na.jpg,cat\n")

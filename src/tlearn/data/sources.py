@@ -192,7 +192,9 @@ def _from_csv(csv_path: Path) -> Dataset:
     base = csv_path.parent
     try:
         with csv_path.open(newline="", encoding="utf-8-sig") as fh:
-            reader = csv.reader(fh)
+            first_line = fh.readline()
+            fh.seek(0)
+            reader = csv.reader(fh, delimiter=_delimiter(first_line.lstrip("\ufeff")))
             rows = list(reader)
     except csv.Error as err:  # a field over the csv module's 128 KB limit: not a CSV of paths and labels
         raise DataError(
@@ -244,6 +246,19 @@ def _from_csv(csv_path: Path) -> Dataset:
     if samples and any(s.split for s in samples) and not any(s.split == "train" for s in samples):
         raise DataError(f"The CSV file {display_path(csv_path)} has a split column but no 'train' rows.")
     return _build(csv_path, "csv", samples, [], ignored)
+
+
+def _delimiter(header: str) -> str:
+    """The comma, or the semicolon or tab that a spreadsheet saved the CSV with (Excel does in many European
+    locales): the first that splits the header row into a path and a label column."""
+    for sep in (",", ";", "\t"):
+        try:
+            names = {cell.strip().lower() for cell in next(csv.reader([header], delimiter=sep), [])}
+        except csv.Error:  # not a header at all: the reader of the whole file says what is wrong
+            return ","
+        if names & set(_PATH_COLUMNS) and names & set(_LABEL_COLUMNS):
+            return sep
+    return ","
 
 
 def _inside(path: Path, folder: Path) -> bool:
