@@ -127,7 +127,7 @@ def test_check_labels_never_replaces_a_file_it_did_not_write(run_cli, shapes: Pa
     theirs.write_text("id,notes\n1,my own list\n")
     res = run_cli("check", shapes, "--labels", "--input-size", "64", "--csv", theirs)
     assert res.code == 1
-    assert res.err.startswith(f"Error: --csv {theirs} exists and is not a list that tlearn check wrote")
+    assert res.err.startswith(f"Error: --csv {theirs} exists and is not a list that tlearn wrote")
     assert "Traceback" not in res.err and len(res.err.strip().splitlines()) == 2  # the error and its hint
     assert theirs.read_text() == "id,notes\n1,my own list\n"
 

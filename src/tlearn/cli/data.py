@@ -62,8 +62,11 @@ def check(
 ) -> None:
     """Check a dataset: counts per class, balance, sizes, broken files, duplicates and leakage; with
     --labels, likely label errors and outliers too (nothing is moved: a CSV lists them)."""
+    from tlearn.core.marks import is_tlearn_picture, refuse_to_replace
     from tlearn.data.checks import check_path
 
+    if plot is not None:
+        refuse_to_replace(plot, ours=is_tlearn_picture, option="--plot", what="a picture")
     found: LabelCheck | None = None
     with progress_bar() as progress:
         if labels:

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from tlearn.infer.evaluate import Evaluation
 
 MISTAKES_PLOTTED = 16
+PLOT_FILES = ("confusion.png", "confusion_normalised.png", "mistakes.jpg")  # what --plots writes
 
 
 @app.command("evaluate")
@@ -41,8 +42,11 @@ def evaluate(
     batch_size: Annotated[int, typer.Option(help="Images per batch.", min=1)] = 32,
 ) -> None:
     """Measure a trained bundle on labelled images: accuracy, per-class scores, calibration, mistakes."""
+    from tlearn.core.marks import is_tlearn_picture, refuse_to_replace
     from tlearn.infer.evaluate import evaluate_bundle
 
+    for picture in [plots / name for name in PLOT_FILES] if plots is not None else []:
+        refuse_to_replace(picture, ours=is_tlearn_picture, option="--plots", what="a picture")
     with progress_bar() as progress:
         result = evaluate_bundle(bundle, data, split=split, tta=tta, batch_size=batch_size, progress=progress)
     written = _write_plots(result, plots) if plots is not None else []
@@ -130,17 +134,18 @@ def _write_plots(result: Evaluation, folder: Path) -> list[Path]:
 
     part = result.split
     confusion, classes = result.metrics.confusion, result.classes
+    counts, shares, mistakes_file = (folder / name for name in PLOT_FILES)
     written = [
-        plot_confusion(confusion, classes, folder / "confusion.png", title=f"Confusion matrix on {part}: counts"),
+        plot_confusion(confusion, classes, counts, title=f"Confusion matrix on {part}: counts"),
         plot_confusion(
             confusion,
             classes,
-            folder / "confusion_normalised.png",
+            shares,
             normalise=True,
             title=f"Confusion matrix on {part}: share of each true class",
         ),
     ]
     mistakes = result.mistakes(MISTAKES_PLOTTED)
     if mistakes:
-        written.append(plot_mistakes(mistakes, folder / "mistakes.jpg", root=result.data))
+        written.append(plot_mistakes(mistakes, mistakes_file, root=result.data))
     return written

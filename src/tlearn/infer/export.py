@@ -35,6 +35,7 @@ from torch import nn
 
 from tlearn.core.errors import BundleError, ConfigError, OutputError
 from tlearn.core.files import atomic_path, write_json_atomic
+from tlearn.core.marks import refuse_to_replace
 from tlearn.core.onnx import OPSET, create_session
 from tlearn.core.progress import Progress, no_progress
 from tlearn.data.sources import display_path
@@ -42,7 +43,7 @@ from tlearn.infer.bundle_images import labelled_splits
 from tlearn.infer.int8 import Int8Report, quantize_bundle_model
 from tlearn.infer.int8_choice import MODES, Int8Choice, choose_int8
 from tlearn.infer.load import load
-from tlearn.infer.onnx_files import int8_path, sidecar_doc, sidecar_path, weights_digest
+from tlearn.infer.onnx_files import int8_path, is_tlearn_export, sidecar_doc, sidecar_path, weights_digest
 from tlearn.infer.onnx_graph import INPUT_NAME, bundle_to_onnx, export_module
 from tlearn.infer.predictor import Predictor
 from tlearn.infer.verify import Check, Samples, check_export, check_samples
@@ -94,6 +95,7 @@ def export_bundle(
     path = Path(out).expanduser() if out is not None else folder / _default_name(format, input_type)
     if out is not None or folder.is_dir():  # a missing bundle is load's to report
         check_writable(path)
+        _refuse_users_files(path, int8=mode != "off")
     predictor = load(folder, engine="torch")
     assert isinstance(predictor, Predictor)  # engine="torch" gives the PyTorch engine
     splits = labelled_splits(folder, predictor.config)
@@ -220,6 +222,14 @@ def check_writable(path: Path) -> None:
         ) from None
     os.close(fd)
     os.unlink(probe)
+
+
+def _refuse_users_files(path: Path, *, int8: bool) -> None:
+    """Raise OutputError before any work when the model, its int8 twin or their JSONs would replace a file that
+    no `tlearn export` wrote (an earlier export of this or another bundle is replaced, as a rerun expects)."""
+    for model in (path, int8_path(path)) if int8 else (path,):
+        for target in (model, sidecar_path(model)):
+            refuse_to_replace(target, ours=is_tlearn_export, option="--out", what="an export")
 
 
 def _elsewhere(path: Path) -> str:

@@ -14,9 +14,11 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 
 from tlearn.core.errors import ConfigError, FileSystemError, OutputError
 from tlearn.core.files import atomic_path
+from tlearn.core.marks import is_tlearn_picture, png_metadata
 from tlearn.data.images import MAX_PIXELS
 from tlearn.infer.inputs import ImageInput, input_name
 from tlearn.infer.predictor import BasePredictor, Predictor
@@ -85,10 +87,10 @@ def write_overlays(explained: Sequence[Explained], out: str | Path) -> list[Path
         raise OutputError(f"--explain {folder} is a file: it takes a folder to write the heatmaps into.")
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        taken: set[str] = set()  # names given in this call; a file left by an earlier run is replaced
+        taken: set[str] = set()  # names given in this call; a heatmap left by an earlier run is replaced
         written = []
         for item in explained:
-            name = _free_name(Path(item.source).stem or "image", taken)
+            name = _free_name(Path(item.source).stem or "image", taken, folder)
             path = folder / name
             with atomic_path(path) as tmp:
                 tmp.write_bytes(item.png())
@@ -102,14 +104,18 @@ def write_overlays(explained: Sequence[Explained], out: str | Path) -> list[Path
 
 
 def png_bytes(rgb: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(rgb, "RGB").save(buf, "PNG", optimize=False)
+    buf, info = io.BytesIO(), PngInfo()
+    for key, value in png_metadata().items():
+        info.add_text(key, value)
+    Image.fromarray(rgb, "RGB").save(buf, "PNG", optimize=False, pnginfo=info)
     return buf.getvalue()
 
 
-def _free_name(stem: str, taken: set[str]) -> str:
+def _free_name(stem: str, taken: set[str], folder: Path) -> str:
+    """`stem`.png, or `stem`-2.png, -3 ...: a name not given in this call and not a file of the user's (a photo
+    `cat.png` in the folder stays; its heatmap goes to cat-2.png)."""
     name, n = f"{stem}.png", 1
-    while name in taken:
+    while name in taken or ((folder / name).exists() and not is_tlearn_picture(folder / name)):
         n += 1
         name = f"{stem}-{n}.png"
     taken.add(name)

@@ -35,6 +35,17 @@ def weights_digest(folder: Path) -> str:
     return file_sha256(folder / WEIGHTS_FILE)
 
 
+def is_tlearn_export(path: Path) -> bool:
+    """Whether `path` is a model or a model's JSON that `tlearn export` wrote: a JSON beside it (or itself)
+    written by tlearn that names the model. Another export replaces such files; it never replaces others."""
+    side = path if path.suffix.lower() == ".json" else sidecar_path(path)
+    try:
+        doc = read_json(side)
+    except (OSError, ValueError):
+        return False
+    return isinstance(doc, dict) and "tlearn" in doc and doc.get("model") == side.name.removesuffix(".json")
+
+
 def read_sidecar(model_path: Path) -> dict[str, Any]:
     """The JSON that `tlearn export` writes beside a model. Raises BundleError."""
     side = sidecar_path(model_path)

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from tlearn.core.errors import ConfigError, DataError, ImageError
+from tlearn.core.marks import is_tlearn_picture, refuse_to_replace
 from tlearn.core.preprocessing import Preprocessing
 from tlearn.data.augment import (
     AugmentConfig,
@@ -102,6 +103,7 @@ def write_preview(
         raise ConfigError(f"--cols must be at least 2 (the original and one view). Got {cols}.")
     if rows < 1:
         raise ConfigError(f"--rows must be at least 1. Got {rows}.")
+    refuse_to_replace(Path(out), ours=is_tlearn_picture, option="--out", what="a picture")
     dataset = load_dataset(data)
     if images:
         picked, skipped = _given_images(dataset, images, prep)

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from tlearn.core.files import atomic_path
+from tlearn.core.marks import jpeg_comment
 
 TILE = 256  # px: a photo's side in the grid
 GAP = 16  # px between photos and around the grid
@@ -63,7 +64,7 @@ def photo_grid(
     if not tiles:
         _centred(draw, canvas.width // 2, TITLE_H + cell_h // 2, empty, canvas.width, TITLE_PX, INK)
     with atomic_path(Path(path)) as tmp:
-        canvas.save(tmp, format="JPEG", quality=JPEG_QUALITY)
+        canvas.save(tmp, format="JPEG", quality=JPEG_QUALITY, comment=jpeg_comment())
     return Path(path)
 
 

@@ -20,6 +20,7 @@ from matplotlib.ticker import MaxNLocator, PercentFormatter
 
 from tlearn.artifacts.history import HistoryRow, kept_epochs
 from tlearn.core.files import atomic_path
+from tlearn.core.marks import jpeg_comment, png_metadata
 from tlearn.report.photo_grid import TILE, photo_grid
 
 if TYPE_CHECKING:
@@ -39,8 +40,14 @@ def save_figure(fig: Figure, path: Path, *, dpi: int = 110) -> Path:
     with atomic_path(path) as tmp:
         # Light PNG compression: pictures are written after every run, where zlib's default level
         # costs a second per picture for files a third smaller.
-        options = {"quality": 85} if jpeg else {"compress_level": 1}
-        fig.savefig(tmp, format="jpeg" if jpeg else "png", dpi=dpi, bbox_inches="tight", pil_kwargs=options)
+        # The mark (core/marks.py) tells a later run that this picture is tlearn's to replace.
+        if jpeg:
+            options, metadata = {"quality": 85, "comment": jpeg_comment()}, None
+        else:
+            options, metadata = {"compress_level": 1}, png_metadata()
+        fig.savefig(
+            tmp, format="jpeg" if jpeg else "png", dpi=dpi, bbox_inches="tight", pil_kwargs=options, metadata=metadata
+        )
     plt.close(fig)
     return path
 

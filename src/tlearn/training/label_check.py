@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from tlearn.artifacts.label_issues import LabelIssue, replaceable, write_label_issues
-from tlearn.core.errors import OutputError
+from tlearn.core.marks import refuse_to_replace
 from tlearn.core.progress import Progress, no_progress
 from tlearn.data.checks import DatasetReport, check_dataset, group_ids
 from tlearn.data.labelled import LabelledImages
@@ -53,11 +53,8 @@ def check_labels(
     A dataset that cannot be used (no images, one class) is reported, not checked further. A `csv` that
     holds anything but an earlier list is refused before any work: the check never replaces a user's file.
     """
-    if csv is not None and not replaceable(csv):
-        raise OutputError(
-            f"--csv {csv} exists and is not a list that tlearn check wrote: writing the list would replace it.",
-            hint="Pass --csv another path, or move that file away.",
-        )
+    if csv is not None:
+        refuse_to_replace(csv, ours=replaceable, option="--csv", what="a list")
     dataset = load_dataset(cfg.data)
     backbone = create_backbone(cfg.backbone, weights=cfg.weights, input_size=cfg.input_size, seed=cfg.seed)
     prep = for_features(backbone, cfg).preprocessing
