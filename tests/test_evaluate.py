@@ -92,6 +92,25 @@ def test_metrics_agree_with_scikit_learn() -> None:
     np.testing.assert_array_equal(m.confusion, confusion_matrix(y, pred, labels=range(4)))
 
 
+def test_a_class_nothing_was_predicted_as_has_no_precision_rather_than_zero() -> None:
+    from rich.console import Console
+
+    from tlearn.cli.evaluate import _per_class_table
+
+    y = np.array([0, 0, 1, 1, 2, 2])
+    proba = np.full((6, 4), 0.1)
+    proba[np.arange(6), [0, 0, 0, 1, 2, 0]] = 0.7  # never 'owl' (no images either); 2 of the 4 first right
+    m = compute_metrics(y, proba, CLASSES)
+    assert [c.precision_text() for c in m.per_class] == ["50.0%", "100.0%", "100.0%", "–"]
+    console = Console(width=100, record=True)
+    console.print(_per_class_table(m, show=10))
+    rows = [line.split("│") for line in console.export_text().splitlines() if line.startswith("│ ")]
+    assert [cell.strip() for cell in rows[-1][1:-1]] == [CLASSES[3], "–", "–", "–", "0"]
+    old = m.to_dict()
+    old["per_class"] = [{k: v for k, v in c.items() if k != "predicted"} for c in old["per_class"]]
+    assert Metrics.from_dict(old).per_class[3].precision_text() == "0.0%"  # a file from before it: as it was shown
+
+
 def test_metrics_survive_json() -> None:
     y, proba = fixed_predictions()
     m = compute_metrics(y, proba, CLASSES)

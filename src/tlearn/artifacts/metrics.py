@@ -24,7 +24,8 @@ from sklearn.metrics import (
 CALIBRATION_BINS = 15
 
 
-NO_IMAGES = "–"  # what a table shows for the recall and F1 of a class with no images in the part
+NO_IMAGES = "–"  # what a table shows for a score without images to count: recall of a class with none in the part,
+# precision of a class never predicted
 
 WEAK_BY = 0.1  # a class whose recall is this far below the overall accuracy is highlighted
 
@@ -36,6 +37,11 @@ class ClassMetrics:
     recall: float  # 0 where the part holds none of the class's images (scikit-learn's zero_division)
     f1: float
     support: int
+    predicted: int | None = None  # images predicted as the class (None in files written before it was kept)
+
+    def precision_text(self) -> str:
+        """The precision as a table shows it: undefined (NO_IMAGES) for a class that nothing was predicted as."""
+        return NO_IMAGES if self.predicted == 0 else f"{self.precision:.1%}"
 
     def recall_text(self) -> str:
         """The recall as a table shows it: undefined (NO_IMAGES) for a class with no images in the part."""
@@ -104,6 +110,7 @@ def compute_metrics(y_true: np.ndarray, proba: np.ndarray, classes: tuple[str, .
     labels = np.arange(k)
     y_pred = proba.argmax(axis=1)
     precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
+    confusion = confusion_matrix(y_true, y_pred, labels=labels)
     present = support > 0
     top_k = {}
     for kk in (3, 5):
@@ -122,10 +129,10 @@ def compute_metrics(y_true: np.ndarray, proba: np.ndarray, classes: tuple[str, .
         ece=expected_calibration_error(y_true, proba),
         top_k=top_k,
         per_class=tuple(
-            ClassMetrics(str(name), float(p), float(r), float(f), int(s))
-            for name, p, r, f, s in zip(classes, precision, recall, f1, support, strict=True)
+            ClassMetrics(str(name), float(p), float(r), float(f), int(s), int(n))
+            for name, p, r, f, s, n in zip(classes, precision, recall, f1, support, confusion.sum(axis=0), strict=True)
         ),
-        confusion=confusion_matrix(y_true, y_pred, labels=labels),
+        confusion=confusion,
     )
 
 

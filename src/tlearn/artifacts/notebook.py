@@ -28,7 +28,7 @@ def metrics_by_part_table(metrics: Mapping[str, Metrics]) -> str:
 
 
 def per_class_table(metrics: Metrics) -> str:
-    rows = [[c.name, percent(c.precision), c.recall_text(), c.f1_text(), c.support] for c in metrics.per_class]
+    rows = [[c.name, c.precision_text(), c.recall_text(), c.f1_text(), c.support] for c in metrics.per_class]
     return html_table(("class", "precision", "recall", "F1", "images"), rows, numeric=range(1, 5))
 
 

@@ -125,7 +125,7 @@ def _per_class_table(m: Metrics, *, show: int) -> Table:
         table.add_column(col, justify="left" if col == "class" else "right")
     for c in shown:
         style = "yellow" if c.is_weak(m.accuracy) else "dim" if not c.support else None
-        table.add_row(c.name, f"{c.precision:.1%}", c.recall_text(), c.f1_text(), str(c.support), style=style)
+        table.add_row(c.name, c.precision_text(), c.recall_text(), c.f1_text(), str(c.support), style=style)
     return table
 
 

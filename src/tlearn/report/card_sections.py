@@ -231,7 +231,7 @@ def _metrics(run: Run) -> str:
 
 
 def _per_class(m: Metrics) -> str:
-    rows = [[md(c.name), pct(c.precision), c.recall_text(), c.f1_text(), str(c.support)] for c in m.per_class]
+    rows = [[md(c.name), c.precision_text(), c.recall_text(), c.f1_text(), str(c.support)] for c in m.per_class]
     return table(["class", "precision", "recall", "F1", "images"], rows, right=range(1, 5))
 
 

@@ -390,7 +390,7 @@ def _per_class(run: Run) -> str:
     m = run.metrics[part]
     rows = []
     for c in ranked_by_recall(m.per_class):
-        cells = [c.name, f"{c.precision:.1%}", c.recall_text(), c.f1_text(), str(c.support)]
+        cells = [c.name, c.precision_text(), c.recall_text(), c.f1_text(), str(c.support)]
         rows.append([f"!{cell}" for cell in cells] if c.is_weak(m.accuracy) else cells)
     header = ["class", "precision", "recall", "F1", "images"]
     return (
