@@ -326,6 +326,14 @@ def test_a_feature_run_without_test_part_is_reported_on_validation(tmp_path: Pat
     assert not (run / "plots" / "curves.png").exists()
 
 
+def test_the_report_title_names_the_dataset_the_method_and_the_folder_once(tmp_path: Path) -> None:
+    run = make_run(tmp_path)  # the dataset 'data', the folder 'run': it read "data: finetune run run"
+    assert "<h1>data: finetune, in run</h1>" in write_report(run).read_text(encoding="utf-8")
+    (tmp_path / "runs").mkdir()
+    named = run.rename(tmp_path / "runs" / "data")  # runs/<data name>, train's default folder
+    assert "<h1>data: finetune</h1>" in write_report(named).read_text(encoding="utf-8")
+
+
 def test_a_run_folder_with_only_its_config_still_gets_a_report(tmp_path: Path) -> None:
     run = make_run(tmp_path)
     for name in ("check.json", "split.json", "predictions.csv", "history.csv"):

@@ -53,9 +53,12 @@ class Run:
 
     @property
     def name(self) -> str:
-        """The dataset's name, the method and the folder: "flowers: finetune run run-3"."""
-        data = self.data
-        return f"{data.stem if data else self.folder.name}: {self.config.method or '?'} run {self.folder.name}"
+        """The dataset's name, the method and the folder: "flowers: finetune, in run-3"; without the folder
+        where it repeats the dataset's name ("flowers: features" for runs/flowers)."""
+        data, folder = self.data, self.folder.name
+        dataset = data.stem if data else folder
+        where = "" if folder == dataset else f", in {folder}"
+        return f"{dataset}: {self.config.method or '?'}{where}"
 
 
 def read_run(run_dir: str | Path) -> Run:
