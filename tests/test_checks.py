@@ -118,4 +118,17 @@ def test_a_csv_class_without_readable_images_is_not_called_a_folder(shapes: Path
     )
     dataset = load_dataset(table)
     report = check_dataset(dataset, scan_images(dataset.samples, short_side=32))
-    assert "1 classes have no readable images and are left out: ghost." in report.warnings
+    assert "1 class has no readable images and is left out: ghost." in report.warnings
+
+
+def test_images_too_small_to_learn_from_are_named_in_a_warning(shapes: Path) -> None:
+    clean = check_path(shapes)
+    assert not any("smaller than" in w for w in clean.warnings)  # the 64 px shapes are fine
+    Image.new("RGB", (1, 1), (255, 0, 0)).save(shapes / "red_circle" / "pixel.png")
+    Image.new("RGB", (200, 20), (0, 0, 255)).save(shapes / "red_circle" / "banner.png")  # short side 20 px
+    report = check_path(shapes)
+    assert report.usable  # a warning: they may be meant
+    (warning,) = (w for w in report.warnings if "smaller than" in w)
+    assert warning.startswith(
+        "2 images are smaller than 32 px on the shorter side (red_circle/banner.png, red_circle/pixel.png)"
+    )

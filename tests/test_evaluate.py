@@ -180,7 +180,7 @@ def test_classes_the_bundle_does_not_know_are_left_out_and_named(bundle: Path, t
         Image.new("RGB", (64, 64), (128, 0, 128)).save(fresh / "purple_hexagon" / f"{i}.png")
     ev = evaluate_bundle(bundle, fresh, split="all")
     assert ev.unknown == {"purple_hexagon": 3} and ev.metrics.n == 20
-    assert ev.notes == ("Left out 3 images of 1 classes the bundle does not know: purple_hexagon (3).",)
+    assert ev.notes == ("Left out 3 images of 1 class the bundle does not know: purple_hexagon (3).",)
 
 
 def test_no_known_class_at_all_is_an_error_with_a_hint(bundle: Path, tmp_path: Path) -> None:

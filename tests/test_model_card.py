@@ -70,7 +70,7 @@ def test_card_reports_the_data_checks_the_method_and_how_to_load(run_dir: Path) 
     for cls, n in check["counts"].items():
         assert f"| {cls} | {n} |" in text
     assert "1 unreadable image files, skipped: 1 truncated" in text
-    assert "1 groups of duplicate images (1 within class)" in text
+    assert "1 group of duplicate images (1 within class)" in text
     assert "logistic regression" in text and "Why:" in text
     for part, m in json.loads((run_dir / "tlearn.json").read_text())["metrics"].items():
         name = {"val": "validation"}.get(part, part)

@@ -67,8 +67,8 @@ def test_train_says_what_the_dataset_check_warns_of(run_cli, shapes: Path, tmp_p
     res = run_cli("train", shapes, "--method", "features", *TINY, "--out", tmp_path / "run")
     assert res.code == 0, res.err
     out = " ".join(res.out.split())
-    assert "Warning: 1 images appear under two or more classes (label conflicts)." in out
-    assert f"Warning: 1 classes have fewer than 10 images ({first.name})" in out
+    assert "Warning: 1 image appears under two or more classes (label conflicts)." in out
+    assert f"Warning: 1 class has fewer than 10 images ({first.name})" in out
     assert "Labels not checked: every class needs at least two different images." in out
 
 

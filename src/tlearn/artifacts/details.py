@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from tlearn.core.words import count
+
 
 @dataclass(frozen=True)
 class LinearHead:
@@ -129,7 +131,7 @@ class PseudoLabels:
         counts = ", ".join(f"{c} {n}" for c, n in sorted(self.class_counts.items(), key=lambda kv: -kv[1]) if n)
         return (
             f"Unlabelled: {self.used} of {self.found} photos used with predicted labels (confidence >= "
-            f"{self.threshold:.0%}, {self.rounds} round{'s' if self.rounds != 1 else ''}; "
+            f"{self.threshold:.0%}, {count(self.rounds, 'round')}; "
             + (
                 f"held-out labelled images {self.right_before} -> {self.right_after} of {self.checked} right, "
                 if self.checked

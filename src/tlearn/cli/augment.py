@@ -11,6 +11,7 @@ from rich.markup import escape
 from tlearn.cli import options as opt
 from tlearn.cli.app import app
 from tlearn.cli.render import console, short_path
+from tlearn.core.words import count
 
 
 @app.command("augment")
@@ -49,5 +50,5 @@ def augment(
     if cfg.has_batch_mix:
         console.print("MixUp and CutMix mix images within a training batch; the preview does not show them.")
     (w, h), n = preview.size, len(preview.rows)
-    images_x_views = f"{n} image{'s' * (n != 1)} x {preview.cols - 1} view{'s' * (preview.cols != 2)}"
+    images_x_views = f"{count(n, 'image')} x {count(preview.cols - 1, 'view')}"
     console.print(f"Wrote {images_x_views} ({w} x {h} px) to [bold]{preview.path}[/].")

@@ -13,6 +13,7 @@ from rich.table import Table
 from tlearn.cli import options as opt
 from tlearn.cli.app import app
 from tlearn.cli.render import LABELS_NOT_CHECKED, console, err_console, progress_bar, shell_word, short_path
+from tlearn.core.words import count
 
 if TYPE_CHECKING:
     from tlearn.data.checks import DatasetReport
@@ -137,7 +138,7 @@ def _render_report(report: DatasetReport, *, show: int) -> None:
         console.print(bad)
         _more(len(report.unreadable), show)
     if report.ignored:
-        console.print(f"Ignored {len(report.ignored)} files (not images, or listed already):")
+        console.print(f"Ignored {count(len(report.ignored), 'file')} (not images, or listed already):")
         for i in report.ignored[:show]:
             console.print(f"  {escape(short_path(i.path, root))}: {escape(i.reason)}")
         _more(len(report.ignored), show)

@@ -17,6 +17,7 @@ from tlearn.cli.app import app
 from tlearn.cli.render import console, err_console, progress_bar, short_path
 from tlearn.core.errors import ConfigError
 from tlearn.core.progress import no_progress
+from tlearn.core.words import count
 
 if TYPE_CHECKING:
     from tlearn.infer.export import ExportResult
@@ -97,7 +98,7 @@ def predict(
         explained, _ = explain_images(predictor, files)  # the unreadable files are listed above already
         written = write_overlays(explained, explain)
         where, n = escape(short_path(explain, None)), len(written)
-        summary.print(f"Wrote {n} heatmap{'s' if n != 1 else ''} to {where}/ (red: where the model saw the class).")
+        summary.print(f"Wrote {count(n, 'heatmap')} to {where}/ (red: where the model saw the class).")
     raise typer.Exit(0 if result.items else 1)
 
 
@@ -159,7 +160,7 @@ def _engine(predictor: BasePredictor) -> str:
 def _summary(result: Predictions, failures: list[Failure], *, engine: str, tta: bool) -> str:
     n = len(result.items)
     speed = f" ({result.images_per_second:.0f} images/s)" if n and result.seconds > 0.05 else ""
-    text = f"Predicted {n} image{'s' if n != 1 else ''} in {result.seconds:.1f} s{speed} with {engine}"
+    text = f"Predicted {count(n, 'image')} in {result.seconds:.1f} s{speed} with {engine}"
     text += " and the mirror-image TTA." if tta else "."
     unknown = sum(p.unknown for p in result.items)
     if unknown:

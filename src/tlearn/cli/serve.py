@@ -13,6 +13,7 @@ import typer
 from tlearn.cli.app import app
 from tlearn.cli.render import console
 from tlearn.core.errors import ConfigError, ExtraMissingError
+from tlearn.core.words import count
 from tlearn.serve.limits import KEEP_ALIVE_SECONDS, SHUTDOWN_SECONDS, Limits
 
 
@@ -103,7 +104,7 @@ def serve(
     web_app = create_app(predictor, top_k=top_k, pass_size=pass_size, explainer=explainer, **asdict(limits))
     engine = predictor.engine + ("" if predictor.precision == "float32" else f", {predictor.precision}")
     size = web_app.state.served.work.pass_size.size
-    engine += f" engine, passes of {size} image{'s' if size != 1 else ''}"
+    engine += f" engine, passes of {count(size, 'image')}"
     if explainer is not None and explainer is not predictor:
         engine += "; heatmaps in PyTorch"
     _announce(host, port, f"{predictor.config.backbone}", len(predictor.classes), engine)

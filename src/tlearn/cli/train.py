@@ -21,6 +21,7 @@ from tlearn.cli.app import app
 from tlearn.cli.heap import long_lived
 from tlearn.cli.render import LABELS_NOT_CHECKED, console, progress_bar, shell_join, short_path
 from tlearn.core.progress import no_progress
+from tlearn.core.words import count, verb
 
 if TYPE_CHECKING:
     from tlearn.artifacts.details import MethodDetails
@@ -195,10 +196,10 @@ def label_summary(result: TrainResult) -> str:
     found = []
     if result.mislabelled:
         n = result.mislabelled
-        found.append(f"{n} image{'s' if n != 1 else ''} may be mislabelled")
+        found.append(f"{count(n, 'image')} may be mislabelled")
     if result.outliers:
         n = result.outliers
-        found.append(f"{n} image{'s' if n != 1 else ''} look{'s' if n == 1 else ''} far from every class")
+        found.append(f"{count(n, 'image')} {verb(n, 'looks', 'look')} far from every class")
     if not found:
         return f"Labels: no image looks mislabelled ({result.dataset.total:,} checked)."
     from tlearn.artifacts.label_issues import LABEL_ISSUES_FILE

@@ -15,11 +15,13 @@ from typing import Any, Literal
 import numpy as np
 
 from tlearn.core.progress import Progress, no_progress
+from tlearn.core.words import count, verb
 from tlearn.data.scan import CHECK_SHORT_SIDE, ScannedImages, Unreadable, scan_images
 from tlearn.data.sources import Dataset, Ignored, display_path, load_dataset
 
 MIN_PER_CLASS = 10
 IMBALANCE_WARNING = 3.0
+TINY_SIDE = 32  # an image whose shorter side is below this many pixels is too small to learn from (icons, thumbnails)
 # Near duplicates: 64-bit dHashes within DHASH_BITS bits and 16 x 16 thumbnails within THUMB_MAD
 # grey levels on average. Calibrated on flowers17, which holds re-saved copies of one photo (0 to 2
 # bits, thumbnails within 5 levels), and on smooth synthetic images, where distinct images can share
@@ -146,12 +148,24 @@ def check_dataset(dataset: Dataset, scanned: ScannedImages, *, min_per_class: in
     if scanned.unreadable:
         warnings.append(unreadable_warning(len(scanned.unreadable)))
     if empty:
-        what = "classes" if dataset.kind == "csv" else "class folders"  # a CSV's classes are labels, not folders
-        warnings.append(f"{len(empty)} {what} have no readable images and are left out: {', '.join(empty)}.")
+        what = "class" if dataset.kind == "csv" else "class folder"  # a CSV's classes are labels, not folders
+        warnings.append(
+            f"{count(len(empty), what)} {verb(len(empty), 'has', 'have')} no readable "
+            f"images and {verb(len(empty), 'is', 'are')} left out: {', '.join(empty)}."
+        )
     if small:
         warnings.append(
-            f"{len(small)} classes have fewer than {min_per_class} images ({', '.join(small[:5])}"
-            f"{'...' if len(small) > 5 else ''}): results on them will be unreliable."
+            f"{count(len(small), 'class')} {verb(len(small), 'has', 'have')} fewer than {min_per_class} images "
+            f"({', '.join(small[:5])}"
+            f"{'...' if len(small) > 5 else ''}): results on {verb(len(small), 'it', 'them')} will be unreliable."
+        )
+    tiny = [x.path for x, (w, h) in zip(scanned.samples, scanned.sizes, strict=True) if min(w, h) < TINY_SIDE]
+    if tiny:
+        shown = ", ".join(display_path(_within(Path(p), dataset.root)) for p in tiny[:3])
+        warnings.append(
+            f"{count(len(tiny), 'image')} {verb(len(tiny), 'is', 'are')} smaller than {TINY_SIDE} px on the "
+            f"shorter side ({shown}{', ...' if len(tiny) > 3 else ''}): enlarged to the model's input, such "
+            "images show little. Check that these are photos, not icons or thumbnails."
         )
     if imbalance >= IMBALANCE_WARNING:
         warnings.append(
@@ -161,14 +175,16 @@ def check_dataset(dataset: Dataset, scanned: ScannedImages, *, min_per_class: in
     conflicts = [g for g in duplicates if g.label_conflict]
     leaks = [g for g in duplicates if g.leaks and not g.label_conflict]
     if conflicts:
-        warnings.append(f"{len(conflicts)} images appear under two or more classes (label conflicts).")
+        appear = verb(len(conflicts), "appears", "appear")
+        warnings.append(f"{count(len(conflicts), 'image')} {appear} under two or more classes (label conflicts).")
     if leaks:
         warnings.append(
-            f"{len(leaks)} images appear in more than one split: scores on val/test will be too optimistic."
+            f"{count(len(leaks), 'image')} {verb(len(leaks), 'appears', 'appear')} in more than one split: scores "
+            "on val/test will be too optimistic."
         )
     if len(duplicates) - len(conflicts) - len(leaks):
         warnings.append(
-            f"{len(duplicates) - len(conflicts) - len(leaks)} groups of duplicate images within a class "
+            f"{count(len(duplicates) - len(conflicts) - len(leaks), 'group')} of duplicate images within a class "
             "(kept together in one split)."
         )
     return DatasetReport(
@@ -192,9 +208,14 @@ def check_dataset(dataset: Dataset, scanned: ScannedImages, *, min_per_class: in
     )
 
 
+def _within(path: Path, root: Path) -> Path:
+    """`path` from `root` where it lies inside it (a CSV may name files elsewhere)."""
+    return path.relative_to(root) if path.is_relative_to(root) else path
+
+
 def unreadable_warning(files: int) -> str:
     """The check's warning about unreadable files (commands that list them file by file leave it out)."""
-    return f"{files} files cannot be read and will be skipped."
+    return f"{count(files, 'file')} cannot be read and will be skipped."
 
 
 def find_duplicates(scanned: ScannedImages) -> list[DuplicateGroup]:

@@ -25,6 +25,7 @@ from tlearn.artifacts.predictions import PredictionRow, worst_mistakes
 from tlearn.core.errors import ConfigError, DataError
 from tlearn.core.files import read_json_object
 from tlearn.core.progress import Progress, no_progress
+from tlearn.core.words import count, verb
 from tlearn.data.scan import Unreadable, scan_images
 from tlearn.data.sources import Dataset, Sample, load_dataset
 
@@ -182,7 +183,8 @@ def _select(
             )
         chosen = [by_path[p] for p in listed if p in by_path]
         missing = tuple(p for p in listed if p not in by_path)
-        notes = [f"{len(missing)} files of the bundle's {split} part are no longer in {name}."] if missing else []
+        gone = f"{count(len(missing), 'file')} of the bundle's {split} part {verb(len(missing), 'is', 'are')} no longer"
+        notes = [f"{gone} in {name}."] if missing else []
         return chosen, f"the {split} part of the bundle's split ({len(listed)} images of {name})", missing, notes
     if dataset.has_splits:
         chosen = [s for s in dataset.samples if s.split == split]
@@ -219,7 +221,8 @@ def _known(
             if alike
             else "Evaluate on images labelled with the bundle's classes.",
         )
-    note = f"Left out {sum(unknown.values())} images of {len(unknown)} classes the bundle does not know: {listing}."
+    images, classes = count(sum(unknown.values()), "image"), count(len(unknown), "class")
+    note = f"Left out {images} of {classes} the bundle does not know: {listing}."
     if alike:
         note += " (" + "; ".join(alike) + ": rename the folders to include them.)"
     return kept, unknown, [note]

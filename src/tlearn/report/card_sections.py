@@ -15,6 +15,7 @@ from tlearn.artifacts.details import LinearHead, MethodDetails
 from tlearn.artifacts.history import HISTORY_FILE
 from tlearn.artifacts.metrics import Metrics
 from tlearn.artifacts.predictions import PREDICTIONS_FILE
+from tlearn.core.words import count
 from tlearn.report.markdown import floats, md, pct, quote, table
 from tlearn.report.run_data import Run
 
@@ -142,11 +143,12 @@ def _check_findings(check: Mapping[str, Any]) -> str:
         else "every image file could be read",
     ]
     if ignored:
-        lines.append(f"{len(ignored)} files ignored (not images)")
+        lines.append(f"{count(len(ignored), 'file')} ignored (not images)")
     if duplicates:
         scopes = Counter(str(g.get("scope", "?")) for g in duplicates)
+        where = ", ".join(f"{n} {s}" for s, n in scopes.items())
         lines.append(
-            f"{len(duplicates)} groups of duplicate images ({', '.join(f'{n} {s}' for s, n in scopes.items())}); "
+            f"{count(len(duplicates), 'group')} of duplicate images ({where}); "
             "copies of one photo are kept in the same part of the split"
         )
     else:

@@ -16,6 +16,7 @@ from tlearn.artifacts.history import kept_epochs
 from tlearn.artifacts.metrics import ranked_by_recall
 from tlearn.artifacts.predictions import worst_mistakes
 from tlearn.core.notebook import escape, percent
+from tlearn.core.words import count, noun, verb
 from tlearn.report.details import AutoRecord, MethodDetails
 from tlearn.report.diagnosis import Diagnosis, diagnose
 from tlearn.report.html import bullets, card, figure, folded, json_block, kv_table, table
@@ -136,7 +137,7 @@ def _skipped_files(check: Mapping[str, Any]) -> list[str]:
     ignored = check.get("ignored", [])
     if ignored:
         rows = [[_short(i["path"], root), i["reason"]] for i in ignored]
-        parts.append(folded(f"{len(ignored)} files ignored (not images)", table(["file", "reason"], rows)))
+        parts.append(folded(f"{count(len(ignored), 'file')} ignored (not images)", table(["file", "reason"], rows)))
     duplicates = check.get("duplicates", [])
     if duplicates:
         scopes = Counter(g.get("scope", "?") for g in duplicates)
@@ -148,7 +149,7 @@ def _skipped_files(check: Mapping[str, Any]) -> list[str]:
         summary = ", ".join(f"{n} {scope}" for scope, n in scopes.items())
         parts.append(
             folded(
-                f"{len(duplicates)} groups of duplicate images: {summary}{more}",
+                f"{count(len(duplicates), 'group')} of duplicate images: {summary}{more}",
                 table(["kind", "where", "files"], rows),
             )
         )
@@ -462,9 +463,9 @@ def _labels(run: Run, pictures: Mapping[str, Path]) -> str:
     far = [i for i in issues if i.issue == "outlier"]
     counts = []
     if wrong:
-        counts.append(f"<b>{len(wrong)}</b> image{'s' if len(wrong) != 1 else ''} may be mislabelled")
+        counts.append(f"<b>{len(wrong)}</b> {noun(len(wrong), 'image')} may be mislabelled")
     if far:
-        counts.append(f"<b>{len(far)}</b> look{'s' if len(far) == 1 else ''} far from every class")
+        counts.append(f"<b>{len(far)}</b> {verb(len(far), 'looks', 'look')} far from every class")
     shown = "all of them" if len(issues) <= LABEL_ISSUES_SHOWN else f"the first {LABEL_ISSUES_SHOWN}"
     text = f"<p>{' and '.join(counts)}; the grid shows {shown}, most likely first.</p>"
     grid = figure(pictures["label_issues"], "Images whose label may be wrong") if "label_issues" in pictures else ""

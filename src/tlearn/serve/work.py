@@ -41,6 +41,7 @@ from starlette.concurrency import run_in_threadpool
 
 from tlearn.core.errors import ImageError
 from tlearn.core.malloc import give_back_freed_memory
+from tlearn.core.words import count
 from tlearn.infer.heatmaps import Explained, explain_images
 from tlearn.infer.predictor import BasePredictor
 from tlearn.infer.results import Prediction
@@ -139,7 +140,7 @@ class Work:
         with self._lock:
             limit = self.limits.max_pending
             if self._pending >= limit:
-                why = f"{limit} request{'s' if limit != 1 else ''} in progress, the most it takes at once"
+                why = f"{count(limit, 'request')} in progress, the most it takes at once"
             elif self._pending and self._held + body_bytes > self.limits.upload_limit:
                 why = (
                     f"it holds {self._held / MB:.1f} MB of uploads, and this one's {body_bytes / MB:.1f} MB would "
