@@ -385,3 +385,27 @@ def test_check_lists_a_tiff_that_makes_pillow_fail_as_unreadable(shapes: Path) -
     report = check_path(shapes)  # stopped with "Unexpected error: TypeError" before
     assert sorted(u.path.name for u in report.unreadable) == [f"scan{i}.tif" for i in range(len(PILLOW_CRASHES))]
     assert all(u.reason.startswith("truncated or corrupt") for u in report.unreadable)
+
+
+def test_a_dataset_without_one_readable_image_is_a_problem_not_a_crash(run_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    for cls in ("cats", "dogs"):
+        (tmp_path / "data" / cls).mkdir(parents=True)
+        for i in range(3):
+            (tmp_path / "data" / cls / f"{i}.jpg").write_text("not a photo")  # a download that saved error pages
+    report = check_path(tmp_path / "data")
+    assert report.problems == ("None of the 6 image files could be read.",)
+    train = (
+        "train",
+        tmp_path / "data",
+        "--backbone",
+        "test_efficientnet",
+        "--weights",
+        "none",
+        "--out",
+        tmp_path / "run",
+    )
+    for res in (run_cli("check", tmp_path / "data"), run_cli(*train)):
+        assert res.code == 1, res.out + res.err
+        assert "None of the 6 image files could be read." in res.out + res.err
+        assert "bug in tlearn" not in res.out + res.err
+    assert not (tmp_path / "run").exists()

@@ -272,6 +272,8 @@ def group_ids(n: int, duplicates: list[DuplicateGroup] | tuple[DuplicateGroup, .
 
 def _near_pairs(scanned: ScannedImages, block: int = 1024) -> list[tuple[int, int]]:
     h = scanned.dhash
+    if len(h) < 2:  # no pair to compare (and no thumbnail to reshape when nothing could be read)
+        return []
     thumbs = scanned.thumbs.reshape(len(h), -1).astype(np.int16)
     pairs = []
     for start in range(0, len(h), block):
