@@ -74,6 +74,19 @@ def test_csv_of_a_spreadsheet_that_separates_by_semicolons_or_tabs_is_read(tmp_p
     assert [(s.path.name, s.label) for s in load_dataset(csv).samples] == [("x,1.jpg", "cat"), ("y.jpg", "dog")]
 
 
+def test_csv_written_on_windows_with_backslashes_finds_its_images(tmp_path: Path) -> None:
+    put(tmp_path / "img" / "cats" / "a.jpg")
+    put(tmp_path / "img" / "dogs" / "b.jpg")
+    put(tmp_path / "odd\\name.jpg")  # a backslash in a name, legal here: a file of that very name is taken as is
+    csv = tmp_path / "labels.csv"
+    csv.write_text("path,label\nimg\\cats\\a.jpg,cat\nimg\\dogs\\b.jpg,dog\nodd\\name.jpg,cat\n")
+    ds = load_dataset(csv)
+    assert [s.path.relative_to(tmp_path).as_posix() for s in ds.samples] == [
+        "img/cats/a.jpg", "img/dogs/b.jpg", "odd\\name.jpg"
+    ]  # fmt: skip
+    assert all(s.path.is_file() for s in ds.samples)
+
+
 def test_csv_without_label_column_names_the_header(tmp_path: Path) -> None:
     csv = tmp_path / "bad.csv"
     csv.write_text("file,species_name\na.jpg,cat\n")

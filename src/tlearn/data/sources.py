@@ -233,6 +233,7 @@ def _from_csv(csv_path: Path) -> Dataset:
             ignored.append(Ignored(where, "row without a path or a label"))
             continue
         split = _csv_split(cells[split_col], where) if split_col is not None else None
+        rel = _portable(rel, base)
         samples.append(Sample(base / rel, label, split))
         if not _inside(base / rel, base):
             outside.append((line_no, rel))
@@ -259,6 +260,14 @@ def _delimiter(header: str) -> str:
         if names & set(_PATH_COLUMNS) and names & set(_LABEL_COLUMNS):
             return sep
     return ","
+
+
+def _portable(rel: str, base: Path) -> str:
+    """A path that a CSV written on Windows gives with backslashes (img\\cats\\a.jpg), with slashes, unless a file of
+    that very name exists (a backslash is a legal character in a name here)."""
+    if "\\" not in rel or (base / rel).exists():
+        return rel
+    return rel.replace("\\", "/")
 
 
 def _inside(path: Path, folder: Path) -> bool:
