@@ -87,6 +87,19 @@ def test_csv_written_on_windows_with_backslashes_finds_its_images(tmp_path: Path
     assert all(s.path.is_file() for s in ds.samples)
 
 
+def test_a_class_named_like_a_split_is_a_class(tmp_path: Path) -> None:
+    for cls in ("bus", "car", "train"):  # vehicles: 'train' holds photos of trains, not class folders
+        put(tmp_path / "vehicles" / cls / "1.jpg")
+        put(tmp_path / "vehicles" / cls / "2.jpg")
+    ds = load_dataset(tmp_path / "vehicles")
+    assert ds.classes == ("bus", "car", "train") and not ds.has_splits and len(ds.samples) == 6
+    put(tmp_path / "photos" / "train" / "cat" / "1.jpg")  # a split folder of class folders stays a split,
+    put(tmp_path / "photos" / "train" / "dog" / "2.jpg")
+    put(tmp_path / "photos" / "test" / "3.jpg")  # and so does a test/ of unlabelled photos beside it (Kaggle's)
+    ds = load_dataset(tmp_path / "photos")
+    assert ds.has_splits and ds.classes == ("cat", "dog")
+
+
 def test_csv_without_label_column_names_the_header(tmp_path: Path) -> None:
     csv = tmp_path / "bad.csv"
     csv.write_text("file,species_name\na.jpg,cat\n")

@@ -115,6 +115,8 @@ def load_dataset(path: str | Path) -> Dataset:
         return _from_csv(root)
     subdirs = [d for d in _visible_children(root) if d.is_dir()]
     split_dirs = {d: SPLIT_FOLDERS[d.name.lower()] for d in subdirs if d.name.lower() in SPLIT_FOLDERS}
+    if all(_holds_images(d) for d in split_dirs):  # 'train' beside 'bus' and 'car': classes, not splits
+        split_dirs = {}
     if split_dirs and len(split_dirs) == len(subdirs):
         return _from_split_folders(root, split_dirs)
     if not subdirs:
@@ -260,6 +262,14 @@ def _delimiter(header: str) -> str:
         if names & set(_PATH_COLUMNS) and names & set(_LABEL_COLUMNS):
             return sep
     return ","
+
+
+def _holds_images(folder: Path) -> bool:
+    """A folder of images and no subfolders. Folders under split names that all are such are classes (a 'train'
+    class beside 'bus' and 'car'): a split folder holds class folders. Beside a split of class folders, such a
+    folder stays a split (a test/ of unlabelled photos beside train/cat/ and train/dog/)."""
+    children = list(_visible_children(folder))
+    return not any(c.is_dir() for c in children) and any(c.is_file() and is_image_path(c) for c in children)
 
 
 def _portable(rel: str, base: Path) -> str:
