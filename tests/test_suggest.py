@@ -99,3 +99,29 @@ def test_suggest_refuses_a_folder_without_images(tiny_bundle: Path, tmp_path: Pa
     with pytest.raises(Exception, match="--n must be 1 or more"):
         suggest(tiny_bundle, empty, n=0)
     shutil.rmtree(empty)
+
+
+def test_suggest_leaves_out_photos_the_bundle_was_trained_or_tested_on(  # type: ignore[no-untyped-def]
+    tiny_bundle: Path, shapes_master: Path, tmp_path: Path, run_cli
+) -> None:
+    folder = make_sample_dataset(tmp_path / "photos", classes=4, per_class=3, seed=7)
+    known = sorted(shapes_master.rglob("*.jpg"))[::20]  # labelled images from every part of the bundle's split
+    shutil.copy(known[0], folder / "exact.jpg")
+    for k, path in enumerate(known[1:]):
+        img = Image.open(path)
+        img.resize((img.width + 3, img.height + 3)).save(folder / f"resaved_{k}.jpg", quality=85)  # near copies
+    res = run_cli("suggest", tiny_bundle, folder, "--n", "3", "--out", tmp_path / "s")
+    assert res.code == 0, res.err
+    assert (
+        f"Left out {len(known)} photos that copy an image the bundle was trained, validated or tested on"
+        in " ".join(res.out.split())
+    )
+    with (tmp_path / "s" / "suggestions.csv").open() as fh:
+        ranked = [Path(row["path"]).name for row in csv.DictReader(fh)]
+    assert len(ranked) == 12 and not any(name.startswith(("exact", "resaved")) for name in ranked)
+
+    only_known = tmp_path / "known"
+    only_known.mkdir()
+    shutil.copy(known[0], only_known / "a.jpg")
+    res = run_cli("suggest", tiny_bundle, only_known, "--out", tmp_path / "t")
+    assert res.code == 1 and "is a copy of an image the bundle was trained, validated or tested on" in res.err

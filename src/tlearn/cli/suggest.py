@@ -11,6 +11,7 @@ from rich.table import Table
 
 from tlearn.cli.app import app
 from tlearn.cli.render import console, progress_bar, short_path
+from tlearn.core.words import count
 
 
 @app.command("suggest")
@@ -40,6 +41,16 @@ def suggest(
         )  # fmt: skip
     for f in result.failures[:20]:
         console.print(f"  [yellow]skipped[/] {escape(f.source)}: {escape(f.reason)}")
+    if result.excluded:
+        console.print(
+            f"Left out {count(len(result.excluded), 'photo')} that copy an image the bundle was trained, validated "
+            "or tested on."
+        )
+    if result.not_compared:
+        console.print(
+            f"[yellow]Not compared with the labelled images[/] ({escape(result.not_compared)}): photos already in "
+            "the dataset may be among the suggestions."
+        )
     table = Table(title=f"Label these {len(result.picked)} first (of {len(result.ranked)} readable photos)")
     for col in ("rank", "photo", "guess", "confidence", "score"):
         table.add_column(col, justify="left" if col in ("photo", "guess") else "right")

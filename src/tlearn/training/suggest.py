@@ -9,7 +9,9 @@ Written to `--out`:
 - `to_label/<class>/`: one folder per class of the bundle, each suggestion copied (never moved) into
   the folder of its guess. Move the wrong ones to the right folder, then add the folders to the dataset.
 
-Unreadable files are listed and skipped.
+Unreadable files are listed and skipped. Photos that copy an image the bundle was trained, validated or
+tested on (exact or near copies: `copies_in`, the rule of `--unlabelled`) are left out: labelling them again
+would add nothing. Copies within the folder stay; the ranking picks one of them.
 """
 
 from __future__ import annotations
@@ -27,7 +29,11 @@ import torch
 from tlearn.core.errors import ConfigError, DataError, OutputError
 from tlearn.core.files import atomic_path
 from tlearn.core.progress import Progress, no_progress
-from tlearn.data.sources import display_path
+from tlearn.data.checks import copies_in
+from tlearn.data.scan import CHECK_SHORT_SIDE, ScannedImages, scan_images
+from tlearn.data.sources import Sample, display_path
+from tlearn.data.unlabelled import Excluded
+from tlearn.infer.bundle_images import PARTS, labelled_splits
 from tlearn.infer.inputs import find_images
 from tlearn.infer.predictor import Predictor
 from tlearn.infer.results import Failure
@@ -56,6 +62,8 @@ class Suggestions:
     n: int  # the first n are the suggestions
     failures: tuple[Failure, ...]  # files that could not be read (skipped)
     out: Path
+    excluded: tuple[Excluded, ...] = ()  # copies of the bundle's labelled images (the ranking spreads out the rest)
+    not_compared: str | None = None  # why the photos could not be compared with the labelled images
 
     @property
     def picked(self) -> tuple[Suggestion, ...]:
@@ -135,13 +143,27 @@ def suggest(
         )
     predictor = load(bundle, engine="torch")
     assert isinstance(predictor, Predictor)  # engine="torch"
-    paths, missing = find_images([folder])
-    if not paths:
+    found, missing = find_images([folder])
+    if not found:
         raise DataError(f"{display_path(folder)} holds no image files.", hint="Pass the folder of unlabelled photos.")
+    labelled, not_compared = _labelled_images(Path(bundle).expanduser(), predictor, progress)
+    scanned = scan_images([Sample(p, "") for p in found], short_side=CHECK_SHORT_SIDE, progress=progress)
+    copy_of = copies_in(labelled, scanned)
+    excluded = tuple(
+        Excluded(scanned.samples[i].path, labelled.samples[j].path) for i, j in enumerate(copy_of) if j is not None
+    )
+    paths = [scanned.samples[i].path for i, j in enumerate(copy_of) if j is None]
+    if not paths and excluded:
+        raise DataError(
+            f"Every readable photo in {display_path(folder)} is a copy of an image the bundle was trained, validated "
+            "or tested on: none is new to label.",
+            hint="Pass a folder of photos that are not in the bundle's dataset yet.",
+        )
     done, feats, proba, failed = embed_and_score(predictor, paths, batch_size=batch_size, progress=progress)
-    failures = (*missing, *(Failure(display_path(paths[i]), reason) for i, reason in failed))
+    unreadable = [Failure(display_path(u.path), u.reason) for u in scanned.unreadable]
+    failures = (*missing, *unreadable, *(Failure(display_path(paths[i]), reason) for i, reason in failed))
     if not done:
-        raise DataError(f"None of the {len(paths)} image files in {display_path(folder)} could be read.")
+        raise DataError(f"None of the {len(found)} image files in {display_path(folder)} could be read.")
     order, score = rank_for_labelling(proba, feats, n, strategy=strategy, seed=seed)
     ranked = tuple(
         Suggestion(
@@ -153,9 +175,22 @@ def suggest(
         )
         for r, j in enumerate(order, start=1)
     )
-    result = Suggestions(ranked=ranked, n=min(n, len(ranked)), failures=tuple(failures), out=out)
+    result = Suggestions(
+        ranked=ranked, n=min(n, len(ranked)), failures=tuple(failures), out=out, excluded=excluded,
+        not_compared=not_compared,
+    )  # fmt: skip
     _write(result, predictor)
     return result
+
+
+def _labelled_images(bundle: Path, predictor: Predictor, progress: Progress) -> tuple[ScannedImages, str | None]:
+    """The bundle's labelled images (train, validation and test), hashed for `copies_in`; none, and why, when
+    its dataset is not there. Their check data is in the scan cache since training: nothing is decoded again."""
+    splits = labelled_splits(bundle, predictor.config)
+    if isinstance(splits, str):
+        return scan_images([], short_side=CHECK_SHORT_SIDE), splits
+    samples = [Sample(path, "") for part in PARTS for path in splits[part][0]]
+    return scan_images(samples, short_side=CHECK_SHORT_SIDE, progress=progress), None
 
 
 def _write(result: Suggestions, predictor: Predictor) -> None:
