@@ -173,6 +173,26 @@ def test_new_photos_without_splits_are_all_scored(bundle: Path, tmp_path: Path) 
         evaluate_bundle(bundle, fresh, split="tset")
 
 
+def test_new_photos_that_copy_training_images_are_said_to_make_the_scores_optimistic(
+    bundle: Path, shapes_master: Path, tmp_path: Path
+) -> None:
+    fresh = make_sample_dataset(tmp_path / "fresh", classes=4, per_class=5, seed=7)
+    split = json.loads((bundle / "split.json").read_text())
+    trained = [shapes_master / rel for rel in split["train"][:2] + split["val"][:1]]
+    shutil.copy(trained[0], fresh / trained[0].parent.name / "copy.jpg")  # the same bytes
+    for k, path in enumerate(trained[1:]):
+        img = Image.open(path)  # resized and saved again: a near copy
+        img.resize((img.width + 4, img.height + 4)).save(fresh / path.parent.name / f"resaved_{k}.jpg", quality=80)
+    ev = evaluate_bundle(bundle, fresh)
+    assert ev.metrics.n == 23
+    (note,) = ev.notes  # no longer "all of its images are new to the model"
+    assert note.startswith("3 of the 23 images copy images that trained or validated the bundle (first: ")
+    assert note.endswith("the scores on them are too optimistic.")
+    test_only = make_sample_dataset(tmp_path / "other", classes=4, per_class=2, seed=8)
+    shutil.copy(shapes_master / split["test"][0], test_only / Path(split["test"][0]).parent.name / "t.jpg")
+    assert "new to the model" in evaluate_bundle(bundle, test_only).notes[0]  # a test image never trained it
+
+
 def test_classes_the_bundle_does_not_know_are_left_out_and_named(bundle: Path, tmp_path: Path) -> None:
     fresh = make_sample_dataset(tmp_path / "fresh", classes=4, per_class=5, seed=7)
     (fresh / "purple_hexagon").mkdir()

@@ -26,13 +26,16 @@ from tlearn.core.errors import ConfigError, DataError
 from tlearn.core.files import read_json_object
 from tlearn.core.progress import Progress, no_progress
 from tlearn.core.words import count, verb
-from tlearn.data.scan import Unreadable, scan_images
-from tlearn.data.sources import Dataset, Sample, load_dataset
+from tlearn.data.checks import copies_in
+from tlearn.data.scan import CHECK_SHORT_SIDE, ScannedImages, Unreadable, scan_images
+from tlearn.data.sources import Dataset, Sample, display_path, load_dataset
+from tlearn.infer.bundle_images import labelled_splits
 
 if TYPE_CHECKING:
     from tlearn.artifacts.bundle import BundleConfig
 
 PARTS = ("train", "val", "test", "all")  # what `tlearn evaluate --split` accepts
+NEW_TO_THE_MODEL = "new to the model"
 
 
 @dataclass(frozen=True)
@@ -126,7 +129,7 @@ def evaluate_bundle(
     folder = Path(bundle).expanduser()
     folder = folder.parent if folder.is_file() else folder
     dataset = load_dataset(data)
-    chosen, source, missing, notes = _select(dataset, folder, predictor.config, split)
+    chosen, source, missing, notes, own = _select(dataset, folder, predictor.config, split)
     kept, unknown, unknown_notes = _known(chosen, predictor.classes, dataset.root)
     if tta and predictor.config.flip_tta:
         notes.append("The bundle already averages every image with its mirror image, so --tta changes nothing.")
@@ -134,6 +137,8 @@ def evaluate_bundle(
     scanned = scan_images(kept, short_side=prep.working_short_side, resample=prep.resample, progress=progress)
     if not len(scanned):
         raise DataError(f"None of the {len(kept)} images to evaluate could be read.", hint=f"Run: tlearn check {data}")
+    if not own:  # the bundle's own parts are apart by construction (copies stay in one part of the split)
+        notes = _with_copies_noted(notes, scanned, folder, predictor.config, dataset.root)
     proba = _predict(predictor.predict_proba, scanned.pixels.load(), tta=tta, batch_size=batch_size, progress=progress)
     index = {c: i for i, c in enumerate(predictor.classes)}
     y_true = np.array([index[s.label] for s in scanned.samples], dtype=np.int64)
@@ -155,10 +160,34 @@ def evaluate_bundle(
     )
 
 
+def _with_copies_noted(
+    notes: list[str], scanned: ScannedImages, bundle_dir: Path, config: BundleConfig, root: Path
+) -> list[str]:
+    """`notes`, and one more when images of another dataset copy images that trained or validated the bundle
+    (the same bytes, or a near copy by the check's rule `copies_in`): their scores are too optimistic. The
+    note that the images are all new to the model goes then."""
+    parts = labelled_splits(bundle_dir, config)
+    if isinstance(parts, str):
+        return notes
+    seen = [Sample(path, "") for part in ("train", "val") for path in parts[part][0]]
+    copy_of = copies_in(scan_images(seen, short_side=CHECK_SHORT_SIDE), scanned)
+    copies = [(i, j) for i, j in enumerate(copy_of) if j is not None]
+    if not copies:
+        return notes
+    (i, j), base = copies[0], _base(root)
+    first = f"{_relative(scanned.samples[i].path, base)} copies {display_path(seen[j].path)}"
+    return [
+        *(n for n in notes if NEW_TO_THE_MODEL not in n),
+        f"{len(copies)} of the {count(len(scanned), 'image')} {verb(len(copies), 'copies an image', 'copy images')} "
+        f"that trained or validated the bundle (first: {first}): the scores on them are too optimistic.",
+    ]
+
+
 def _select(
     dataset: Dataset, bundle_dir: Path, config: BundleConfig, split: str
-) -> tuple[list[Sample], str, tuple[str, ...], list[str]]:
-    """The samples to score, which they are in plain words, files of the split that are gone, notes.
+) -> tuple[list[Sample], str, tuple[str, ...], list[str], bool]:
+    """The samples to score, which they are in plain words, files of the split that are gone, notes, and
+    whether DATA is the bundle's own dataset.
 
     DATA is the bundle's own dataset when it is at the recorded path, or when it holds every file the
     bundle's split lists (the dataset moved, or grew): then the parts are the run's own.
@@ -173,7 +202,7 @@ def _select(
     if split == "all":
         trained = sum(p in by_path for p in (parts or {}).get("train", [])) if own else 0
         notes = [f"{trained} of these images trained the model, so the scores are optimistic."] if trained else []
-        return list(dataset.samples), f"all {len(dataset.samples)} images of {name}", (), notes
+        return list(dataset.samples), f"all {len(dataset.samples)} images of {name}", (), notes, own
     if own and parts is not None:
         listed = parts.get(split, [])
         if not listed:
@@ -185,7 +214,7 @@ def _select(
         missing = tuple(p for p in listed if p not in by_path)
         gone = f"{count(len(missing), 'file')} of the bundle's {split} part {verb(len(missing), 'is', 'are')} no longer"
         notes = [f"{gone} in {name}."] if missing else []
-        return chosen, f"the {split} part of the bundle's split ({len(listed)} images of {name})", missing, notes
+        return chosen, f"the {split} part of the bundle's split ({len(listed)} images of {name})", missing, notes, True
     if dataset.has_splits:
         chosen = [s for s in dataset.samples if s.split == split]
         if not chosen:
@@ -194,10 +223,10 @@ def _select(
                 f"{dataset.root} has no {split} part; it has {', '.join(present)}.",
                 hint=f"Pass {' or '.join(f'--split {p}' for p in present)}, or --split all to score every image.",
             )
-        return chosen, f"the {split} part of {name} ({len(chosen)} images)", (), []
+        return chosen, f"the {split} part of {name} ({len(chosen)} images)", (), [], False
     if split == "test":
-        note = f"{name} is not the dataset the bundle was trained on, so all of its images are new to the model."
-        return list(dataset.samples), f"all {len(dataset.samples)} images of {name}", (), [note]
+        note = f"{name} is not the dataset the bundle was trained on, so all of its images are {NEW_TO_THE_MODEL}."
+        return list(dataset.samples), f"all {len(dataset.samples)} images of {name}", (), [note], False
     raise ConfigError(
         f"--split {split} needs the bundle's own dataset or one with split folders; {dataset.root} is neither.",
         hint="Pass --split test or --split all to score every image.",
