@@ -133,7 +133,32 @@ def test_unlabelled_options_are_checked(shapes: Path, tmp_path: Path, run_cli) -
         TrainConfig(data=shapes, method="finetune", unlabelled=tmp_path)
     with pytest.raises(ConfigError, match="--head logistic or svm"):
         TrainConfig(data=shapes, method="features", head="softmax", unlabelled=tmp_path)
-    res = run_cli("train", shapes, "--method", "features", *TINY, "--val-frac", "0", "--unlabelled", shapes)
+    pool = make_sample_dataset(tmp_path / "pool", classes=2, per_class=2, seed=3)
+    res = run_cli("train", shapes, "--method", "features", *TINY, "--val-frac", "0", "--unlabelled", pool)
     assert res.code == 1 and "needs validation images" in res.err
     res = run_cli("train", shapes, "--method", "features", *TINY, "--unlabelled", tmp_path / "nowhere")
     assert res.code == 1 and "is not a folder" in res.err
+
+
+def test_an_unlabelled_folder_inside_the_dataset_is_refused_before_any_work(  # type: ignore[no-untyped-def]
+    shapes: Path, tmp_path: Path, run_cli
+) -> None:
+    inside = make_sample_dataset(shapes / "unlabelled", classes=2, per_class=3, seed=4)  # it would be a class too
+    for pool in (inside, shapes):
+        res = run_cli("train", shapes, *TINY, "--unlabelled", pool, "--out", tmp_path / "run")
+        assert res.code == 1, res.out
+        assert f"Error: --unlabelled {pool} is inside the dataset folder {shapes}" in " ".join(res.err.split())
+        assert not (tmp_path / "run").exists()
+
+
+def test_unlabelled_photos_that_all_copy_labelled_images_are_an_error_not_a_crash(  # type: ignore[no-untyped-def]
+    shapes: Path, tmp_path: Path, run_cli
+) -> None:
+    copies = _copies_of(sorted(shapes.rglob("*.jpg"))[:6], tmp_path / "pool")
+    (tmp_path / "pool" / "broken").mkdir()
+    add_broken_files(tmp_path / "pool", "broken")
+    res = run_cli("train", shapes, *TINY, "--unlabelled", tmp_path / "pool", "--out", tmp_path / "run")
+    assert res.code == 1, res.out
+    said = " ".join(res.err.split())
+    assert f"none of its {copies + 3} image files can be used: {copies} copy labelled images, 3 cannot be read" in said
+    assert "bug in tlearn" not in said

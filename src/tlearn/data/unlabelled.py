@@ -16,6 +16,7 @@ from PIL import Image
 
 from tlearn.core.errors import DataError
 from tlearn.core.progress import Progress, no_progress
+from tlearn.core.words import verb
 from tlearn.data.checks import copies_in, find_duplicates
 from tlearn.data.images import is_image_path
 from tlearn.data.scan import Pixels, ScannedImages, Unreadable, scan_images
@@ -46,6 +47,18 @@ class UnlabelledImages:
     def found(self) -> int:
         """Image files in the folder, usable or not."""
         return len(self.paths) + len(self.unreadable) + len(self.excluded)
+
+
+def check_unlabelled_place(folder: Path, *, data: Path) -> None:
+    """Raise DataError when the `--unlabelled` folder lies in a folder dataset (or is it): its photos would be
+    read as a labelled class too. A CSV names its images, so a folder beside it is fine."""
+    root = Path(data).expanduser().resolve()
+    if root.is_dir() and Path(folder).expanduser().resolve().is_relative_to(root):
+        raise DataError(
+            f"--unlabelled {display_path(folder)} is inside the dataset folder {display_path(data)}: its photos "
+            "would be read as a labelled class too.",
+            hint="Move the photos without labels out of the dataset folder, and pass their new folder.",
+        )
 
 
 def load_unlabelled(
@@ -81,6 +94,13 @@ def load_unlabelled(
             excluded.append(Excluded(scanned.samples[i].path, scanned.samples[kept[0]].path))
             drop.add(i)
     keep = np.array([i for i in range(len(scanned)) if i not in drop], dtype=np.int64)
+    if not len(keep):
+        why = [f"{len(drop)} {verb(len(drop), 'copies a labelled image', 'copy labelled images')}"] if drop else []
+        why += [f"{len(scanned.unreadable)} cannot be read"] if scanned.unreadable else []
+        raise DataError(
+            f"--unlabelled {display_path(folder)}: none of its {len(files)} image files can be used: {', '.join(why)}.",
+            hint="Pass a folder of photos that are not in the dataset yet.",
+        )
     return UnlabelledImages(
         folder=folder,
         paths=tuple(scanned.samples[i].path for i in keep),

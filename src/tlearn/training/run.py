@@ -38,7 +38,7 @@ from tlearn.data.labelled import LabelledImages
 from tlearn.data.scan import ScannedImages, scan_images
 from tlearn.data.sources import Dataset, display_path, load_dataset
 from tlearn.data.split import Split, load_split, save_split, split_from_dataset, split_key, stratified_split
-from tlearn.data.unlabelled import UnlabelledImages, load_unlabelled
+from tlearn.data.unlabelled import UnlabelledImages, check_unlabelled_place, load_unlabelled
 from tlearn.models.backbones import Backbone, create_backbone
 from tlearn.report.page import write_report
 from tlearn.training.calibrate import calibrated
@@ -124,6 +124,8 @@ def run(
 def _run(cfg: TrainConfig, *, progress: Progress, on_epoch_end: EpochCallback | None) -> TrainResult:
     # The folder's checks are about paths only: they fail before any work.
     _on_main(lambda: check_out(cfg.out, data=cfg.data, overwrite=cfg.overwrite, resume=cfg.resume))
+    if cfg.unlabelled is not None:
+        check_unlabelled_place(cfg.unlabelled, data=cfg.data)
     deadline = Deadline.after(cfg.budget_seconds)  # the budget covers everything from here to the report
     timer = Timer()
     with timer.stage("load"):
