@@ -179,3 +179,23 @@ def test_balanced_class_weight_raises_the_minority_class_recall(shapes_master: P
     assert recall["balanced"] > recall["none"], recall
     assert mean_p["balanced"] > mean_p["none"] + 0.05, mean_p
     assert stolen["balanced"] <= 0.05, stolen  # and the other classes are not given away for it
+
+
+def test_a_dataset_too_small_to_hold_images_out_says_it_measured_nothing(  # type: ignore[no-untyped-def]
+    run_cli, shapes: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    for folder in sorted(shapes.iterdir()):
+        for extra in sorted(folder.iterdir())[1:]:
+            extra.unlink()  # one image per class: all of them train
+    out = tmp_path / "run"
+    res = run_cli("train", shapes, "--method", "features", *TINY, "--out", out)
+    assert res.code == 0, res.err
+    said = " ".join(res.out.split())
+    assert "Accuracy not measured: no image could be held out for validation or test" in said
+    res = run_cli("evaluate", out, shapes)
+    assert res.code == 1
+    said = " ".join(res.err.split())
+    loaded = " ".join(caplog.text.split())  # the warning when the bundle is loaded
+    assert "no 'unknown' answer (made before tlearn learned one, or with fewer than 10 validation images" in loaded
+    assert "Error: The bundle's split has no test images." in said
+    assert "Hint: Pass --split train, --split all (every image of DATA)" in said  # not the parts it lacks

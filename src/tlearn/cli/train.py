@@ -132,6 +132,12 @@ def print_epoch(row: dict[str, Any]) -> None:
     )
 
 
+NOT_MEASURED = (
+    "[yellow]Accuracy not measured:[/] no image could be held out for validation or test (the classes are too "
+    "small). Add images, or score the bundle on new ones with tlearn evaluate BUNDLE DATA."
+)
+
+
 def render_result(result: TrainResult) -> None:
     from tlearn.artifacts.metrics import ranked_by_recall  # here: `tlearn --help` does not load scikit-learn
     from tlearn.data.checks import unreadable_warning
@@ -161,7 +167,7 @@ def render_result(result: TrainResult) -> None:
         table.add_column(col, justify="left" if col == "split" else "right")
     for part, m in result.metrics.items():
         table.add_row(part, str(m.n), f"{m.accuracy:.1%}", f"{m.balanced_accuracy:.1%}", f"{m.macro_f1:.3f}")
-    console.print(table)
+    console.print(table if result.metrics else NOT_MEASURED)
     headline = result.headline
     if headline is not None:
         part, m = headline

@@ -206,9 +206,11 @@ def _select(
     if own and parts is not None:
         listed = parts.get(split, [])
         if not listed:
+            others = [f"--split {p}" for p in ("val", "test", "train") if p != split and parts.get(p)]
             raise DataError(
                 f"The bundle's split has no {split} images.",
-                hint="Pass --split val, --split test or --split all (every image of DATA).",
+                hint=f"Pass {', '.join([*others, '--split all'])} (every image of DATA); the train images are the "
+                "ones it learned from, so their scores are optimistic.",
             )
         chosen = [by_path[p] for p in listed if p in by_path]
         missing = tuple(p for p in listed if p not in by_path)

@@ -16,6 +16,7 @@ from tlearn.infer.onnx_files import config_of, int8_model_of, read_sidecar, side
 from tlearn.infer.onnx_graph import bundle_to_onnx
 from tlearn.infer.onnx_predictor import BUNDLE_ONNX, OnnxPredictor
 from tlearn.infer.predictor import NO_UNKNOWN_HINT, BasePredictor, Predictor
+from tlearn.models.unknown import NO_UNKNOWN_WHY
 
 log = logging.getLogger(__name__)
 
@@ -90,12 +91,12 @@ def load_for_serving(bundle: str | Path, *, engine: str = "auto") -> tuple[BaseP
 
 
 def _said_once(predictor: BasePredictor) -> BasePredictor:
-    """A model without an unknown answer (made before tlearn learned one) says so once, when it is loaded."""
+    """A model without an unknown answer says so, and why it may lack one, once, when it is loaded."""
     if predictor.unknown_rule is None:
         log.warning(
-            "%s has no 'unknown' answer (it was made before tlearn learned one): every image gets one of its "
-            "classes, however far from them. %s",
+            "%s has no 'unknown' answer (%s): every image gets one of its classes, however far from them. %s",
             predictor.source or "This model",
+            NO_UNKNOWN_WHY,
             NO_UNKNOWN_HINT,
         )
     return predictor

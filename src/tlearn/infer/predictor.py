@@ -39,9 +39,12 @@ from tlearn.infer.inputs import ImageInput, as_list, decode_eval_input, decode_i
 from tlearn.infer.results import Failure, Prediction, Predictions, Scored
 from tlearn.models.classifier import Classifier
 from tlearn.models.tta import mirror_proba
-from tlearn.models.unknown import UNKNOWN, UnknownRule
+from tlearn.models.unknown import MIN_VAL_IMAGES, UNKNOWN, UnknownRule
 
-NO_UNKNOWN_HINT = "Train it again with this tlearn: every new bundle learns an unknown answer."
+NO_UNKNOWN_HINT = (
+    f"Train it again with this tlearn and {MIN_VAL_IMAGES} or more validation images: such a bundle learns an unknown "
+    "answer."
+)
 
 # Pillow releases the GIL while it decodes and resizes, so decoding threads scale with the CPUs, up to 8.
 DECODE_WORKERS = cpu_workers(8)

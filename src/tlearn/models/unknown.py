@@ -28,6 +28,10 @@ KINDS = ("msp", "energy", "class_mean", "knn", "knn_msp")
 COMBINED = {"knn_msp": ("knn", "msp")}  # a sum of scores, each standardised on the validation images
 DEFAULT_KIND = "knn_msp"  # flowers17, 3 seeds: AUROC 0.951 against msp 0.928 on near + far (benchmarks/open_set.py)
 DEFAULT_RECALL = 0.95
+MIN_VAL_IMAGES = 10  # fewer validation images cannot place a threshold: the bundle then has no rejection
+NO_UNKNOWN_WHY = (
+    f"made before tlearn learned one, or with fewer than {MIN_VAL_IMAGES} validation images to set its threshold"
+)
 BANK_CAP = 1024  # training feature rows kept for the nearest-neighbour score (float16: 2.5 MB at D = 1280)
 UNKNOWN = "unknown"  # what `predict(..., unknown=True)` answers for an input that is none of the classes
 

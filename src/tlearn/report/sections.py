@@ -17,6 +17,7 @@ from tlearn.artifacts.metrics import ranked_by_recall
 from tlearn.artifacts.predictions import worst_mistakes
 from tlearn.core.notebook import escape, percent
 from tlearn.core.words import count, noun, verb
+from tlearn.models.unknown import NO_UNKNOWN_WHY
 from tlearn.report.details import AutoRecord, MethodDetails
 from tlearn.report.diagnosis import Diagnosis, diagnose
 from tlearn.report.html import bullets, card, figure, folded, json_block, kv_table, table
@@ -366,8 +367,8 @@ def _unknown(run: Run) -> str:
     rule = run.config.unknown
     if rule is None:
         return (
-            '<p class="muted">This bundle has no unknown answer (it was made before tlearn learned one, or its '
-            "validation part was too small to set a threshold): every image gets one of its classes.</p>"
+            f'<p class="muted">This bundle has no unknown answer ({NO_UNKNOWN_WHY}): every image gets one of '
+            "its classes.</p>"
         )
     facts = {
         "score": SCORE_WORDS.get(rule.kind, rule.kind),

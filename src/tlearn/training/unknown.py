@@ -38,6 +38,7 @@ from tlearn.models.unknown import (
     COMBINED,
     DEFAULT_KIND,
     DEFAULT_RECALL,
+    MIN_VAL_IMAGES,
     UnknownRule,
     UnknownScorer,
     normalised,
@@ -46,8 +47,6 @@ from tlearn.models.unknown import (
 from tlearn.training.fitted import Fitted
 
 log = logging.getLogger(__name__)
-
-MIN_VAL_IMAGES = 10  # fewer validation images cannot place a threshold: the bundle then has no rejection
 
 
 def with_unknown(
