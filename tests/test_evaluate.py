@@ -111,6 +111,17 @@ def test_a_class_nothing_was_predicted_as_has_no_precision_rather_than_zero() ->
     assert Metrics.from_dict(old).per_class[3].precision_text() == "0.0%"  # a file from before it: as it was shown
 
 
+def test_accuracy_is_shown_with_how_well_so_few_images_know_it() -> None:
+    def of(right: int, n: int) -> Metrics:
+        y = np.zeros(n, dtype=np.int64)
+        proba = np.tile([0.9, 0.05, 0.03, 0.02], (n, 1))
+        proba[right:] = [0.05, 0.9, 0.03, 0.02]
+        return compute_metrics(y, proba, CLASSES)
+
+    assert of(5, 5).accuracy_text() == "100.0% ±20.0"  # five right of five: known to about 20 points, not exactly
+    assert of(194, 205).accuracy_text() == "94.6% ±1.6"
+
+
 def test_metrics_survive_json() -> None:
     y, proba = fixed_predictions()
     m = compute_metrics(y, proba, CLASSES)

@@ -69,7 +69,7 @@ def test_card_reports_the_data_checks_the_method_and_how_to_load(run_dir: Path) 
     text = write_model_card(run_dir).read_text()
     for cls, n in check["counts"].items():
         assert f"| {cls} | {n} |" in text
-    assert "1 unreadable image files, skipped: 1 truncated" in text
+    assert "1 unreadable image file, skipped: 1 truncated" in text
     assert "1 group of duplicate images (1 within class)" in text
     assert "logistic regression" in text and "Why:" in text
     for part, m in json.loads((run_dir / "tlearn.json").read_text())["metrics"].items():
@@ -78,8 +78,17 @@ def test_card_reports_the_data_checks_the_method_and_how_to_load(run_dir: Path) 
             f"| {name} | {m['n']} | {m['accuracy']:.1%} | {m['balanced_accuracy']:.1%} | {m['macro_f1']:.1%} |" in text
         )
     assert 'tlearn.load("bundle")' in text and "tlearn predict bundle" in text and "tlearn export bundle" in text
-    assert "answers one of its 4 classes for anything" in text
     assert "crop the center 64 × 64 px" in text
+
+
+def test_card_says_what_the_model_answers_for_a_picture_of_none_of_its_classes(run_dir: Path) -> None:
+    recall = json.loads((run_dir / "tlearn.json").read_text())["unknown"]["recall"]
+    text = write_model_card(run_dir).read_text()  # it said "answers one of its 4 classes for anything" here too
+    assert "answers 'unknown' only for pictures far from its training images" in text
+    assert f"keeps {recall:.1%} of its known validation images" in text
+    edit_config(run_dir, unknown=None)  # a bundle without an unknown answer
+    text = write_model_card(run_dir).read_text()
+    assert "answers one of its 4 classes for anything" in text and "'unknown'" not in text
 
 
 def test_card_quotes_auto_explanation_and_escapes_class_names(run_dir: Path) -> None:

@@ -8,6 +8,7 @@ the confidences can be trusted.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -72,6 +73,16 @@ class Metrics:
     top_k: dict[int, float]
     per_class: tuple[ClassMetrics, ...]
     confusion: np.ndarray  # (K, K): rows true class, columns predicted
+
+    @property
+    def accuracy_se(self) -> float:
+        """One standard error of the accuracy (a fraction); its variance is floored at 1/n, so that 100% on
+        five images reads as known to about ±20 points, not exactly."""
+        return math.sqrt(max(self.accuracy * (1 - self.accuracy), 1 / self.n) / self.n) if self.n else math.nan
+
+    def accuracy_text(self) -> str:
+        """The accuracy with its standard error, as the tables show it: "94.6% ±1.6"."""
+        return f"{self.accuracy:.1%} ±{100 * self.accuracy_se:.1f}"
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

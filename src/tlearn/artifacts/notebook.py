@@ -10,7 +10,7 @@ from tlearn.core.notebook import html_block, html_table, percent
 if TYPE_CHECKING:
     from tlearn.artifacts.metrics import Metrics
 
-SUMMARY_HEADER = ("part", "images", "accuracy", "balanced accuracy", "macro F1", "log loss", "calibration error")
+SUMMARY_HEADER = ("part", "images", "accuracy ± s.e.", "balanced accuracy", "macro F1", "log loss", "calibration error")
 
 
 def metrics_html(metrics: Metrics, *, title: str = "Metrics") -> str:
@@ -35,7 +35,7 @@ def per_class_table(metrics: Metrics) -> str:
 def _summary_row(m: Metrics) -> list[str]:
     return [
         f"{m.n:,}",
-        percent(m.accuracy),
+        m.accuracy_text(),
         percent(m.balanced_accuracy),
         percent(m.macro_f1),
         f"{m.log_loss:.3f}",

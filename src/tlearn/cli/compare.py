@@ -141,7 +141,7 @@ def render_comparison(result: Comparison) -> None:
     table = Table(
         title=f"Methods compared on {result.data}", caption=caption, title_justify="left", caption_justify="left"
     )
-    for col in ("method", f"{part} accuracy", "balanced acc.", "macro F1", "time", "parameters trained"):
+    for col in ("method", f"{part} accuracy ± s.e.", "balanced acc.", "macro F1", "time", "parameters trained"):
         table.add_column(col, justify="left" if col == "method" else "right")
     for run in result.runs:
         m = run.metrics(result.part)
@@ -149,7 +149,7 @@ def render_comparison(result: Comparison) -> None:
             table.add_row(run.label, "[red]failed[/]" if not run.ok else "-", "-", "-", f"{run.seconds:.1f}s", "-")
             continue
         table.add_row(
-            run.label, f"{m.accuracy:.1%}", f"{m.balanced_accuracy:.1%}", f"{m.macro_f1:.3f}", f"{run.seconds:.1f}s",
+            run.label, m.accuracy_text(), f"{m.balanced_accuracy:.1%}", f"{m.macro_f1:.3f}", f"{run.seconds:.1f}s",
             _parameters(run.trained_parameters, run.total_parameters),
         )  # fmt: skip
     console.print()

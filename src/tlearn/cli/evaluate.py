@@ -102,7 +102,7 @@ def _summary_table(m: Metrics) -> Table:
     table.add_column("metric")
     table.add_column("value", justify="right")
     table.add_column("what it says", style="dim")
-    table.add_row("accuracy", f"{m.accuracy:.1%}", "share of images predicted right")
+    table.add_row("accuracy", m.accuracy_text(), "share of images predicted right, ± one standard error")
     table.add_row("balanced accuracy", f"{m.balanced_accuracy:.1%}", "mean recall: every class weighs the same")
     table.add_row("macro F1", f"{m.macro_f1:.3f}", "mean F1 over classes")
     table.add_row("weighted F1", f"{m.weighted_f1:.3f}", "F1 weighted by class size")

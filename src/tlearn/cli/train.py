@@ -163,10 +163,10 @@ def render_result(result: TrainResult) -> None:
         console.print(escape(result.details.unlabelled.summary))
 
     table = Table()
-    for col in ("split", "images", "accuracy", "balanced acc.", "macro F1"):
+    for col in ("split", "images", "accuracy ± s.e.", "balanced acc.", "macro F1"):
         table.add_column(col, justify="left" if col == "split" else "right")
     for part, m in result.metrics.items():
-        table.add_row(part, str(m.n), f"{m.accuracy:.1%}", f"{m.balanced_accuracy:.1%}", f"{m.macro_f1:.3f}")
+        table.add_row(part, str(m.n), m.accuracy_text(), f"{m.balanced_accuracy:.1%}", f"{m.macro_f1:.3f}")
     console.print(table if result.metrics else NOT_MEASURED)
     headline = result.headline
     if headline is not None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import shlex
 from collections import Counter
 from collections.abc import Mapping
@@ -75,6 +74,24 @@ def _base_model(weights: str) -> str | None:
 # --- sections ------------------------------------------------------------------------------------
 
 
+def _beyond_the_classes(run: Run) -> str:
+    """What the model answers for a picture of none of its classes: 'unknown' when far enough, else a class."""
+    c = run.config
+    if c.unknown is None:
+        return (
+            f"**It answers one of its {len(c.classes)} classes for anything.** A picture of something else entirely "
+            "still gets one of these classes, often with a high probability. Screen inputs upstream, or train with "
+            "an extra class of such pictures."
+        )
+    return (
+        "**It answers 'unknown' only for pictures far from its training images.** The threshold keeps "
+        f"{pct(c.unknown.recall)} of its known validation images (the rest would be answered 'unknown' too). A "
+        "picture of something else that looks like its photos (the same setting, colours or shapes) can still get "
+        "one of its classes, with a high probability. Screen inputs upstream where that matters, or train with an "
+        "extra class of such pictures."
+    )
+
+
 def _title(run: Run) -> str:
     c = run.config
     headline = run.headline
@@ -137,7 +154,7 @@ def _check_findings(check: Mapping[str, Any]) -> str:
     """Unreadable, ignored and duplicate files, and the check's problems and warnings, one bullet each."""
     unreadable, ignored, duplicates = (check.get(k) or [] for k in ("unreadable", "ignored", "duplicates"))
     lines = [
-        f"{len(unreadable)} unreadable image files, skipped"
+        f"{count(len(unreadable), 'unreadable image file')}, skipped"
         + (": " + ", ".join(f"{n} {r}" for r, n in Counter(u.get("reason", "?") for u in unreadable).items()))
         if unreadable
         else "every image file could be read",
@@ -246,15 +263,13 @@ def _limits(run: Run) -> str:
     lines = [
         f"**It was trained on one dataset.** It learned from {learned} of {md(_dataset_name(run))}; photos that "
         "differ from those (camera, light, background, framing, subject) may score well below the numbers above.",
-        f"**It answers one of its {len(c.classes)} classes for anything.** A picture of something else entirely "
-        "still gets one of these classes, often with a high probability. Screen inputs upstream, or train with an "
-        "extra class of such pictures.",
+        _beyond_the_classes(run),
     ]
     headline = run.headline
     if headline is not None:
         m = run.metrics[headline]
         if m.n:
-            se = math.sqrt(max(m.accuracy * (1 - m.accuracy), 1 / m.n) / m.n)
+            se = m.accuracy_se
             lines.append(
                 f"**Small data.** The {_part(headline)} part has {m.n} images: one image is {100 / m.n:.1f} points "
                 f"of accuracy, and the accuracy is known to about ±{100 * se:.1f} points (one standard error)."
