@@ -357,3 +357,14 @@ def test_train_passes_unknown_recall_and_checks_it(run_cli, stub_library: list[A
     assert train_config(run_cli, stub_library, "--unknown-recall", "0.9").unknown_recall == 0.9
     res = run_cli("train", "photos", "--unknown-recall", "1.5")
     assert res.code == 1 and "--unknown-recall must be at least 0.5 and below 1. Got 1.5." in res.err
+
+
+def test_every_command_summary_is_one_sentence_that_tlearn_help_wraps_itself() -> None:
+    # Typer's rich mode keeps a docstring's line breaks: "check" and "predict" showed a sentence cut in two.
+    import tlearn.cli  # noqa: F401  (registers the commands)
+    from tlearn.cli.app import app
+
+    assert len(app.registered_commands) >= 10
+    for info in app.registered_commands:
+        summary = (info.callback.__doc__ or "").strip().split("\n\n")[0]
+        assert summary and "\n" not in summary, info.callback.__name__

@@ -61,8 +61,9 @@ def check(
     feature_layer: opt.FeatureLayer = "last",
     seed: opt.Seed = 0,
 ) -> None:
-    """Check a dataset: counts per class, balance, sizes, broken files, duplicates and leakage; with
-    --labels, likely label errors and outliers too (nothing is moved: a CSV lists them)."""
+    """Check a dataset: counts per class, balance, sizes, broken files, duplicates and leakage.
+
+    With --labels, likely label errors and outliers too (nothing is moved: a CSV lists them)."""
     from tlearn.core.marks import is_tlearn_picture, refuse_to_replace
     from tlearn.data.checks import check_path
 

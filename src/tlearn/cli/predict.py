@@ -63,8 +63,9 @@ def predict(
         ),
     ] = True,
 ) -> None:
-    """Predict the class of images: top-k classes with probabilities, or 'unknown' for an image that is none
-    of the classes. Exit code 1 if none could be read."""
+    """Predict the class of images: top-k classes with probabilities, or 'unknown' when none fits.
+
+    'unknown' answers an image far from every training image. Exit code 1 if none could be read."""
     from tlearn.infer.inputs import find_images
     from tlearn.infer.load import load
 
