@@ -310,10 +310,10 @@ def _metrics(run: Run) -> str:
     if not metrics:
         return '<p class="muted">No metrics recorded: the run had no validation or test images.</p>'
     ks = sorted({k for m in metrics.values() for k in m.top_k})
-    header = ["part", "images", "accuracy", "balanced accuracy", "macro F1", "weighted F1"]
+    header = ["part", "images", "accuracy ± s.e.", "balanced accuracy", "macro F1", "weighted F1"]
     header += [f"top-{k} accuracy" for k in ks] + ["log loss", "calibration error (ECE)"]
     rows = [
-        [part, str(m.n), f"{m.accuracy:.1%}", f"{m.balanced_accuracy:.1%}", f"{m.macro_f1:.3f}", f"{m.weighted_f1:.3f}"]
+        [part, str(m.n), m.accuracy_text(), f"{m.balanced_accuracy:.1%}", f"{m.macro_f1:.3f}", f"{m.weighted_f1:.3f}"]
         + [f"{m.top_k[k]:.1%}" if k in m.top_k else "" for k in ks]
         + [f"{m.log_loss:.3f}", f"{m.ece:.3f}"]
         for part, m in metrics.items()
@@ -321,9 +321,11 @@ def _metrics(run: Run) -> str:
     return "\n".join(
         [
             table(header, rows, numeric=tuple(range(1, len(header)))),
-            '<p class="muted">Balanced accuracy and macro F1 weigh every class the same, so a weak small class '
-            "shows. Log loss and the calibration error say whether the confidences can be trusted: lower is "
-            "better, and an ECE of 0.05 means confidences are off by 5 points on average.</p>",
+            '<p class="muted">The ± after the accuracy is one standard error, in points: two runs whose accuracies '
+            "differ by less than about twice that may differ by chance. Balanced accuracy and macro F1 weigh every "
+            "class the same, so a weak small class shows. Log loss and the calibration error say whether the "
+            "confidences can be trusted: lower is better, and an ECE of 0.05 means confidences are off by 5 points "
+            "on average.</p>",
             _per_class(run),
         ]
     )
