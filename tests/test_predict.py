@@ -125,7 +125,7 @@ def test_a_folder_with_broken_files_predicts_the_rest_and_lists_them(run_cli, ti
     broken = add_broken_files(shapes, "yellow_star")
     res = run_cli("predict", tiny_bundle, shapes / "yellow_star", shapes / "nowhere.jpg")
     assert res.code == 0, res.err
-    assert "Could not predict 4 file(s)" in res.out
+    assert "Could not predict 4 files" in res.out
     for name, reason in broken.items():
         line = next(line for line in res.out.splitlines() if name in line)
         assert reason in line
@@ -149,7 +149,7 @@ def test_nothing_readable_exits_1(run_cli, tiny_bundle: Path, shapes: Path, tmp_
     only_broken = [shapes / "red_circle" / n for n in ("truncated.jpg", "empty.jpg", "notes.jpg")]
     res = run_cli("predict", tiny_bundle, *only_broken)
     assert res.code == 1
-    assert "Could not predict 3 file(s)" in res.out and "Predicted 0 images" in res.out
+    assert "Could not predict 3 files" in res.out and "Predicted 0 images" in res.out
     (tmp_path / "empty").mkdir()
     res = run_cli("predict", tiny_bundle, tmp_path / "empty", "-f", "json")
     assert res.code == 1
@@ -331,3 +331,12 @@ def test_pytorch_predicts_a_few_images_per_pass_with_the_answers_of_one_at_a_tim
     if scores is not None:
         np.testing.assert_allclose(scores, np.concatenate([s for _, s in one_by_one]), atol=1e-5)
     assert scores is not None or predictor.config.unknown is None
+
+
+def test_a_pattern_the_shell_matched_to_nothing_is_named_as_such(run_cli, tiny_bundle: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    res = run_cli("predict", tiny_bundle, tmp_path / "photos" / "*.jpg", tmp_path / "gone.jpg", "-f", "json")
+    assert res.code == 1
+    assert [e["error"] for e in json.loads(res.out)["errors"]] == [
+        "no file matches this pattern",
+        "no such file or folder",
+    ]

@@ -127,7 +127,7 @@ def _render_table(result: Predictions, failures: list[Failure]) -> None:
             table.add_row(*row)
         console.print(table)
     if failures:
-        bad = Table(title=f"Could not predict {len(failures)} file(s)", title_justify="left")
+        bad = Table(title=f"Could not predict {count(len(failures), 'file')}", title_justify="left")
         bad.add_column("file", overflow="fold")
         bad.add_column("reason")
         for f in failures:

@@ -53,6 +53,8 @@ def find_images(paths: Sequence[str | Path]) -> tuple[list[Path], list[Failure]]
         elif path.exists():
             if walk.add_file(path):
                 found.append(path)
+        elif any(c in path.name for c in "*?["):  # a pattern the shell matched to nothing passes as it is
+            failures.append(Failure(display_path(path), "no file matches this pattern"))
         else:
             failures.append(Failure(display_path(path), "no such file or folder"))
 
