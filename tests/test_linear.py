@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -208,3 +210,15 @@ def test_the_strongest_regularisation_on_features_with_a_large_mean_reaches_scik
     )
     for fits in (cold, warm):
         np.testing.assert_allclose(torch.softmax(torch.from_numpy(fits.logits(0, x)), 1).numpy(), reference, atol=0.003)
+
+
+@pytest.mark.parametrize("kind", ["logistic", "svm"])
+def test_one_training_image_per_class_fits_without_a_library_warning(kind: str) -> None:
+    # 30 classes of one training image each: scikit-learn warned "The number of unique classes is greater than
+    # 50% of the number of samples", with its file and line, four times above the output of tlearn train.
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(30, 8)).astype(np.float32), np.arange(30)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fit = fit_linear(x, y, num_classes=30, kind=kind)  # type: ignore[arg-type]
+    assert (layer_out(fit, x).argmax(1) == y).all()

@@ -9,7 +9,8 @@ bundle from this method is the same network as one from fine-tuning.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from typing import Literal
@@ -125,7 +126,8 @@ def fit_linear(
         # scikit-learn's warm start: begin from the cross-validation's solution for this C
         model.set_params(warm_start=True)
         model.coef_, model.intercept_ = start[0], start[1] + start[0] @ centre
-    model.fit(x - centre, labels)
+    with _quiet():
+        model.fit(x - centre, labels)
     w, b = _full_coef(model, num_classes)
     b = b - w @ centre  # back to the rows as they were (a class never seen keeps its -1e4: its w is 0)
     # Fold the scaling into the layer: w @ ((f - shift) / scale) + b == (w / scale) @ f + (b - w @ (shift / scale)).
@@ -325,13 +327,23 @@ def _logistic_cv(
     return np.array(accuracy), np.array(loss), starts, np.stack(held_out)
 
 
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """A scikit-learn fit without its warning that "the number of unique classes is greater than 50% of the
+    number of samples": a dataset of one or two training images per class is, and it was printed, file and
+    line, above the run's output."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The number of unique classes is greater than 50%")
+        yield
+
+
 def _svm_path(
     x: np.ndarray, y: np.ndarray, tr: np.ndarray, va: np.ndarray, class_weight: str | None, seed: int
 ) -> list[float]:
     scores = []
     for c in C_GRID:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
+        with _quiet(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)  # its C is chosen by held-out accuracy
             model = _estimator("svm", c, class_weight, seed).fit(x[tr], y[tr])
         scores.append(float((model.predict(x[va]) == y[va]).mean()))
     return scores
