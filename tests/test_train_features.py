@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 import tlearn
 from conftest import add_broken_files
@@ -199,3 +200,18 @@ def test_a_dataset_too_small_to_hold_images_out_says_it_measured_nothing(  # typ
     assert "no 'unknown' answer (made before tlearn learned one, or with fewer than 10 validation images" in loaded
     assert "Error: The bundle's split has no test images." in said
     assert "Hint: Pass --split train, --split all (every image of DATA)" in said  # not the parts it lacks
+
+
+def test_the_recall_table_of_many_classes_says_it_shows_the_lowest_few(run_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    rng = np.random.default_rng(0)
+    for c in range(21):  # more classes than the table lists in full
+        colour = rng.integers(0, 255, 3)
+        (tmp_path / "data" / f"c{c:02d}").mkdir(parents=True)
+        for i in range(3):
+            pixels = np.clip(colour + rng.normal(0, 20, (32, 32, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "data" / f"c{c:02d}" / f"{i}.png")
+    res = run_cli("train", tmp_path / "data", "--method", "features", *TINY, "--out", tmp_path / "run")
+    assert res.code == 0, res.err
+    assert "Recall per class on test, worst first (the 10 lowest of 21; the report lists all):" in " ".join(
+        res.out.split()
+    )

@@ -173,7 +173,8 @@ def render_result(result: TrainResult) -> None:
         part, m = headline
         worst = ranked_by_recall(m.per_class)
         shown = worst if len(worst) <= 20 else worst[:10]
-        console.print(f"Recall per class on {part}, worst first:")
+        some = f" (the {len(shown)} lowest of {len(worst)}; the report lists all)" if len(shown) < len(worst) else ""
+        console.print(f"Recall per class on {part}, worst first{some}:")
         recall = Table()
         recall.add_column("class")
         recall.add_column("recall", justify="right")
