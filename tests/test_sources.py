@@ -100,6 +100,16 @@ def test_a_class_named_like_a_split_is_a_class(tmp_path: Path) -> None:
     assert ds.has_splits and ds.classes == ("cat", "dog")
 
 
+def test_a_csv_row_given_twice_is_one_image_and_the_repeat_is_named(tmp_path: Path) -> None:
+    put(tmp_path / "img" / "a.jpg")
+    put(tmp_path / "img" / "b.jpg")
+    csv = tmp_path / "labels.csv"
+    csv.write_text("path,label\nimg/a.jpg,cat\nimg/b.jpg,dog\nimg/./a.jpg,cat\nimg/b.jpg,cat\n")
+    ds = load_dataset(csv)
+    assert [(s.path.name, s.label) for s in ds.samples] == [("a.jpg", "cat"), ("b.jpg", "dog"), ("b.jpg", "cat")]
+    assert [(i.path.name, i.reason) for i in ds.ignored] == [("labels.csv:4", "the same file and label as line 2")]
+
+
 def test_csv_without_label_column_names_the_header(tmp_path: Path) -> None:
     csv = tmp_path / "bad.csv"
     csv.write_text("file,species_name\na.jpg,cat\n")

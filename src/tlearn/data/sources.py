@@ -225,6 +225,7 @@ def _from_csv(csv_path: Path) -> Dataset:
     samples: list[Sample] = []
     ignored: list[Ignored] = []
     outside: list[tuple[int, str]] = []
+    row_of: dict[tuple[str, str], int] = {}  # (file, label) -> the line that gave it first
     for line_no, row in enumerate(rows[1:], start=2):
         if not any(cell.strip() for cell in row):
             continue
@@ -236,6 +237,11 @@ def _from_csv(csv_path: Path) -> Dataset:
             continue
         split = _csv_split(cells[split_col], where) if split_col is not None else None
         rel = _portable(rel, base)
+        key = (os.path.normpath(base / rel), label)
+        if key in row_of:  # the same row twice: one image (under two labels, a conflict the check names)
+            ignored.append(Ignored(where, f"the same file and label as line {row_of[key]}"))
+            continue
+        row_of[key] = line_no
         samples.append(Sample(base / rel, label, split))
         if not _inside(base / rel, base):
             outside.append((line_no, rel))
