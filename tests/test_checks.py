@@ -132,3 +132,18 @@ def test_images_too_small_to_learn_from_are_named_in_a_warning(shapes: Path) -> 
     assert warning.startswith(
         "2 images are smaller than 32 px on the shorter side (red_circle/banner.png, red_circle/pixel.png)"
     )
+
+
+def test_class_names_that_differ_only_in_case_or_spacing_are_named(tmp_path: Path) -> None:
+    for cls in ("Cat", "cat", "golden-retriever", "Golden Retriever", "dog"):
+        for i in range(2):
+            Image.new("RGB", (40, 40), (40 * i + len(cls), 9 * len(cls), 200)).save(tmp_path / f"{cls}{i}.png")
+    rows = "".join(f"{cls}{i}.png,{cls}\n" for cls in ("Cat", "cat", "golden-retriever", "Golden Retriever", "dog")
+                   for i in range(2))  # fmt: skip
+    (tmp_path / "labels.csv").write_text("path,label\n" + rows)
+    alike = [w for w in check_path(tmp_path / "labels.csv").warnings if "differ only" in w]
+    assert alike == [
+        "Classes 'Cat' and 'cat' differ only in case, spaces or dashes: if they are one class, give them one name.",
+        "Classes 'Golden Retriever' and 'golden-retriever' differ only in case, spaces or dashes: if they are one "
+        "class, give them one name.",
+    ]

@@ -7,7 +7,9 @@ are worth reading but training goes on.
 
 from __future__ import annotations
 
+import re
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -167,6 +169,11 @@ def check_dataset(dataset: Dataset, scanned: ScannedImages, *, min_per_class: in
             f"shorter side ({shown}{', ...' if len(tiny) > 3 else ''}): enlarged to the model's input, such "
             "images show little. Check that these are photos, not icons or thumbnails."
         )
+    for group in _alike_names(classes):
+        warnings.append(
+            f"Classes {' and '.join(repr(c) for c in group)} differ only in case, spaces or dashes: if they are "
+            "one class, give them one name."
+        )
     if imbalance >= IMBALANCE_WARNING:
         warnings.append(
             f"Classes are imbalanced ({imbalance:.1f} to 1): consider --class-weight balanced, and read "
@@ -206,6 +213,15 @@ def check_dataset(dataset: Dataset, scanned: ScannedImages, *, min_per_class: in
         problems=tuple(problems),
         warnings=tuple(warnings),
     )
+
+
+def _alike_names(classes: Sequence[str]) -> list[tuple[str, ...]]:
+    """Groups of class names that are one name but for case, spaces, underscores or dashes ('Cat', 'cat ',
+    'golden-retriever', 'Golden Retriever'): a spreadsheet's typo more often than two classes."""
+    by_key: dict[str, list[str]] = defaultdict(list)
+    for c in classes:
+        by_key[re.sub(r"[\s_-]+", " ", c).strip().casefold()].append(c)
+    return [tuple(names) for names in by_key.values() if len(names) > 1]
 
 
 def _within(path: Path, root: Path) -> Path:
