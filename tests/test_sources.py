@@ -8,13 +8,22 @@ import pytest
 
 from conftest import jpeg_bytes, solid
 from tlearn.core.errors import DataError
-from tlearn.data.sources import load_dataset
+from tlearn.data.sources import Dataset, load_dataset
 
 
 def put(path: Path, rgb: tuple[int, int, int] = (200, 30, 30)) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(jpeg_bytes(solid(rgb)))
     return path
+
+
+def csv_dataset(folder: Path, text: str, *images: str) -> Dataset:
+    """The dataset of a labels.csv holding `text`, beside the `images` it names (paths from `folder`)."""
+    for name in images:
+        put(folder / name)
+    csv = folder / "labels.csv"
+    csv.write_text(text)
+    return load_dataset(csv)
 
 
 def test_class_folders_give_sorted_classes_and_skip_hidden_and_junk(tmp_path: Path) -> None:
@@ -52,11 +61,7 @@ def test_validation_folder_names_are_recognised(tmp_path: Path) -> None:
 
 
 def test_csv_paths_are_relative_to_the_csv(tmp_path: Path) -> None:
-    put(tmp_path / "img" / "x.jpg")
-    put(tmp_path / "img" / "y.jpg")
-    csv = tmp_path / "labels.csv"
-    csv.write_text("path,label\nimg/x.jpg,cat\nimg/y.jpg,dog\n,dog\n")
-    ds = load_dataset(csv)
+    ds = csv_dataset(tmp_path, "path,label\nimg/x.jpg,cat\nimg/y.jpg,dog\n,dog\n", "img/x.jpg", "img/y.jpg")
     assert ds.kind == "csv"
     assert [(s.path, s.label) for s in ds.samples] == [
         (tmp_path / "img/x.jpg", "cat"),
@@ -75,12 +80,9 @@ def test_csv_of_a_spreadsheet_that_separates_by_semicolons_or_tabs_is_read(tmp_p
 
 
 def test_csv_written_on_windows_with_backslashes_finds_its_images(tmp_path: Path) -> None:
-    put(tmp_path / "img" / "cats" / "a.jpg")
-    put(tmp_path / "img" / "dogs" / "b.jpg")
-    put(tmp_path / "odd\\name.jpg")  # a backslash in a name, legal here: a file of that very name is taken as is
-    csv = tmp_path / "labels.csv"
-    csv.write_text("path,label\nimg\\cats\\a.jpg,cat\nimg\\dogs\\b.jpg,dog\nodd\\name.jpg,cat\n")
-    ds = load_dataset(csv)
+    rows = "path,label\nimg\\cats\\a.jpg,cat\nimg\\dogs\\b.jpg,dog\nodd\\name.jpg,cat\n"
+    # a backslash in a name is legal here: a file of that very name is taken as it is
+    ds = csv_dataset(tmp_path, rows, "img/cats/a.jpg", "img/dogs/b.jpg", "odd\\name.jpg")
     assert [s.path.relative_to(tmp_path).as_posix() for s in ds.samples] == [
         "img/cats/a.jpg", "img/dogs/b.jpg", "odd\\name.jpg"
     ]  # fmt: skip
@@ -101,11 +103,8 @@ def test_a_class_named_like_a_split_is_a_class(tmp_path: Path) -> None:
 
 
 def test_a_csv_row_given_twice_is_one_image_and_the_repeat_is_named(tmp_path: Path) -> None:
-    put(tmp_path / "img" / "a.jpg")
-    put(tmp_path / "img" / "b.jpg")
-    csv = tmp_path / "labels.csv"
-    csv.write_text("path,label\nimg/a.jpg,cat\nimg/b.jpg,dog\nimg/./a.jpg,cat\nimg/b.jpg,cat\n")
-    ds = load_dataset(csv)
+    rows = "path,label\nimg/a.jpg,cat\nimg/b.jpg,dog\nimg/./a.jpg,cat\nimg/b.jpg,cat\n"
+    ds = csv_dataset(tmp_path, rows, "img/a.jpg", "img/b.jpg")
     assert [(s.path.name, s.label) for s in ds.samples] == [("a.jpg", "cat"), ("b.jpg", "dog"), ("b.jpg", "cat")]
     assert [(i.path.name, i.reason) for i in ds.ignored] == [("labels.csv:4", "the same file and label as line 2")]
 
