@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +18,7 @@ import tlearn
 from conftest import assert_predicts_as_its_run
 from tlearn.artifacts.bundle import load_bundle
 from tlearn.artifacts.history import HISTORY_FILE
+from tlearn.core.errors import DataError
 from tlearn.data.augment import preset
 from tlearn.data.eval_pixels import eval_pixels, to_model_input
 from tlearn.models.backbones import create_backbone
@@ -174,6 +177,28 @@ def test_resume_ends_where_an_uninterrupted_run_ends(shapes: Path, tmp_path: Pat
     for (k, v), w in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
         torch.testing.assert_close(v, w, msg=k)
     assert len(list(csv.DictReader((broken / "history.csv").open()))) == 6
+
+
+def test_resume_after_the_dataset_changed_is_refused_and_keeps_the_checkpoint(shapes: Path, tmp_path: Path) -> None:
+    ft = FinetuneConfig(**{**FAST, "epochs": 3})  # type: ignore[arg-type]
+    out = tmp_path / "broken"
+
+    def die_after_epoch_2(row: dict[str, object]) -> None:
+        if row["epoch"] == 2:
+            raise Crash
+
+    cfg = TrainConfig(data=shapes, out=out, method="finetune", views=1, finetune=ft, **TINY)  # type: ignore[arg-type]
+    with pytest.raises(Crash):
+        run(cfg, on_epoch_end=die_after_epoch_2)
+    began = (out / "split.json").read_text()
+    extra = sorted((shapes / "red_circle").iterdir())[0]
+    shutil.copy(extra, shapes / "red_circle" / "added.jpg")  # a photo added while the run was stopped
+    with pytest.raises(DataError, match=r"Cannot resume: the split file .* does not fit the dataset: it leaves out 1 "):
+        run(replace(cfg, resume=True))
+    assert (out / "checkpoint.pt").is_file() and (out / "split.json").read_text() == began  # nothing lost
+    (shapes / "red_circle" / "added.jpg").unlink()
+    run(replace(cfg, resume=True))  # as it was: the run goes on
+    assert json.loads((out / "split.json").read_text())["origin"] == "random"
 
 
 def val_log_loss(bundle: Path, data: Path) -> float:

@@ -17,7 +17,7 @@ import csv
 import io
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,7 +30,7 @@ from tlearn.artifacts.metrics import Metrics, compute_metrics
 from tlearn.artifacts.predictions import PREDICTIONS_FILE
 from tlearn.core import distributed
 from tlearn.core.errors import ConfigError, DataError, FileSystemError, Interrupted, TlearnError
-from tlearn.core.files import atomic_path, write_json_atomic
+from tlearn.core.files import atomic_path, read_json_object, write_json_atomic
 from tlearn.core.progress import Progress, no_progress
 from tlearn.core.timing import Deadline, Timer
 from tlearn.data.checks import DatasetReport, check_dataset, group_ids
@@ -171,7 +171,8 @@ def _train(
     report = check_dataset(dataset, scanned, min_per_class=cfg.min_per_class)
     if not report.usable:
         raise DataError(f"{cfg.data} cannot be used: {report.problems[0]}", hint=f"Run: tlearn check {cfg.data}")
-    split = _split(cfg, dataset, scanned, report)
+    split = _resumed_split(out / SPLIT_FILE, scanned, dataset.root) if cfg.resume and cfg.split_file is None else None
+    split = split or _split(cfg, dataset, scanned, report)
     data = _labelled(scanned, report, split)
     pool = None
     if cfg.unlabelled is not None:
@@ -258,6 +259,27 @@ def _split(cfg: TrainConfig, dataset: Dataset, scanned: ScannedImages, report: D
     if not len(split.train):  # a split file with an empty train part is refused when read
         hint = "Lower --val-frac / --test-frac." if split.origin == "random" else "Add images to its train part."
         raise DataError("The split leaves no images to train on.", hint=hint)
+    return split
+
+
+def _resumed_split(path: Path, scanned: ScannedImages, root: Path) -> Split | None:
+    """The split the interrupted run began with (the split.json it wrote first), or None if it left none. A
+    new split of a dataset that changed since would move images the checkpoint trained on into val or test."""
+
+    def read() -> Split | str | None:  # on rank 0, whose run folder it is; an error as its text, for the others
+        try:
+            split = load_split(path, scanned.samples, root) if path.is_file() else None
+        except DataError as err:
+            return err.message
+        began = read_json_object(path) or {}  # the run's own split: random or the dataset's, as it began
+        return split if split is None else replace(split, origin=began.get("origin", split.origin))
+
+    split = distributed.from_main(read)
+    if isinstance(split, str):
+        raise DataError(
+            f"Cannot resume: {split[0].lower()}{split[1:]}",
+            hint="Put the dataset back as it was when the run began, or start a new run without --resume.",
+        )
     return split
 
 
