@@ -180,7 +180,7 @@ def test_batch_limits(client: TestClient, photo: bytes) -> None:
     assert res.status_code == 400
     assert res.json() == {
         "error": "too_many_files",
-        "detail": f"A request may hold at most {MAX_BATCH} image(s); send the rest in another.",
+        "detail": f"A request may hold at most {MAX_BATCH} images; send the rest in another.",
     }
     res = client.post("/predict/batch", json={"images": [base64.b64encode(photo).decode()] * (MAX_BATCH + 1)})
     assert res.status_code == 400 and res.json()["error"] == "too_many_files"

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from tlearn.core.errors import ConfigError
+from tlearn.core.words import count
 from tlearn.infer.predictor import BasePredictor
 
 log = logging.getLogger(__name__)
@@ -108,7 +109,7 @@ def chosen_pass_size(predictor: BasePredictor, given: int | None) -> PassSize:
     if given is None:
         chosen = measure_pass_size(predictor.answer_of_inputs, example_input(predictor.preprocessing.input_size))
         rates = ", ".join(f"{k}: {v:.0f}" for k, v in chosen.images_per_second.items())
-        log.info("Forward passes of %d image(s): images/s measured by pass size %s", chosen.size, rates)
+        log.info("Forward passes of %s: images/s measured by pass size %s", count(chosen.size, "image"), rates)
         return chosen
     if not 1 <= given <= max(PASS_SIZES):
         raise ConfigError(f"--pass-size must be between 1 and {max(PASS_SIZES)} images. Got {given}.")

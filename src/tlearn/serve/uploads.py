@@ -22,6 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
+from tlearn.core.words import count
 from tlearn.serve.errors import MB, ApiError, too_large
 
 _ENVELOPE = 64 * 1024  # multipart boundaries and headers, JSON keys: the part of a body that is not the image
@@ -110,7 +111,9 @@ async def _multipart(request: Request, *, max_files: int, field: str) -> list[Up
     except HTTPException as exc:  # Starlette's own limits and parse errors
         if "Too many files" in str(exc.detail):
             raise ApiError(
-                400, "too_many_files", f"A request may hold at most {max_files} image(s); send the rest in another."
+                400,
+                "too_many_files",
+                f"A request may hold at most {count(max_files, 'image')}; send the rest in another.",
             ) from None
         raise ApiError(400, "bad_multipart", f"Cannot parse the multipart body: {exc.detail}") from None
     try:
@@ -174,7 +177,9 @@ def _from_json(body: bytes, *, max_files: int) -> list[Upload]:
     if not encoded:
         raise ApiError(400, "no_file", 'The list "images" is empty.')
     if len(encoded) > max_files:
-        raise ApiError(400, "too_many_files", f"A request may hold at most {max_files} image(s); got {len(encoded)}.")
+        raise ApiError(
+            400, "too_many_files", f"A request may hold at most {count(max_files, 'image')}; got {len(encoded)}."
+        )
     return [Upload(f"image {i + 1}", _b64decode(item, i + 1)) for i, item in enumerate(encoded)]
 
 
