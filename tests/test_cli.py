@@ -368,3 +368,15 @@ def test_every_command_summary_is_one_sentence_that_tlearn_help_wraps_itself() -
     for info in app.registered_commands:
         summary = (info.callback.__doc__ or "").strip().split("\n\n")[0]
         assert summary and "\n" not in summary, info.callback.__name__
+
+
+def test_sample_data_never_mixes_its_classes_into_a_folder_of_yours(run_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    photos = tmp_path / "photos" / "cats"
+    photos.mkdir(parents=True)
+    (photos / "tom.jpg").write_bytes(b"a photo")
+    res = run_cli("sample-data", tmp_path / "photos")
+    assert res.code == 1
+    assert "already holds cats: the sample's class folders would mix with it." in " ".join(res.err.split())
+    assert sorted(p.name for p in (tmp_path / "photos").iterdir()) == ["cats"]
+    for _ in range(2):  # an earlier sample dataset is written again
+        assert run_cli("sample-data", tmp_path / "demo", "--per-class", "2").code == 0

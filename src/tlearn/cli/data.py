@@ -34,8 +34,19 @@ def sample_data(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
 ) -> None:
     """Write a small synthetic dataset (coloured shapes) to try tlearn without data of your own."""
-    from tlearn.data.synthetic import make_sample_dataset
+    from tlearn.core.errors import OutputError
+    from tlearn.data.synthetic import CLASSES, make_sample_dataset
 
+    shapes = {c.name for c in CLASSES}  # an earlier sample dataset is written again; anything else is the user's
+    theirs = []
+    if out.is_dir():
+        theirs = sorted(p.name for p in out.iterdir() if p.name not in shapes and not p.name.startswith("."))
+    if theirs:
+        more = f" and {count(len(theirs) - 1, 'more thing')}" if len(theirs) > 1 else ""
+        raise OutputError(
+            f"{short_path(out, None)} already holds {theirs[0]}{more}: the sample's class folders would mix with it.",
+            hint="Pass a new folder, such as demo.",
+        )
     make_sample_dataset(out, classes=classes, per_class=per_class, seed=seed)
     console.print(
         f"Wrote {classes * per_class} images in {classes} classes to [bold]{escape(short_path(out, None))}[/]."
