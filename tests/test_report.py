@@ -334,6 +334,18 @@ def test_the_report_title_names_the_dataset_the_method_and_the_folder_once(tmp_p
     assert "<h1>data: finetune</h1>" in write_report(named).read_text(encoding="utf-8")
 
 
+def test_the_split_says_when_its_shares_are_not_the_fractions_asked(tmp_path: Path) -> None:
+    run = make_run(tmp_path)  # 3 classes of 6 images
+    doc = json.loads((run / "split.json").read_text())
+    total = sum(doc["counts"].values())
+    for asked, said in (((doc["counts"]["val"] / total, doc["counts"]["test"] / total), False), ((0.05, 0.05), True)):
+        doc.update(val_frac=asked[0], test_frac=asked[1])  # the shares the parts hold, then far less
+        (run / "split.json").write_text(json.dumps(doc))
+        html = write_report(run).read_text(encoding="utf-8")
+        assert ("were asked, and so few images per class rounded them to the shares below" in html) is said
+    assert "5% for validation and 5% for the test were asked" in html
+
+
 def test_a_run_folder_with_only_its_config_still_gets_a_report(tmp_path: Path) -> None:
     run = make_run(tmp_path)
     for name in ("check.json", "split.json", "predictions.csv", "history.csv"):

@@ -163,10 +163,18 @@ def _split(run: Run) -> str:
         return '<p class="muted">The run folder holds no split.json.</p>'
     counts = split.get("counts") or {p: len(split.get(p, [])) for p in ("train", "val", "test")}
     total = sum(counts.values()) or 1
+    asked = (split.get("val_frac"), split.get("test_frac"))
+    shares = tuple(counts.get(p, 0) / total for p in ("val", "test"))
+    rounded = any(isinstance(a, int | float) and abs(a - s) > 0.05 for a, s in zip(asked, shares, strict=True))
     origin = {
         "random": f"A random split, stratified by class, seed {split.get('seed')}: "
-        f"{_share(split.get('val_frac'))} for validation, {_share(split.get('test_frac'))} for the test. "
-        "Copies of one photo are kept in the same part.",
+        + (
+            f"{_share(asked[0])} for validation and {_share(asked[1])} for the test were asked, and so few images "
+            "per class rounded them to the shares below"
+            if rounded
+            else f"{_share(asked[0])} for validation, {_share(asked[1])} for the test"
+        )
+        + ". Copies of one photo are kept in the same part.",
         "dataset": "The dataset's own split (its train/val/test folders or split column).",
         "file": "The split of an earlier run (--split-file).",
     }.get(str(split.get("origin")), f"Origin: {split.get('origin')}.")
