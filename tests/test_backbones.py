@@ -230,6 +230,15 @@ def test_an_unreadable_weights_file_is_one_line(tmp_path: Path) -> None:
         read_state_dict(tmp_path / "no_tensors.pth")
 
 
+def test_a_whole_pickled_model_is_refused_with_how_to_save_its_weights(tmp_path: Path) -> None:
+    path = tmp_path / "model.pth"
+    torch.save(timm.create_model("test_resnet", num_classes=0), path)  # the model object, not its state dict
+    with pytest.raises(BackboneError, match=r"holds a whole pickled model, not its weights alone") as info:
+        create_backbone("test_resnet", weights=path)
+    assert "torch.save(model.state_dict(), 'weights.pth')" in str(info.value.hint)
+    assert "Unsupported globals" not in info.value.message  # not torch's list of classes
+
+
 @pytest.mark.real_data
 @needs(MOBILENET, IMAGENET_LABELS, FLOWERS)
 def test_shared_mobilenet_classifies_flowers_as_imagenet_would() -> None:

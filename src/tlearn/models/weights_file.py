@@ -55,6 +55,9 @@ def read_sidecar(path: Path) -> dict[str, Any]:
     return doc
 
 
+STATE_DICT_HINT = "Pass a .safetensors file or a .pth/.pt/.bin file saved with torch.save(state_dict)."
+
+
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Tensors of a .safetensors or torch checkpoint, unwrapped from {"state_dict": ...} and DDP's "module.".
 
@@ -65,10 +68,14 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
         state: Any = load_state_dict(str(path), use_ema=False)
     except Exception as err:
-        raise BackboneError(
-            f"Cannot read weights from {path}: {_one_line(err)}.",
-            hint="Pass a .safetensors file or a .pth/.pt/.bin file saved with torch.save(state_dict).",
-        ) from None
+        if "weights_only" in str(err) and "global" in str(err):  # objects, not only tensors: a pickled model
+            raise BackboneError(
+                f"{path} holds a whole pickled model, not its weights alone: tlearn reads weights only, since "
+                "unpickling a model can run any code.",
+                hint="Where the model was saved, save its weights instead: torch.save(model.state_dict(), "
+                "'weights.pth') or safetensors.torch.save_file(model.state_dict(), 'weights.safetensors').",
+            ) from None
+        raise BackboneError(f"Cannot read weights from {path}: {_one_line(err)}.", hint=STATE_DICT_HINT) from None
     for key in _WRAPPERS:
         if isinstance(state.get(key), dict):
             state = clean_state_dict(state[key])
