@@ -35,7 +35,6 @@ if TYPE_CHECKING:
     from tlearn.artifacts.bundle import BundleConfig
 
 PARTS = ("train", "val", "test", "all")  # what `tlearn evaluate --split` accepts
-NEW_TO_THE_MODEL = "new to the model"
 
 
 @dataclass(frozen=True)
@@ -129,16 +128,18 @@ def evaluate_bundle(
     folder = Path(bundle).expanduser()
     folder = folder.parent if folder.is_file() else folder
     dataset = load_dataset(data)
-    chosen, source, missing, notes, own = _select(dataset, folder, predictor.config, split)
-    kept, unknown, unknown_notes = _known(chosen, predictor.classes, dataset.root)
+    chosen = _select(dataset, folder, predictor.config, split)
+    notes = list(chosen.notes)
+    kept, unknown, unknown_notes = _known(chosen.samples, predictor.classes, dataset.root)
     if tta and predictor.config.flip_tta:
         notes.append("The bundle already averages every image with its mirror image, so --tta changes nothing.")
     prep = predictor.preprocessing
     scanned = scan_images(kept, short_side=prep.working_short_side, resample=prep.resample, progress=progress)
     if not len(scanned):
         raise DataError(f"None of the {len(kept)} images to evaluate could be read.", hint=f"Run: tlearn check {data}")
-    if not own:  # the bundle's own parts are apart by construction (copies stay in one part of the split)
-        notes = _with_copies_noted(notes, scanned, folder, predictor.config, dataset.root)
+    if not chosen.own:  # the bundle's own parts are apart by construction (copies stay in one part of the split)
+        copies = _copies_note(scanned, folder, predictor.config, dataset.root)
+        notes += [copies] if copies else [chosen.all_new] if chosen.all_new else []
     proba = _predict(predictor.predict_proba, scanned.pixels.load(), tta=tta, batch_size=batch_size, progress=progress)
     index = {c: i for i, c in enumerate(predictor.classes)}
     y_true = np.array([index[s.label] for s in scanned.samples], dtype=np.int64)
@@ -146,7 +147,7 @@ def evaluate_bundle(
         bundle=folder,
         data=dataset.root,
         split=split,
-        source=source,
+        source=chosen.source,
         classes=predictor.classes,
         paths=tuple(s.path for s in scanned.samples),
         y_true=y_true,
@@ -155,39 +156,46 @@ def evaluate_bundle(
         tta=tta,
         unreadable=scanned.unreadable,
         unknown=unknown,
-        missing=missing,
+        missing=chosen.missing,
         notes=(*notes, *unknown_notes),
     )
 
 
-def _with_copies_noted(
-    notes: list[str], scanned: ScannedImages, bundle_dir: Path, config: BundleConfig, root: Path
-) -> list[str]:
-    """`notes`, and one more when images of another dataset copy images that trained or validated the bundle
-    (the same bytes, or a near copy by the check's rule `copies_in`): their scores are too optimistic. The
-    note that the images are all new to the model goes then."""
+@dataclass(frozen=True)
+class _Chosen:
+    """The samples to score, which they are in plain words, files of the split that are gone, notes, whether
+    DATA is the bundle's own dataset, and the note that its images are all new (said unless some copy the
+    bundle's training images)."""
+
+    samples: list[Sample]
+    source: str
+    missing: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+    own: bool = False
+    all_new: str | None = None
+
+
+def _copies_note(scanned: ScannedImages, bundle_dir: Path, config: BundleConfig, root: Path) -> str | None:
+    """How many images of another dataset copy images that trained or validated the bundle (the same bytes,
+    or a near copy by the check's rule `copies_in`): their scores are too optimistic. None for none."""
     parts = labelled_splits(bundle_dir, config)
     if isinstance(parts, str):
-        return notes
+        return None
     seen = [Sample(path, "") for part in ("train", "val") for path in parts[part][0]]
     copy_of = copies_in(scan_images(seen, short_side=CHECK_SHORT_SIDE), scanned)
     copies = [(i, j) for i, j in enumerate(copy_of) if j is not None]
     if not copies:
-        return notes
+        return None
     (i, j), base = copies[0], _base(root)
     first = f"{_relative(scanned.samples[i].path, base)} copies {display_path(seen[j].path)}"
-    return [
-        *(n for n in notes if NEW_TO_THE_MODEL not in n),
+    return (
         f"{len(copies)} of the {count(len(scanned), 'image')} {verb(len(copies), 'copies an image', 'copy images')} "
-        f"that trained or validated the bundle (first: {first}): the scores on them are too optimistic.",
-    ]
+        f"that trained or validated the bundle (first: {first}): the scores on them are too optimistic."
+    )
 
 
-def _select(
-    dataset: Dataset, bundle_dir: Path, config: BundleConfig, split: str
-) -> tuple[list[Sample], str, tuple[str, ...], list[str], bool]:
-    """The samples to score, which they are in plain words, files of the split that are gone, notes, and
-    whether DATA is the bundle's own dataset.
+def _select(dataset: Dataset, bundle_dir: Path, config: BundleConfig, split: str) -> _Chosen:
+    """The samples to score, and what to say of them.
 
     DATA is the bundle's own dataset when it is at the recorded path, or when it holds every file the
     bundle's split lists (the dataset moved, or grew): then the parts are the run's own.
@@ -201,8 +209,8 @@ def _select(
     own = parts is not None and (same_root or (bool(listed_all) and all(p in by_path for p in listed_all)))
     if split == "all":
         trained = sum(p in by_path for p in (parts or {}).get("train", [])) if own else 0
-        notes = [f"{trained} of these images trained the model, so the scores are optimistic."] if trained else []
-        return list(dataset.samples), f"all {len(dataset.samples)} images of {name}", (), notes, own
+        notes = (f"{trained} of these images trained the model, so the scores are optimistic.",) if trained else ()
+        return _Chosen(list(dataset.samples), f"all {len(dataset.samples)} images of {name}", notes=notes, own=own)
     if own and parts is not None:
         listed = parts.get(split, [])
         if not listed:
@@ -215,8 +223,8 @@ def _select(
         chosen = [by_path[p] for p in listed if p in by_path]
         missing = tuple(p for p in listed if p not in by_path)
         gone = f"{count(len(missing), 'file')} of the bundle's {split} part {verb(len(missing), 'is', 'are')} no longer"
-        notes = [f"{gone} in {name}."] if missing else []
-        return chosen, f"the {split} part of the bundle's split ({len(listed)} images of {name})", missing, notes, True
+        source = f"the {split} part of the bundle's split ({len(listed)} images of {name})"
+        return _Chosen(chosen, source, missing, (f"{gone} in {name}.",) if missing else (), own=True)
     if dataset.has_splits:
         chosen = [s for s in dataset.samples if s.split == split]
         if not chosen:
@@ -225,10 +233,10 @@ def _select(
                 f"{dataset.root} has no {split} part; it has {', '.join(present)}.",
                 hint=f"Pass {' or '.join(f'--split {p}' for p in present)}, or --split all to score every image.",
             )
-        return chosen, f"the {split} part of {name} ({len(chosen)} images)", (), [], False
+        return _Chosen(chosen, f"the {split} part of {name} ({len(chosen)} images)")
     if split == "test":
-        note = f"{name} is not the dataset the bundle was trained on, so all of its images are {NEW_TO_THE_MODEL}."
-        return list(dataset.samples), f"all {len(dataset.samples)} images of {name}", (), [note], False
+        all_new = f"{name} is not the dataset the bundle was trained on, so all of its images are new to the model."
+        return _Chosen(list(dataset.samples), f"all {len(dataset.samples)} images of {name}", all_new=all_new)
     raise ConfigError(
         f"--split {split} needs the bundle's own dataset or one with split folders; {dataset.root} is neither.",
         hint="Pass --split test or --split all to score every image.",
