@@ -198,9 +198,12 @@ def test_auto_on_the_vit_probes_its_levels_and_times_its_cuts(
     assert probes[0]["description"] == "level 6: blocks.6, 384 channels, stride 14"
     estimates = record.evidence["finetune_estimates"]
     assert set(estimates) == {"1", "2", "3", "all"} and all(math.isfinite(v) and v > 0 for v in estimates.values())
-    # Each cut was timed on its own (without a cut, every estimate would be the whole network's), and
-    # training one block on cached tokens is cheaper than training all twelve on pixels.
-    assert len(set(estimates.values())) == 4 and estimates["1"] < estimates["all"]
+    # Each cut was timed on its own (without a cut, every estimate would be the whole network's), and an
+    # epoch training one block on cached tokens is cheaper than one training all twelve on pixels. (The totals
+    # of this one-epoch run are mostly the cached views' forward passes, which a cut does not make cheaper:
+    # "1" came out above "all" there once, 0.62 against 0.52 s, on a loaded machine.)
+    epochs = record.evidence["epoch_seconds"]
+    assert len(set(estimates.values())) == 4 and epochs["1"] < epochs["all"]
     # the chosen level's features came from auto's one probing pass: the bundle computes the same
     assert_predicts_as_its_run(result.out, photos)
     if record.decision["method"] == "features":  # what six validation images usually leave it
