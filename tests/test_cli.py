@@ -380,3 +380,14 @@ def test_sample_data_never_mixes_its_classes_into_a_folder_of_yours(run_cli, tmp
     assert sorted(p.name for p in (tmp_path / "photos").iterdir()) == ["cats"]
     for _ in range(2):  # an earlier sample dataset is written again
         assert run_cli("sample-data", tmp_path / "demo", "--per-class", "2").code == 0
+
+
+def test_a_mistyped_choice_is_answered_with_the_closest_one(run_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    res = run_cli("train", tmp_path, "--method", "featurs")
+    assert res.code == 1
+    assert (
+        "Error: --method must be one of auto, features, finetune, scratch. Got 'featurs' (did you mean features?)."
+        in (" ".join(res.err.split()))
+    )
+    res = run_cli("train", tmp_path, "--method", "xyz")
+    assert "Got 'xyz'." in res.err and "did you mean" not in res.err  # nothing close: no guess

@@ -161,7 +161,7 @@ def test_bad_options_are_reported_together(tiny_bundle: Path) -> None:
     with pytest.raises(ConfigError) as err:
         export_bundle(tiny_bundle, format="tflite", input_type="int4", opset=9)
     assert "--format must be one of onnx, torchscript. Got 'tflite'." in str(err.value)
-    assert "--input must be one of float, uint8. Got 'int4'." in str(err.value)
+    assert "--input must be one of float, uint8. Got 'int4' (did you mean uint8?)." in str(err.value)
     assert "--opset must be between 17 and 20. Got 9." in str(err.value)
     with pytest.raises(ConfigError, match=r"--int8 works with --format onnx only.*--out must end in \.pt"):
         export_bundle(tiny_bundle, format="torchscript", int8="on", out="model.onnx")

@@ -17,7 +17,7 @@ from tlearn.cli.app import app
 from tlearn.cli.render import console, err_console, progress_bar, short_path
 from tlearn.core.errors import ConfigError
 from tlearn.core.progress import no_progress
-from tlearn.core.words import count
+from tlearn.core.words import count, not_one_of
 
 if TYPE_CHECKING:
     from tlearn.infer.export import ExportResult
@@ -70,7 +70,7 @@ def predict(
     from tlearn.infer.load import load
 
     if output not in OUTPUT_FORMATS:
-        raise ConfigError(f"--format must be one of {', '.join(OUTPUT_FORMATS)}. Got {output!r}.")
+        raise ConfigError(not_one_of("--format", output, OUTPUT_FORMATS))
     files, missing = find_images(paths)
     predictor = load(bundle, engine=engine or ("torch" if explain is not None else "auto"), images=len(files))
     if explain is not None:

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from tlearn.cli.app import app
 from tlearn.cli.render import console, progress_bar, short_path
-from tlearn.core.words import count
+from tlearn.core.words import count, not_one_of
 
 
 @app.command("suggest")
@@ -33,7 +33,7 @@ def suggest(
     from tlearn.training.suggest import suggest as run_suggest
 
     if strategy not in STRATEGIES:
-        raise ConfigError(f"--strategy must be one of {', '.join(STRATEGIES)}. Got {strategy!r}.")
+        raise ConfigError(not_one_of("--strategy", strategy, STRATEGIES))
     with progress_bar() as progress:
         result = run_suggest(
             bundle, unlabelled, n=n, out=out, strategy=strategy, batch_size=batch_size,  # type: ignore[arg-type]

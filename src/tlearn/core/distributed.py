@@ -31,6 +31,7 @@ import torch.distributed as dist
 from torch import nn
 
 from tlearn.core.errors import ConfigError, TlearnError
+from tlearn.core.words import not_one_of
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ def launched_world() -> tuple[int, int]:
 def choose_device(choice: str = "auto", *, local_rank: int = 0) -> torch.device:
     """`--device`: "cuda" (this process's GPU), "cpu", or "auto" (CUDA when present, else the CPU)."""
     if choice not in DEVICES:
-        raise ConfigError(f"--device must be one of {', '.join(DEVICES)}. Got {choice!r}.")
+        raise ConfigError(not_one_of("--device", choice, DEVICES))
     if choice == "cpu" or (choice == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     if not torch.cuda.is_available():

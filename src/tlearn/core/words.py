@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Sequence
+
 
 def plural(noun: str) -> str:
     """The English plural of the nouns tlearn counts: image -> images, class -> classes, batch -> batches."""
@@ -24,3 +27,11 @@ def count(n: int, one: str, many: str | None = None) -> str:
 def verb(n: int, one: str, many: str) -> str:
     """The verb that agrees with `n`: verb(1, "has", "have") "has"."""
     return one if n == 1 else many
+
+
+def not_one_of(option: str, value: object, choices: Sequence[str]) -> str:
+    """What an option's wrong value is told, with the closest choice when one is close: "--method must be one
+    of auto, features, finetune, scratch. Got 'featurs' (did you mean features?)"."""
+    close = difflib.get_close_matches(value, list(choices), n=1) if isinstance(value, str) else []
+    guess = f" (did you mean {close[0]}?)" if close else ""
+    return f"{option} must be one of {', '.join(choices)}. Got {value!r}{guess}."

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from tlearn.core.errors import ConfigError
+from tlearn.core.words import not_one_of
 
 FILL_MODES = ("constant", "edge", "reflect")
 FILL_ALIASES = {"nearest": "edge"}  # Keras' name for edge padding
@@ -142,8 +143,7 @@ def _check(cfg: AugmentConfig) -> list[str]:
     if cfg.crop_scale is not None:
         pair("crop_scale", 0.0, 1.0, open_low=True)
     if cfg.fill not in FILL_MODES:
-        choices = ", ".join((*FILL_MODES, *FILL_ALIASES))
-        problems.append(f"--fill must be one of {choices}. Got {cfg.fill!r}.")
+        problems.append(not_one_of("--fill", cfg.fill, (*FILL_MODES, *FILL_ALIASES)))
     colour = cfg.fill_color
     if not (
         isinstance(colour, tuple) and len(colour) == 3 and all(isinstance(c, int) and 0 <= c <= 255 for c in colour)

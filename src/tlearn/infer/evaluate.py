@@ -25,7 +25,7 @@ from tlearn.artifacts.predictions import PredictionRow, worst_mistakes
 from tlearn.core.errors import ConfigError, DataError
 from tlearn.core.files import read_json_object
 from tlearn.core.progress import Progress, no_progress
-from tlearn.core.words import count, verb
+from tlearn.core.words import count, not_one_of, verb
 from tlearn.data.checks import copies_in
 from tlearn.data.scan import CHECK_SHORT_SIDE, ScannedImages, Unreadable, scan_images
 from tlearn.data.sources import Dataset, Sample, display_path, load_dataset
@@ -123,7 +123,7 @@ def evaluate_bundle(
     from tlearn.infer.load import load
 
     if split not in PARTS:
-        raise ConfigError(f"--split must be one of {', '.join(PARTS)}. Got {split!r}.")
+        raise ConfigError(not_one_of("--split", split, PARTS))
     predictor = load(bundle)
     folder = Path(bundle).expanduser()
     folder = folder.parent if folder.is_file() else folder

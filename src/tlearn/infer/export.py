@@ -38,6 +38,7 @@ from tlearn.core.files import atomic_path, write_json_atomic
 from tlearn.core.marks import refuse_to_replace
 from tlearn.core.onnx import OPSET, create_session
 from tlearn.core.progress import Progress, no_progress
+from tlearn.core.words import not_one_of
 from tlearn.data.sources import display_path
 from tlearn.infer.bundle_images import labelled_splits
 from tlearn.infer.int8 import Int8Report, quantize_bundle_model
@@ -185,11 +186,11 @@ def _run_torch(module: Any, x: np.ndarray) -> np.ndarray:
 def _check_options(*, format: str, input_type: str, int8: str, opset: int, out: str | Path | None) -> None:
     problems = []
     if format not in FORMATS:
-        problems.append(f"--format must be one of {', '.join(FORMATS)}. Got {format!r}.")
+        problems.append(not_one_of("--format", format, FORMATS))
     if input_type not in INPUT_TYPES:
-        problems.append(f"--input must be one of {', '.join(INPUT_TYPES)}. Got {input_type!r}.")
+        problems.append(not_one_of("--input", input_type, INPUT_TYPES))
     if int8 not in MODES:
-        problems.append(f"--int8 must be one of {', '.join(MODES)}. Got {int8!r}.")
+        problems.append(not_one_of("--int8", int8, MODES))
     elif int8 != "off" and format != "onnx":
         problems.append("--int8 works with --format onnx only.")
     if not 17 <= opset <= 20:

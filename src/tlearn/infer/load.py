@@ -11,6 +11,7 @@ from tlearn.artifacts.bundle import CONFIG_FILE, UNKNOWN_FILE, WEIGHTS_FILE, loa
 from tlearn.core.errors import BundleError, ConfigError, ExtraMissingError
 from tlearn.core.files import file_sha256
 from tlearn.core.onnx import cached_model, import_onnxruntime, int8_saturates, onnx_pays
+from tlearn.core.words import not_one_of
 from tlearn.data.sources import display_path
 from tlearn.infer.onnx_files import config_of, int8_model_of, read_sidecar, sidecar_path, weights_digest
 from tlearn.infer.onnx_graph import bundle_to_onnx
@@ -35,7 +36,7 @@ def load(bundle: str | Path, *, engine: str = "auto", images: int | None = None)
     """
     path = Path(bundle).expanduser()
     if engine not in (*ENGINES, "auto"):
-        raise ConfigError(f"--engine must be one of {', '.join(ENGINES)}. Got {engine!r}.")
+        raise ConfigError(not_one_of("--engine", engine, ENGINES))
     is_onnx_file = path.suffix.lower() == ".onnx"
     if engine == "onnx" or (engine == "auto" and is_onnx_file):
         return _said_once(load_onnx(path))

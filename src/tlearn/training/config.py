@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from tlearn.core.distributed import DEVICES
 from tlearn.core.errors import ConfigError
+from tlearn.core.words import not_one_of
 from tlearn.data.augment import AugmentConfig, preset
 from tlearn.data.sources import display_path
 
@@ -69,7 +70,7 @@ class FinetuneConfig:
         if self.weight_decay < 0:
             p.append(f"--weight-decay must be 0 or more. Got {self.weight_decay}.")
         if self.schedule not in SCHEDULES:
-            p.append(f"--schedule must be one of {', '.join(SCHEDULES)}. Got {self.schedule!r}.")
+            p.append(not_one_of("--schedule", self.schedule, SCHEDULES))
         if self.unfreeze != "all" and (not isinstance(self.unfreeze, int) or self.unfreeze < 0):
             p.append(f"--unfreeze must be a number of stages (0 or more) or 'all'. Got {self.unfreeze!r}.")
         return p
@@ -120,9 +121,9 @@ class TrainConfig:
     def __post_init__(self) -> None:
         p: list[str] = []
         if self.method not in METHODS:
-            p.append(f"--method must be one of {', '.join(METHODS)}. Got {self.method!r}.")
+            p.append(not_one_of("--method", self.method, METHODS))
         if self.head not in HEADS:
-            p.append(f"--head must be one of {', '.join(HEADS)}. Got {self.head!r}.")
+            p.append(not_one_of("--head", self.head, HEADS))
         if self.class_weight not in ("none", "balanced"):
             p.append(f"--class-weight must be none or balanced. Got {self.class_weight!r}.")
         for name in ("val_frac", "test_frac"):
@@ -139,7 +140,7 @@ class TrainConfig:
         if self.precision not in ("auto", "fp32", "bf16"):
             p.append(f"--precision must be auto, fp32 or bf16. Got {self.precision!r}.")
         if self.device not in DEVICES:
-            p.append(f"--device must be one of {', '.join(DEVICES)}. Got {self.device!r}.")
+            p.append(not_one_of("--device", self.device, DEVICES))
         if self.batch_size < 1:
             p.append(f"--batch-size must be 1 or more. Got {self.batch_size}.")
         if self.input_size is not None and self.input_size < 16:

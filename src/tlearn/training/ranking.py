@@ -16,6 +16,8 @@ from typing import Literal
 
 import numpy as np
 
+from tlearn.core.words import not_one_of
+
 Strategy = Literal["diverse", "uncertainty", "random"]
 STRATEGIES: tuple[str, ...] = ("diverse", "uncertainty", "random")
 # Picks come from the CANDIDATES x n most uncertain photos: enough room to skip near copies and
@@ -64,7 +66,7 @@ def rank_for_labelling(
     if strategy == "uncertainty" or total <= 1:
         return by_doubt, u
     if strategy != "diverse":
-        raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}. Got {strategy!r}.")
+        raise ValueError(not_one_of("strategy", strategy, STRATEGIES))
     n = max(0, min(n, total))
     pool = by_doubt[: max(n, CANDIDATES * n)]
     x = normalised(feats)[pool]
