@@ -1,4 +1,5 @@
-"""Counts in words, in one place: "1 image", "2 images", "1 class has", "3 classes have"."""
+"""Words tlearn shows, in one place: counts ("1 image", "3 classes have") and the answer to a value that is not
+one of an option's choices (with the closest one)."""
 
 from __future__ import annotations
 
